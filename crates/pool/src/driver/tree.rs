@@ -1,0 +1,204 @@
+//! File-by-file directory clone shared by the reflink and copy drivers.
+
+use std::fs::{self, File, OpenOptions};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use super::CloneError;
+
+/// What to do with one entry, by its path relative to the clone's root.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeEntry {
+    /// Clone it (a directory with all it holds).
+    Include,
+    /// Leave it out.
+    Skip,
+    /// A directory: create it, empty.
+    EmptyDir,
+}
+
+/// Decides, per relative path, what a clone takes.
+pub type Filter<'a> = &'a dyn Fn(&Path) -> TreeEntry;
+
+/// How file contents are carried over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum FileCopy {
+    /// FICLONE: share every block.
+    Reflink,
+    /// Copy bytes.
+    Bytes,
+}
+
+pub(crate) fn clone_tree(src: &Path, dst: &Path, how: FileCopy, filter: Filter) -> Result<(), CloneError> {
+    let meta = fs::symlink_metadata(src).map_err(CloneError::io("stat", src))?;
+    make_dir(dst, &meta)?;
+    walk(src, dst, Path::new(""), how, filter)
+}
+
+fn walk(src: &Path, dst: &Path, rel: &Path, how: FileCopy, filter: Filter) -> Result<(), CloneError> {
+    let dir = src.join(rel);
+    for entry in fs::read_dir(&dir).map_err(CloneError::io("read directory", &dir))? {
+        let entry = entry.map_err(CloneError::io("read directory", &dir))?;
+        let rel = rel.join(entry.file_name());
+        let decision = filter(&rel);
+        if decision == TreeEntry::Skip {
+            continue;
+        }
+        let from = src.join(&rel);
+        let to = dst.join(&rel);
+        let meta = match fs::symlink_metadata(&from) {
+            Ok(m) => m,
+            // A live cluster deletes files while we copy (online backup):
+            // what vanished is restored from WAL.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(CloneError::Io { op: "stat", path: from, source: e }),
+        };
+        let kind = meta.file_type();
+        if kind.is_dir() {
+            make_dir(&to, &meta)?;
+            if decision == TreeEntry::Include {
+                walk(src, dst, &rel, how, filter)?;
+            }
+        } else if kind.is_symlink() {
+            let target = fs::read_link(&from).map_err(CloneError::io("read link", &from))?;
+            std::os::unix::fs::symlink(&target, &to).map_err(CloneError::io("symlink", &to))?;
+            lchown_like(&to, &meta)?;
+        } else if kind.is_file() {
+            match clone_file(&from, &to, how) {
+                Err(CloneError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
+                other => other?,
+            }
+        }
+    }
+    Ok(())
+}
+
+fn make_dir(path: &Path, like: &fs::Metadata) -> Result<(), CloneError> {
+    fs::create_dir(path).map_err(CloneError::io("create directory", path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(like.mode() & 0o7777))
+        .map_err(CloneError::io("chmod", path))?;
+    lchown_like(path, like)
+}
+
+fn lchown_like(path: &Path, like: &fs::Metadata) -> Result<(), CloneError> {
+    if pgfork_os::RunAs::we_are_root() {
+        std::os::unix::fs::lchown(path, Some(like.uid()), Some(like.gid()))
+            .map_err(CloneError::io("chown", path))?;
+    }
+    Ok(())
+}
+
+/// Clones one regular file, keeping mode and (as root) owner.
+pub(crate) fn clone_file(from: &Path, to: &Path, how: FileCopy) -> Result<(), CloneError> {
+    let mut src = File::open(from).map_err(CloneError::io("open", from))?;
+    let meta = src.metadata().map_err(CloneError::io("stat", from))?;
+    let mut dst = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(meta.mode() & 0o7777)
+        .open(to)
+        .map_err(CloneError::io("create", to))?;
+    if pgfork_os::RunAs::we_are_root() {
+        std::os::unix::fs::fchown(&dst, Some(meta.uid()), Some(meta.gid()))
+            .map_err(CloneError::io("chown", to))?;
+    }
+    match how {
+        FileCopy::Reflink => {
+            // SAFETY: FICLONE takes the source descriptor as its argument;
+            // both descriptors are open for the duration of the call.
+            let rc = unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) };
+            if rc != 0 {
+                let err = io::Error::last_os_error();
+                return Err(match err.raw_os_error() {
+                    Some(libc::EOPNOTSUPP) | Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::ENOTTY) => {
+                        CloneError::ReflinkUnsupported { path: to.to_path_buf() }
+                    }
+                    _ => CloneError::Io { op: "reflink", path: to.to_path_buf(), source: err },
+                });
+            }
+        }
+        FileCopy::Bytes => {
+            io::copy(&mut src, &mut dst).map_err(CloneError::io("copy", to))?;
+        }
+    }
+    Ok(())
+}
+
+/// Removes from a finished clone what `filter` would not have taken.
+pub(crate) fn prune(root: &Path, filter: Filter) -> Result<(), CloneError> {
+    prune_dir(root, Path::new(""), filter)
+}
+
+fn prune_dir(root: &Path, rel: &Path, filter: Filter) -> Result<(), CloneError> {
+    let dir = root.join(rel);
+    for entry in fs::read_dir(&dir).map_err(CloneError::io("read directory", &dir))? {
+        let entry = entry.map_err(CloneError::io("read directory", &dir))?;
+        let rel = rel.join(entry.file_name());
+        let path = root.join(&rel);
+        let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
+        match filter(&rel) {
+            TreeEntry::Skip if is_dir => fs::remove_dir_all(&path).map_err(CloneError::io("remove", &path))?,
+            TreeEntry::Skip => fs::remove_file(&path).map_err(CloneError::io("remove", &path))?,
+            TreeEntry::EmptyDir if is_dir => {
+                for inner in fs::read_dir(&path).map_err(CloneError::io("read directory", &path))? {
+                    let inner = inner.map_err(CloneError::io("read directory", &path))?.path();
+                    let r = if inner.is_dir() { fs::remove_dir_all(&inner) } else { fs::remove_file(&inner) };
+                    r.map_err(CloneError::io("remove", &inner))?;
+                }
+            }
+            _ if is_dir => prune_dir(root, &rel, filter)?,
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_keeps_tree_modes_and_honours_filter() {
+        let tmp = tempfile::tempdir().unwrap();
+        let src = tmp.path().join("src");
+        fs::create_dir_all(src.join("base/1")).unwrap();
+        fs::create_dir_all(src.join("pg_wal")).unwrap();
+        fs::write(src.join("base/1/1259"), b"heap").unwrap();
+        fs::write(src.join("pg_wal/000000010000000000000001"), b"wal").unwrap();
+        fs::write(src.join("postmaster.pid"), b"123").unwrap();
+        fs::set_permissions(src.join("base/1/1259"), fs::Permissions::from_mode(0o600)).unwrap();
+        std::os::unix::fs::symlink("base", src.join("link")).unwrap();
+
+        let dst = tmp.path().join("dst");
+        let filter = |rel: &Path| match rel.to_str() {
+            Some("postmaster.pid") => TreeEntry::Skip,
+            Some("pg_wal") => TreeEntry::EmptyDir,
+            _ => TreeEntry::Include,
+        };
+        clone_tree(&src, &dst, FileCopy::Bytes, &filter).unwrap();
+        assert_eq!(fs::read(dst.join("base/1/1259")).unwrap(), b"heap");
+        assert_eq!(fs::metadata(dst.join("base/1/1259")).unwrap().mode() & 0o777, 0o600);
+        assert!(!dst.join("postmaster.pid").exists());
+        assert!(dst.join("pg_wal").is_dir());
+        assert!(!dst.join("pg_wal/000000010000000000000001").exists());
+        assert_eq!(fs::read_link(dst.join("link")).unwrap(), Path::new("base"));
+
+        // Pruning a full copy with the same filter gives the same tree.
+        let full = tmp.path().join("full");
+        clone_tree(&src, &full, FileCopy::Bytes, &|_| TreeEntry::Include).unwrap();
+        prune(&full, &filter).unwrap();
+        assert!(!full.join("postmaster.pid").exists());
+        assert!(full.join("pg_wal").is_dir() && fs::read_dir(full.join("pg_wal")).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn existing_destination_is_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        fs::create_dir(tmp.path().join("a")).unwrap();
+        fs::create_dir(tmp.path().join("b")).unwrap();
+        let err = clone_tree(&tmp.path().join("a"), &tmp.path().join("b"), FileCopy::Bytes, &|_| TreeEntry::Include);
+        assert!(err.is_err());
+    }
+}

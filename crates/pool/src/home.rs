@@ -1,0 +1,98 @@
+//! The home directory and the fixed layout under it.
+
+use std::path::{Path, PathBuf};
+
+/// Environment variable that overrides the default home.
+pub const HOME_ENV: &str = "PGFORK_HOME";
+
+/// The directory holding meta.db, the pool, logs and sockets.
+///
+/// Layout:
+/// ```text
+/// HOME/meta.db              metadata (SQLite)
+/// HOME/pool.img             optional pool image, loop-mounted on HOME/pool
+/// HOME/pool/sources/NAME    source data directories
+/// HOME/pool/snapshots/ID    sealed, immutable snapshots
+/// HOME/pool/branches/NAME   branch data directories
+/// HOME/logs/                server logs
+/// HOME/run/                 unix socket directories
+/// ```
+#[derive(Debug, Clone)]
+pub struct Home {
+    root: PathBuf,
+}
+
+impl Home {
+    /// `explicit`, else `$PGFORK_HOME`, else `/var/lib/pgfork` as root, else
+    /// `~/.local/share/pgfork`.
+    pub fn resolve(explicit: Option<&Path>) -> Home {
+        let root = explicit
+            .map(Path::to_path_buf)
+            .or_else(|| std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+            .unwrap_or_else(|| {
+                if pgfork_os::RunAs::we_are_root() {
+                    PathBuf::from("/var/lib/pgfork")
+                } else {
+                    let base = std::env::var_os("XDG_DATA_HOME")
+                        .map(PathBuf::from)
+                        .or_else(|| {
+                            std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/share"))
+                        })
+                        .unwrap_or_else(|| PathBuf::from("."));
+                    base.join("pgfork")
+                }
+            });
+        let root = std::path::absolute(&root).unwrap_or(root);
+        Home { root }
+    }
+
+    /// The home directory itself.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+    /// The metadata database.
+    pub fn meta_db(&self) -> PathBuf {
+        self.root.join("meta.db")
+    }
+    /// The pool image file, when the pool is a loop-mounted image.
+    pub fn image(&self) -> PathBuf {
+        self.root.join("pool.img")
+    }
+    /// The pool: the filesystem that holds every data directory.
+    pub fn pool(&self) -> PathBuf {
+        self.root.join("pool")
+    }
+    /// Directory of source data directories.
+    pub fn sources(&self) -> PathBuf {
+        self.pool().join("sources")
+    }
+    /// Directory of snapshots.
+    pub fn snapshots(&self) -> PathBuf {
+        self.pool().join("snapshots")
+    }
+    /// Directory of branch data directories.
+    pub fn branches(&self) -> PathBuf {
+        self.pool().join("branches")
+    }
+    /// Server logs.
+    pub fn logs(&self) -> PathBuf {
+        self.root.join("logs")
+    }
+    /// Unix socket directories.
+    pub fn run(&self) -> PathBuf {
+        self.root.join("run")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn explicit_home_wins_and_is_absolute() {
+        let home = Home::resolve(Some(Path::new("rel/home")));
+        assert!(home.root().is_absolute());
+        assert!(home.root().ends_with("rel/home"));
+        assert_eq!(home.branches(), home.root().join("pool/branches"));
+    }
+}

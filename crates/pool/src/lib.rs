@@ -1,0 +1,13 @@
+//! Where pgfork keeps everything (home), what it remembers (meta.db) and how
+//! it copies data directories (clone drivers, pool images).
+
+pub mod driver;
+pub mod home;
+pub mod image;
+pub mod meta;
+pub mod space;
+
+pub use driver::{CloneError, Driver, Probe};
+pub use home::Home;
+pub use image::{FsKind, ImageError, PoolImage};
+pub use meta::{Meta, MetaError};

@@ -1,0 +1,128 @@
+//! meta.db: what pgfork knows about sources, snapshots and branches.
+//!
+//! Every row that is being changed carries an [`Op`]: what is being done
+//! and by which process. A row whose op's process is gone was interrupted,
+//! and the next pgfork command finishes or undoes it (see the engine's
+//! reconcile). Writes use `BEGIN IMMEDIATE`, so concurrent pgfork
+//! processes serialise their decisions (names, ports) without races.
+
+mod rows;
+mod schema;
+
+use std::path::Path;
+use std::time::Duration;
+
+use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+
+pub use rows::{BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports};
+
+/// Errors of the metadata store.
+#[derive(Debug, thiserror::Error)]
+pub enum MetaError {
+    /// meta.db is missing: `init` has not run.
+    #[error("{0} has no meta.db: run `pgfork init` first (or pass --home / set PGFORK_HOME to an initialised home)")]
+    NotInitialised(String),
+    /// meta.db was written by a newer pgfork.
+    #[error("meta.db schema version {found} is newer than this pgfork understands ({known}): upgrade pgfork")]
+    TooNew {
+        /// Version in the file.
+        found: i64,
+        /// Newest this build knows.
+        known: i64,
+    },
+    /// A row holds something this build cannot read.
+    #[error("meta.db holds an unreadable value in {table}.{column}: {value}")]
+    Corrupt {
+        /// Table.
+        table: &'static str,
+        /// Column.
+        column: &'static str,
+        /// The value.
+        value: String,
+    },
+    /// SQLite failed.
+    #[error("meta.db: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+}
+
+/// An open meta.db.
+pub struct Meta {
+    conn: Connection,
+}
+
+impl Meta {
+    /// Opens (and creates, if `create`) the metadata database and brings
+    /// its schema up to date.
+    pub fn open(path: &Path, create: bool) -> Result<Meta, MetaError> {
+        if !create && !path.exists() {
+            let home = path.parent().unwrap_or(path).display().to_string();
+            return Err(MetaError::NotInitialised(home));
+        }
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        if create {
+            flags |= OpenFlags::SQLITE_OPEN_CREATE;
+        }
+        let conn = Connection::open_with_flags(path, flags)?;
+        conn.busy_timeout(Duration::from_secs(30))?;
+        // WAL lets readers go on while one writer commits; NORMAL skips the
+        // fsync per commit (a crash can lose the last commit, which the
+        // reconcile on the next command treats like any interrupted op).
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        let mut meta = Meta { conn };
+        schema::migrate(&mut meta.conn)?;
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            // Branch passwords live here: owner only.
+            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+        }
+        Ok(meta)
+    }
+
+    /// The connection, for reads.
+    pub fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    /// Runs `f` in a `BEGIN IMMEDIATE` transaction and commits if it succeeds.
+    pub fn write<T, E: From<MetaError>>(
+        &mut self,
+        f: impl FnOnce(&Connection) -> Result<T, E>,
+    ) -> Result<T, E> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(MetaError::from)?;
+        let value = f(&tx)?;
+        tx.commit().map_err(MetaError::from)?;
+        Ok(value)
+    }
+
+    /// A setting from `init`.
+    pub fn setting(&self, key: &str) -> Result<Option<String>, MetaError> {
+        Ok(self
+            .conn
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .optional()?)
+    }
+
+    /// Stores a setting.
+    pub fn set_setting(conn: &Connection, key: &str, value: &str) -> Result<(), MetaError> {
+        conn.execute(
+            "INSERT INTO settings(key, value) VALUES (?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value",
+            params![key, value],
+        )?;
+        Ok(())
+    }
+}
+
+/// Seconds since the Unix epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,563 @@
+//! Rows of meta.db and the queries on them.
+
+use std::collections::BTreeMap;
+
+use pgfork_os::ProcessId;
+use rusqlite::{Connection, OptionalExtension, Row, params};
+use serde::Serialize;
+
+use super::MetaError;
+
+/// Whether a server should be running.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunState {
+    /// Its postmaster runs (or ran until it crashed).
+    Running,
+    /// Stopped on purpose; its data stays.
+    Stopped,
+}
+
+impl RunState {
+    fn as_str(self) -> &'static str {
+        match self {
+            RunState::Running => "running",
+            RunState::Stopped => "stopped",
+        }
+    }
+    fn parse(s: &str) -> Result<RunState, MetaError> {
+        match s {
+            "running" => Ok(RunState::Running),
+            "stopped" => Ok(RunState::Stopped),
+            _ => Err(MetaError::Corrupt { table: "*", column: "state", value: s.into() }),
+        }
+    }
+}
+
+/// An operation in progress on a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OpKind {
+    /// Being created: nothing of it is usable yet.
+    Creating,
+    /// Its server is starting.
+    Starting,
+    /// Its server is stopping.
+    Stopping,
+    /// Its data is being replaced by its base snapshot's.
+    Resetting,
+    /// Being deleted.
+    Deleting,
+}
+
+impl OpKind {
+    /// The word stored in meta.db and shown to users.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::Creating => "creating",
+            OpKind::Starting => "starting",
+            OpKind::Stopping => "stopping",
+            OpKind::Resetting => "resetting",
+            OpKind::Deleting => "deleting",
+        }
+    }
+    fn parse(s: &str) -> Result<OpKind, MetaError> {
+        [OpKind::Creating, OpKind::Starting, OpKind::Stopping, OpKind::Resetting, OpKind::Deleting]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| MetaError::Corrupt { table: "*", column: "op", value: s.into() })
+    }
+}
+
+/// An operation and the process carrying it out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Op {
+    /// What is being done.
+    pub kind: OpKind,
+    /// Who is doing it; if this process is gone, the op was interrupted.
+    pub owner: ProcessId,
+}
+
+impl Op {
+    /// An op carried out by the calling process.
+    pub fn mine(kind: OpKind) -> Op {
+        Op { kind, owner: ProcessId::current() }
+    }
+}
+
+fn op_from(row: &Row, at: usize) -> Result<Option<Op>, rusqlite::Error> {
+    let kind: Option<String> = row.get(at)?;
+    let Some(kind) = kind else { return Ok(None) };
+    let kind = OpKind::parse(&kind).map_err(|e| to_sql_err(at, e))?;
+    let pid: i64 = row.get(at + 1)?;
+    let start: i64 = row.get(at + 2)?;
+    Ok(Some(Op { kind, owner: ProcessId { pid: pid as i32, start_ticks: start as u64 } }))
+}
+
+fn pid_from(row: &Row, at: usize) -> Result<Option<ProcessId>, rusqlite::Error> {
+    let pid: Option<i64> = row.get(at)?;
+    let start: Option<i64> = row.get(at + 1)?;
+    Ok(pid.zip(start).map(|(pid, s)| ProcessId { pid: pid as i32, start_ticks: s as u64 }))
+}
+
+fn to_sql_err(at: usize, e: MetaError) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(at, rusqlite::types::Type::Text, Box::new(e))
+}
+
+fn op_params(op: Option<Op>) -> (Option<&'static str>, Option<i64>, Option<i64>) {
+    match op {
+        Some(op) => (Some(op.kind.as_str()), Some(op.owner.pid as i64), Some(op.owner.start_ticks as i64)),
+        None => (None, None, None),
+    }
+}
+
+fn pm_params(pm: Option<ProcessId>) -> (Option<i64>, Option<i64>) {
+    (pm.map(|p| p.pid as i64), pm.map(|p| p.start_ticks as i64))
+}
+
+/// Which kind of object, if any, already has `name`.
+pub fn name_taken(conn: &Connection, name: &str) -> Result<Option<&'static str>, MetaError> {
+    let kind: Option<String> = conn
+        .query_row(
+            "SELECT 'source' FROM sources WHERE name = ?1 UNION ALL SELECT 'branch' FROM branches WHERE name = ?1",
+            [name],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(kind.map(|k| if k == "source" { "source" } else { "branch" }))
+}
+
+/// Every TCP port held by a source or branch.
+pub fn used_ports(conn: &Connection) -> Result<Vec<u16>, MetaError> {
+    let mut stmt = conn.prepare("SELECT port FROM sources UNION SELECT port FROM branches")?;
+    let ports = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+    Ok(ports.into_iter().map(|p| p as u16).collect())
+}
+
+/// A source: where branches' data comes from.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceRow {
+    /// Unique name (shared namespace with branches).
+    pub name: String,
+    /// `local` for a cluster pgfork runs itself.
+    pub mode: String,
+    /// Whether its server should run.
+    pub state: RunState,
+    /// Operation in progress.
+    pub op: Option<Op>,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// The application database.
+    pub database: String,
+    /// The application role (owns the database, not a superuser).
+    pub role: String,
+    /// The application role's password.
+    #[serde(skip)]
+    pub password: String,
+    /// The postmaster, while running.
+    pub postmaster: Option<ProcessId>,
+    /// PostgreSQL major version.
+    pub pg_major: u32,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+}
+
+const SOURCE_COLS: &str =
+    "name, mode, state, op, op_pid, op_start, port, database, role, password, pm_pid, pm_start, pg_major, created_at";
+
+impl SourceRow {
+    fn from_row(r: &Row) -> Result<SourceRow, rusqlite::Error> {
+        let state: String = r.get(2)?;
+        Ok(SourceRow {
+            name: r.get(0)?,
+            mode: r.get(1)?,
+            state: RunState::parse(&state).map_err(|e| to_sql_err(2, e))?,
+            op: op_from(r, 3)?,
+            port: r.get::<_, i64>(6)? as u16,
+            database: r.get(7)?,
+            role: r.get(8)?,
+            password: r.get(9)?,
+            postmaster: pid_from(r, 10)?,
+            pg_major: r.get::<_, i64>(12)? as u32,
+            created_at: r.get(13)?,
+        })
+    }
+
+    /// Inserts a new source row.
+    pub fn insert(&self, conn: &Connection) -> Result<(), MetaError> {
+        let (op, op_pid, op_start) = op_params(self.op);
+        let (pm_pid, pm_start) = pm_params(self.postmaster);
+        conn.execute(
+            &format!("INSERT INTO sources ({SOURCE_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14)"),
+            params![
+                self.name, self.mode, self.state.as_str(), op, op_pid, op_start, self.port as i64,
+                self.database, self.role, self.password, pm_pid, pm_start, self.pg_major as i64, self.created_at
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The source called `name`.
+    pub fn get(conn: &Connection, name: &str) -> Result<Option<SourceRow>, MetaError> {
+        Ok(conn
+            .query_row(&format!("SELECT {SOURCE_COLS} FROM sources WHERE name = ?1"), [name], Self::from_row)
+            .optional()?)
+    }
+
+    /// All sources by name.
+    pub fn list(conn: &Connection) -> Result<Vec<SourceRow>, MetaError> {
+        let mut stmt = conn.prepare(&format!("SELECT {SOURCE_COLS} FROM sources ORDER BY name"))?;
+        let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Sets or clears the op.
+    pub fn set_op(conn: &Connection, name: &str, op: Option<Op>) -> Result<(), MetaError> {
+        let (op, pid, start) = op_params(op);
+        conn.execute("UPDATE sources SET op = ?2, op_pid = ?3, op_start = ?4 WHERE name = ?1", params![name, op, pid, start])?;
+        Ok(())
+    }
+
+    /// Records the run state and postmaster.
+    pub fn set_state(conn: &Connection, name: &str, state: RunState, pm: Option<ProcessId>) -> Result<(), MetaError> {
+        let (pid, start) = pm_params(pm);
+        conn.execute(
+            "UPDATE sources SET state = ?2, pm_pid = ?3, pm_start = ?4 WHERE name = ?1",
+            params![name, state.as_str(), pid, start],
+        )?;
+        Ok(())
+    }
+
+    /// Records a new port.
+    pub fn set_port(conn: &Connection, name: &str, port: u16) -> Result<(), MetaError> {
+        conn.execute("UPDATE sources SET port = ?2 WHERE name = ?1", params![name, port as i64])?;
+        Ok(())
+    }
+
+    /// Deletes the row.
+    pub fn delete(conn: &Connection, name: &str) -> Result<(), MetaError> {
+        conn.execute("DELETE FROM sources WHERE name = ?1", [name])?;
+        Ok(())
+    }
+}
+
+/// A sealed, immutable image of a source or branch.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotRow {
+    /// Number, unique for the life of the home.
+    pub id: i64,
+    /// The source whose data this is.
+    pub source: String,
+    /// The branch it was taken of, if not of the source itself.
+    pub parent_branch: Option<String>,
+    /// Operation in progress (`creating` until sealed).
+    pub op: Option<Op>,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// WAL position the snapshot is consistent at.
+    pub lsn: Option<String>,
+    /// How it was taken (`atomic`, `online-backup`, `stopped`).
+    pub method: Option<String>,
+    /// Milliseconds the sealing took.
+    pub seal_ms: Option<i64>,
+}
+
+const SNAPSHOT_COLS: &str = "id, source, parent_branch, op, op_pid, op_start, created_at, lsn, method, seal_ms";
+
+impl SnapshotRow {
+    fn from_row(r: &Row) -> Result<SnapshotRow, rusqlite::Error> {
+        Ok(SnapshotRow {
+            id: r.get(0)?,
+            source: r.get(1)?,
+            parent_branch: r.get(2)?,
+            op: op_from(r, 3)?,
+            created_at: r.get(6)?,
+            lsn: r.get(7)?,
+            method: r.get(8)?,
+            seal_ms: r.get(9)?,
+        })
+    }
+
+    /// The name people use: `ORIGIN@ID`, where origin is the source or branch.
+    pub fn label(&self) -> String {
+        format!("{}@{}", self.parent_branch.as_deref().unwrap_or(&self.source), self.id)
+    }
+
+    /// Whether it is sealed and usable.
+    pub fn is_ready(&self) -> bool {
+        self.op.is_none()
+    }
+
+    /// Inserts a snapshot in state `creating` and returns its id.
+    pub fn insert_creating(
+        conn: &Connection,
+        source: &str,
+        parent_branch: Option<&str>,
+        op: Op,
+    ) -> Result<i64, MetaError> {
+        let (op, pid, start) = op_params(Some(op));
+        conn.execute(
+            "INSERT INTO snapshots (source, parent_branch, op, op_pid, op_start, created_at) VALUES (?1,?2,?3,?4,?5,?6)",
+            params![source, parent_branch, op, pid, start, super::now()],
+        )?;
+        Ok(conn.last_insert_rowid())
+    }
+
+    /// Marks a snapshot sealed and ready.
+    pub fn finish(conn: &Connection, id: i64, lsn: Option<&str>, method: &str, seal_ms: i64) -> Result<(), MetaError> {
+        conn.execute(
+            "UPDATE snapshots SET op = NULL, op_pid = NULL, op_start = NULL, lsn = ?2, method = ?3, seal_ms = ?4 WHERE id = ?1",
+            params![id, lsn, method, seal_ms],
+        )?;
+        Ok(())
+    }
+
+    /// The snapshot with `id`.
+    pub fn get(conn: &Connection, id: i64) -> Result<Option<SnapshotRow>, MetaError> {
+        Ok(conn
+            .query_row(&format!("SELECT {SNAPSHOT_COLS} FROM snapshots WHERE id = ?1"), [id], Self::from_row)
+            .optional()?)
+    }
+
+    /// All snapshots, oldest first.
+    pub fn list(conn: &Connection) -> Result<Vec<SnapshotRow>, MetaError> {
+        let mut stmt = conn.prepare(&format!("SELECT {SNAPSHOT_COLS} FROM snapshots ORDER BY id"))?;
+        let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// The newest ready snapshot taken of the source itself.
+    pub fn latest_of_source(conn: &Connection, source: &str) -> Result<Option<SnapshotRow>, MetaError> {
+        Ok(conn
+            .query_row(
+                &format!(
+                    "SELECT {SNAPSHOT_COLS} FROM snapshots
+                     WHERE source = ?1 AND parent_branch IS NULL AND op IS NULL ORDER BY id DESC LIMIT 1"
+                ),
+                [source],
+                Self::from_row,
+            )
+            .optional()?)
+    }
+
+    /// Sets or clears the op.
+    pub fn set_op(conn: &Connection, id: i64, op: Option<Op>) -> Result<(), MetaError> {
+        let (op, pid, start) = op_params(op);
+        conn.execute("UPDATE snapshots SET op = ?2, op_pid = ?3, op_start = ?4 WHERE id = ?1", params![id, op, pid, start])?;
+        Ok(())
+    }
+
+    /// Deletes the row.
+    pub fn delete(conn: &Connection, id: i64) -> Result<(), MetaError> {
+        conn.execute("DELETE FROM snapshots WHERE id = ?1", [id])?;
+        Ok(())
+    }
+}
+
+/// A writable clone with its own server.
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchRow {
+    /// Unique name (shared namespace with sources).
+    pub name: String,
+    /// The source whose data it started from.
+    pub source: String,
+    /// The snapshot it was cloned from (`reset` returns to it).
+    pub snapshot_id: i64,
+    /// The branch it was made from, for a branch of a branch.
+    pub parent_branch: Option<String>,
+    /// Whether its server should run.
+    pub state: RunState,
+    /// Operation in progress.
+    pub op: Option<Op>,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Password of the application role in this branch.
+    #[serde(skip)]
+    pub password: String,
+    /// The postmaster, while running.
+    pub postmaster: Option<ProcessId>,
+    /// Creation time (Unix seconds).
+    pub created_at: i64,
+    /// When `gc` may delete it (Unix seconds).
+    pub expires_at: Option<i64>,
+    /// Protected branches are never deleted by `gc`.
+    pub protected: bool,
+    /// Free-form labels.
+    pub labels: BTreeMap<String, String>,
+}
+
+const BRANCH_COLS: &str = "name, source, snapshot_id, parent_branch, state, op, op_pid, op_start, port, password, \
+                           pm_pid, pm_start, created_at, expires_at, protected, labels";
+
+impl BranchRow {
+    fn from_row(r: &Row) -> Result<BranchRow, rusqlite::Error> {
+        let state: String = r.get(4)?;
+        let labels: String = r.get(15)?;
+        Ok(BranchRow {
+            name: r.get(0)?,
+            source: r.get(1)?,
+            snapshot_id: r.get(2)?,
+            parent_branch: r.get(3)?,
+            state: RunState::parse(&state).map_err(|e| to_sql_err(4, e))?,
+            op: op_from(r, 5)?,
+            port: r.get::<_, i64>(8)? as u16,
+            password: r.get(9)?,
+            postmaster: pid_from(r, 10)?,
+            created_at: r.get(12)?,
+            expires_at: r.get(13)?,
+            protected: r.get(14)?,
+            labels: serde_json::from_str(&labels).map_err(|_| {
+                to_sql_err(15, MetaError::Corrupt { table: "branches", column: "labels", value: labels.clone() })
+            })?,
+        })
+    }
+
+    /// Inserts a new branch row.
+    pub fn insert(&self, conn: &Connection) -> Result<(), MetaError> {
+        let (op, op_pid, op_start) = op_params(self.op);
+        let (pm_pid, pm_start) = pm_params(self.postmaster);
+        let labels = serde_json::to_string(&self.labels).expect("labels serialise");
+        conn.execute(
+            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
+            params![
+                self.name, self.source, self.snapshot_id, self.parent_branch, self.state.as_str(), op, op_pid,
+                op_start, self.port as i64, self.password, pm_pid, pm_start, self.created_at, self.expires_at,
+                self.protected, labels
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// The branch called `name`.
+    pub fn get(conn: &Connection, name: &str) -> Result<Option<BranchRow>, MetaError> {
+        Ok(conn
+            .query_row(&format!("SELECT {BRANCH_COLS} FROM branches WHERE name = ?1"), [name], Self::from_row)
+            .optional()?)
+    }
+
+    /// All branches by name.
+    pub fn list(conn: &Connection) -> Result<Vec<BranchRow>, MetaError> {
+        let mut stmt = conn.prepare(&format!("SELECT {BRANCH_COLS} FROM branches ORDER BY name"))?;
+        let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Branches cloned from snapshot `id`.
+    pub fn of_snapshot(conn: &Connection, id: i64) -> Result<Vec<BranchRow>, MetaError> {
+        let mut stmt = conn.prepare(&format!("SELECT {BRANCH_COLS} FROM branches WHERE snapshot_id = ?1 ORDER BY name"))?;
+        let rows = stmt.query_map([id], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
+    /// Sets or clears the op.
+    pub fn set_op(conn: &Connection, name: &str, op: Option<Op>) -> Result<(), MetaError> {
+        let (op, pid, start) = op_params(op);
+        conn.execute("UPDATE branches SET op = ?2, op_pid = ?3, op_start = ?4 WHERE name = ?1", params![name, op, pid, start])?;
+        Ok(())
+    }
+
+    /// Records the run state and postmaster.
+    pub fn set_state(conn: &Connection, name: &str, state: RunState, pm: Option<ProcessId>) -> Result<(), MetaError> {
+        let (pid, start) = pm_params(pm);
+        conn.execute(
+            "UPDATE branches SET state = ?2, pm_pid = ?3, pm_start = ?4 WHERE name = ?1",
+            params![name, state.as_str(), pid, start],
+        )?;
+        Ok(())
+    }
+
+    /// Records a new port.
+    pub fn set_port(conn: &Connection, name: &str, port: u16) -> Result<(), MetaError> {
+        conn.execute("UPDATE branches SET port = ?2 WHERE name = ?1", params![name, port as i64])?;
+        Ok(())
+    }
+
+    /// Updates TTL, protection and labels.
+    pub fn set_options(
+        conn: &Connection,
+        name: &str,
+        expires_at: Option<i64>,
+        protected: bool,
+        labels: &BTreeMap<String, String>,
+    ) -> Result<(), MetaError> {
+        let labels = serde_json::to_string(labels).expect("labels serialise");
+        conn.execute(
+            "UPDATE branches SET expires_at = ?2, protected = ?3, labels = ?4 WHERE name = ?1",
+            params![name, expires_at, protected, labels],
+        )?;
+        Ok(())
+    }
+
+    /// Deletes the row.
+    pub fn delete(conn: &Connection, name: &str) -> Result<(), MetaError> {
+        conn.execute("DELETE FROM branches WHERE name = ?1", [name])?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Meta;
+
+    #[test]
+    fn rows_round_trip_and_names_are_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut meta = Meta::open(&dir.path().join("meta.db"), true).unwrap();
+        let me = Op::mine(OpKind::Creating);
+        meta.write(|c| {
+            SourceRow {
+                name: "shop".into(),
+                mode: "local".into(),
+                state: RunState::Running,
+                op: Some(me),
+                port: 15433,
+                database: "shop".into(),
+                role: "shop".into(),
+                password: "pw".into(),
+                postmaster: None,
+                pg_major: 15,
+                created_at: 1,
+            }
+            .insert(c)
+        })
+        .unwrap();
+        let id = meta.write(|c| SnapshotRow::insert_creating(c, "shop", None, me)).unwrap();
+        assert!(SnapshotRow::latest_of_source(meta.conn(), "shop").unwrap().is_none(), "not sealed yet");
+        meta.write(|c| SnapshotRow::finish(c, id, Some("0/1"), "atomic", 3)).unwrap();
+        assert_eq!(SnapshotRow::latest_of_source(meta.conn(), "shop").unwrap().unwrap().id, id);
+        let mut labels = BTreeMap::new();
+        labels.insert("agent".to_string(), "a1".to_string());
+        meta.write(|c| {
+            BranchRow {
+                name: "fix-42".into(),
+                source: "shop".into(),
+                snapshot_id: id,
+                parent_branch: None,
+                state: RunState::Stopped,
+                op: None,
+                port: 15434,
+                password: "pw2".into(),
+                postmaster: Some(pgfork_os::ProcessId::current()),
+                created_at: 2,
+                expires_at: Some(10),
+                protected: true,
+                labels: labels.clone(),
+            }
+            .insert(c)
+        })
+        .unwrap();
+        let b = BranchRow::get(meta.conn(), "fix-42").unwrap().unwrap();
+        assert_eq!(b.labels, labels);
+        assert!(b.protected);
+        assert_eq!(b.postmaster, Some(pgfork_os::ProcessId::current()));
+        assert_eq!(name_taken(meta.conn(), "shop").unwrap(), Some("source"));
+        assert_eq!(name_taken(meta.conn(), "fix-42").unwrap(), Some("branch"));
+        assert_eq!(name_taken(meta.conn(), "nope").unwrap(), None);
+        let mut ports = used_ports(meta.conn()).unwrap();
+        ports.sort();
+        assert_eq!(ports, vec![15433, 15434]);
+        let s = SourceRow::get(meta.conn(), "shop").unwrap().unwrap();
+        assert_eq!(s.op, Some(me));
+    }
+}

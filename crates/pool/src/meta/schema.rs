@@ -1,0 +1,84 @@
+//! The meta.db schema and its migrations (by `PRAGMA user_version`).
+
+use rusqlite::Connection;
+
+use super::MetaError;
+
+/// Each entry moves the schema one version up.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE settings (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+
+CREATE TABLE sources (
+    name       TEXT PRIMARY KEY,
+    mode       TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('running', 'stopped')),
+    op         TEXT,
+    op_pid     INTEGER,
+    op_start   INTEGER,
+    port       INTEGER NOT NULL UNIQUE,
+    database   TEXT NOT NULL,
+    role       TEXT NOT NULL,
+    password   TEXT NOT NULL,
+    pm_pid     INTEGER,
+    pm_start   INTEGER,
+    pg_major   INTEGER NOT NULL,
+    created_at INTEGER NOT NULL
+);
+
+CREATE TABLE snapshots (
+    id            INTEGER PRIMARY KEY AUTOINCREMENT,
+    source        TEXT NOT NULL REFERENCES sources(name),
+    parent_branch TEXT,
+    op            TEXT,
+    op_pid        INTEGER,
+    op_start      INTEGER,
+    created_at    INTEGER NOT NULL,
+    lsn           TEXT,
+    method        TEXT,
+    seal_ms       INTEGER
+);
+
+CREATE TABLE branches (
+    name          TEXT PRIMARY KEY,
+    source        TEXT NOT NULL REFERENCES sources(name),
+    snapshot_id   INTEGER NOT NULL REFERENCES snapshots(id),
+    parent_branch TEXT,
+    state         TEXT NOT NULL CHECK (state IN ('running', 'stopped')),
+    op            TEXT,
+    op_pid        INTEGER,
+    op_start      INTEGER,
+    port          INTEGER NOT NULL UNIQUE,
+    password      TEXT NOT NULL,
+    pm_pid        INTEGER,
+    pm_start      INTEGER,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    protected     INTEGER NOT NULL DEFAULT 0,
+    labels        TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX branches_snapshot ON branches(snapshot_id);
+CREATE INDEX snapshots_parent ON snapshots(parent_branch);
+"#];
+
+pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
+    let known = MIGRATIONS.len() as i64;
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if found > known {
+        return Err(MetaError::TooNew { found, known });
+    }
+    if found == known {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    // Another process may have migrated while we waited for the lock.
+    let found: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    for sql in &MIGRATIONS[found as usize..] {
+        tx.execute_batch(sql)?;
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
+    Ok(())
+}
