@@ -1,0 +1,150 @@
+//! The settings pgfork owns in a data directory: `pgfork.conf` (included
+//! last from postgresql.conf) and `pg_hba.conf`.
+
+use std::io::Write;
+use std::path::Path;
+
+use pgfork_os::RunAs;
+
+use crate::PgError;
+
+/// File that holds the settings pgfork rewrites on every start.
+pub const PGFORK_CONF: &str = "pgfork.conf";
+const INCLUDE_LINE: &str = "include_if_exists = 'pgfork.conf'\t# pgfork: keep this line last";
+
+/// What a server is for, which decides durability and memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Profile {
+    /// A source: the data of record. Fully durable.
+    Source,
+    /// A branch: disposable. `fsync = off` (a crashed postmaster loses
+    /// nothing, a crashed host may lose the branch), small memory.
+    Branch,
+    /// A branch created with `--durable`: fsync on, small memory.
+    DurableBranch,
+}
+
+/// Settings for one server.
+#[derive(Debug, Clone)]
+pub struct ServerConf<'a> {
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Directory for the unix socket.
+    pub socket_dir: &'a Path,
+    /// Durability and memory.
+    pub profile: Profile,
+}
+
+impl ServerConf<'_> {
+    /// The text of `pgfork.conf`.
+    pub fn render(&self) -> String {
+        let (fsync, shared_buffers, max_connections) = match self.profile {
+            Profile::Source => ("on", "128MB", 100),
+            Profile::Branch => ("off", "16MB", 40),
+            Profile::DurableBranch => ("on", "16MB", 40),
+        };
+        let socket_dir = self.socket_dir.display().to_string().replace('\'', "''");
+        format!(
+            "# Written by pgfork on every start; edits here are lost.\n\
+             # Your own settings belong in postgresql.conf, above its include line.\n\
+             listen_addresses = '127.0.0.1'\n\
+             port = {port}\n\
+             unix_socket_directories = '{socket_dir}'\n\
+             unix_socket_permissions = 0700\n\
+             max_connections = {max_connections}\n\
+             shared_buffers = {shared_buffers}\n\
+             fsync = {fsync}\n\
+             synchronous_commit = on\n\
+             full_page_writes = on\n\
+             wal_level = replica\n\
+             max_wal_senders = 4\n\
+             max_wal_size = 512MB\n\
+             min_wal_size = 32MB\n\
+             huge_pages = off\n\
+             password_encryption = 'scram-sha-256'\n\
+             logging_collector = off\n\
+             log_destination = 'stderr'\n\
+             log_line_prefix = '%m [%p] %q%u@%d '\n",
+            port = self.port,
+        )
+    }
+
+    /// Writes `pgfork.conf` atomically, owned by the server's user.
+    pub fn write(&self, datadir: &Path, owner: &RunAs) -> Result<(), PgError> {
+        write_owned(&datadir.join(PGFORK_CONF), self.render().as_bytes(), owner)
+    }
+}
+
+/// Makes postgresql.conf include pgfork.conf last and writes pg_hba.conf:
+/// the superuser only over the unix socket, everyone else over TCP with
+/// SCRAM. Run once on a fresh cluster.
+pub fn install(datadir: &Path, owner: &RunAs) -> Result<(), PgError> {
+    let conf_path = datadir.join("postgresql.conf");
+    let conf = std::fs::read_to_string(&conf_path).map_err(PgError::io("read", &conf_path))?;
+    if !conf.lines().any(|l| l.trim_start().starts_with("include_if_exists = 'pgfork.conf'")) {
+        let mut text = conf;
+        if !text.ends_with('\n') {
+            text.push('\n');
+        }
+        text.push_str(INCLUDE_LINE);
+        text.push('\n');
+        write_owned(&conf_path, text.as_bytes(), owner)?;
+    }
+    let hba = format!(
+        "# Written by pgfork.\n\
+         # The superuser ({su}) connects only over the unix socket, whose directory\n\
+         # only the server's OS user and root can enter. Applications use TCP with SCRAM.\n\
+         local   all   all                    trust\n\
+         host    all   {su}   0.0.0.0/0     reject\n\
+         host    all   {su}   ::/0          reject\n\
+         host    all   all    127.0.0.1/32  scram-sha-256\n\
+         host    all   all    ::1/128       scram-sha-256\n",
+        su = crate::SUPERUSER
+    );
+    write_owned(&datadir.join("pg_hba.conf"), hba.as_bytes(), owner)
+}
+
+/// Writes a file by rename, so a crash never leaves half of it.
+pub fn write_owned(path: &Path, content: &[u8], owner: &RunAs) -> Result<(), PgError> {
+    let tmp = path.with_extension("pgfork-tmp");
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(content)?;
+        owner.chown(&tmp)?;
+        std::fs::rename(&tmp, path)
+    })();
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        PgError::Io { op: "write", path: path.to_path_buf(), source: e }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn branch_conf_listens_on_loopback_and_quotes_paths() {
+        let conf = ServerConf { port: 15433, socket_dir: Path::new("/x/it's"), profile: Profile::Branch }.render();
+        assert!(conf.contains("listen_addresses = '127.0.0.1'"));
+        assert!(conf.contains("port = 15433"));
+        assert!(conf.contains("unix_socket_directories = '/x/it''s'"));
+        assert!(conf.contains("fsync = off"));
+        let source = ServerConf { port: 1, socket_dir: Path::new("/s"), profile: Profile::Source }.render();
+        assert!(source.contains("fsync = on"));
+    }
+
+    #[test]
+    fn install_is_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("postgresql.conf"), "shared_buffers = 1MB").unwrap();
+        let me = RunAs::current();
+        install(dir.path(), &me).unwrap();
+        install(dir.path(), &me).unwrap();
+        let conf = std::fs::read_to_string(dir.path().join("postgresql.conf")).unwrap();
+        assert_eq!(conf.matches("include_if_exists = 'pgfork.conf'").count(), 1);
+        assert!(conf.starts_with("shared_buffers = 1MB\n"));
+        let hba = std::fs::read_to_string(dir.path().join("pg_hba.conf")).unwrap();
+        assert!(hba.contains("host    all   postgres   0.0.0.0/0     reject"));
+    }
+}

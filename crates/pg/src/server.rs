@@ -1,0 +1,334 @@
+//! Starting a postmaster directly, waiting for it by connecting, and
+//! stopping it: SIGINT (fast shutdown), then SIGQUIT, then SIGKILL.
+
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::Signal;
+use pgfork_os::{ProcessId, RunAs};
+
+use crate::{PgBinaries, PgError, SUPERUSER};
+
+/// Longest unix socket path the kernel accepts (sun_path minus NUL).
+const MAX_SOCKET_PATH: usize = 107;
+
+/// How to start one postmaster.
+#[derive(Debug, Clone)]
+pub struct StartSpec<'a> {
+    /// Binaries to run.
+    pub bins: &'a PgBinaries,
+    /// Data directory.
+    pub datadir: &'a Path,
+    /// Log file (stderr of the postmaster, appended).
+    pub log: &'a Path,
+    /// User to run as.
+    pub run_as: &'a RunAs,
+    /// Socket directory (must match the server's settings).
+    pub socket_dir: &'a Path,
+    /// Port (names the socket file).
+    pub port: u16,
+    /// Extra `-c name=value` settings for this start only.
+    pub overrides: &'a [(&'a str, &'a str)],
+    /// Give up waiting after this long.
+    pub timeout: Duration,
+}
+
+/// A running postmaster and a superuser connection to it.
+pub struct Postmaster {
+    /// The postmaster process.
+    pub pid: ProcessId,
+    /// Superuser connection over the unix socket, to database `postgres`.
+    pub client: postgres::Client,
+    /// Time from spawn to the first accepted connection.
+    pub ready_after: Duration,
+}
+
+/// How hard to stop a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGINT: abort sessions, write a shutdown checkpoint. Keeps data.
+    Fast,
+    /// SIGQUIT: no checkpoint; for servers about to be deleted.
+    Immediate,
+}
+
+/// Socket file path of a server.
+pub fn socket_path(socket_dir: &Path, port: u16) -> PathBuf {
+    socket_dir.join(format!(".s.PGSQL.{port}"))
+}
+
+/// Checks that the socket path fits in `sun_path`.
+pub fn check_socket_path(socket_dir: &Path, port: u16) -> Result<(), PgError> {
+    let path = socket_path(socket_dir, port);
+    if path.as_os_str().len() > MAX_SOCKET_PATH {
+        return Err(PgError::SocketPathTooLong(path.display().to_string()));
+    }
+    Ok(())
+}
+
+/// Connects as the superuser over the unix socket.
+pub fn connect_superuser(socket_dir: &Path, port: u16, dbname: &str) -> Result<postgres::Client, postgres::Error> {
+    postgres::Config::new()
+        .host_path(socket_dir)
+        .port(port)
+        .user(SUPERUSER)
+        .dbname(dbname)
+        .application_name("pgfork")
+        .connect_timeout(Duration::from_secs(10))
+        .connect(postgres::NoTls)
+}
+
+/// Starts a postmaster and waits until it accepts a connection.
+///
+/// The postmaster runs in its own session (so a terminal's Ctrl-C does not
+/// reach it), as `run_as`, with stderr appended to the log. If it exits or
+/// does not become ready in time it is killed, and the error carries the
+/// tail of its log: a failed start leaves no process behind.
+pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
+    check_socket_path(spec.socket_dir, spec.port)?;
+    prepare_socket_dir(spec.socket_dir, spec.run_as)?;
+    kill_leftovers(spec.datadir);
+
+    let log = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec.log)
+        .map_err(PgError::io("open log", spec.log))?;
+    let log_err = log.try_clone().map_err(PgError::io("open log", spec.log))?;
+
+    let mut cmd = Command::new(spec.bins.tool("postgres"));
+    cmd.arg("-D").arg(spec.datadir);
+    for (name, value) in spec.overrides {
+        cmd.arg("-c").arg(format!("{name}={value}"));
+    }
+    cmd.env_clear()
+        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+        .env("LANG", "C.UTF-8")
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(log_err)
+        .current_dir(spec.datadir);
+    if spec.run_as.needs_switch() {
+        cmd.uid(spec.run_as.uid).gid(spec.run_as.gid);
+    }
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+    let spawned = Instant::now();
+    let child = cmd.spawn().map_err(|e| PgError::Command {
+        program: spec.bins.tool("postgres").display().to_string(),
+        detail: e.to_string(),
+    })?;
+    let mut guard = StartGuard { child: Some(child), pid: None };
+    let pid = guard.pid_id();
+
+    let deadline = spawned + spec.timeout;
+    let mut pause = Duration::from_millis(1);
+    loop {
+        match connect_superuser(spec.socket_dir, spec.port, "postgres") {
+            Ok(client) => {
+                let ready_after = spawned.elapsed();
+                guard.release();
+                return Ok(Postmaster { pid, client, ready_after });
+            }
+            Err(e) if !is_transient(&e) => {
+                return Err(guard.fail(spec, format!("connecting as {SUPERUSER} failed: {e}")));
+            }
+            Err(_) => {}
+        }
+        if let Some(status) = guard.exited() {
+            let reason = format!("postmaster exited ({status})");
+            let err = guard.fail(spec, reason);
+            if let PgError::StartFailed { log_tail, .. } = &err
+                && (log_tail.contains("could not bind") || log_tail.contains("Address already in use"))
+                && log_tail.contains(&spec.port.to_string())
+            {
+                return Err(PgError::PortInUse { port: spec.port });
+            }
+            return Err(err);
+        }
+        if Instant::now() >= deadline {
+            return Err(guard.fail(spec, format!("not ready after {:?}", spec.timeout)));
+        }
+        std::thread::sleep(pause);
+        pause = (pause + Duration::from_millis(1)).min(Duration::from_millis(10));
+    }
+}
+
+/// Connection failures that mean "not ready yet": no socket file yet,
+/// nobody listening, or the server still starting up (SQLSTATE 57P03).
+fn is_transient(e: &postgres::Error) -> bool {
+    if let Some(db) = e.as_db_error() {
+        return db.code() == &postgres::error::SqlState::CANNOT_CONNECT_NOW;
+    }
+    // Socket missing or refused: tokio-postgres reports these as I/O errors
+    // without a database error.
+    true
+}
+
+/// Kills a half-started postmaster unless released.
+struct StartGuard {
+    child: Option<Child>,
+    pid: Option<ProcessId>,
+}
+
+impl StartGuard {
+    fn pid_id(&mut self) -> ProcessId {
+        let child = self.child.as_ref().expect("child present");
+        let raw = child.id() as i32;
+        // The child is ours until reaped, so /proc/PID is there to read.
+        let id = ProcessId::of(raw).unwrap_or(ProcessId { pid: raw, start_ticks: 0 });
+        self.pid = Some(id);
+        id
+    }
+
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    fn fail(&mut self, spec: &StartSpec, reason: String) -> PgError {
+        self.kill();
+        PgError::StartFailed {
+            datadir: spec.datadir.to_path_buf(),
+            reason,
+            log: spec.log.to_path_buf(),
+            log_tail: log_tail(spec.log, 15),
+        }
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let pid = child.id() as i32;
+            if child.try_wait().ok().flatten().is_none() {
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGQUIT);
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = child.wait();
+            }
+            kill_group_members(pid);
+        }
+    }
+
+    /// The postmaster is up: keep it. A thread reaps it when it exits, so a
+    /// long-lived pgfork (the daemon) never collects zombies.
+    fn release(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            std::thread::spawn(move || {
+                let _ = child.wait();
+            });
+        }
+    }
+}
+
+impl Drop for StartGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn prepare_socket_dir(dir: &Path, owner: &RunAs) -> Result<(), PgError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(PgError::io("create socket directory", dir))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(PgError::io("chmod socket directory", dir))?;
+    owner.chown(dir).map_err(PgError::io("chown socket directory", dir))
+}
+
+/// The last `lines` lines of a log file.
+pub fn log_tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read(path).unwrap_or_default();
+    let start = text.len().saturating_sub(64 * 1024);
+    let text = String::from_utf8_lossy(&text[start..]);
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The postmaster recorded in `DATADIR/postmaster.pid`, if it still runs.
+pub fn running_postmaster(datadir: &Path) -> Option<ProcessId> {
+    let text = std::fs::read_to_string(datadir.join("postmaster.pid")).ok()?;
+    let pid: i32 = text.lines().next()?.trim().parse().ok()?;
+    let id = ProcessId::of(pid)?;
+    // The pid may have been reused: it must be a postgres whose working
+    // directory is this data directory.
+    let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
+    let same = std::fs::canonicalize(datadir).map(|d| d == cwd).unwrap_or(false);
+    (same && id.is_alive()).then_some(id)
+}
+
+/// Stops a postmaster: `mode`'s signal, then SIGQUIT, then SIGKILL of its
+/// whole process group. Returns once no process of it is left.
+pub fn stop(pid: ProcessId, mode: StopMode, grace: Duration) -> Result<(), PgError> {
+    if !pid.is_alive() {
+        kill_group_members(pid.pid);
+        return Ok(());
+    }
+    let first = match mode {
+        StopMode::Fast => Signal::SIGINT,
+        StopMode::Immediate => Signal::SIGQUIT,
+    };
+    pid.signal(first);
+    if pid.wait_exit(grace) {
+        kill_group_members(pid.pid);
+        return Ok(());
+    }
+    tracing::warn!(pid = pid.pid, "postmaster ignored {first}; sending SIGQUIT");
+    pid.signal(Signal::SIGQUIT);
+    if pid.wait_exit(Duration::from_secs(5)) {
+        kill_group_members(pid.pid);
+        return Ok(());
+    }
+    tracing::warn!(pid = pid.pid, "postmaster ignored SIGQUIT; sending SIGKILL");
+    pid.signal_group(Signal::SIGKILL);
+    if pid.wait_exit(Duration::from_secs(5)) {
+        kill_group_members(pid.pid);
+        Ok(())
+    } else {
+        Err(PgError::StopFailed { pid: pid.pid })
+    }
+}
+
+/// Kills what is left of a postmaster that died: backends still attached to
+/// its shared memory would stop a new postmaster from starting.
+pub fn kill_leftovers(datadir: &Path) {
+    let Ok(text) = std::fs::read_to_string(datadir.join("postmaster.pid")) else { return };
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+    if running_postmaster(datadir).is_none() {
+        kill_group_members(pid);
+    }
+}
+
+/// SIGKILLs every postgres process in process group `pgid` (a dead
+/// postmaster's orphans). Only processes named postgres are touched, so a
+/// reused group id harms no one else.
+fn kill_group_members(pgid: i32) {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    let mut victims = Vec::new();
+    for entry in dir.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let comm = &stat[open + 1..close];
+        let group = stat[close + 2..].split_ascii_whitespace().nth(2).and_then(|g| g.parse::<i32>().ok());
+        if group == Some(pgid) && (comm == "postgres" || comm.starts_with("postgres")) {
+            victims.push(pid);
+        }
+    }
+    for pid in &victims {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(*pid), Signal::SIGKILL);
+    }
+    for pid in victims {
+        if let Some(id) = ProcessId::of(pid) {
+            id.wait_exit(Duration::from_secs(2));
+        }
+    }
+}
