@@ -45,7 +45,10 @@ impl ProcessId {
 
     /// The process that has `pid` now, if any.
     pub fn of(pid: i32) -> Option<ProcessId> {
-        read_stat(pid).map(|s| ProcessId { pid, start_ticks: s.start_ticks })
+        read_stat(pid).map(|s| ProcessId {
+            pid,
+            start_ticks: s.start_ticks,
+        })
     }
 
     /// Whether this very process still runs (zombies count as exited).
@@ -101,8 +104,14 @@ mod tests {
         let me = ProcessId::current();
         assert!(me.is_alive());
         assert_eq!(ProcessId::of(me.pid), Some(me));
-        let other = ProcessId { start_ticks: me.start_ticks + 1, ..me };
-        assert!(!other.is_alive(), "a different start time is a different process");
+        let other = ProcessId {
+            start_ticks: me.start_ticks + 1,
+            ..me
+        };
+        assert!(
+            !other.is_alive(),
+            "a different start time is a different process"
+        );
     }
 
     #[test]

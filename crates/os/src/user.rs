@@ -13,7 +13,9 @@ pub enum UserError {
     )]
     Missing(String),
     /// The named user is root.
-    #[error("OS user '{0}' is root; PostgreSQL refuses to run as root: pass --os-user with an unprivileged user")]
+    #[error(
+        "OS user '{0}' is root; PostgreSQL refuses to run as root: pass --os-user with an unprivileged user"
+    )]
     Root(String),
     /// The password database could not be read.
     #[error("could not look up OS user '{name}': {source}")]
@@ -39,12 +41,19 @@ impl RunAs {
             return Ok(Self::current());
         }
         let user = User::from_name(name)
-            .map_err(|source| UserError::Lookup { name: name.into(), source })?
+            .map_err(|source| UserError::Lookup {
+                name: name.into(),
+                source,
+            })?
             .ok_or_else(|| UserError::Missing(name.into()))?;
         if user.uid.is_root() {
             return Err(UserError::Root(name.into()));
         }
-        Ok(RunAs { name: user.name, uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+        Ok(RunAs {
+            name: user.name,
+            uid: user.uid.as_raw(),
+            gid: user.gid.as_raw(),
+        })
     }
 
     /// The user this process runs as.
@@ -55,7 +64,11 @@ impl RunAs {
             .flatten()
             .map(|u| u.name)
             .unwrap_or_else(|| uid.to_string());
-        RunAs { name, uid: uid.as_raw(), gid: nix::unistd::getegid().as_raw() }
+        RunAs {
+            name,
+            uid: uid.as_raw(),
+            gid: nix::unistd::getegid().as_raw(),
+        }
     }
 
     /// Whether this process runs as root, and so must switch users to run servers.
@@ -73,7 +86,11 @@ impl RunAs {
         if !Self::we_are_root() {
             return Ok(());
         }
-        nix::unistd::chown(path, Some(Uid::from_raw(self.uid)), Some(Gid::from_raw(self.gid)))
-            .map_err(std::io::Error::from)
+        nix::unistd::chown(
+            path,
+            Some(Uid::from_raw(self.uid)),
+            Some(Gid::from_raw(self.gid)),
+        )
+        .map_err(std::io::Error::from)
     }
 }

@@ -36,17 +36,28 @@ impl OnlineBackup {
             .get(0);
         let slot = format!("pgfork_backup_{}_{}", std::process::id(), rand_suffix());
         client
-            .execute("SELECT pg_create_physical_replication_slot($1, true, true)", &[&slot])
-            .map_err(PgError::sql("reserve WAL with a temporary replication slot"))?;
+            .execute(
+                "SELECT pg_create_physical_replication_slot($1, true, true)",
+                &[&slot],
+            )
+            .map_err(PgError::sql(
+                "reserve WAL with a temporary replication slot",
+            ))?;
         let modern = version >= 150000;
         let sql = if modern {
             "SELECT pg_walfile_name(pg_backup_start($1, true))"
         } else {
             "SELECT pg_walfile_name(pg_start_backup($1, true, false))"
         };
-        let start_wal_file: String =
-            client.query_one(sql, &[&label]).map_err(PgError::sql("start the backup"))?.get(0);
-        Ok(OnlineBackup { client, modern, start_wal_file })
+        let start_wal_file: String = client
+            .query_one(sql, &[&label])
+            .map_err(PgError::sql("start the backup"))?
+            .get(0);
+        Ok(OnlineBackup {
+            client,
+            modern,
+            start_wal_file,
+        })
     }
 
     /// Ends the backup. WAL up to the returned position is written out
@@ -57,7 +68,10 @@ impl OnlineBackup {
         } else {
             "SELECT lsn::text, labelfile, spcmapfile FROM pg_stop_backup(false, false)"
         };
-        let row = self.client.query_one(sql, &[]).map_err(PgError::sql("stop the backup"))?;
+        let row = self
+            .client
+            .query_one(sql, &[])
+            .map_err(PgError::sql("stop the backup"))?;
         Ok(BackupEnd {
             lsn: row.get(0),
             label_file: row.get(1),
@@ -106,6 +120,13 @@ mod tests {
             std::fs::write(dir.path().join(n), b"").unwrap();
         }
         let got = wal_files_from(dir.path(), "000000010000000000000002").unwrap();
-        assert_eq!(got, vec!["000000010000000000000002", "000000010000000000000003", "00000002.history"]);
+        assert_eq!(
+            got,
+            vec![
+                "000000010000000000000002",
+                "000000010000000000000003",
+                "00000002.history"
+            ]
+        );
     }
 }

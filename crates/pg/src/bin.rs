@@ -25,14 +25,19 @@ impl std::fmt::Display for PgVersion {
 impl PgVersion {
     /// Parses `postgres (PostgreSQL) 15.4 (Debian 15.4-1)` or `16beta1`.
     pub fn parse_banner(banner: &str) -> Option<PgVersion> {
-        let word = banner.split_whitespace().find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
+        let word = banner
+            .split_whitespace()
+            .find(|w| w.starts_with(|c: char| c.is_ascii_digit()))?;
         let digits: Vec<u32> = word
             .split(|c: char| !c.is_ascii_digit())
             .filter(|s| !s.is_empty())
             .take(2)
             .map(|s| s.parse().unwrap_or(0))
             .collect();
-        Some(PgVersion { major: *digits.first()?, minor: digits.get(1).copied().unwrap_or(0) })
+        Some(PgVersion {
+            major: *digits.first()?,
+            minor: digits.get(1).copied().unwrap_or(0),
+        })
     }
 }
 
@@ -52,7 +57,9 @@ impl PgBinaries {
     /// `/usr/lib/postgresql/*/bin`, else `PATH`.
     pub fn find(explicit: Option<&Path>) -> Result<PgBinaries, PgError> {
         if let Some(dir) = explicit {
-            return Self::at(dir).ok_or_else(|| PgError::NoBinaries { searched: dir.display().to_string() });
+            return Self::at(dir).ok_or_else(|| PgError::NoBinaries {
+                searched: dir.display().to_string(),
+            });
         }
         let mut searched = Vec::new();
         let mut candidates: Vec<PathBuf> = Vec::new();
@@ -80,7 +87,9 @@ impl PgBinaries {
         candidates
             .iter()
             .find_map(|dir| Self::at(dir))
-            .ok_or(PgError::NoBinaries { searched: searched.join(", ") })
+            .ok_or(PgError::NoBinaries {
+                searched: searched.join(", "),
+            })
     }
 
     /// The binaries in `dir`, if all pgfork needs are there and run.
@@ -88,9 +97,15 @@ impl PgBinaries {
         if !REQUIRED.iter().all(|b| dir.join(b).is_file()) {
             return None;
         }
-        let out = Command::new(dir.join("postgres")).arg("--version").output().ok()?;
+        let out = Command::new(dir.join("postgres"))
+            .arg("--version")
+            .output()
+            .ok()?;
         let version = PgVersion::parse_banner(&String::from_utf8_lossy(&out.stdout))?;
-        Some(PgBinaries { dir: dir.to_path_buf(), version })
+        Some(PgBinaries {
+            dir: dir.to_path_buf(),
+            version,
+        })
     }
 
     /// Path of one program.
@@ -110,9 +125,21 @@ mod tests {
 
     #[test]
     fn banners_parse() {
-        let v = PgVersion::parse_banner("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)").unwrap();
-        assert_eq!(v, PgVersion { major: 15, minor: 18 });
-        assert_eq!(PgVersion::parse_banner("postgres (PostgreSQL) 17beta2").unwrap().major, 17);
+        let v = PgVersion::parse_banner("postgres (PostgreSQL) 15.18 (Debian 15.18-0+deb12u1)")
+            .unwrap();
+        assert_eq!(
+            v,
+            PgVersion {
+                major: 15,
+                minor: 18
+            }
+        );
+        assert_eq!(
+            PgVersion::parse_banner("postgres (PostgreSQL) 17beta2")
+                .unwrap()
+                .major,
+            17
+        );
         assert!(PgVersion::parse_banner("garbage").is_none());
     }
 

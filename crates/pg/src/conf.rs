@@ -81,7 +81,10 @@ impl ServerConf<'_> {
 pub fn install(datadir: &Path, owner: &RunAs) -> Result<(), PgError> {
     let conf_path = datadir.join("postgresql.conf");
     let conf = std::fs::read_to_string(&conf_path).map_err(PgError::io("read", &conf_path))?;
-    if !conf.lines().any(|l| l.trim_start().starts_with("include_if_exists = 'pgfork.conf'")) {
+    if !conf.lines().any(|l| {
+        l.trim_start()
+            .starts_with("include_if_exists = 'pgfork.conf'")
+    }) {
         let mut text = conf;
         if !text.ends_with('\n') {
             text.push('\n');
@@ -115,7 +118,11 @@ pub fn write_owned(path: &Path, content: &[u8], owner: &RunAs) -> Result<(), PgE
     })();
     result.map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
-        PgError::Io { op: "write", path: path.to_path_buf(), source: e }
+        PgError::Io {
+            op: "write",
+            path: path.to_path_buf(),
+            source: e,
+        }
     })
 }
 
@@ -125,12 +132,22 @@ mod tests {
 
     #[test]
     fn branch_conf_listens_on_loopback_and_quotes_paths() {
-        let conf = ServerConf { port: 15433, socket_dir: Path::new("/x/it's"), profile: Profile::Branch }.render();
+        let conf = ServerConf {
+            port: 15433,
+            socket_dir: Path::new("/x/it's"),
+            profile: Profile::Branch,
+        }
+        .render();
         assert!(conf.contains("listen_addresses = '127.0.0.1'"));
         assert!(conf.contains("port = 15433"));
         assert!(conf.contains("unix_socket_directories = '/x/it''s'"));
         assert!(conf.contains("fsync = off"));
-        let source = ServerConf { port: 1, socket_dir: Path::new("/s"), profile: Profile::Source }.render();
+        let source = ServerConf {
+            port: 1,
+            socket_dir: Path::new("/s"),
+            profile: Profile::Source,
+        }
+        .render();
         assert!(source.contains("fsync = on"));
     }
 

@@ -27,7 +27,10 @@ pub fn read(bins: &PgBinaries, datadir: &Path) -> Result<ControlData, PgError> {
         .arg(datadir)
         .env("LC_ALL", "C")
         .output()
-        .map_err(|e| PgError::Command { program: "pg_controldata".into(), detail: e.to_string() })?;
+        .map_err(|e| PgError::Command {
+            program: "pg_controldata".into(),
+            detail: e.to_string(),
+        })?;
     if !out.status.success() {
         return Err(PgError::Command {
             program: "pg_controldata".into(),
@@ -44,7 +47,10 @@ fn parse(text: &str) -> ControlData {
             .map(|v| v.trim().to_string())
             .unwrap_or_default()
     };
-    ControlData { state: field("Database cluster state"), checkpoint_lsn: field("Latest checkpoint location") }
+    ControlData {
+        state: field("Database cluster state"),
+        checkpoint_lsn: field("Latest checkpoint location"),
+    }
 }
 
 #[cfg(test)]

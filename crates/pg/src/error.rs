@@ -71,7 +71,10 @@ pub enum PgError {
 }
 
 impl PgError {
-    pub(crate) fn io(op: &'static str, path: &std::path::Path) -> impl FnOnce(std::io::Error) -> PgError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> PgError {
         let path = path.to_path_buf();
         move |source| PgError::Io { op, path, source }
     }

@@ -13,8 +13,18 @@ pub fn initdb(bins: &PgBinaries, datadir: &Path, run_as: &RunAs) -> Result<(), P
     let mut cmd = Command::new(bins.tool("initdb"));
     cmd.arg("-D")
         .arg(datadir)
-        .args(["-U", SUPERUSER, "--auth-local=trust", "--auth-host=scram-sha-256"])
-        .args(["--encoding=UTF8", "--locale=C", "--data-checksums", "--no-instructions"])
+        .args([
+            "-U",
+            SUPERUSER,
+            "--auth-local=trust",
+            "--auth-host=scram-sha-256",
+        ])
+        .args([
+            "--encoding=UTF8",
+            "--locale=C",
+            "--data-checksums",
+            "--no-instructions",
+        ])
         .env_clear()
         .env("PATH", "/usr/local/bin:/usr/bin:/bin")
         .env("LANG", "C.UTF-8")
@@ -23,13 +33,19 @@ pub fn initdb(bins: &PgBinaries, datadir: &Path, run_as: &RunAs) -> Result<(), P
         use std::os::unix::process::CommandExt;
         cmd.uid(run_as.uid).gid(run_as.gid);
     }
-    let out = cmd.output().map_err(|e| PgError::Command { program: "initdb".into(), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| PgError::Command {
+        program: "initdb".into(),
+        detail: e.to_string(),
+    })?;
     if !out.status.success() {
         let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_string();
         if detail.is_empty() {
             detail = String::from_utf8_lossy(&out.stdout).trim().to_string();
         }
-        return Err(PgError::Command { program: "initdb".into(), detail });
+        return Err(PgError::Command {
+            program: "initdb".into(),
+            detail,
+        });
     }
     Ok(())
 }

@@ -70,7 +70,11 @@ pub fn check_socket_path(socket_dir: &Path, port: u16) -> Result<(), PgError> {
 }
 
 /// Connects as the superuser over the unix socket.
-pub fn connect_superuser(socket_dir: &Path, port: u16, dbname: &str) -> Result<postgres::Client, postgres::Error> {
+pub fn connect_superuser(
+    socket_dir: &Path,
+    port: u16,
+    dbname: &str,
+) -> Result<postgres::Client, postgres::Error> {
     postgres::Config::new()
         .host_path(socket_dir)
         .port(port)
@@ -91,6 +95,7 @@ pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
     check_socket_path(spec.socket_dir, spec.port)?;
     prepare_socket_dir(spec.socket_dir, spec.run_as)?;
     kill_leftovers(spec.datadir);
+    remove_stale_socket(spec.socket_dir, spec.port);
 
     let log = OpenOptions::new()
         .create(true)
@@ -126,7 +131,10 @@ pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
         program: spec.bins.tool("postgres").display().to_string(),
         detail: e.to_string(),
     })?;
-    let mut guard = StartGuard { child: Some(child), pid: None };
+    let mut guard = StartGuard {
+        child: Some(child),
+        pid: None,
+    };
     let pid = guard.pid_id();
 
     let deadline = spawned + spec.timeout;
@@ -136,7 +144,11 @@ pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
             Ok(client) => {
                 let ready_after = spawned.elapsed();
                 guard.release();
-                return Ok(Postmaster { pid, client, ready_after });
+                return Ok(Postmaster {
+                    pid,
+                    client,
+                    ready_after,
+                });
             }
             Err(e) if !is_transient(&e) => {
                 return Err(guard.fail(spec, format!("connecting as {SUPERUSER} failed: {e}")));
@@ -147,7 +159,8 @@ pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
             let reason = format!("postmaster exited ({status})");
             let err = guard.fail(spec, reason);
             if let PgError::StartFailed { log_tail, .. } = &err
-                && (log_tail.contains("could not bind") || log_tail.contains("Address already in use"))
+                && (log_tail.contains("could not bind")
+                    || log_tail.contains("Address already in use"))
                 && log_tail.contains(&spec.port.to_string())
             {
                 return Err(PgError::PortInUse { port: spec.port });
@@ -184,13 +197,18 @@ impl StartGuard {
         let child = self.child.as_ref().expect("child present");
         let raw = child.id() as i32;
         // The child is ours until reaped, so /proc/PID is there to read.
-        let id = ProcessId::of(raw).unwrap_or(ProcessId { pid: raw, start_ticks: 0 });
+        let id = ProcessId::of(raw).unwrap_or(ProcessId {
+            pid: raw,
+            start_ticks: 0,
+        });
         self.pid = Some(id);
         id
     }
 
     fn exited(&mut self) -> Option<std::process::ExitStatus> {
-        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
     }
 
     fn fail(&mut self, spec: &StartSpec, reason: String) -> PgError {
@@ -241,7 +259,9 @@ fn prepare_socket_dir(dir: &Path, owner: &RunAs) -> Result<(), PgError> {
     std::fs::create_dir_all(dir).map_err(PgError::io("create socket directory", dir))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
         .map_err(PgError::io("chmod socket directory", dir))?;
-    owner.chown(dir).map_err(PgError::io("chown socket directory", dir))
+    owner
+        .chown(dir)
+        .map_err(PgError::io("chown socket directory", dir))
 }
 
 /// The last `lines` lines of a log file.
@@ -261,7 +281,9 @@ pub fn running_postmaster(datadir: &Path) -> Option<ProcessId> {
     // The pid may have been reused: it must be a postgres whose working
     // directory is this data directory.
     let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).ok()?;
-    let same = std::fs::canonicalize(datadir).map(|d| d == cwd).unwrap_or(false);
+    let same = std::fs::canonicalize(datadir)
+        .map(|d| d == cwd)
+        .unwrap_or(false);
     (same && id.is_alive()).then_some(id)
 }
 
@@ -297,13 +319,35 @@ pub fn stop(pid: ProcessId, mode: StopMode, grace: Duration) -> Result<(), PgErr
     }
 }
 
-/// Kills what is left of a postmaster that died: backends still attached to
-/// its shared memory would stop a new postmaster from starting.
+/// Clears what is left of a postmaster that died: backends still attached
+/// to its shared memory, and its lock file. PostgreSQL itself refuses to
+/// start while the pid in the lock file exists, and a killed postmaster
+/// stays a zombie until its new parent reaps it, which can take a while.
 pub fn kill_leftovers(datadir: &Path) {
-    let Ok(text) = std::fs::read_to_string(datadir.join("postmaster.pid")) else { return };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+    let lock = datadir.join("postmaster.pid");
+    let Some(pid) = lock_pid(&lock) else { return };
     if running_postmaster(datadir).is_none() {
         kill_group_members(pid);
+        let _ = std::fs::remove_file(&lock);
+    }
+}
+
+/// The pid on the first line of a PostgreSQL lock file.
+fn lock_pid(path: &Path) -> Option<i32> {
+    let text = std::fs::read_to_string(path).ok()?;
+    text.lines().next()?.trim().parse().ok()
+}
+
+/// Removes a socket's lock file (and the socket) left by a dead postmaster;
+/// like `postmaster.pid`, it blocks a new start while a zombie holds the pid.
+fn remove_stale_socket(socket_dir: &Path, port: u16) {
+    let socket = socket_path(socket_dir, port);
+    let lock = socket.with_file_name(format!(".s.PGSQL.{port}.lock"));
+    if let Some(pid) = lock_pid(&lock)
+        && !ProcessId::of(pid).is_some_and(|p| p.is_alive())
+    {
+        let _ = std::fs::remove_file(&lock);
+        let _ = std::fs::remove_file(&socket);
     }
 }
 
@@ -311,14 +355,29 @@ pub fn kill_leftovers(datadir: &Path) {
 /// postmaster's orphans). Only processes named postgres are touched, so a
 /// reused group id harms no one else.
 fn kill_group_members(pgid: i32) {
-    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
     let mut victims = Vec::new();
     for entry in dir.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { continue };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else { continue };
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
         let comm = &stat[open + 1..close];
-        let group = stat[close + 2..].split_ascii_whitespace().nth(2).and_then(|g| g.parse::<i32>().ok());
+        let group = stat[close + 2..]
+            .split_ascii_whitespace()
+            .nth(2)
+            .and_then(|g| g.parse::<i32>().ok());
         if group == Some(pgid) && (comm == "postgres" || comm.starts_with("postgres")) {
             victims.push(pid);
         }

@@ -16,7 +16,9 @@ pub fn quote_literal(text: &str) -> String {
 pub fn random_password() -> String {
     const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
     let mut rng = rand::rng();
-    (0..24).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect()
+    (0..24)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
 }
 
 /// The SCRAM-SHA-256 verifier of `password`, so that the plaintext is never
@@ -27,7 +29,11 @@ pub fn scram_verifier(password: &str) -> String {
 
 /// `ALTER ROLE ... PASSWORD` with a verifier instead of the plaintext.
 pub fn set_password_sql(role: &str, password: &str) -> String {
-    format!("ALTER ROLE {} PASSWORD {}", quote_ident(role), quote_literal(&scram_verifier(password)))
+    format!(
+        "ALTER ROLE {} PASSWORD {}",
+        quote_ident(role),
+        quote_literal(&scram_verifier(password))
+    )
 }
 
 #[cfg(test)]

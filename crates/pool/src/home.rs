@@ -28,7 +28,11 @@ impl Home {
     pub fn resolve(explicit: Option<&Path>) -> Home {
         let root = explicit
             .map(Path::to_path_buf)
-            .or_else(|| std::env::var_os(HOME_ENV).filter(|v| !v.is_empty()).map(PathBuf::from))
+            .or_else(|| {
+                std::env::var_os(HOME_ENV)
+                    .filter(|v| !v.is_empty())
+                    .map(PathBuf::from)
+            })
             .unwrap_or_else(|| {
                 if pgfork_os::RunAs::we_are_root() {
                     PathBuf::from("/var/lib/pgfork")

@@ -52,13 +52,17 @@ impl FsKind {
 #[derive(Debug, thiserror::Error)]
 pub enum ImageError {
     /// Not root.
-    #[error("a pool image needs root to loop-mount it: run as root, or drop --pool-image and put {home} on XFS (reflink=1) or btrfs")]
+    #[error(
+        "a pool image needs root to loop-mount it: run as root, or drop --pool-image and put {home} on XFS (reflink=1) or btrfs"
+    )]
     NotRoot {
         /// The home that would hold the image.
         home: PathBuf,
     },
     /// mkfs is missing.
-    #[error("{tool} not found: install it (apt-get install {package}, dnf install {package}) and retry")]
+    #[error(
+        "{tool} not found: install it (apt-get install {package}, dnf install {package}) and retry"
+    )]
     MissingTool {
         /// The missing program.
         tool: &'static str,
@@ -103,11 +107,17 @@ pub struct PoolImage {
 }
 
 fn run(cmd: &mut Command, what: String) -> Result<(), ImageError> {
-    let out = cmd.output().map_err(|e| ImageError::Command { what: what.clone(), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| ImageError::Command {
+        what: what.clone(),
+        detail: e.to_string(),
+    })?;
     if out.status.success() {
         Ok(())
     } else {
-        Err(ImageError::Command { what, detail: String::from_utf8_lossy(&out.stderr).trim().to_string() })
+        Err(ImageError::Command {
+            what,
+            detail: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        })
     }
 }
 
@@ -122,12 +132,22 @@ fn find_tool(tool: &str) -> Option<PathBuf> {
 impl PoolImage {
     /// Creates a sparse image of `size` bytes and formats it as `fs`.
     /// An existing file is refused so that no data is ever overwritten.
-    pub fn create(file: &Path, mountpoint: &Path, size: u64, fs: FsKind) -> Result<PoolImage, ImageError> {
+    pub fn create(
+        file: &Path,
+        mountpoint: &Path,
+        size: u64,
+        fs: FsKind,
+    ) -> Result<PoolImage, ImageError> {
         if !pgfork_os::RunAs::we_are_root() {
-            return Err(ImageError::NotRoot { home: file.parent().unwrap_or(file).to_path_buf() });
+            return Err(ImageError::NotRoot {
+                home: file.parent().unwrap_or(file).to_path_buf(),
+            });
         }
         if size < fs.min_size() {
-            return Err(ImageError::TooSmall { fs: fs.name(), min: fs.min_size() >> 20 });
+            return Err(ImageError::TooSmall {
+                fs: fs.name(),
+                min: fs.min_size() >> 20,
+            });
         }
         let (tool, args, package) = fs.mkfs();
         let mkfs = find_tool(tool).ok_or(ImageError::MissingTool { tool, package })?;
@@ -135,16 +155,32 @@ impl PoolImage {
             .write(true)
             .create_new(true)
             .open(file)
-            .map_err(|source| ImageError::Io { op: "create pool image", path: file.into(), source })?;
+            .map_err(|source| ImageError::Io {
+                op: "create pool image",
+                path: file.into(),
+                source,
+            })?;
         let made = image
             .set_len(size)
-            .map_err(|source| ImageError::Io { op: "size pool image", path: file.into(), source })
-            .and_then(|()| run(Command::new(mkfs).args(args).arg(file), format!("{tool} {}", file.display())));
+            .map_err(|source| ImageError::Io {
+                op: "size pool image",
+                path: file.into(),
+                source,
+            })
+            .and_then(|()| {
+                run(
+                    Command::new(mkfs).args(args).arg(file),
+                    format!("{tool} {}", file.display()),
+                )
+            });
         if let Err(e) = made {
             let _ = std::fs::remove_file(file);
             return Err(e);
         }
-        Ok(PoolImage { file: file.into(), mountpoint: mountpoint.into() })
+        Ok(PoolImage {
+            file: file.into(),
+            mountpoint: mountpoint.into(),
+        })
     }
 
     /// Whether something is mounted at the mountpoint.
@@ -167,11 +203,21 @@ impl PoolImage {
                 ),
             });
         }
-        std::fs::create_dir_all(&self.mountpoint)
-            .map_err(|source| ImageError::Io { op: "create mountpoint", path: self.mountpoint.clone(), source })?;
+        std::fs::create_dir_all(&self.mountpoint).map_err(|source| ImageError::Io {
+            op: "create mountpoint",
+            path: self.mountpoint.clone(),
+            source,
+        })?;
         run(
-            Command::new("mount").args(["-o", "loop,noatime"]).arg(&self.file).arg(&self.mountpoint),
-            format!("mount -o loop {} {}", self.file.display(), self.mountpoint.display()),
+            Command::new("mount")
+                .args(["-o", "loop,noatime"])
+                .arg(&self.file)
+                .arg(&self.mountpoint),
+            format!(
+                "mount -o loop {} {}",
+                self.file.display(),
+                self.mountpoint.display()
+            ),
         )?;
         Ok(true)
     }
@@ -181,14 +227,21 @@ impl PoolImage {
         if !self.is_mounted() {
             return Ok(());
         }
-        run(Command::new("umount").arg(&self.mountpoint), format!("umount {}", self.mountpoint.display()))
+        run(
+            Command::new("umount").arg(&self.mountpoint),
+            format!("umount {}", self.mountpoint.display()),
+        )
     }
 }
 
 /// Whether `path` is a mount point, from `/proc/self/mountinfo`.
 pub fn is_mountpoint(path: &Path) -> bool {
-    let Ok(real) = std::fs::canonicalize(path) else { return false };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return false };
+    let Ok(real) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
     info.lines()
         .filter_map(|line| line.split(' ').nth(4))
         .any(|mp| Path::new(&unescape_mount_path(mp)) == real)
@@ -200,7 +253,12 @@ fn unescape_mount_path(s: &str) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && i + 3 < bytes.len() && bytes[i + 1..i + 4].iter().all(|b| (b'0'..=b'7').contains(b)) {
+        if bytes[i] == b'\\'
+            && i + 3 < bytes.len()
+            && bytes[i + 1..i + 4]
+                .iter()
+                .all(|b| (b'0'..=b'7').contains(b))
+        {
             let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
             out.push(v);
             i += 4;

@@ -26,7 +26,11 @@ pub fn space(path: &Path) -> std::io::Result<Space> {
     let frag = s.fragment_size();
     let total = s.blocks() * frag;
     let free = s.blocks_free() * frag;
-    Ok(Space { total, available: s.blocks_available() * frag, used: total.saturating_sub(free) })
+    Ok(Space {
+        total,
+        available: s.blocks_available() * frag,
+        used: total.saturating_sub(free),
+    })
 }
 
 /// The `statfs` type magic of the filesystem holding `path`.
@@ -58,16 +62,27 @@ pub fn human_bytes(bytes: u64) -> String {
         value /= 1024.0;
         unit += 1;
     }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    if unit == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
 }
 
 /// Parses `20G`, `512M`, `1T`, `4096` into bytes (binary multiples).
 pub fn parse_size(text: &str) -> Option<u64> {
     let text = text.trim();
-    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
     let (digits, unit) = text.split_at(split);
     let n: u64 = digits.parse().ok()?;
-    let mult: u64 = match unit.trim().to_ascii_uppercase().trim_end_matches("IB").trim_end_matches('B') {
+    let mult: u64 = match unit
+        .trim()
+        .to_ascii_uppercase()
+        .trim_end_matches("IB")
+        .trim_end_matches('B')
+    {
         "" => 1,
         "K" => 1 << 10,
         "M" => 1 << 20,

@@ -49,16 +49,19 @@ nix::ioctl_write_ptr!(ioc_subvol_setflags, BTRFS_IOCTL_MAGIC, 26, u64);
 /// Whether `path` is the root of a btrfs subvolume.
 pub(crate) fn is_subvolume(path: &Path) -> bool {
     match std::fs::symlink_metadata(path) {
-        Ok(m) if m.is_dir() && m.ino() == BTRFS_FIRST_FREE_OBJECTID => {
-            crate::space::fs_magic(path).map(|t| t == crate::space::BTRFS_MAGIC).unwrap_or(false)
-        }
+        Ok(m) if m.is_dir() && m.ino() == BTRFS_FIRST_FREE_OBJECTID => crate::space::fs_magic(path)
+            .map(|t| t == crate::space::BTRFS_MAGIC)
+            .unwrap_or(false),
         _ => false,
     }
 }
 
 /// Opens the parent of `path` and returns it with `path`'s final name.
 fn parent_and_name(path: &Path) -> Result<(File, Vec<u8>), CloneError> {
-    let parent = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let name = path
         .file_name()
         .ok_or_else(|| CloneError::Io {
@@ -74,16 +77,24 @@ fn parent_and_name(path: &Path) -> Result<(File, Vec<u8>), CloneError> {
 
 fn nix_err(op: &'static str, path: &Path) -> impl FnOnce(nix::Error) -> CloneError {
     let path = path.to_path_buf();
-    move |e| CloneError::Io { op, path, source: io::Error::from(e) }
+    move |e| CloneError::Io {
+        op,
+        path,
+        source: io::Error::from(e),
+    }
 }
 
 /// Creates an empty subvolume at `path`.
 pub(crate) fn create_subvolume(path: &Path) -> Result<(), CloneError> {
     let (dir, name) = parent_and_name(path)?;
-    let mut args = VolArgs { fd: 0, name: [0; PATH_NAME_MAX + 1] };
+    let mut args = VolArgs {
+        fd: 0,
+        name: [0; PATH_NAME_MAX + 1],
+    };
     args.name[..name.len()].copy_from_slice(&name);
     // SAFETY: `args` is a valid, NUL-terminated btrfs_ioctl_vol_args.
-    unsafe { ioc_subvol_create(dir.as_raw_fd(), &args) }.map_err(nix_err("create subvolume", path))?;
+    unsafe { ioc_subvol_create(dir.as_raw_fd(), &args) }
+        .map_err(nix_err("create subvolume", path))?;
     Ok(())
 }
 
@@ -100,7 +111,8 @@ pub(crate) fn snapshot(src: &Path, dst: &Path, readonly: bool) -> Result<(), Clo
     };
     args.name[..name.len()].copy_from_slice(&name);
     // SAFETY: `args` is a valid btrfs_ioctl_vol_args_v2; `source` stays open.
-    unsafe { ioc_snap_create_v2(dir.as_raw_fd(), &args) }.map_err(nix_err("snapshot subvolume", dst))?;
+    unsafe { ioc_snap_create_v2(dir.as_raw_fd(), &args) }
+        .map_err(nix_err("snapshot subvolume", dst))?;
     Ok(())
 }
 
@@ -109,10 +121,16 @@ pub(crate) fn set_readonly(path: &Path, readonly: bool) -> Result<(), CloneError
     let dir = File::open(path).map_err(CloneError::io("open", path))?;
     let mut flags: u64 = 0;
     // SAFETY: the ioctl writes one u64 into `flags`.
-    unsafe { ioc_subvol_getflags(dir.as_raw_fd(), &mut flags) }.map_err(nix_err("read subvolume flags", path))?;
-    let flags = if readonly { flags | BTRFS_SUBVOL_RDONLY } else { flags & !BTRFS_SUBVOL_RDONLY };
+    unsafe { ioc_subvol_getflags(dir.as_raw_fd(), &mut flags) }
+        .map_err(nix_err("read subvolume flags", path))?;
+    let flags = if readonly {
+        flags | BTRFS_SUBVOL_RDONLY
+    } else {
+        flags & !BTRFS_SUBVOL_RDONLY
+    };
     // SAFETY: the ioctl reads one u64 from `flags`.
-    unsafe { ioc_subvol_setflags(dir.as_raw_fd(), &flags) }.map_err(nix_err("set subvolume flags", path))?;
+    unsafe { ioc_subvol_setflags(dir.as_raw_fd(), &flags) }
+        .map_err(nix_err("set subvolume flags", path))?;
     Ok(())
 }
 
@@ -121,7 +139,10 @@ pub(crate) fn set_readonly(path: &Path, readonly: bool) -> Result<(), CloneError
 /// subvolume is removed with rmdir, which unprivileged owners may do.
 pub(crate) fn delete_subvolume(path: &Path) -> Result<(), CloneError> {
     let (dir, name) = parent_and_name(path)?;
-    let mut args = VolArgs { fd: 0, name: [0; PATH_NAME_MAX + 1] };
+    let mut args = VolArgs {
+        fd: 0,
+        name: [0; PATH_NAME_MAX + 1],
+    };
     args.name[..name.len()].copy_from_slice(&name);
     // SAFETY: `args` is a valid, NUL-terminated btrfs_ioctl_vol_args.
     match unsafe { ioc_snap_destroy(dir.as_raw_fd(), &args) } {
@@ -130,14 +151,22 @@ pub(crate) fn delete_subvolume(path: &Path) -> Result<(), CloneError> {
         Err(nix::Error::EPERM) | Err(nix::Error::EACCES) => {
             let _ = set_readonly(path, false);
             for entry in std::fs::read_dir(path).map_err(CloneError::io("read directory", path))? {
-                let p = entry.map_err(CloneError::io("read directory", path))?.path();
-                let r = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+                let p = entry
+                    .map_err(CloneError::io("read directory", path))?
+                    .path();
+                let r = if p.is_dir() {
+                    std::fs::remove_dir_all(&p)
+                } else {
+                    std::fs::remove_file(&p)
+                };
                 r.map_err(CloneError::io("remove", &p))?;
             }
             let c = CString::new(path.as_os_str().as_bytes()).expect("path without NUL");
             // SAFETY: `c` is a valid C string.
             if unsafe { libc::rmdir(c.as_ptr()) } != 0 {
-                return Err(CloneError::io("remove subvolume", path)(io::Error::last_os_error()));
+                return Err(CloneError::io("remove subvolume", path)(
+                    io::Error::last_os_error(),
+                ));
             }
             Ok(())
         }

@@ -118,7 +118,8 @@ impl Driver {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o700))
             .map_err(CloneError::io("chmod", path))?;
         if let Some((uid, gid)) = owner {
-            std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(CloneError::io("chown", path))?;
+            std::os::unix::fs::chown(path, Some(uid), Some(gid))
+                .map_err(CloneError::io("chown", path))?;
         }
         Ok(())
     }
@@ -141,9 +142,12 @@ impl Driver {
     /// and then removes what the filter excludes.
     pub fn clone_filtered(self, src: &Path, dst: &Path, filter: Filter) -> Result<(), CloneError> {
         let result = match self {
-            Driver::Btrfs if btrfs::is_subvolume(src) => btrfs::snapshot(src, dst, false)
-                .and_then(|()| tree::prune(dst, filter)),
-            Driver::Btrfs | Driver::Reflink => tree::clone_tree(src, dst, tree::FileCopy::Reflink, filter),
+            Driver::Btrfs if btrfs::is_subvolume(src) => {
+                btrfs::snapshot(src, dst, false).and_then(|()| tree::prune(dst, filter))
+            }
+            Driver::Btrfs | Driver::Reflink => {
+                tree::clone_tree(src, dst, tree::FileCopy::Reflink, filter)
+            }
             Driver::Copy => tree::clone_tree(src, dst, tree::FileCopy::Bytes, filter),
         };
         result.map_err(|e| {
@@ -152,7 +156,10 @@ impl Driver {
                 let available = crate::space::space(dst.parent().unwrap_or(dst))
                     .map(|s| s.available)
                     .unwrap_or(0);
-                CloneError::NoSpace { dst: dst.to_path_buf(), available }
+                CloneError::NoSpace {
+                    dst: dst.to_path_buf(),
+                    available,
+                }
             } else {
                 e
             }
@@ -162,7 +169,11 @@ impl Driver {
     /// Clones single files `names` from directory `src` into existing `dst`
     /// (used to add the WAL written during an online backup).
     pub fn clone_files(self, src: &Path, dst: &Path, names: &[String]) -> Result<(), CloneError> {
-        let how = if self == Driver::Copy { tree::FileCopy::Bytes } else { tree::FileCopy::Reflink };
+        let how = if self == Driver::Copy {
+            tree::FileCopy::Bytes
+        } else {
+            tree::FileCopy::Reflink
+        };
         for name in names {
             let to = dst.join(name);
             let _ = std::fs::remove_file(&to);
@@ -191,7 +202,11 @@ impl Driver {
         match std::fs::remove_dir_all(path) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(CloneError::Io { op: "remove", path: path.to_path_buf(), source: e }),
+            Err(e) => Err(CloneError::Io {
+                op: "remove",
+                path: path.to_path_buf(),
+                source: e,
+            }),
         }
     }
 }

@@ -47,7 +47,12 @@ pub fn probe(dir: &Path) -> std::io::Result<Probe> {
     } else {
         Driver::Copy
     };
-    Ok(Probe { filesystem, reflink, subvolumes, driver })
+    Ok(Probe {
+        filesystem,
+        reflink,
+        subvolumes,
+        driver,
+    })
 }
 
 fn try_reflink(dir: &Path) -> std::io::Result<bool> {
@@ -60,7 +65,9 @@ fn try_reflink(dir: &Path) -> std::io::Result<bool> {
         let src = fs::File::open(&a)?;
         let dst = fs::File::create(&b)?;
         // SAFETY: both descriptors are valid for the call.
-        Ok::<bool, std::io::Error>(unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0)
+        Ok::<bool, std::io::Error>(
+            unsafe { libc::ioctl(dst.as_raw_fd(), libc::FICLONE, src.as_raw_fd()) } == 0,
+        )
     })();
     let _ = fs::remove_file(&a);
     let _ = fs::remove_file(&b);

@@ -31,13 +31,24 @@ pub(crate) enum FileCopy {
     Bytes,
 }
 
-pub(crate) fn clone_tree(src: &Path, dst: &Path, how: FileCopy, filter: Filter) -> Result<(), CloneError> {
+pub(crate) fn clone_tree(
+    src: &Path,
+    dst: &Path,
+    how: FileCopy,
+    filter: Filter,
+) -> Result<(), CloneError> {
     let meta = fs::symlink_metadata(src).map_err(CloneError::io("stat", src))?;
     make_dir(dst, &meta)?;
     walk(src, dst, Path::new(""), how, filter)
 }
 
-fn walk(src: &Path, dst: &Path, rel: &Path, how: FileCopy, filter: Filter) -> Result<(), CloneError> {
+fn walk(
+    src: &Path,
+    dst: &Path,
+    rel: &Path,
+    how: FileCopy,
+    filter: Filter,
+) -> Result<(), CloneError> {
     let dir = src.join(rel);
     for entry in fs::read_dir(&dir).map_err(CloneError::io("read directory", &dir))? {
         let entry = entry.map_err(CloneError::io("read directory", &dir))?;
@@ -53,7 +64,13 @@ fn walk(src: &Path, dst: &Path, rel: &Path, how: FileCopy, filter: Filter) -> Re
             // A live cluster deletes files while we copy (online backup):
             // what vanished is restored from WAL.
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
-            Err(e) => return Err(CloneError::Io { op: "stat", path: from, source: e }),
+            Err(e) => {
+                return Err(CloneError::Io {
+                    op: "stat",
+                    path: from,
+                    source: e,
+                });
+            }
         };
         let kind = meta.file_type();
         if kind.is_dir() {
@@ -112,10 +129,17 @@ pub(crate) fn clone_file(from: &Path, to: &Path, how: FileCopy) -> Result<(), Cl
             if rc != 0 {
                 let err = io::Error::last_os_error();
                 return Err(match err.raw_os_error() {
-                    Some(libc::EOPNOTSUPP) | Some(libc::EXDEV) | Some(libc::EINVAL) | Some(libc::ENOTTY) => {
-                        CloneError::ReflinkUnsupported { path: to.to_path_buf() }
-                    }
-                    _ => CloneError::Io { op: "reflink", path: to.to_path_buf(), source: err },
+                    Some(libc::EOPNOTSUPP)
+                    | Some(libc::EXDEV)
+                    | Some(libc::EINVAL)
+                    | Some(libc::ENOTTY) => CloneError::ReflinkUnsupported {
+                        path: to.to_path_buf(),
+                    },
+                    _ => CloneError::Io {
+                        op: "reflink",
+                        path: to.to_path_buf(),
+                        source: err,
+                    },
                 });
             }
         }
@@ -139,12 +163,20 @@ fn prune_dir(root: &Path, rel: &Path, filter: Filter) -> Result<(), CloneError> 
         let path = root.join(&rel);
         let is_dir = entry.file_type().map(|t| t.is_dir()).unwrap_or(false);
         match filter(&rel) {
-            TreeEntry::Skip if is_dir => fs::remove_dir_all(&path).map_err(CloneError::io("remove", &path))?,
+            TreeEntry::Skip if is_dir => {
+                fs::remove_dir_all(&path).map_err(CloneError::io("remove", &path))?
+            }
             TreeEntry::Skip => fs::remove_file(&path).map_err(CloneError::io("remove", &path))?,
             TreeEntry::EmptyDir if is_dir => {
                 for inner in fs::read_dir(&path).map_err(CloneError::io("read directory", &path))? {
-                    let inner = inner.map_err(CloneError::io("read directory", &path))?.path();
-                    let r = if inner.is_dir() { fs::remove_dir_all(&inner) } else { fs::remove_file(&inner) };
+                    let inner = inner
+                        .map_err(CloneError::io("read directory", &path))?
+                        .path();
+                    let r = if inner.is_dir() {
+                        fs::remove_dir_all(&inner)
+                    } else {
+                        fs::remove_file(&inner)
+                    };
                     r.map_err(CloneError::io("remove", &inner))?;
                 }
             }
@@ -179,7 +211,10 @@ mod tests {
         };
         clone_tree(&src, &dst, FileCopy::Bytes, &filter).unwrap();
         assert_eq!(fs::read(dst.join("base/1/1259")).unwrap(), b"heap");
-        assert_eq!(fs::metadata(dst.join("base/1/1259")).unwrap().mode() & 0o777, 0o600);
+        assert_eq!(
+            fs::metadata(dst.join("base/1/1259")).unwrap().mode() & 0o777,
+            0o600
+        );
         assert!(!dst.join("postmaster.pid").exists());
         assert!(dst.join("pg_wal").is_dir());
         assert!(!dst.join("pg_wal/000000010000000000000001").exists());
@@ -190,7 +225,10 @@ mod tests {
         clone_tree(&src, &full, FileCopy::Bytes, &|_| TreeEntry::Include).unwrap();
         prune(&full, &filter).unwrap();
         assert!(!full.join("postmaster.pid").exists());
-        assert!(full.join("pg_wal").is_dir() && fs::read_dir(full.join("pg_wal")).unwrap().next().is_none());
+        assert!(
+            full.join("pg_wal").is_dir()
+                && fs::read_dir(full.join("pg_wal")).unwrap().next().is_none()
+        );
     }
 
     #[test]
@@ -198,7 +236,12 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         fs::create_dir(tmp.path().join("a")).unwrap();
         fs::create_dir(tmp.path().join("b")).unwrap();
-        let err = clone_tree(&tmp.path().join("a"), &tmp.path().join("b"), FileCopy::Bytes, &|_| TreeEntry::Include);
+        let err = clone_tree(
+            &tmp.path().join("a"),
+            &tmp.path().join("b"),
+            FileCopy::Bytes,
+            &|_| TreeEntry::Include,
+        );
         assert!(err.is_err());
     }
 }

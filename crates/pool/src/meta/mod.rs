@@ -12,7 +12,8 @@ mod schema;
 use std::path::Path;
 use std::time::Duration;
 
-use rusqlite::{Connection, OpenFlags, OptionalExtension, TransactionBehavior, params};
+pub use rusqlite::Connection;
+use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use rows::{BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports};
 
@@ -20,10 +21,14 @@ pub use rows::{BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow, name_tak
 #[derive(Debug, thiserror::Error)]
 pub enum MetaError {
     /// meta.db is missing: `init` has not run.
-    #[error("{0} has no meta.db: run `pgfork init` first (or pass --home / set PGFORK_HOME to an initialised home)")]
+    #[error(
+        "{0} has no meta.db: run `pgfork init` first (or pass --home / set PGFORK_HOME to an initialised home)"
+    )]
     NotInitialised(String),
     /// meta.db was written by a newer pgfork.
-    #[error("meta.db schema version {found} is newer than this pgfork understands ({known}): upgrade pgfork")]
+    #[error(
+        "meta.db schema version {found} is newer than this pgfork understands ({known}): upgrade pgfork"
+    )]
     TooNew {
         /// Version in the file.
         found: i64,
@@ -104,7 +109,9 @@ impl Meta {
     pub fn setting(&self, key: &str) -> Result<Option<String>, MetaError> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| r.get(0))
+            .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
+                r.get(0)
+            })
             .optional()?)
     }
 

@@ -29,7 +29,11 @@ impl RunState {
         match s {
             "running" => Ok(RunState::Running),
             "stopped" => Ok(RunState::Stopped),
-            _ => Err(MetaError::Corrupt { table: "*", column: "state", value: s.into() }),
+            _ => Err(MetaError::Corrupt {
+                table: "*",
+                column: "state",
+                value: s.into(),
+            }),
         }
     }
 }
@@ -62,10 +66,20 @@ impl OpKind {
         }
     }
     fn parse(s: &str) -> Result<OpKind, MetaError> {
-        [OpKind::Creating, OpKind::Starting, OpKind::Stopping, OpKind::Resetting, OpKind::Deleting]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| MetaError::Corrupt { table: "*", column: "op", value: s.into() })
+        [
+            OpKind::Creating,
+            OpKind::Starting,
+            OpKind::Stopping,
+            OpKind::Resetting,
+            OpKind::Deleting,
+        ]
+        .into_iter()
+        .find(|k| k.as_str() == s)
+        .ok_or_else(|| MetaError::Corrupt {
+            table: "*",
+            column: "op",
+            value: s.into(),
+        })
     }
 }
 
@@ -81,7 +95,10 @@ pub struct Op {
 impl Op {
     /// An op carried out by the calling process.
     pub fn mine(kind: OpKind) -> Op {
-        Op { kind, owner: ProcessId::current() }
+        Op {
+            kind,
+            owner: ProcessId::current(),
+        }
     }
 }
 
@@ -91,13 +108,22 @@ fn op_from(row: &Row, at: usize) -> Result<Option<Op>, rusqlite::Error> {
     let kind = OpKind::parse(&kind).map_err(|e| to_sql_err(at, e))?;
     let pid: i64 = row.get(at + 1)?;
     let start: i64 = row.get(at + 2)?;
-    Ok(Some(Op { kind, owner: ProcessId { pid: pid as i32, start_ticks: start as u64 } }))
+    Ok(Some(Op {
+        kind,
+        owner: ProcessId {
+            pid: pid as i32,
+            start_ticks: start as u64,
+        },
+    }))
 }
 
 fn pid_from(row: &Row, at: usize) -> Result<Option<ProcessId>, rusqlite::Error> {
     let pid: Option<i64> = row.get(at)?;
     let start: Option<i64> = row.get(at + 1)?;
-    Ok(pid.zip(start).map(|(pid, s)| ProcessId { pid: pid as i32, start_ticks: s as u64 }))
+    Ok(pid.zip(start).map(|(pid, s)| ProcessId {
+        pid: pid as i32,
+        start_ticks: s as u64,
+    }))
 }
 
 fn to_sql_err(at: usize, e: MetaError) -> rusqlite::Error {
@@ -106,7 +132,11 @@ fn to_sql_err(at: usize, e: MetaError) -> rusqlite::Error {
 
 fn op_params(op: Option<Op>) -> (Option<&'static str>, Option<i64>, Option<i64>) {
     match op {
-        Some(op) => (Some(op.kind.as_str()), Some(op.owner.pid as i64), Some(op.owner.start_ticks as i64)),
+        Some(op) => (
+            Some(op.kind.as_str()),
+            Some(op.owner.pid as i64),
+            Some(op.owner.start_ticks as i64),
+        ),
         None => (None, None, None),
     }
 }
@@ -130,7 +160,9 @@ pub fn name_taken(conn: &Connection, name: &str) -> Result<Option<&'static str>,
 /// Every TCP port held by a source or branch.
 pub fn used_ports(conn: &Connection) -> Result<Vec<u16>, MetaError> {
     let mut stmt = conn.prepare("SELECT port FROM sources UNION SELECT port FROM branches")?;
-    let ports = stmt.query_map([], |r| r.get::<_, i64>(0))?.collect::<Result<Vec<_>, _>>()?;
+    let ports = stmt
+        .query_map([], |r| r.get::<_, i64>(0))?
+        .collect::<Result<Vec<_>, _>>()?;
     Ok(ports.into_iter().map(|p| p as u16).collect())
 }
 
@@ -162,8 +194,7 @@ pub struct SourceRow {
     pub created_at: i64,
 }
 
-const SOURCE_COLS: &str =
-    "name, mode, state, op, op_pid, op_start, port, database, role, password, pm_pid, pm_start, pg_major, created_at";
+const SOURCE_COLS: &str = "name, mode, state, op, op_pid, op_start, port, database, role, password, pm_pid, pm_start, pg_major, created_at";
 
 impl SourceRow {
     fn from_row(r: &Row) -> Result<SourceRow, rusqlite::Error> {
@@ -200,26 +231,40 @@ impl SourceRow {
     /// The source called `name`.
     pub fn get(conn: &Connection, name: &str) -> Result<Option<SourceRow>, MetaError> {
         Ok(conn
-            .query_row(&format!("SELECT {SOURCE_COLS} FROM sources WHERE name = ?1"), [name], Self::from_row)
+            .query_row(
+                &format!("SELECT {SOURCE_COLS} FROM sources WHERE name = ?1"),
+                [name],
+                Self::from_row,
+            )
             .optional()?)
     }
 
     /// All sources by name.
     pub fn list(conn: &Connection) -> Result<Vec<SourceRow>, MetaError> {
         let mut stmt = conn.prepare(&format!("SELECT {SOURCE_COLS} FROM sources ORDER BY name"))?;
-        let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map([], Self::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// Sets or clears the op.
     pub fn set_op(conn: &Connection, name: &str, op: Option<Op>) -> Result<(), MetaError> {
         let (op, pid, start) = op_params(op);
-        conn.execute("UPDATE sources SET op = ?2, op_pid = ?3, op_start = ?4 WHERE name = ?1", params![name, op, pid, start])?;
+        conn.execute(
+            "UPDATE sources SET op = ?2, op_pid = ?3, op_start = ?4 WHERE name = ?1",
+            params![name, op, pid, start],
+        )?;
         Ok(())
     }
 
     /// Records the run state and postmaster.
-    pub fn set_state(conn: &Connection, name: &str, state: RunState, pm: Option<ProcessId>) -> Result<(), MetaError> {
+    pub fn set_state(
+        conn: &Connection,
+        name: &str,
+        state: RunState,
+        pm: Option<ProcessId>,
+    ) -> Result<(), MetaError> {
         let (pid, start) = pm_params(pm);
         conn.execute(
             "UPDATE sources SET state = ?2, pm_pid = ?3, pm_start = ?4 WHERE name = ?1",
@@ -230,7 +275,10 @@ impl SourceRow {
 
     /// Records a new port.
     pub fn set_port(conn: &Connection, name: &str, port: u16) -> Result<(), MetaError> {
-        conn.execute("UPDATE sources SET port = ?2 WHERE name = ?1", params![name, port as i64])?;
+        conn.execute(
+            "UPDATE sources SET port = ?2 WHERE name = ?1",
+            params![name, port as i64],
+        )?;
         Ok(())
     }
 
@@ -262,7 +310,8 @@ pub struct SnapshotRow {
     pub seal_ms: Option<i64>,
 }
 
-const SNAPSHOT_COLS: &str = "id, source, parent_branch, op, op_pid, op_start, created_at, lsn, method, seal_ms";
+const SNAPSHOT_COLS: &str =
+    "id, source, parent_branch, op, op_pid, op_start, created_at, lsn, method, seal_ms";
 
 impl SnapshotRow {
     fn from_row(r: &Row) -> Result<SnapshotRow, rusqlite::Error> {
@@ -280,7 +329,11 @@ impl SnapshotRow {
 
     /// The name people use: `ORIGIN@ID`, where origin is the source or branch.
     pub fn label(&self) -> String {
-        format!("{}@{}", self.parent_branch.as_deref().unwrap_or(&self.source), self.id)
+        format!(
+            "{}@{}",
+            self.parent_branch.as_deref().unwrap_or(&self.source),
+            self.id
+        )
     }
 
     /// Whether it is sealed and usable.
@@ -304,7 +357,13 @@ impl SnapshotRow {
     }
 
     /// Marks a snapshot sealed and ready.
-    pub fn finish(conn: &Connection, id: i64, lsn: Option<&str>, method: &str, seal_ms: i64) -> Result<(), MetaError> {
+    pub fn finish(
+        conn: &Connection,
+        id: i64,
+        lsn: Option<&str>,
+        method: &str,
+        seal_ms: i64,
+    ) -> Result<(), MetaError> {
         conn.execute(
             "UPDATE snapshots SET op = NULL, op_pid = NULL, op_start = NULL, lsn = ?2, method = ?3, seal_ms = ?4 WHERE id = ?1",
             params![id, lsn, method, seal_ms],
@@ -315,19 +374,30 @@ impl SnapshotRow {
     /// The snapshot with `id`.
     pub fn get(conn: &Connection, id: i64) -> Result<Option<SnapshotRow>, MetaError> {
         Ok(conn
-            .query_row(&format!("SELECT {SNAPSHOT_COLS} FROM snapshots WHERE id = ?1"), [id], Self::from_row)
+            .query_row(
+                &format!("SELECT {SNAPSHOT_COLS} FROM snapshots WHERE id = ?1"),
+                [id],
+                Self::from_row,
+            )
             .optional()?)
     }
 
     /// All snapshots, oldest first.
     pub fn list(conn: &Connection) -> Result<Vec<SnapshotRow>, MetaError> {
-        let mut stmt = conn.prepare(&format!("SELECT {SNAPSHOT_COLS} FROM snapshots ORDER BY id"))?;
-        let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {SNAPSHOT_COLS} FROM snapshots ORDER BY id"
+        ))?;
+        let rows = stmt
+            .query_map([], Self::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// The newest ready snapshot taken of the source itself.
-    pub fn latest_of_source(conn: &Connection, source: &str) -> Result<Option<SnapshotRow>, MetaError> {
+    pub fn latest_of_source(
+        conn: &Connection,
+        source: &str,
+    ) -> Result<Option<SnapshotRow>, MetaError> {
         Ok(conn
             .query_row(
                 &format!(
@@ -343,7 +413,10 @@ impl SnapshotRow {
     /// Sets or clears the op.
     pub fn set_op(conn: &Connection, id: i64, op: Option<Op>) -> Result<(), MetaError> {
         let (op, pid, start) = op_params(op);
-        conn.execute("UPDATE snapshots SET op = ?2, op_pid = ?3, op_start = ?4 WHERE id = ?1", params![id, op, pid, start])?;
+        conn.execute(
+            "UPDATE snapshots SET op = ?2, op_pid = ?3, op_start = ?4 WHERE id = ?1",
+            params![id, op, pid, start],
+        )?;
         Ok(())
     }
 
@@ -382,17 +455,19 @@ pub struct BranchRow {
     pub expires_at: Option<i64>,
     /// Protected branches are never deleted by `gc`.
     pub protected: bool,
+    /// Whether its server fsyncs (else it survives a process crash, not a host crash).
+    pub durable: bool,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
 }
 
 const BRANCH_COLS: &str = "name, source, snapshot_id, parent_branch, state, op, op_pid, op_start, port, password, \
-                           pm_pid, pm_start, created_at, expires_at, protected, labels";
+                           pm_pid, pm_start, created_at, expires_at, protected, durable, labels";
 
 impl BranchRow {
     fn from_row(r: &Row) -> Result<BranchRow, rusqlite::Error> {
         let state: String = r.get(4)?;
-        let labels: String = r.get(15)?;
+        let labels: String = r.get(16)?;
         Ok(BranchRow {
             name: r.get(0)?,
             source: r.get(1)?,
@@ -406,8 +481,16 @@ impl BranchRow {
             created_at: r.get(12)?,
             expires_at: r.get(13)?,
             protected: r.get(14)?,
+            durable: r.get(15)?,
             labels: serde_json::from_str(&labels).map_err(|_| {
-                to_sql_err(15, MetaError::Corrupt { table: "branches", column: "labels", value: labels.clone() })
+                to_sql_err(
+                    16,
+                    MetaError::Corrupt {
+                        table: "branches",
+                        column: "labels",
+                        value: labels.clone(),
+                    },
+                )
             })?,
         })
     }
@@ -418,11 +501,11 @@ impl BranchRow {
         let (pm_pid, pm_start) = pm_params(self.postmaster);
         let labels = serde_json::to_string(&self.labels).expect("labels serialise");
         conn.execute(
-            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)"),
+            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
             params![
                 self.name, self.source, self.snapshot_id, self.parent_branch, self.state.as_str(), op, op_pid,
                 op_start, self.port as i64, self.password, pm_pid, pm_start, self.created_at, self.expires_at,
-                self.protected, labels
+                self.protected, self.durable, labels
             ],
         )?;
         Ok(())
@@ -431,33 +514,52 @@ impl BranchRow {
     /// The branch called `name`.
     pub fn get(conn: &Connection, name: &str) -> Result<Option<BranchRow>, MetaError> {
         Ok(conn
-            .query_row(&format!("SELECT {BRANCH_COLS} FROM branches WHERE name = ?1"), [name], Self::from_row)
+            .query_row(
+                &format!("SELECT {BRANCH_COLS} FROM branches WHERE name = ?1"),
+                [name],
+                Self::from_row,
+            )
             .optional()?)
     }
 
     /// All branches by name.
     pub fn list(conn: &Connection) -> Result<Vec<BranchRow>, MetaError> {
-        let mut stmt = conn.prepare(&format!("SELECT {BRANCH_COLS} FROM branches ORDER BY name"))?;
-        let rows = stmt.query_map([], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut stmt =
+            conn.prepare(&format!("SELECT {BRANCH_COLS} FROM branches ORDER BY name"))?;
+        let rows = stmt
+            .query_map([], Self::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// Branches cloned from snapshot `id`.
     pub fn of_snapshot(conn: &Connection, id: i64) -> Result<Vec<BranchRow>, MetaError> {
-        let mut stmt = conn.prepare(&format!("SELECT {BRANCH_COLS} FROM branches WHERE snapshot_id = ?1 ORDER BY name"))?;
-        let rows = stmt.query_map([id], Self::from_row)?.collect::<Result<Vec<_>, _>>()?;
+        let mut stmt = conn.prepare(&format!(
+            "SELECT {BRANCH_COLS} FROM branches WHERE snapshot_id = ?1 ORDER BY name"
+        ))?;
+        let rows = stmt
+            .query_map([id], Self::from_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
     }
 
     /// Sets or clears the op.
     pub fn set_op(conn: &Connection, name: &str, op: Option<Op>) -> Result<(), MetaError> {
         let (op, pid, start) = op_params(op);
-        conn.execute("UPDATE branches SET op = ?2, op_pid = ?3, op_start = ?4 WHERE name = ?1", params![name, op, pid, start])?;
+        conn.execute(
+            "UPDATE branches SET op = ?2, op_pid = ?3, op_start = ?4 WHERE name = ?1",
+            params![name, op, pid, start],
+        )?;
         Ok(())
     }
 
     /// Records the run state and postmaster.
-    pub fn set_state(conn: &Connection, name: &str, state: RunState, pm: Option<ProcessId>) -> Result<(), MetaError> {
+    pub fn set_state(
+        conn: &Connection,
+        name: &str,
+        state: RunState,
+        pm: Option<ProcessId>,
+    ) -> Result<(), MetaError> {
         let (pid, start) = pm_params(pm);
         conn.execute(
             "UPDATE branches SET state = ?2, pm_pid = ?3, pm_start = ?4 WHERE name = ?1",
@@ -468,7 +570,10 @@ impl BranchRow {
 
     /// Records a new port.
     pub fn set_port(conn: &Connection, name: &str, port: u16) -> Result<(), MetaError> {
-        conn.execute("UPDATE branches SET port = ?2 WHERE name = ?1", params![name, port as i64])?;
+        conn.execute(
+            "UPDATE branches SET port = ?2 WHERE name = ?1",
+            params![name, port as i64],
+        )?;
         Ok(())
     }
 
@@ -522,10 +627,24 @@ mod tests {
             .insert(c)
         })
         .unwrap();
-        let id = meta.write(|c| SnapshotRow::insert_creating(c, "shop", None, me)).unwrap();
-        assert!(SnapshotRow::latest_of_source(meta.conn(), "shop").unwrap().is_none(), "not sealed yet");
-        meta.write(|c| SnapshotRow::finish(c, id, Some("0/1"), "atomic", 3)).unwrap();
-        assert_eq!(SnapshotRow::latest_of_source(meta.conn(), "shop").unwrap().unwrap().id, id);
+        let id = meta
+            .write(|c| SnapshotRow::insert_creating(c, "shop", None, me))
+            .unwrap();
+        assert!(
+            SnapshotRow::latest_of_source(meta.conn(), "shop")
+                .unwrap()
+                .is_none(),
+            "not sealed yet"
+        );
+        meta.write(|c| SnapshotRow::finish(c, id, Some("0/1"), "atomic", 3))
+            .unwrap();
+        assert_eq!(
+            SnapshotRow::latest_of_source(meta.conn(), "shop")
+                .unwrap()
+                .unwrap()
+                .id,
+            id
+        );
         let mut labels = BTreeMap::new();
         labels.insert("agent".to_string(), "a1".to_string());
         meta.write(|c| {
@@ -542,6 +661,7 @@ mod tests {
                 created_at: 2,
                 expires_at: Some(10),
                 protected: true,
+                durable: false,
                 labels: labels.clone(),
             }
             .insert(c)

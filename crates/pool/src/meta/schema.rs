@@ -57,6 +57,7 @@ CREATE TABLE branches (
     created_at    INTEGER NOT NULL,
     expires_at    INTEGER,
     protected     INTEGER NOT NULL DEFAULT 0,
+    durable       INTEGER NOT NULL DEFAULT 0,
     labels        TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX branches_snapshot ON branches(snapshot_id);

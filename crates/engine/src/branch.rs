@@ -1,0 +1,492 @@
+//! Branches: writable clones of a snapshot, each with its own postmaster,
+//! port, socket, credentials, TTL and labels.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use pgfork_pg::conf::Profile;
+use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
+use pgfork_pg::{Postmaster, StopMode};
+use pgfork_pool::meta::{self, BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow};
+use serde::Serialize;
+
+use crate::server::{Target, stop_server};
+use crate::view::BranchInfo;
+use crate::{Engine, EngineError, Result, ServerKind, names, ports};
+
+/// What `branch create` was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct BranchCreate {
+    /// New branch name.
+    pub name: String,
+    /// A source (its latest snapshot), a snapshot id, or a branch.
+    pub from: String,
+    /// Time to live; `gc` deletes the branch after it.
+    pub ttl: Option<Duration>,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Never deleted by `gc`.
+    pub protect: bool,
+    /// fsync on (slower; survives a host crash).
+    pub durable: bool,
+}
+
+/// Where the time of a `branch create` went, in milliseconds.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct CreateTimings {
+    /// Taking a snapshot first (when `--from` named a branch, or a source
+    /// without snapshots).
+    pub snapshot_ms: Option<u64>,
+    /// Cloning the snapshot.
+    pub clone_ms: u64,
+    /// Starting the postmaster until it accepted a connection.
+    pub start_ms: u64,
+    /// The whole operation.
+    pub total_ms: u64,
+}
+
+/// What `gc` did.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct GcReport {
+    /// Deleted objects.
+    pub deleted: Vec<String>,
+    /// Expired branches kept, with the reason.
+    pub kept: Vec<(String, String)>,
+}
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis() as u64
+}
+
+/// Hands the application role to an agent safely: a fresh password (sent
+/// as a SCRAM verifier), no superuser or other escalation attributes, and
+/// a refusal if it inherits any role that reaches the host.
+pub(crate) fn arm_app_role(
+    client: &mut postgres::Client,
+    role: &str,
+    password: &str,
+) -> Result<()> {
+    client
+        .batch_execute(&format!(
+            "ALTER ROLE {} NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}",
+            quote_ident(role),
+            quote_literal(&scram_verifier(password))
+        ))
+        .map_err(EngineError::sql("set the branch password"))?;
+    let dangerous: Vec<String> = client
+        .query(
+            "SELECT r.rolname::text FROM pg_roles r
+             WHERE pg_has_role($1, r.oid, 'MEMBER') AND r.rolname <> $1
+               AND (r.rolsuper OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
+                                                'pg_write_server_files'))",
+            &[&role],
+        )
+        .map_err(EngineError::sql("check the application role's memberships"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !dangerous.is_empty() {
+        return Err(EngineError::WrongState(format!(
+            "role '{role}' is a member of {}, which reaches the host; pgfork will not hand it to an agent: \
+             REVOKE those memberships in the source and take a new snapshot",
+            dangerous.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+impl Engine {
+    pub(crate) fn branch_row(&self, name: &str) -> Result<BranchRow> {
+        BranchRow::get(self.meta.conn(), name)?
+            .ok_or_else(|| EngineError::UnknownBranch(name.into()))
+    }
+
+    fn branch_info_of(&self, row: &BranchRow) -> Result<BranchInfo> {
+        let source = self.source_row(&row.source)?;
+        let label = SnapshotRow::get(self.meta.conn(), row.snapshot_id)?
+            .map(|s| s.label())
+            .unwrap_or_else(|| row.snapshot_id.to_string());
+        Ok(BranchInfo::new(
+            row,
+            &source,
+            label,
+            self.branch_dir(&row.name),
+            self.log_path(ServerKind::Branch, &row.name),
+        ))
+    }
+
+    /// The snapshot `from` means, taking one if needed: a source's latest
+    /// (a new one if it has none), a fresh one of a branch, or the named one.
+    fn snapshot_for(&mut self, from: &str) -> Result<(SnapshotRow, Option<String>, bool)> {
+        if from.contains('@') || from.chars().all(|c| c.is_ascii_digit()) {
+            return Ok((self.resolve_snapshot(from)?, None, false));
+        }
+        let conn = self.meta.conn();
+        if SourceRow::get(conn, from)?.is_some() {
+            if let Some(s) = SnapshotRow::latest_of_source(conn, from)? {
+                return Ok((s, None, false));
+            }
+            self.progress
+                .stage(&format!("source {from} has no snapshot yet: taking one"));
+        } else if BranchRow::get(conn, from)?.is_some() {
+            self.progress
+                .stage(&format!("taking a snapshot of branch {from}"));
+        } else {
+            return Err(EngineError::UnknownOrigin(from.into()));
+        }
+        let info = self.snapshot_create(from)?;
+        let row = SnapshotRow::get(self.meta.conn(), info.number)?
+            .ok_or_else(|| EngineError::UnknownSnapshot(info.id.clone()))?;
+        let parent = row.parent_branch.clone();
+        Ok((row, parent, true))
+    }
+
+    /// Creates a branch and returns it with its full DSN (a secret).
+    pub fn branch_create(&mut self, req: &BranchCreate) -> Result<BranchInfo> {
+        let began = Instant::now();
+        names::validate(&req.name)?;
+        if let Some(kind) = meta::name_taken(self.meta.conn(), &req.name)? {
+            return Err(EngineError::NameTaken {
+                name: req.name.clone(),
+                kind,
+            });
+        }
+        let (snapshot, parent_branch, took_snapshot) = self.snapshot_for(&req.from)?;
+        let snapshot_ms = took_snapshot.then(|| ms(began.elapsed()));
+        let range = self.config.ports;
+        let row = self.meta.write(|c| {
+            if let Some(kind) = meta::name_taken(c, &req.name)? {
+                return Err(EngineError::NameTaken {
+                    name: req.name.clone(),
+                    kind,
+                });
+            }
+            // The snapshot may have been deleted while we looked.
+            if SnapshotRow::get(c, snapshot.id)?.is_none_or(|s| !s.is_ready()) {
+                return Err(EngineError::UnknownSnapshot(snapshot.label()));
+            }
+            let now = meta::now();
+            let row = BranchRow {
+                name: req.name.clone(),
+                source: snapshot.source.clone(),
+                snapshot_id: snapshot.id,
+                parent_branch: parent_branch.clone(),
+                state: RunState::Stopped,
+                op: Some(Op::mine(OpKind::Creating)),
+                port: ports::allocate(c, range, &[])?,
+                password: random_password(),
+                postmaster: None,
+                created_at: now,
+                expires_at: req.ttl.map(|t| now + t.as_secs().max(1) as i64),
+                protected: req.protect,
+                durable: req.durable,
+                labels: req.labels.clone(),
+            };
+            row.insert(c)?;
+            Ok(row)
+        })?;
+        crate::failpoint::hit("branch-create:after-insert");
+        match self.build_branch(&row) {
+            Ok((clone, start)) => {
+                let mut info = self.branch_info(&row.name)?.reveal();
+                info.timings = Some(CreateTimings {
+                    snapshot_ms,
+                    clone_ms: ms(clone),
+                    start_ms: ms(start),
+                    total_ms: ms(began.elapsed()),
+                });
+                Ok(info)
+            }
+            Err(e) => {
+                self.destroy_branch(&row.name);
+                Err(e)
+            }
+        }
+    }
+
+    /// Clones, starts and arms a branch row in state `creating`.
+    fn build_branch(&mut self, row: &BranchRow) -> Result<(Duration, Duration)> {
+        let dir = self.branch_dir(&row.name);
+        let began = Instant::now();
+        self.config
+            .driver
+            .clone_dir(&self.snapshot_dir(row.snapshot_id), &dir)?;
+        let cloned = began.elapsed();
+        crate::failpoint::hit("branch-create:after-clone");
+        let pm = self.boot_branch(row, &dir)?;
+        crate::failpoint::hit("branch-create:after-start");
+        self.meta.write(|c| {
+            BranchRow::set_state(c, &row.name, RunState::Running, Some(pm.pid))?;
+            BranchRow::set_op(c, &row.name, None)
+        })?;
+        Ok((cloned, pm.ready_after))
+    }
+
+    /// Starts a freshly cloned branch and sets its credentials.
+    fn boot_branch(&mut self, row: &BranchRow, dir: &std::path::Path) -> Result<Postmaster> {
+        let profile = if row.durable {
+            Profile::DurableBranch
+        } else {
+            Profile::Branch
+        };
+        let role = self.source_row(&row.source)?.role;
+        let (mut pm, _) = self.start_server(Target::Branch(&row.name), dir, profile, row.port)?;
+        if let Err(e) = arm_app_role(&mut pm.client, &role, &row.password) {
+            let _ = stop_server(Some(pm.pid), dir, StopMode::Immediate);
+            return Err(e);
+        }
+        Ok(pm)
+    }
+
+    /// Every branch, optionally only those carrying all `labels`.
+    pub fn branch_list(&self, labels: &BTreeMap<String, String>) -> Result<Vec<BranchInfo>> {
+        BranchRow::list(self.meta.conn())?
+            .iter()
+            .filter(|b| labels.iter().all(|(k, v)| b.labels.get(k) == Some(v)))
+            .map(|b| self.branch_info_of(b))
+            .collect()
+    }
+
+    /// One branch (password masked; see [`BranchInfo::reveal`]).
+    pub fn branch_info(&self, name: &str) -> Result<BranchInfo> {
+        let row = self.branch_row(name)?;
+        self.branch_info_of(&row)
+    }
+
+    /// Starts a stopped or crashed branch; its data is kept.
+    pub fn branch_start(&mut self, name: &str) -> Result<BranchInfo> {
+        let row = self.branch_row(name)?;
+        if row.op.is_none() && row.postmaster.is_some_and(|p| p.is_alive()) {
+            return self.branch_info(name);
+        }
+        self.claim(Target::Branch(name), OpKind::Starting)?;
+        let profile = if row.durable {
+            Profile::DurableBranch
+        } else {
+            Profile::Branch
+        };
+        let started = self.start_server(
+            Target::Branch(name),
+            &self.branch_dir(name),
+            profile,
+            row.port,
+        );
+        let pm = started.as_ref().ok().map(|(pm, _)| pm.pid);
+        self.meta.write(|c| {
+            BranchRow::set_state(
+                c,
+                name,
+                if pm.is_some() {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                },
+                pm,
+            )?;
+            BranchRow::set_op(c, name, None)
+        })?;
+        started?;
+        self.branch_info(name)
+    }
+
+    /// Stops a branch (fast shutdown); its data is kept.
+    pub fn branch_stop(&mut self, name: &str) -> Result<BranchInfo> {
+        let row = self.branch_row(name)?;
+        self.claim(Target::Branch(name), OpKind::Stopping)?;
+        let stopped = stop_server(row.postmaster, &self.branch_dir(name), StopMode::Fast);
+        self.meta.write(|c| {
+            if stopped.is_ok() {
+                BranchRow::set_state(c, name, RunState::Stopped, None)?;
+            }
+            BranchRow::set_op(c, name, None)
+        })?;
+        stopped?;
+        self.branch_info(name)
+    }
+
+    /// Throws away a branch's changes: a new clone of its base snapshot,
+    /// same name, port and password. It is running afterwards.
+    pub fn branch_reset(&mut self, name: &str) -> Result<BranchInfo> {
+        let row = self.branch_row(name)?;
+        self.claim(Target::Branch(name), OpKind::Resetting)?;
+        let result = self.reset_data(&row);
+        let pm = result.as_ref().ok().map(|pm| pm.pid);
+        self.meta.write(|c| {
+            BranchRow::set_state(
+                c,
+                name,
+                if pm.is_some() {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                },
+                pm,
+            )?;
+            BranchRow::set_op(c, name, None)
+        })?;
+        result?;
+        self.branch_info(name)
+    }
+
+    fn reset_data(&mut self, row: &BranchRow) -> Result<Postmaster> {
+        let dir = self.branch_dir(&row.name);
+        stop_server(row.postmaster, &dir, StopMode::Immediate)?;
+        self.config.driver.remove(&dir)?;
+        crate::failpoint::hit("branch-reset:after-remove");
+        self.config
+            .driver
+            .clone_dir(&self.snapshot_dir(row.snapshot_id), &dir)?;
+        self.boot_branch(row, &dir)
+    }
+
+    /// Changes TTL (`Some(None)` clears it), protection and labels.
+    pub fn branch_set(
+        &mut self,
+        name: &str,
+        ttl: Option<Option<Duration>>,
+        protect: Option<bool>,
+        add_labels: &BTreeMap<String, String>,
+        remove_labels: &[String],
+    ) -> Result<BranchInfo> {
+        let row = self.branch_row(name)?;
+        let expires_at = match ttl {
+            Some(Some(t)) => Some(meta::now() + t.as_secs().max(1) as i64),
+            Some(None) => None,
+            None => row.expires_at,
+        };
+        let mut labels = row.labels.clone();
+        labels.extend(add_labels.clone());
+        for key in remove_labels {
+            labels.remove(key);
+        }
+        let protected = protect.unwrap_or(row.protected);
+        self.meta
+            .write(|c| BranchRow::set_options(c, name, expires_at, protected, &labels))?;
+        self.branch_info(name)
+    }
+
+    /// Branches that exist only because of `name`: those cloned from its
+    /// snapshots, and theirs in turn.
+    fn branch_dependents(&self, name: &str) -> Result<Vec<String>> {
+        let snapshots = SnapshotRow::list(self.meta.conn())?;
+        let branches = BranchRow::list(self.meta.conn())?;
+        let mut found = Vec::new();
+        let mut queue = vec![name.to_string()];
+        while let Some(parent) = queue.pop() {
+            for s in snapshots
+                .iter()
+                .filter(|s| s.parent_branch.as_deref() == Some(parent.as_str()))
+            {
+                for b in branches.iter().filter(|b| b.snapshot_id == s.id) {
+                    if !found.contains(&b.name) {
+                        found.push(b.name.clone());
+                        queue.push(b.name.clone());
+                    }
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Deletes a branch and the snapshots taken of it. Refused while other
+    /// branches were made from it unless `force`, which deletes them too.
+    pub fn branch_delete(&mut self, name: &str, force: bool) -> Result<Vec<String>> {
+        self.branch_row(name)?;
+        let dependents = self.branch_dependents(name)?;
+        if !dependents.is_empty() && !force {
+            return Err(EngineError::HasDependents {
+                what: format!("branch '{name}'"),
+                dependents: dependents.iter().map(|b| format!("branch {b}")).collect(),
+            });
+        }
+        self.claim(Target::Branch(name), OpKind::Deleting)?;
+        let mut deleted = Vec::new();
+        // Deepest first, so each delete finds no dependents left.
+        for dep in dependents.iter().rev() {
+            if BranchRow::get(self.meta.conn(), dep)?.is_some() {
+                deleted.extend(self.branch_delete(dep, true)?);
+            }
+        }
+        let own: Vec<i64> = SnapshotRow::list(self.meta.conn())?
+            .into_iter()
+            .filter(|s| s.parent_branch.as_deref() == Some(name))
+            .map(|s| s.id)
+            .collect();
+        for id in own {
+            deleted.extend(self.snapshot_delete_id(id, true)?);
+        }
+        self.destroy_branch(name);
+        if BranchRow::get(self.meta.conn(), name)?.is_some() {
+            return Err(EngineError::WrongState(format!(
+                "branch '{name}' could not be removed completely; run `pgfork doctor`"
+            )));
+        }
+        deleted.push(format!("branch {name}"));
+        Ok(deleted)
+    }
+
+    /// Removes everything of a branch, best effort, in crash-safe order:
+    /// server, directory, socket and log, then the row.
+    pub(crate) fn destroy_branch(&mut self, name: &str) {
+        let pm = BranchRow::get(self.meta.conn(), name)
+            .ok()
+            .flatten()
+            .and_then(|r| r.postmaster);
+        let dir = self.branch_dir(name);
+        if let Err(e) = stop_server(pm, &dir, StopMode::Immediate) {
+            tracing::warn!("stopping branch {name}: {e}");
+            return;
+        }
+        if let Err(e) = self.config.driver.remove(&dir) {
+            tracing::warn!("removing {}: {e}", dir.display());
+            return;
+        }
+        self.remove_server_files(ServerKind::Branch, name);
+        if let Err(e) = self.meta.write(|c| BranchRow::delete(c, name)) {
+            tracing::warn!("forgetting branch {name}: {e}");
+        }
+    }
+
+    /// Deletes expired branches that are not protected.
+    pub fn gc(&mut self) -> Result<GcReport> {
+        let now = meta::now();
+        let mut report = GcReport::default();
+        let expired: Vec<BranchRow> = BranchRow::list(self.meta.conn())?
+            .into_iter()
+            .filter(|b| b.expires_at.is_some_and(|t| t <= now))
+            .collect();
+        let expired_names: Vec<&str> = expired.iter().map(|b| b.name.as_str()).collect();
+        for b in &expired {
+            if BranchRow::get(self.meta.conn(), &b.name)?.is_none() {
+                continue; // Went with a parent.
+            }
+            if b.protected {
+                report.kept.push((b.name.clone(), "protected".into()));
+                continue;
+            }
+            let live: Vec<String> = self
+                .branch_dependents(&b.name)?
+                .into_iter()
+                .filter(|d| !expired_names.contains(&d.as_str()))
+                .collect();
+            if !live.is_empty() {
+                report.kept.push((
+                    b.name.clone(),
+                    format!(
+                        "branches made from it have not expired: {}",
+                        live.join(", ")
+                    ),
+                ));
+                continue;
+            }
+            match self.branch_delete(&b.name, true) {
+                Ok(d) => report.deleted.extend(d),
+                Err(e @ EngineError::Busy { .. }) => {
+                    report.kept.push((b.name.clone(), e.to_string()))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(report)
+    }
+}

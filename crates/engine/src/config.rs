@@ -1,0 +1,99 @@
+//! What `init` decided, as stored in meta.db's settings.
+
+use std::path::PathBuf;
+
+use pgfork_os::RunAs;
+use pgfork_pg::{PgBinaries, PgVersion};
+use pgfork_pool::{Driver, FsKind, Meta};
+use serde::Serialize;
+
+use crate::{EngineError, Result};
+
+/// Default range of TCP ports for sources and branches.
+pub const DEFAULT_PORTS: (u16, u16) = (15432, 16431);
+
+/// The settings every command runs with.
+#[derive(Debug, Clone, Serialize)]
+pub struct Config {
+    /// Clone driver of the pool.
+    pub driver: Driver,
+    /// PostgreSQL binaries.
+    pub bins: PgBinaries,
+    /// OS user that owns data and runs servers.
+    pub run_as: RunAs,
+    /// TCP port range, inclusive.
+    pub ports: (u16, u16),
+    /// Filesystem of the pool image, if the pool is one.
+    pub image: Option<FsKind>,
+}
+
+/// Setting keys.
+pub(crate) mod key {
+    pub const DRIVER: &str = "driver";
+    pub const PG_BIN: &str = "pg_bin";
+    pub const PG_VERSION: &str = "pg_version";
+    pub const OS_USER: &str = "os_user";
+    pub const PORTS: &str = "ports";
+    pub const IMAGE_FS: &str = "image_fs";
+}
+
+fn required(meta: &Meta, key: &str) -> Result<String> {
+    meta.setting(key)?.ok_or_else(|| {
+        EngineError::Config(format!(
+            "meta.db lacks setting '{key}': run `pgfork init` again"
+        ))
+    })
+}
+
+/// Parses `MIN-MAX`.
+pub fn parse_ports(text: &str) -> Result<(u16, u16)> {
+    let bad = || {
+        EngineError::InvalidArgument(format!(
+            "port range '{text}' is not MIN-MAX (e.g. 15432-16431)"
+        ))
+    };
+    let (a, b) = text.split_once('-').ok_or_else(bad)?;
+    let (a, b): (u16, u16) = (
+        a.trim().parse().map_err(|_| bad())?,
+        b.trim().parse().map_err(|_| bad())?,
+    );
+    if a == 0 || a > b || a < 1024 {
+        return Err(EngineError::InvalidArgument(format!(
+            "port range '{text}' must be ascending and above 1023"
+        )));
+    }
+    Ok((a, b))
+}
+
+impl Config {
+    /// Loads the settings without running any program: commands must start fast.
+    pub fn load(meta: &Meta) -> Result<Config> {
+        let driver_name = required(meta, key::DRIVER)?;
+        let driver = Driver::parse(&driver_name).ok_or_else(|| {
+            EngineError::Config(format!("unknown driver '{driver_name}' in meta.db"))
+        })?;
+        let dir = PathBuf::from(required(meta, key::PG_BIN)?);
+        let version = required(meta, key::PG_VERSION)?;
+        let version = PgVersion::parse_banner(&version).ok_or_else(|| {
+            EngineError::Config(format!("unreadable pg_version '{version}' in meta.db"))
+        })?;
+        if !dir.join("postgres").is_file() {
+            return Err(EngineError::Pg(pgfork_pg::PgError::NoBinaries {
+                searched: format!(
+                    "{} (recorded at init; run `pgfork init --pg-bin DIR` to change it)",
+                    dir.display()
+                ),
+            }));
+        }
+        let run_as = RunAs::resolve(&required(meta, key::OS_USER)?)?;
+        let ports = parse_ports(&required(meta, key::PORTS)?)?;
+        let image = meta.setting(key::IMAGE_FS)?.and_then(|f| FsKind::parse(&f));
+        Ok(Config {
+            driver,
+            bins: PgBinaries { dir, version },
+            run_as,
+            ports,
+            image,
+        })
+    }
+}

@@ -1,0 +1,175 @@
+//! Errors a user of the engine can hit, each saying what to do next.
+
+use std::path::PathBuf;
+
+use pgfork_pg::PgError;
+use pgfork_pool::{CloneError, ImageError, MetaError};
+
+/// Errors of engine operations.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// A name breaks the naming rules.
+    #[error("invalid name '{name}': {reason}")]
+    InvalidName {
+        /// The name given.
+        name: String,
+        /// Which rule it breaks.
+        reason: &'static str,
+    },
+    /// A name is in use.
+    #[error(
+        "'{name}' already exists (a {kind}); sources and branches share one namespace: choose another name"
+    )]
+    NameTaken {
+        /// The name.
+        name: String,
+        /// What holds it.
+        kind: &'static str,
+    },
+    /// No such source.
+    #[error("no source named '{0}': `pgfork source list` shows the sources")]
+    UnknownSource(String),
+    /// No such branch.
+    #[error("no branch named '{0}': `pgfork branch list` shows the branches")]
+    UnknownBranch(String),
+    /// No such snapshot.
+    #[error("no snapshot '{0}': `pgfork snapshot list` shows the snapshots (ids look like shop@3)")]
+    UnknownSnapshot(String),
+    /// `--from` matched nothing.
+    #[error(
+        "'{0}' is not a source, branch or snapshot: see `pgfork source list`, `pgfork branch list`, `pgfork snapshot list`"
+    )]
+    UnknownOrigin(String),
+    /// Deleting would orphan other objects.
+    #[error("{what} has dependents: {}; delete them first, or pass --force to delete them too", dependents.join(", "))]
+    HasDependents {
+        /// What was to be deleted.
+        what: String,
+        /// What depends on it.
+        dependents: Vec<String>,
+    },
+    /// Another pgfork process is working on the object.
+    #[error("{what} is busy: pgfork process {pid} is {op} it; retry when it is done")]
+    Busy {
+        /// The object.
+        what: String,
+        /// What that process is doing.
+        op: &'static str,
+        /// That process.
+        pid: i32,
+    },
+    /// The object is not in a state that allows the operation.
+    #[error("{0}")]
+    WrongState(String),
+    /// No port left in the configured range.
+    #[error(
+        "no free TCP port in {min}-{max}: delete or stop branches, or widen the range (pgfork init --ports MIN-MAX)"
+    )]
+    NoFreePort {
+        /// Lowest port of the range.
+        min: u16,
+        /// Highest port of the range.
+        max: u16,
+    },
+    /// The requested driver does not work on this pool.
+    #[error("the {driver} driver does not work on this pool ({filesystem} at {}): {hint}", pool.display())]
+    DriverUnavailable {
+        /// Driver asked for.
+        driver: &'static str,
+        /// Filesystem found.
+        filesystem: &'static str,
+        /// Pool directory.
+        pool: PathBuf,
+        /// What to do.
+        hint: &'static str,
+    },
+    /// The home was initialised differently.
+    #[error("{0}")]
+    Config(String),
+    /// A TTL, label or other option value is malformed.
+    #[error("{0}")]
+    InvalidArgument(String),
+    /// PostgreSQL failed.
+    #[error(transparent)]
+    Pg(#[from] PgError),
+    /// A clone failed.
+    #[error(transparent)]
+    Clone(#[from] CloneError),
+    /// meta.db failed.
+    #[error(transparent)]
+    Meta(#[from] MetaError),
+    /// Pool image failed.
+    #[error(transparent)]
+    Image(#[from] ImageError),
+    /// The OS user is unusable.
+    #[error(transparent)]
+    User(#[from] pgfork_os::UserError),
+    /// Other I/O.
+    #[error("{op} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// Where.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+}
+
+impl EngineError {
+    pub(crate) fn io(
+        op: &'static str,
+        path: &std::path::Path,
+    ) -> impl FnOnce(std::io::Error) -> EngineError {
+        let path = path.to_path_buf();
+        move |source| EngineError::Io { op, path, source }
+    }
+
+    pub(crate) fn sql(context: &str) -> impl FnOnce(postgres::Error) -> EngineError {
+        let context = context.to_string();
+        move |source| EngineError::Pg(PgError::Sql { context, source })
+    }
+
+    /// A stable, machine-readable code for this error.
+    pub fn code(&self) -> &'static str {
+        match self {
+            EngineError::InvalidName { .. } => "invalid_name",
+            EngineError::NameTaken { .. } => "name_taken",
+            EngineError::UnknownSource(_) => "unknown_source",
+            EngineError::UnknownBranch(_) => "unknown_branch",
+            EngineError::UnknownSnapshot(_) => "unknown_snapshot",
+            EngineError::UnknownOrigin(_) => "unknown_origin",
+            EngineError::HasDependents { .. } => "has_dependents",
+            EngineError::Busy { .. } => "busy",
+            EngineError::WrongState(_) => "wrong_state",
+            EngineError::NoFreePort { .. } => "no_free_port",
+            EngineError::DriverUnavailable { .. } => "driver_unavailable",
+            EngineError::Config(_) => "config",
+            EngineError::InvalidArgument(_) => "invalid_argument",
+            EngineError::Pg(PgError::NoBinaries { .. }) => "no_postgres",
+            EngineError::Pg(PgError::StartFailed { .. }) => "start_failed",
+            EngineError::Pg(_) => "postgres",
+            EngineError::Clone(e) if e.is_no_space() => "no_space",
+            EngineError::Clone(_) => "clone_failed",
+            EngineError::Meta(MetaError::NotInitialised(_)) => "not_initialised",
+            EngineError::Meta(_) => "meta",
+            EngineError::Image(_) => "pool_image",
+            EngineError::User(_) => "os_user",
+            EngineError::Io { .. } => "io",
+        }
+    }
+
+    /// Whether the error is about something that does not exist.
+    pub fn is_not_found(&self) -> bool {
+        matches!(
+            self,
+            EngineError::UnknownSource(_)
+                | EngineError::UnknownBranch(_)
+                | EngineError::UnknownSnapshot(_)
+                | EngineError::UnknownOrigin(_)
+        )
+    }
+}
+
+/// Result of engine operations.
+pub type Result<T, E = EngineError> = std::result::Result<T, E>;

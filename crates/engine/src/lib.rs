@@ -1,0 +1,140 @@
+//! The branch engine: sources, snapshots and branches, their lifecycle,
+//! and the reconciliation every command runs first so that a crash at any
+//! point leaves no orphan directory, process, port or row behind.
+
+mod branch;
+pub mod config;
+mod doctor;
+mod error;
+pub mod failpoint;
+mod init;
+pub mod names;
+mod ports;
+pub mod progress;
+mod reconcile;
+mod seal;
+mod server;
+mod snapshot;
+mod source;
+pub mod view;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use pgfork_pool::{Home, Meta, PoolImage};
+
+pub use branch::{BranchCreate, CreateTimings, GcReport};
+pub use config::Config;
+pub use doctor::{Check, DoctorReport, doctor};
+pub use error::{EngineError, Result};
+pub use init::{InitOptions, InitReport, init};
+pub use progress::{Progress, Quiet};
+pub use reconcile::ReconcileReport;
+pub use view::{BranchInfo, Dsn, SnapshotInfo, SourceInfo};
+
+/// An open pgfork home, reconciled and ready for commands.
+pub struct Engine {
+    home: Home,
+    meta: Meta,
+    config: Config,
+    progress: Arc<dyn Progress>,
+    reconciled: ReconcileReport,
+}
+
+/// The kinds of server pgfork runs, which name their sockets and logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ServerKind {
+    Source,
+    Branch,
+    /// A snapshot being sealed (recovered, then shut down).
+    Seal,
+}
+
+impl Engine {
+    /// Opens an initialised home: loads its settings, mounts the pool image
+    /// again if needed (after a reboot) and reconciles interrupted work.
+    pub fn open(home: Home, progress: Arc<dyn Progress>) -> Result<Engine> {
+        let meta = Meta::open(&home.meta_db(), false)?;
+        let config = Config::load(&meta)?;
+        if config.image.is_some() {
+            let image = PoolImage {
+                file: home.image(),
+                mountpoint: home.pool(),
+            };
+            if image.ensure_mounted()? {
+                progress.warn(&format!(
+                    "the pool image was not mounted (after a reboot?): mounted it on {}",
+                    home.pool().display()
+                ));
+            }
+        }
+        if !home.branches().is_dir() {
+            return Err(EngineError::Config(format!(
+                "the pool at {} is missing its directories: is the pool filesystem mounted? Run `pgfork doctor`",
+                home.pool().display()
+            )));
+        }
+        let mut engine = Engine {
+            home,
+            meta,
+            config,
+            progress,
+            reconciled: ReconcileReport::default(),
+        };
+        engine.reconciled = engine.reconcile()?;
+        Ok(engine)
+    }
+
+    /// The home directory.
+    pub fn home(&self) -> &Home {
+        &self.home
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// What the reconcile at open found and repaired.
+    pub fn reconciled(&self) -> &ReconcileReport {
+        &self.reconciled
+    }
+
+    pub(crate) fn source_dir(&self, name: &str) -> PathBuf {
+        self.home.sources().join(name)
+    }
+
+    pub(crate) fn branch_dir(&self, name: &str) -> PathBuf {
+        self.home.branches().join(name)
+    }
+
+    pub(crate) fn snapshot_dir(&self, id: i64) -> PathBuf {
+        self.home.snapshots().join(id.to_string())
+    }
+
+    pub(crate) fn socket_dir(&self, kind: ServerKind, name: &str) -> PathBuf {
+        self.home.run().join(format!("{}-{name}", kind.prefix()))
+    }
+
+    pub(crate) fn log_path(&self, kind: ServerKind, name: &str) -> PathBuf {
+        self.home
+            .logs()
+            .join(format!("{}-{name}.log", kind.prefix()))
+    }
+
+    /// Removes a server's socket directory and log.
+    pub(crate) fn remove_server_files(&self, kind: ServerKind, name: &str) {
+        let _ = std::fs::remove_dir_all(self.socket_dir(kind, name));
+        let _ = std::fs::remove_file(self.log_path(kind, name));
+    }
+}
+
+impl ServerKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            ServerKind::Source => "source",
+            ServerKind::Branch => "branch",
+            ServerKind::Seal => "seal",
+        }
+    }
+}

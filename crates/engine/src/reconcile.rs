@@ -1,0 +1,224 @@
+//! Reconciliation, run first by every command: finish or undo whatever an
+//! interrupted pgfork process left, and remove what no row accounts for.
+//!
+//! Why this is safe next to other running pgfork processes:
+//! - a row is always written before its directory, socket or log is made,
+//!   and removed only after they are gone;
+//! - so the directories are listed *before* the rows are read: anything
+//!   listed without a row belongs to nobody (or was just deleted);
+//! - an operation is only taken over when its owner process is dead.
+
+use std::collections::HashSet;
+use std::path::Path;
+
+use pgfork_pg::StopMode;
+use pgfork_pg::server::running_postmaster;
+use pgfork_pool::meta::{BranchRow, OpKind, RunState, SnapshotRow, SourceRow};
+use serde::Serialize;
+
+use crate::server::stop_server;
+use crate::snapshot::destroy_dir;
+use crate::{Engine, Result};
+
+/// What a reconcile repaired.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ReconcileReport {
+    /// One line per repair.
+    pub repaired: Vec<String>,
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn interrupted(op: Option<pgfork_pool::meta::Op>) -> Option<OpKind> {
+    op.filter(|o| !o.owner.is_alive()).map(|o| o.kind)
+}
+
+impl Engine {
+    /// Repairs what interrupted processes left behind.
+    pub(crate) fn reconcile(&mut self) -> Result<ReconcileReport> {
+        let mut report = ReconcileReport::default();
+        let listed_sources = entries(&self.home.sources());
+        let listed_snapshots = entries(&self.home.snapshots());
+        let listed_branches = entries(&self.home.branches());
+        let listed_run = entries(&self.home.run());
+        let listed_logs = entries(&self.home.logs());
+
+        let conn = self.meta.conn();
+        let branches = BranchRow::list(conn)?;
+        let snapshots = SnapshotRow::list(conn)?;
+        let sources = SourceRow::list(conn)?;
+
+        for b in &branches {
+            let Some(kind) = interrupted(b.op) else {
+                continue;
+            };
+            let dir = self.branch_dir(&b.name);
+            match kind {
+                OpKind::Creating | OpKind::Deleting => {
+                    self.destroy_branch(&b.name);
+                    report.repaired.push(format!(
+                        "removed branch {} left half-{} by a killed pgfork",
+                        b.name,
+                        kind.as_str()
+                    ));
+                }
+                OpKind::Starting | OpKind::Stopping => {
+                    let pm = (kind == OpKind::Starting)
+                        .then(|| running_postmaster(&dir))
+                        .flatten();
+                    if pm.is_none() {
+                        stop_server(b.postmaster, &dir, StopMode::Fast)?;
+                    }
+                    let state = if pm.is_some() {
+                        RunState::Running
+                    } else {
+                        RunState::Stopped
+                    };
+                    self.meta.write(|c| {
+                        BranchRow::set_state(c, &b.name, state, pm)?;
+                        BranchRow::set_op(c, &b.name, None)
+                    })?;
+                    report.repaired.push(format!(
+                        "finished an interrupted {} of branch {}",
+                        kind.as_str(),
+                        b.name
+                    ));
+                }
+                OpKind::Resetting => {
+                    destroy_dir(self, &dir)?;
+                    self.config
+                        .driver
+                        .clone_dir(&self.snapshot_dir(b.snapshot_id), &dir)?;
+                    self.meta.write(|c| {
+                        BranchRow::set_state(c, &b.name, RunState::Stopped, None)?;
+                        BranchRow::set_op(c, &b.name, None)
+                    })?;
+                    report.repaired.push(format!(
+                        "finished an interrupted reset of branch {}: it holds its snapshot's data and is stopped \
+                         (pgfork branch start {})",
+                        b.name, b.name
+                    ));
+                }
+            }
+        }
+
+        for s in &snapshots {
+            if interrupted(s.op).is_some() {
+                self.destroy_snapshot(s.id);
+                report.repaired.push(format!(
+                    "removed snapshot {} left unfinished by a killed pgfork",
+                    s.label()
+                ));
+            }
+        }
+
+        for s in &sources {
+            let Some(kind) = interrupted(s.op) else {
+                continue;
+            };
+            let dir = self.source_dir(&s.name);
+            let conn = self.meta.conn();
+            let has_dependents = BranchRow::list(conn)?.iter().any(|b| b.source == s.name)
+                || SnapshotRow::list(conn)?.iter().any(|x| x.source == s.name);
+            match kind {
+                OpKind::Creating => {
+                    self.destroy_source(&s.name);
+                    report.repaired.push(format!(
+                        "removed source {} left half-created by a killed pgfork",
+                        s.name
+                    ));
+                }
+                OpKind::Deleting if !has_dependents => {
+                    self.destroy_source(&s.name);
+                    report
+                        .repaired
+                        .push(format!("finished deleting source {}", s.name));
+                }
+                _ => {
+                    let pm = running_postmaster(&dir);
+                    let state = if pm.is_some() {
+                        RunState::Running
+                    } else {
+                        RunState::Stopped
+                    };
+                    self.meta.write(|c| {
+                        SourceRow::set_state(c, &s.name, state, pm)?;
+                        SourceRow::set_op(c, &s.name, None)
+                    })?;
+                    report.repaired.push(format!(
+                        "cleared an interrupted {} of source {}",
+                        kind.as_str(),
+                        s.name
+                    ));
+                }
+            }
+        }
+
+        // What no row accounts for. Rows are read again: the repairs above
+        // removed some.
+        let conn = self.meta.conn();
+        let branch_names: HashSet<String> =
+            BranchRow::list(conn)?.into_iter().map(|b| b.name).collect();
+        let snapshot_ids: HashSet<String> = SnapshotRow::list(conn)?
+            .into_iter()
+            .map(|s| s.id.to_string())
+            .collect();
+        let source_names: HashSet<String> =
+            SourceRow::list(conn)?.into_iter().map(|s| s.name).collect();
+
+        for name in listed_branches
+            .iter()
+            .filter(|n| !branch_names.contains(*n))
+        {
+            destroy_dir(self, &self.branch_dir(name))?;
+            report
+                .repaired
+                .push(format!("removed orphan branch directory {name}"));
+        }
+        for id in listed_snapshots
+            .iter()
+            .filter(|n| !snapshot_ids.contains(*n))
+        {
+            destroy_dir(self, &self.home.snapshots().join(id))?;
+            report
+                .repaired
+                .push(format!("removed orphan snapshot directory {id}"));
+        }
+        for name in listed_sources.iter().filter(|n| !source_names.contains(*n)) {
+            destroy_dir(self, &self.source_dir(name))?;
+            report
+                .repaired
+                .push(format!("removed orphan source directory {name}"));
+        }
+        let known = |entry: &str| -> bool {
+            let entry = entry.strip_suffix(".log").unwrap_or(entry);
+            let Some((prefix, name)) = entry.split_once('-') else {
+                return true;
+            };
+            match prefix {
+                "branch" => branch_names.contains(name),
+                "source" => source_names.contains(name),
+                "seal" => snapshot_ids.contains(name),
+                _ => true,
+            }
+        };
+        for entry in listed_run.iter().filter(|e| !known(e)) {
+            let _ = std::fs::remove_dir_all(self.home.run().join(entry));
+        }
+        for entry in listed_logs.iter().filter(|e| !known(e)) {
+            let _ = std::fs::remove_file(self.home.logs().join(entry));
+        }
+        for line in &report.repaired {
+            self.progress.warn(line);
+        }
+        Ok(report)
+    }
+}

@@ -1,0 +1,124 @@
+//! Sealing: bringing a copied cluster to a clean shutdown state once, so
+//! that no branch made from it ever replays WAL at start.
+
+use std::path::Path;
+use std::time::Duration;
+
+use pgfork_pg::StopMode;
+use pgfork_pg::control::{self, ControlData};
+use pgfork_pg::server::{self, StartSpec};
+use pgfork_pool::driver::TreeEntry;
+
+use crate::{Engine, EngineError, Result, ServerKind};
+
+/// Sealing replays the WAL written since the last checkpoint; that can
+/// take a while on a busy source.
+const SEAL_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Directories whose contents a copy of a running cluster must not take
+/// (pg_basebackup leaves out the same): runtime state, and WAL, which an
+/// online backup adds separately once the backup has ended.
+const EMPTY_IN_BACKUP: [&str; 8] = [
+    "pg_wal",
+    "pg_replslot",
+    "pg_dynshmem",
+    "pg_notify",
+    "pg_serial",
+    "pg_snapshots",
+    "pg_stat_tmp",
+    "pg_subtrans",
+];
+
+/// Files that describe a running server, not its data.
+const RUNTIME_FILES: [&str; 3] = ["postmaster.pid", "postmaster.opts", "current_logfiles"];
+
+/// What an online backup copies: pg_basebackup's exclusions.
+pub(crate) fn backup_filter(rel: &Path) -> TreeEntry {
+    let Some(name) = rel.to_str() else {
+        return TreeEntry::Include;
+    };
+    if RUNTIME_FILES.contains(&name) || name == "backup_label" || name == "tablespace_map" {
+        TreeEntry::Skip
+    } else if EMPTY_IN_BACKUP.contains(&name) {
+        TreeEntry::EmptyDir
+    } else if rel.file_name().is_some_and(|f| f == "pg_internal.init") {
+        TreeEntry::Skip
+    } else {
+        TreeEntry::Include
+    }
+}
+
+/// What an atomic (crash-consistent) copy keeps: everything but runtime
+/// files and replication slots, which would pin WAL in every branch.
+pub(crate) fn atomic_filter(rel: &Path) -> TreeEntry {
+    match rel.to_str() {
+        Some(name) if RUNTIME_FILES.contains(&name) => TreeEntry::Skip,
+        Some("pg_replslot") => TreeEntry::EmptyDir,
+        _ => TreeEntry::Include,
+    }
+}
+
+impl Engine {
+    /// Starts the copy in `dir` privately (no TCP, its own socket), lets
+    /// it recover, and shuts it down cleanly.
+    pub(crate) fn seal(&self, dir: &Path, id: i64) -> Result<ControlData> {
+        let key = id.to_string();
+        let socket_dir = self.socket_dir(ServerKind::Seal, &key);
+        let log = self.log_path(ServerKind::Seal, &key);
+        let socket = socket_dir.display().to_string();
+        let overrides = [
+            ("listen_addresses", ""),
+            ("port", "5432"),
+            ("unix_socket_directories", socket.as_str()),
+            ("archive_mode", "off"),
+            ("max_wal_senders", "0"),
+            ("wal_level", "replica"),
+        ];
+        for signal in ["standby.signal", "recovery.signal"] {
+            let _ = std::fs::remove_file(dir.join(signal));
+        }
+        let spec = StartSpec {
+            bins: &self.config.bins,
+            datadir: dir,
+            log: &log,
+            run_as: &self.config.run_as,
+            socket_dir: &socket_dir,
+            port: 5432,
+            overrides: &overrides,
+            timeout: SEAL_TIMEOUT,
+        };
+        let pm = server::start(&spec)?;
+        drop(pm.client);
+        server::stop(pm.pid, StopMode::Fast, SEAL_TIMEOUT)?;
+        let control = control::read(&self.config.bins, dir)?;
+        if !control.is_clean() {
+            return Err(EngineError::WrongState(format!(
+                "sealing left {} in state '{}' instead of 'shut down'; see {}",
+                dir.display(),
+                control.state,
+                log.display()
+            )));
+        }
+        self.remove_server_files(ServerKind::Seal, &key);
+        Ok(control)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_follow_pg_basebackup() {
+        assert_eq!(backup_filter(Path::new("postmaster.pid")), TreeEntry::Skip);
+        assert_eq!(backup_filter(Path::new("pg_wal")), TreeEntry::EmptyDir);
+        assert_eq!(
+            backup_filter(Path::new("base/1/pg_internal.init")),
+            TreeEntry::Skip
+        );
+        assert_eq!(backup_filter(Path::new("base/1/1259")), TreeEntry::Include);
+        assert_eq!(atomic_filter(Path::new("pg_wal")), TreeEntry::Include);
+        assert_eq!(atomic_filter(Path::new("pg_replslot")), TreeEntry::EmptyDir);
+        assert_eq!(atomic_filter(Path::new("postmaster.pid")), TreeEntry::Skip);
+    }
+}

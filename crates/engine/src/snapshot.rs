@@ -1,0 +1,265 @@
+//! Snapshots: consistent, sealed, immutable images of a source or branch.
+
+use std::path::Path;
+use std::time::Instant;
+
+use pgfork_os::ProcessId;
+use pgfork_pg::backup::{self, OnlineBackup};
+use pgfork_pg::conf::write_owned;
+use pgfork_pg::{StopMode, control};
+use pgfork_pool::meta::{BranchRow, Op, OpKind, SnapshotRow, SourceRow};
+
+use crate::seal::{atomic_filter, backup_filter};
+use crate::server::stop_server;
+use crate::view::SnapshotInfo;
+use crate::{Engine, EngineError, Result, ServerKind};
+
+/// Where a snapshot is taken from.
+struct Origin {
+    source: String,
+    branch: Option<String>,
+    dir: std::path::PathBuf,
+    socket_dir: std::path::PathBuf,
+    port: u16,
+    postmaster: Option<ProcessId>,
+}
+
+impl Engine {
+    /// Takes a snapshot of a source or a branch (by name).
+    pub fn snapshot_create(&mut self, of: &str) -> Result<SnapshotInfo> {
+        let origin = if let Some(s) = SourceRow::get(self.meta.conn(), of)? {
+            Origin {
+                dir: self.source_dir(&s.name),
+                socket_dir: self.socket_dir(ServerKind::Source, &s.name),
+                port: s.port,
+                postmaster: s.postmaster.filter(|p| p.is_alive()),
+                source: s.name,
+                branch: None,
+            }
+        } else if let Some(b) = BranchRow::get(self.meta.conn(), of)? {
+            if b.op.is_some_and(|op| op.owner.is_alive()) {
+                return Err(EngineError::Busy {
+                    what: format!("branch '{of}'"),
+                    op: b.op.map(|o| o.kind.as_str()).unwrap_or("?"),
+                    pid: b.op.map(|o| o.owner.pid).unwrap_or(0),
+                });
+            }
+            Origin {
+                dir: self.branch_dir(&b.name),
+                socket_dir: self.socket_dir(ServerKind::Branch, &b.name),
+                port: b.port,
+                postmaster: b.postmaster.filter(|p| p.is_alive()),
+                source: b.source,
+                branch: Some(b.name),
+            }
+        } else {
+            return Err(EngineError::UnknownOrigin(of.into()));
+        };
+        let id = self.meta.write(|c| {
+            SnapshotRow::insert_creating(
+                c,
+                &origin.source,
+                origin.branch.as_deref(),
+                Op::mine(OpKind::Creating),
+            )
+        })?;
+        match self.take_snapshot(id, &origin) {
+            Ok(()) => self.snapshot_info_id(id),
+            Err(e) => {
+                self.destroy_snapshot(id);
+                Err(e)
+            }
+        }
+    }
+
+    fn take_snapshot(&mut self, id: i64, origin: &Origin) -> Result<()> {
+        let dst = self.snapshot_dir(id);
+        let driver = self.config.driver;
+        let label = format!(
+            "{}@{id}",
+            origin.branch.as_deref().unwrap_or(&origin.source)
+        );
+        self.progress.stage(&format!("copying {label}"));
+        let (method, mut lsn) = match origin.postmaster {
+            Some(_) if driver.clones_atomically(&origin.dir) => {
+                // A checkpoint first keeps the WAL that sealing replays short.
+                let mut client = pgfork_pg::server::connect_superuser(
+                    &origin.socket_dir,
+                    origin.port,
+                    "postgres",
+                )
+                .map_err(EngineError::sql("connect for a checkpoint"))?;
+                client
+                    .batch_execute("CHECKPOINT")
+                    .map_err(EngineError::sql("checkpoint"))?;
+                driver.clone_filtered(&origin.dir, &dst, &atomic_filter)?;
+                ("atomic", None)
+            }
+            Some(_) => {
+                let backup = OnlineBackup::start(
+                    &origin.socket_dir,
+                    origin.port,
+                    &format!("pgfork {label}"),
+                )?;
+                driver.clone_filtered(&origin.dir, &dst, &backup_filter)?;
+                crate::failpoint::hit("snapshot-create:during-backup");
+                let start_wal = backup.start_wal_file.clone();
+                let end = backup.stop()?;
+                let pg_wal = origin.dir.join("pg_wal");
+                let wal = backup::wal_files_from(&pg_wal, &start_wal)
+                    .map_err(EngineError::io("list", &pg_wal))?;
+                driver.clone_files(&pg_wal, &dst.join("pg_wal"), &wal)?;
+                write_owned(
+                    &dst.join("backup_label"),
+                    end.label_file.as_bytes(),
+                    &self.config.run_as,
+                )?;
+                if !end.spcmap_file.is_empty() {
+                    write_owned(
+                        &dst.join("tablespace_map"),
+                        end.spcmap_file.as_bytes(),
+                        &self.config.run_as,
+                    )?;
+                }
+                ("online-backup", Some(end.lsn))
+            }
+            None => {
+                driver.clone_filtered(&origin.dir, &dst, &atomic_filter)?;
+                ("stopped", None)
+            }
+        };
+        crate::failpoint::hit("snapshot-create:before-seal");
+        let started = Instant::now();
+        let mut state = control::read(&self.config.bins, &dst)?;
+        if method != "stopped" || !state.is_clean() {
+            self.progress.stage(&format!("sealing {label}"));
+            state = self.seal(&dst, id)?;
+        }
+        let seal_ms = started.elapsed().as_millis() as i64;
+        lsn.get_or_insert(state.checkpoint_lsn);
+        driver.make_readonly(&dst)?;
+        self.meta
+            .write(|c| SnapshotRow::finish(c, id, lsn.as_deref(), method, seal_ms))?;
+        Ok(())
+    }
+
+    /// Every snapshot, optionally of one source only.
+    pub fn snapshot_list(&self, source: Option<&str>) -> Result<Vec<SnapshotInfo>> {
+        if let Some(s) = source {
+            self.source_row(s)?;
+        }
+        let branches = BranchRow::list(self.meta.conn())?;
+        Ok(SnapshotRow::list(self.meta.conn())?
+            .iter()
+            .filter(|s| source.is_none_or(|name| s.source == name))
+            .map(|s| {
+                let users = branches
+                    .iter()
+                    .filter(|b| b.snapshot_id == s.id)
+                    .map(|b| b.name.clone())
+                    .collect();
+                SnapshotInfo::new(s, users, self.snapshot_dir(s.id))
+            })
+            .collect())
+    }
+
+    /// One snapshot, by `ORIGIN@N` or `N`.
+    pub fn snapshot_info(&self, id: &str) -> Result<SnapshotInfo> {
+        let row = self.resolve_snapshot(id)?;
+        self.snapshot_info_id(row.id)
+    }
+
+    fn snapshot_info_id(&self, id: i64) -> Result<SnapshotInfo> {
+        let row = SnapshotRow::get(self.meta.conn(), id)?
+            .ok_or_else(|| EngineError::UnknownSnapshot(id.to_string()))?;
+        let users = BranchRow::of_snapshot(self.meta.conn(), id)?
+            .into_iter()
+            .map(|b| b.name)
+            .collect();
+        Ok(SnapshotInfo::new(&row, users, self.snapshot_dir(id)))
+    }
+
+    /// Finds a ready snapshot by `ORIGIN@N` or `N`.
+    pub(crate) fn resolve_snapshot(&self, text: &str) -> Result<SnapshotRow> {
+        let unknown = || EngineError::UnknownSnapshot(text.into());
+        let (origin, number) = match text.rsplit_once('@') {
+            Some((o, n)) => (Some(o), n),
+            None => (None, text),
+        };
+        let id: i64 = number.parse().map_err(|_| unknown())?;
+        let row = SnapshotRow::get(self.meta.conn(), id)?.ok_or_else(unknown)?;
+        if origin.is_some_and(|o| o != row.parent_branch.as_deref().unwrap_or(&row.source))
+            || !row.is_ready()
+        {
+            return Err(unknown());
+        }
+        Ok(row)
+    }
+
+    /// Deletes a snapshot. Refused while branches use it unless `force`,
+    /// which deletes them first. Returns what was deleted.
+    pub fn snapshot_delete(&mut self, id: &str, force: bool) -> Result<Vec<String>> {
+        let row = self.resolve_snapshot(id)?;
+        self.snapshot_delete_id(row.id, force)
+    }
+
+    pub(crate) fn snapshot_delete_id(&mut self, id: i64, force: bool) -> Result<Vec<String>> {
+        let Some(row) = SnapshotRow::get(self.meta.conn(), id)? else {
+            return Ok(Vec::new());
+        };
+        if let Some(op) = row
+            .op
+            .filter(|o| o.owner.is_alive() && o.owner != ProcessId::current())
+        {
+            return Err(EngineError::Busy {
+                what: format!("snapshot {}", row.label()),
+                op: op.kind.as_str(),
+                pid: op.owner.pid,
+            });
+        }
+        let users = BranchRow::of_snapshot(self.meta.conn(), id)?;
+        if !users.is_empty() && !force {
+            return Err(EngineError::HasDependents {
+                what: format!("snapshot {}", row.label()),
+                dependents: users.iter().map(|b| format!("branch {}", b.name)).collect(),
+            });
+        }
+        let mut deleted = Vec::new();
+        for b in users {
+            if BranchRow::get(self.meta.conn(), &b.name)?.is_some() {
+                deleted.extend(self.branch_delete(&b.name, true)?);
+            }
+        }
+        self.meta
+            .write(|c| SnapshotRow::set_op(c, id, Some(Op::mine(OpKind::Deleting))))?;
+        self.destroy_snapshot(id);
+        if SnapshotRow::get(self.meta.conn(), id)?.is_some() {
+            return Err(EngineError::WrongState(format!(
+                "snapshot {} could not be removed completely; run `pgfork doctor`",
+                row.label()
+            )));
+        }
+        deleted.push(format!("snapshot {}", row.label()));
+        Ok(deleted)
+    }
+
+    /// Removes a snapshot's directory, seal leftovers and row, best effort.
+    pub(crate) fn destroy_snapshot(&mut self, id: i64) {
+        let dir = self.snapshot_dir(id);
+        if let Err(e) = destroy_dir(self, &dir) {
+            tracing::warn!("removing snapshot {id}: {e}");
+            return;
+        }
+        self.remove_server_files(ServerKind::Seal, &id.to_string());
+        if let Err(e) = self.meta.write(|c| SnapshotRow::delete(c, id)) {
+            tracing::warn!("forgetting snapshot {id}: {e}");
+        }
+    }
+}
+
+/// Stops any server still running in `dir` (a seal cut short) and removes it.
+pub(crate) fn destroy_dir(engine: &Engine, dir: &Path) -> Result<()> {
+    stop_server(None, dir, StopMode::Immediate)?;
+    engine.config.driver.remove(dir)?;
+    Ok(())
+}

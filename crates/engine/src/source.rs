@@ -1,0 +1,242 @@
+//! Local sources: clusters pgfork runs itself in the pool.
+
+use pgfork_pg::conf::{self, Profile};
+use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
+use pgfork_pg::{StopMode, initdb};
+use pgfork_pool::meta::{self, BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow};
+
+use crate::server::{Target, stop_server};
+use crate::view::SourceInfo;
+use crate::{Engine, EngineError, Result, ServerKind, names, ports};
+
+impl Engine {
+    pub(crate) fn source_row(&self, name: &str) -> Result<SourceRow> {
+        SourceRow::get(self.meta.conn(), name)?
+            .ok_or_else(|| EngineError::UnknownSource(name.into()))
+    }
+
+    fn source_info_of(&self, row: &SourceRow) -> Result<SourceInfo> {
+        let snapshots = SnapshotRow::list(self.meta.conn())?
+            .iter()
+            .filter(|s| s.source == row.name && s.parent_branch.is_none() && s.is_ready())
+            .count();
+        let branches = BranchRow::list(self.meta.conn())?
+            .iter()
+            .filter(|b| b.source == row.name)
+            .count();
+        let paths = (
+            self.source_dir(&row.name),
+            self.socket_dir(ServerKind::Source, &row.name),
+            self.log_path(ServerKind::Source, &row.name),
+        );
+        Ok(SourceInfo::new(row, paths, snapshots, branches))
+    }
+
+    /// Creates a local source: a new cluster in the pool with an
+    /// application role (not a superuser) that owns a database of the same
+    /// name, started and ready for data.
+    pub fn source_create(&mut self, name: &str) -> Result<SourceInfo> {
+        names::validate(name)?;
+        let range = self.config.ports;
+        let major = self.config.bins.version.major;
+        let row = self.meta.write(|c| {
+            if let Some(kind) = meta::name_taken(c, name)? {
+                return Err(EngineError::NameTaken {
+                    name: name.into(),
+                    kind,
+                });
+            }
+            let row = SourceRow {
+                name: name.into(),
+                mode: "local".into(),
+                state: RunState::Stopped,
+                op: Some(Op::mine(OpKind::Creating)),
+                port: ports::allocate(c, range, &[])?,
+                database: name.into(),
+                role: name.into(),
+                password: random_password(),
+                postmaster: None,
+                pg_major: major,
+                created_at: meta::now(),
+            };
+            row.insert(c)?;
+            Ok(row)
+        })?;
+        match self.build_source(&row) {
+            Ok(()) => self.source_info(name),
+            Err(e) => {
+                self.destroy_source(name);
+                Err(e)
+            }
+        }
+    }
+
+    fn build_source(&mut self, row: &SourceRow) -> Result<()> {
+        let dir = self.source_dir(&row.name);
+        let owner = (self.config.run_as.uid, self.config.run_as.gid);
+        self.config.driver.create_root(&dir, Some(owner))?;
+        self.progress
+            .stage(&format!("initdb for source {}", row.name));
+        initdb::initdb(&self.config.bins, &dir, &self.config.run_as)?;
+        conf::install(&dir, &self.config.run_as)?;
+        crate::failpoint::hit("source-create:after-initdb");
+        self.progress
+            .stage(&format!("starting source {}", row.name));
+        let (mut pm, _) =
+            self.start_server(Target::Source(&row.name), &dir, Profile::Source, row.port)?;
+        let role = quote_ident(&row.role);
+        let verifier = quote_literal(&scram_verifier(&row.password));
+        let statements = [
+            format!(
+                "CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {verifier}"
+            ),
+            format!(
+                "CREATE DATABASE {} OWNER {role}",
+                quote_ident(&row.database)
+            ),
+            // The application role has no business in the maintenance databases.
+            "REVOKE CONNECT, TEMPORARY ON DATABASE postgres FROM PUBLIC".to_string(),
+            "REVOKE CONNECT, TEMPORARY ON DATABASE template1 FROM PUBLIC".to_string(),
+        ];
+        for sql in &statements {
+            pm.client
+                .batch_execute(sql)
+                .map_err(EngineError::sql("set up the application role and database"))?;
+        }
+        if row.pg_major < 15 {
+            // Before 15 the public schema belongs to the bootstrap superuser.
+            let mut db = pgfork_pg::server::connect_superuser(
+                &self.socket_dir(ServerKind::Source, &row.name),
+                row.port,
+                &row.database,
+            )
+            .map_err(EngineError::sql("connect to the new database"))?;
+            db.batch_execute(&format!("ALTER SCHEMA public OWNER TO {role}"))
+                .map_err(EngineError::sql(
+                    "give the public schema to the application role",
+                ))?;
+        }
+        self.meta.write(|c| {
+            SourceRow::set_state(c, &row.name, RunState::Running, Some(pm.pid))?;
+            SourceRow::set_op(c, &row.name, None)
+        })?;
+        Ok(())
+    }
+
+    /// Every source.
+    pub fn source_list(&self) -> Result<Vec<SourceInfo>> {
+        SourceRow::list(self.meta.conn())?
+            .iter()
+            .map(|r| self.source_info_of(r))
+            .collect()
+    }
+
+    /// One source.
+    pub fn source_info(&self, name: &str) -> Result<SourceInfo> {
+        let row = self.source_row(name)?;
+        self.source_info_of(&row)
+    }
+
+    /// Starts a stopped (or crashed) source.
+    pub fn source_start(&mut self, name: &str) -> Result<SourceInfo> {
+        let row = self.source_row(name)?;
+        if row.postmaster.is_some_and(|p| p.is_alive()) {
+            return self.source_info(name);
+        }
+        self.claim(Target::Source(name), OpKind::Starting)?;
+        let dir = self.source_dir(name);
+        let started = self.start_server(Target::Source(name), &dir, Profile::Source, row.port);
+        let pm = started.as_ref().ok().map(|(pm, _)| pm.pid);
+        self.meta.write(|c| {
+            SourceRow::set_state(
+                c,
+                name,
+                if pm.is_some() {
+                    RunState::Running
+                } else {
+                    RunState::Stopped
+                },
+                pm,
+            )?;
+            SourceRow::set_op(c, name, None)
+        })?;
+        started?;
+        self.source_info(name)
+    }
+
+    /// Stops a source (fast shutdown); its data and snapshots stay.
+    pub fn source_stop(&mut self, name: &str) -> Result<SourceInfo> {
+        let row = self.source_row(name)?;
+        self.claim(Target::Source(name), OpKind::Stopping)?;
+        let stopped = stop_server(row.postmaster, &self.source_dir(name), StopMode::Fast);
+        self.meta.write(|c| {
+            if stopped.is_ok() {
+                SourceRow::set_state(c, name, RunState::Stopped, None)?;
+            }
+            SourceRow::set_op(c, name, None)
+        })?;
+        stopped?;
+        self.source_info(name)
+    }
+
+    /// Deletes a source with its snapshots. Refused while branches of it
+    /// exist unless `force`, which deletes them first. Returns what was deleted.
+    pub fn source_delete(&mut self, name: &str, force: bool) -> Result<Vec<String>> {
+        self.source_row(name)?;
+        let branches: Vec<String> = BranchRow::list(self.meta.conn())?
+            .into_iter()
+            .filter(|b| b.source == name)
+            .map(|b| b.name)
+            .collect();
+        if !branches.is_empty() && !force {
+            return Err(EngineError::HasDependents {
+                what: format!("source '{name}'"),
+                dependents: branches.iter().map(|b| format!("branch {b}")).collect(),
+            });
+        }
+        self.claim(Target::Source(name), OpKind::Deleting)?;
+        let mut deleted = Vec::new();
+        for branch in branches {
+            // A cascade may already have taken a branch of a branch.
+            if BranchRow::get(self.meta.conn(), &branch)?.is_some() {
+                deleted.extend(self.branch_delete(&branch, true)?);
+            }
+        }
+        for snap in SnapshotRow::list(self.meta.conn())?
+            .into_iter()
+            .filter(|s| s.source == name)
+        {
+            deleted.extend(self.snapshot_delete_id(snap.id, true)?);
+        }
+        self.destroy_source(name);
+        if SourceRow::get(self.meta.conn(), name)?.is_some() {
+            return Err(EngineError::WrongState(format!(
+                "source '{name}' could not be removed completely; see the log and run `pgfork doctor`"
+            )));
+        }
+        deleted.push(format!("source {name}"));
+        Ok(deleted)
+    }
+
+    /// Removes everything of a source, best effort, in the order that
+    /// keeps a crash recoverable: server, directory, files, then the row.
+    pub(crate) fn destroy_source(&mut self, name: &str) {
+        let pm = SourceRow::get(self.meta.conn(), name)
+            .ok()
+            .flatten()
+            .and_then(|r| r.postmaster);
+        let dir = self.source_dir(name);
+        if let Err(e) = stop_server(pm, &dir, StopMode::Immediate) {
+            tracing::warn!("stopping source {name}: {e}");
+            return;
+        }
+        if let Err(e) = self.config.driver.remove(&dir) {
+            tracing::warn!("removing {}: {e}", dir.display());
+            return;
+        }
+        self.remove_server_files(ServerKind::Source, name);
+        if let Err(e) = self.meta.write(|c| SourceRow::delete(c, name)) {
+            tracing::warn!("forgetting source {name}: {e}");
+        }
+    }
+}

@@ -1,0 +1,312 @@
+//! What commands show: sources, snapshots and branches as users see them.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use pgfork_pool::meta::{BranchRow, Op, RunState, SnapshotRow, SourceRow};
+use serde::Serialize;
+
+use crate::CreateTimings;
+
+/// A `postgres://` connection string. Its `Debug` hides the password, so
+/// it cannot leak into logs by accident; [`Dsn::url`] reveals it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Dsn {
+    /// Host (always loopback).
+    pub host: String,
+    /// Port.
+    pub port: u16,
+    /// Role.
+    pub user: String,
+    /// Password.
+    pub password: String,
+    /// Database.
+    pub database: String,
+}
+
+impl Dsn {
+    /// The full URL, password included: a secret.
+    pub fn url(&self) -> String {
+        format!(
+            "postgres://{}:{}@{}:{}/{}",
+            self.user, self.password, self.host, self.port, self.database
+        )
+    }
+    /// The URL with the password masked, for display and logs.
+    pub fn redacted(&self) -> String {
+        format!(
+            "postgres://{}:********@{}:{}/{}",
+            self.user, self.host, self.port, self.database
+        )
+    }
+}
+
+impl std::fmt::Debug for Dsn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Unix seconds as RFC 3339.
+pub fn timestamp(secs: i64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
+        .to_string()
+}
+
+fn status(op: Option<Op>, state: RunState, alive: bool) -> &'static str {
+    match (op, state) {
+        (Some(op), _) => op.kind.as_str(),
+        (None, RunState::Running) if alive => "running",
+        (None, RunState::Running) => "crashed",
+        (None, RunState::Stopped) => "stopped",
+    }
+}
+
+/// A branch as shown by `branch info` and `branch list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct BranchInfo {
+    /// Name.
+    pub name: String,
+    /// Source its data came from.
+    pub source: String,
+    /// Base snapshot (`reset` returns here).
+    pub snapshot: String,
+    /// Branch it was made from, if any.
+    pub parent_branch: Option<String>,
+    /// `running`, `stopped`, `crashed`, or an operation in progress.
+    pub status: &'static str,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Connection string (password masked unless asked for).
+    pub dsn: String,
+    /// Database name.
+    pub database: String,
+    /// Role the DSN logs in as (not a superuser).
+    pub user: String,
+    /// Postmaster pid while running.
+    pub pid: Option<i32>,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Server log.
+    pub log: PathBuf,
+    /// Creation time.
+    pub created_at: String,
+    /// Expiry time, if it has a TTL.
+    pub expires_at: Option<String>,
+    /// Whether `gc` leaves it alone.
+    pub protected: bool,
+    /// Labels.
+    pub labels: BTreeMap<String, String>,
+    /// Timings of its creation (only right after `branch create`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timings: Option<CreateTimings>,
+    #[serde(skip)]
+    pub(crate) secret: Option<Dsn>,
+}
+
+impl BranchInfo {
+    pub(crate) fn new(
+        row: &BranchRow,
+        source: &SourceRow,
+        snapshot_label: String,
+        dir: PathBuf,
+        log: PathBuf,
+    ) -> Self {
+        let alive = row.postmaster.is_some_and(|p| p.is_alive());
+        let dsn = Dsn {
+            host: "127.0.0.1".into(),
+            port: row.port,
+            user: source.role.clone(),
+            password: row.password.clone(),
+            database: source.database.clone(),
+        };
+        BranchInfo {
+            name: row.name.clone(),
+            source: row.source.clone(),
+            snapshot: snapshot_label,
+            parent_branch: row.parent_branch.clone(),
+            status: status(row.op, row.state, alive),
+            port: row.port,
+            dsn: dsn.redacted(),
+            database: source.database.clone(),
+            user: source.role.clone(),
+            pid: row.postmaster.filter(|_| alive).map(|p| p.pid),
+            data_dir: dir,
+            log,
+            created_at: timestamp(row.created_at),
+            expires_at: row.expires_at.map(timestamp),
+            protected: row.protected,
+            labels: row.labels.clone(),
+            timings: None,
+            secret: Some(dsn),
+        }
+    }
+
+    /// The connection string with its password: a secret.
+    pub fn dsn_with_password(&self) -> Option<String> {
+        self.secret.as_ref().map(Dsn::url)
+    }
+
+    /// Puts the password into `dsn`, for output the user asked for.
+    pub fn reveal(mut self) -> Self {
+        if let Some(secret) = &self.secret {
+            self.dsn = secret.url();
+        }
+        self
+    }
+}
+
+/// A source as shown by `source info` and `source list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SourceInfo {
+    /// Name.
+    pub name: String,
+    /// `local`.
+    pub mode: String,
+    /// `running`, `stopped`, `crashed`, or an operation in progress.
+    pub status: &'static str,
+    /// TCP port on 127.0.0.1.
+    pub port: u16,
+    /// Application database.
+    pub database: String,
+    /// Application role (owns the database; branches log in as it).
+    pub user: String,
+    /// Connection string (password masked unless asked for).
+    pub dsn: String,
+    /// Postmaster pid while running.
+    pub pid: Option<i32>,
+    /// PostgreSQL major version.
+    pub pg_major: u32,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Unix socket directory (superuser access).
+    pub socket_dir: PathBuf,
+    /// Server log.
+    pub log: PathBuf,
+    /// Creation time.
+    pub created_at: String,
+    /// Number of ready snapshots.
+    pub snapshots: usize,
+    /// Number of branches.
+    pub branches: usize,
+    #[serde(skip)]
+    pub(crate) secret: Option<Dsn>,
+}
+
+impl SourceInfo {
+    pub(crate) fn new(
+        row: &SourceRow,
+        paths: (PathBuf, PathBuf, PathBuf),
+        snapshots: usize,
+        branches: usize,
+    ) -> Self {
+        let alive = row.postmaster.is_some_and(|p| p.is_alive());
+        let dsn = Dsn {
+            host: "127.0.0.1".into(),
+            port: row.port,
+            user: row.role.clone(),
+            password: row.password.clone(),
+            database: row.database.clone(),
+        };
+        SourceInfo {
+            name: row.name.clone(),
+            mode: row.mode.clone(),
+            status: status(row.op, row.state, alive),
+            port: row.port,
+            database: row.database.clone(),
+            user: row.role.clone(),
+            dsn: dsn.redacted(),
+            pid: row.postmaster.filter(|_| alive).map(|p| p.pid),
+            pg_major: row.pg_major,
+            data_dir: paths.0,
+            socket_dir: paths.1,
+            log: paths.2,
+            created_at: timestamp(row.created_at),
+            snapshots,
+            branches,
+            secret: Some(dsn),
+        }
+    }
+
+    /// The application connection string with its password: a secret.
+    pub fn dsn_with_password(&self) -> Option<String> {
+        self.secret.as_ref().map(Dsn::url)
+    }
+
+    /// A superuser connection string over the unix socket (no password:
+    /// only the server's OS user and root can reach the socket).
+    pub fn superuser_dsn(&self) -> String {
+        format!(
+            "postgresql:///{}?host={}&port={}&user={}",
+            self.database,
+            self.socket_dir.display(),
+            self.port,
+            pgfork_pg::SUPERUSER
+        )
+    }
+}
+
+/// A snapshot as shown by `snapshot info` and `snapshot list`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SnapshotInfo {
+    /// Id as users type it: `ORIGIN@N`.
+    pub id: String,
+    /// Number.
+    pub number: i64,
+    /// Source of the data.
+    pub source: String,
+    /// Branch it was taken of, if any.
+    pub parent_branch: Option<String>,
+    /// `ready` or `creating`/`deleting`.
+    pub status: &'static str,
+    /// Creation time.
+    pub created_at: String,
+    /// How it was taken: `atomic` (btrfs), `online-backup`, `stopped`.
+    pub method: Option<String>,
+    /// WAL position it is consistent at.
+    pub lsn: Option<String>,
+    /// Milliseconds spent sealing it.
+    pub seal_ms: Option<i64>,
+    /// Branches cloned from it.
+    pub branches: Vec<String>,
+    /// Directory.
+    pub data_dir: PathBuf,
+}
+
+impl SnapshotInfo {
+    pub(crate) fn new(row: &SnapshotRow, branches: Vec<String>, dir: PathBuf) -> Self {
+        SnapshotInfo {
+            id: row.label(),
+            number: row.id,
+            source: row.source.clone(),
+            parent_branch: row.parent_branch.clone(),
+            status: row.op.map(|o| o.kind.as_str()).unwrap_or("ready"),
+            created_at: timestamp(row.created_at),
+            method: row.method.clone(),
+            lsn: row.lsn.clone(),
+            seal_ms: row.seal_ms,
+            branches,
+            data_dir: dir,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dsn_debug_hides_the_password() {
+        let dsn = Dsn {
+            host: "127.0.0.1".into(),
+            port: 5,
+            user: "u".into(),
+            password: "s3cret".into(),
+            database: "d".into(),
+        };
+        assert!(!format!("{dsn:?}").contains("s3cret"));
+        assert!(dsn.url().contains("s3cret"));
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+    }
+}

@@ -1,0 +1,264 @@
+//! Command-line grammar.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Instant, isolated, copy-on-write branches of real PostgreSQL databases.
+///
+/// A source is a database pgfork runs (load your data into it); a snapshot
+/// is a sealed, immutable image of it; a branch is a writable clone of a
+/// snapshot with its own server, port, password and TTL.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pgfork",
+    version,
+    propagate_version = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    /// Home directory [default: $PGFORK_HOME, /var/lib/pgfork as root, ~/.local/share/pgfork]
+    #[arg(long, global = true, value_name = "DIR")]
+    pub home: Option<PathBuf>,
+    /// Print JSON for programs and agents (no progress, no colour).
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output on stderr (-v: info, -vv: debug).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update a home: probe the pool's clone driver, find PostgreSQL, create meta.db.
+    Init(InitArgs),
+    /// Show what pgfork found: binaries, driver, pool, free space, problems.
+    Doctor,
+    /// Delete expired branches that are not protected.
+    Gc,
+    /// Databases that branches are made from.
+    #[command(subcommand)]
+    Source(SourceCommand),
+    /// Sealed, immutable images of a source or branch.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Writable copy-on-write clones, each a real PostgreSQL server.
+    #[command(subcommand)]
+    Branch(BranchCommand),
+}
+
+/// Filesystems for pool images.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum FsArg {
+    /// XFS with reflink=1 (reflink driver).
+    Xfs,
+    /// btrfs (btrfs driver).
+    Btrfs,
+}
+
+/// Clone drivers.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DriverArg {
+    /// btrfs subvolume snapshots: constant time, atomic.
+    Btrfs,
+    /// FICLONE per file: XFS (reflink=1), btrfs, bcachefs.
+    Reflink,
+    /// Plain copy: always works, cost grows with size.
+    Copy,
+}
+
+/// `pgfork init`.
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// As root: create a sparse pool image of SIZE (e.g. 20G) in the home, format it and loop-mount it.
+    #[arg(long, value_name = "SIZE")]
+    pub pool_image: Option<String>,
+    /// Filesystem of the pool image.
+    #[arg(long, value_enum, default_value = "xfs", requires = "pool_image")]
+    pub fs: FsArg,
+    /// Force a clone driver instead of the best one the pool supports.
+    #[arg(long, value_enum)]
+    pub driver: Option<DriverArg>,
+    /// Directory holding initdb and postgres [default: pg_config --bindir, /usr/lib/postgresql/*/bin, PATH].
+    #[arg(long, value_name = "DIR")]
+    pub pg_bin: Option<PathBuf>,
+    /// OS user that owns data and runs servers when pgfork runs as root [default: postgres].
+    #[arg(long, value_name = "NAME")]
+    pub os_user: Option<String>,
+    /// TCP port range for sources and branches [default: 15432-16431].
+    #[arg(long, value_name = "MIN-MAX")]
+    pub ports: Option<String>,
+}
+
+/// `pgfork source ...`.
+#[derive(Debug, Subcommand)]
+pub enum SourceCommand {
+    /// Create a local source: a new cluster in the pool, started, with a database and role named NAME.
+    Create {
+        /// Name (lowercase letters, digits, - and _); also the database and role name.
+        name: String,
+    },
+    /// List sources.
+    List,
+    /// Show one source.
+    Info {
+        /// Source name.
+        name: String,
+    },
+    /// Print the connection string of the source's application role (a secret).
+    Dsn {
+        /// Source name.
+        name: String,
+        /// Print a superuser connection over the unix socket instead (admin tasks only).
+        #[arg(long)]
+        superuser: bool,
+    },
+    /// Start a stopped source.
+    Start {
+        /// Source name.
+        name: String,
+    },
+    /// Stop a source (fast shutdown); data and snapshots stay.
+    Stop {
+        /// Source name.
+        name: String,
+    },
+    /// Delete a source and its snapshots.
+    Delete {
+        /// Source name.
+        name: String,
+        /// Also delete every branch made from it.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `pgfork snapshot ...`.
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a consistent, sealed snapshot of a source or branch.
+    Create {
+        /// Source or branch name.
+        of: String,
+    },
+    /// List snapshots.
+    List {
+        /// Only snapshots of this source.
+        #[arg(long)]
+        source: Option<String>,
+    },
+    /// Show one snapshot.
+    Info {
+        /// Snapshot id (e.g. shop@3).
+        id: String,
+    },
+    /// Delete a snapshot.
+    Delete {
+        /// Snapshot id (e.g. shop@3).
+        id: String,
+        /// Also delete the branches made from it.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// `pgfork branch ...`.
+#[derive(Debug, Subcommand)]
+pub enum BranchCommand {
+    /// Create a branch and print its connection string (a secret).
+    Create(BranchCreateArgs),
+    /// List branches.
+    List {
+        /// Only branches with this label (repeatable).
+        #[arg(long, value_name = "KEY=VALUE")]
+        label: Vec<String>,
+    },
+    /// Show one branch.
+    Info {
+        /// Branch name.
+        name: String,
+        /// Include the password in the connection string.
+        #[arg(long)]
+        show_password: bool,
+    },
+    /// Print the branch's connection string (a secret).
+    Dsn {
+        /// Branch name.
+        name: String,
+    },
+    /// Start a stopped (or crashed) branch; data is kept.
+    Start {
+        /// Branch name.
+        name: String,
+    },
+    /// Stop a branch; data is kept.
+    Stop {
+        /// Branch name.
+        name: String,
+    },
+    /// Discard the branch's changes: back to its base snapshot (same port and password).
+    Reset {
+        /// Branch name.
+        name: String,
+    },
+    /// Delete a branch.
+    Delete {
+        /// Branch name.
+        name: String,
+        /// Also delete branches made from it.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Change a branch's TTL, protection or labels.
+    Set(BranchSetArgs),
+}
+
+/// `pgfork branch create`.
+#[derive(Debug, Args)]
+pub struct BranchCreateArgs {
+    /// Branch name (lowercase letters, digits, - and _).
+    pub name: String,
+    /// A source (its latest snapshot; one is taken if none exists), a snapshot id (shop@3), or a branch.
+    #[arg(long, value_name = "SOURCE|SNAPSHOT|BRANCH")]
+    pub from: String,
+    /// Time to live (30m, 2h, 7d); `pgfork gc` deletes the branch after it.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// Label (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Never delete this branch in `gc`.
+    #[arg(long)]
+    pub protect: bool,
+    /// Run with fsync on: survives a host crash, slower writes.
+    #[arg(long)]
+    pub durable: bool,
+}
+
+/// `pgfork branch set`.
+#[derive(Debug, Args)]
+pub struct BranchSetArgs {
+    /// Branch name.
+    pub name: String,
+    /// New TTL from now.
+    #[arg(long, value_name = "DURATION", conflicts_with = "no_ttl")]
+    pub ttl: Option<String>,
+    /// Remove the TTL.
+    #[arg(long)]
+    pub no_ttl: bool,
+    /// Protect from `gc`.
+    #[arg(long, conflicts_with = "unprotect")]
+    pub protect: bool,
+    /// Remove protection.
+    #[arg(long)]
+    pub unprotect: bool,
+    /// Add or change a label (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub label: Vec<String>,
+    /// Remove a label (repeatable).
+    #[arg(long, value_name = "KEY")]
+    pub unlabel: Vec<String>,
+}

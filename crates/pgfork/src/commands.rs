@@ -1,0 +1,359 @@
+//! Dispatch of each command to the engine, and its output.
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{Context, Result, bail};
+use pgfork_engine::{BranchCreate, Engine, InitOptions, names};
+use pgfork_pool::{Driver, FsKind, Home, space};
+
+use crate::cli::{BranchCommand, Cli, Command, DriverArg, FsArg, SnapshotCommand, SourceCommand};
+use crate::output;
+use crate::progress::Spinner;
+
+/// Runs one command.
+pub fn run(cli: Cli) -> Result<ExitCode> {
+    let home = Home::resolve(cli.home.as_deref());
+    let json = cli.json;
+    let spinner = Arc::new(Spinner::new(json));
+    let result = match cli.command {
+        Command::Init(args) => init(&home, args, json),
+        Command::Doctor => doctor(&home, json),
+        command => {
+            let mut engine = Engine::open(home, spinner.clone())?;
+            match command {
+                Command::Gc => gc(&mut engine, json),
+                Command::Source(c) => source(&mut engine, c, json),
+                Command::Snapshot(c) => snapshot(&mut engine, c, json),
+                Command::Branch(c) => branch(&mut engine, c, json),
+                Command::Init(_) | Command::Doctor => unreachable!("handled above"),
+            }
+        }
+    };
+    spinner.finish();
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+fn init(home: &Home, args: crate::cli::InitArgs, json: bool) -> Result<()> {
+    let pool_image = match &args.pool_image {
+        Some(size) => {
+            let bytes = space::parse_size(size)
+                .with_context(|| format!("--pool-image '{size}' is not a size like 20G or 512M"))?;
+            let fs = match args.fs {
+                FsArg::Xfs => FsKind::Xfs,
+                FsArg::Btrfs => FsKind::Btrfs,
+            };
+            Some((bytes, fs))
+        }
+        None => None,
+    };
+    let opts = InitOptions {
+        driver: args.driver.map(|d| match d {
+            DriverArg::Btrfs => Driver::Btrfs,
+            DriverArg::Reflink => Driver::Reflink,
+            DriverArg::Copy => Driver::Copy,
+        }),
+        pool_image,
+        pg_bin: args.pg_bin,
+        os_user: args.os_user,
+        ports: args
+            .ports
+            .as_deref()
+            .map(pgfork_engine::config::parse_ports)
+            .transpose()?,
+    };
+    let report = pgfork_engine::init(home, opts)?;
+    if json {
+        output::json(&report);
+        return Ok(());
+    }
+    for w in &report.warnings {
+        eprintln!("warning: {w}");
+    }
+    output::fields(&[
+        ("home", report.home.display().to_string()),
+        ("pool", report.pool.display().to_string()),
+        (
+            "image",
+            report
+                .image
+                .as_ref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_else(|| "-".into()),
+        ),
+        ("filesystem", report.filesystem.to_string()),
+        (
+            "driver",
+            format!(
+                "{}{}",
+                report.driver,
+                if report.copy_on_write {
+                    " (copy-on-write)"
+                } else {
+                    " (NOT copy-on-write)"
+                }
+            ),
+        ),
+        (
+            "postgres",
+            format!("{} in {}", report.postgres, report.pg_bin.display()),
+        ),
+        ("os user", report.os_user.clone()),
+        ("ports", format!("{}-{}", report.ports.0, report.ports.1)),
+    ]);
+    eprintln!(
+        "{} Next: pgfork source create NAME",
+        if report.created {
+            "Home created."
+        } else {
+            "Home updated."
+        }
+    );
+    Ok(())
+}
+
+fn doctor(home: &Home, json: bool) -> Result<()> {
+    let report = pgfork_engine::doctor(home);
+    if json {
+        output::json(&report);
+    } else {
+        output::table(
+            &["check", "status", "detail"],
+            report
+                .checks
+                .iter()
+                .map(|c| vec![c.name.to_string(), c.status.to_string(), c.detail.clone()])
+                .collect(),
+        );
+    }
+    if report.failed() {
+        bail!("doctor found problems (status fail above)");
+    }
+    Ok(())
+}
+
+fn gc(engine: &mut Engine, json: bool) -> Result<()> {
+    let report = engine.gc()?;
+    if json {
+        output::json(&report);
+        return Ok(());
+    }
+    for d in &report.deleted {
+        println!("deleted {d}");
+    }
+    for (name, why) in &report.kept {
+        println!("kept {name}: {why}");
+    }
+    if report.deleted.is_empty() && report.kept.is_empty() {
+        println!("nothing has expired");
+    }
+    Ok(())
+}
+
+fn deleted(list: Vec<String>, json: bool) {
+    if json {
+        output::json(&serde_json::json!({ "deleted": list }));
+    } else {
+        for d in list {
+            println!("deleted {d}");
+        }
+    }
+}
+
+fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
+    match cmd {
+        SourceCommand::Create { name } => {
+            let info = engine.source_create(&name)?;
+            if json {
+                output::json(&info);
+            } else {
+                output::source(&info);
+                eprintln!("Load data with: psql \"$(pgfork source dsn {name})\" -f schema.sql");
+            }
+        }
+        SourceCommand::List => {
+            let list = engine.source_list()?;
+            if json {
+                output::json(&list)
+            } else {
+                output::sources(&list)
+            }
+        }
+        SourceCommand::Info { name } => {
+            let info = engine.source_info(&name)?;
+            if json {
+                output::json(&info)
+            } else {
+                output::source(&info)
+            }
+        }
+        SourceCommand::Dsn { name, superuser } => {
+            let info = engine.source_info(&name)?;
+            let dsn = if superuser {
+                info.superuser_dsn()
+            } else {
+                info.dsn_with_password().unwrap_or_default()
+            };
+            if json {
+                output::json(&serde_json::json!({ "name": name, "dsn": dsn }));
+            } else {
+                println!("{dsn}");
+            }
+        }
+        SourceCommand::Start { name } => {
+            let info = engine.source_start(&name)?;
+            if json {
+                output::json(&info)
+            } else {
+                println!("source {name} is {}", info.status)
+            }
+        }
+        SourceCommand::Stop { name } => {
+            let info = engine.source_stop(&name)?;
+            if json {
+                output::json(&info)
+            } else {
+                println!("source {name} is {}", info.status)
+            }
+        }
+        SourceCommand::Delete { name, force } => deleted(engine.source_delete(&name, force)?, json),
+    }
+    Ok(())
+}
+
+fn snapshot(engine: &mut Engine, cmd: SnapshotCommand, json: bool) -> Result<()> {
+    match cmd {
+        SnapshotCommand::Create { of } => {
+            let info = engine.snapshot_create(&of)?;
+            if json {
+                output::json(&info);
+            } else {
+                println!("{}", info.id);
+            }
+        }
+        SnapshotCommand::List { source } => {
+            let list = engine.snapshot_list(source.as_deref())?;
+            if json {
+                output::json(&list)
+            } else {
+                output::snapshots(&list)
+            }
+        }
+        SnapshotCommand::Info { id } => {
+            let info = engine.snapshot_info(&id)?;
+            if json {
+                output::json(&info)
+            } else {
+                output::snapshot(&info)
+            }
+        }
+        SnapshotCommand::Delete { id, force } => deleted(engine.snapshot_delete(&id, force)?, json),
+    }
+    Ok(())
+}
+
+fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
+    match cmd {
+        BranchCommand::Create(args) => {
+            let req = BranchCreate {
+                name: args.name,
+                from: args.from,
+                ttl: args.ttl.as_deref().map(names::parse_ttl).transpose()?,
+                labels: names::parse_labels(&args.label)?,
+                protect: args.protect,
+                durable: args.durable,
+            };
+            if engine.config().driver == Driver::Copy && !json {
+                eprintln!("note: copy driver: this clone copies every byte (see `pgfork doctor`)");
+            }
+            let info = engine.branch_create(&req)?;
+            if json {
+                output::json(&info);
+            } else {
+                println!("{}", info.dsn);
+            }
+        }
+        BranchCommand::List { label } => {
+            let list = engine.branch_list(&names::parse_labels(&label)?)?;
+            if json {
+                output::json(&list)
+            } else {
+                output::branches(&list)
+            }
+        }
+        BranchCommand::Info {
+            name,
+            show_password,
+        } => {
+            let mut info = engine.branch_info(&name)?;
+            if show_password {
+                info = info.reveal();
+            }
+            if json {
+                output::json(&info)
+            } else {
+                output::branch(&info)
+            }
+        }
+        BranchCommand::Dsn { name } => {
+            let dsn = engine
+                .branch_info(&name)?
+                .dsn_with_password()
+                .unwrap_or_default();
+            if json {
+                output::json(&serde_json::json!({ "name": name, "dsn": dsn }));
+            } else {
+                println!("{dsn}");
+            }
+        }
+        BranchCommand::Start { name } => {
+            let info = engine.branch_start(&name)?;
+            if json {
+                output::json(&info)
+            } else {
+                println!("branch {name} is {} on port {}", info.status, info.port)
+            }
+        }
+        BranchCommand::Stop { name } => {
+            let info = engine.branch_stop(&name)?;
+            if json {
+                output::json(&info)
+            } else {
+                println!("branch {name} is {}", info.status)
+            }
+        }
+        BranchCommand::Reset { name } => {
+            let info = engine.branch_reset(&name)?;
+            if json {
+                output::json(&info);
+            } else {
+                println!(
+                    "branch {name} is back at {} and {}",
+                    info.snapshot, info.status
+                );
+            }
+        }
+        BranchCommand::Delete { name, force } => deleted(engine.branch_delete(&name, force)?, json),
+        BranchCommand::Set(args) => {
+            let ttl = match (args.ttl.as_deref(), args.no_ttl) {
+                (Some(t), _) => Some(Some(names::parse_ttl(t)?)),
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            let protect = match (args.protect, args.unprotect) {
+                (true, _) => Some(true),
+                (_, true) => Some(false),
+                _ => None,
+            };
+            let add: BTreeMap<String, String> = names::parse_labels(&args.label)?;
+            let info = engine.branch_set(&args.name, ttl, protect, &add, &args.unlabel)?;
+            if json {
+                output::json(&info)
+            } else {
+                output::branch(&info)
+            }
+        }
+    }
+    Ok(())
+}

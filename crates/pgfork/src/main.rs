@@ -1,0 +1,46 @@
+//! `pgfork`: the command-line interface. Wiring only; the work is in the
+//! engine and the crates below it.
+
+mod cli;
+mod commands;
+mod output;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PGFORK_LOG")
+                .unwrap_or_else(|_| filter.into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    let json = cli.json;
+    match commands::run(cli) {
+        Ok(code) => code,
+        Err(err) => {
+            let code = err
+                .downcast_ref::<pgfork_engine::EngineError>()
+                .map(|e| e.code())
+                .unwrap_or("error");
+            if json {
+                output::json(
+                    &serde_json::json!({ "error": { "code": code, "message": format!("{err:#}") } }),
+                );
+            } else {
+                eprintln!("error: {err:#}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}

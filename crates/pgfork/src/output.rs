@@ -1,0 +1,237 @@
+//! Printing results for people (tables) or programs (JSON).
+
+use pgfork_engine::view::{BranchInfo, SnapshotInfo, SourceInfo};
+use serde::Serialize;
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn json<T: Serialize>(value: &T) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).expect("serialisable")
+    );
+}
+
+/// Prints rows as an aligned table with a header.
+pub fn table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<String>| {
+        let mut out = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                out.push_str(cell);
+            } else {
+                out.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        println!("{}", out.trim_end());
+    };
+    line(header.iter().map(|h| h.to_uppercase()).collect());
+    for row in rows {
+        line(row);
+    }
+}
+
+/// "in 1h 59m" / "3m ago" for an RFC 3339 time.
+pub fn relative(rfc3339: &str) -> String {
+    let Ok(t) = humantime::parse_rfc3339(rfc3339) else {
+        return rfc3339.to_string();
+    };
+    let now = std::time::SystemTime::now();
+    let round = |d: std::time::Duration| {
+        let secs = d.as_secs();
+        let d = std::time::Duration::from_secs(if secs >= 3600 { secs - secs % 60 } else { secs });
+        humantime::format_duration(d).to_string()
+    };
+    match t.duration_since(now) {
+        Ok(ahead) => format!("in {}", round(ahead)),
+        Err(e) => format!("{} ago", round(e.duration())),
+    }
+}
+
+/// Key-value lines.
+pub fn fields(pairs: &[(&str, String)]) {
+    let width = pairs.iter().map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, v) in pairs {
+        println!("{k:<width$}  {v}");
+    }
+}
+
+/// Details of one branch.
+pub fn branch(b: &BranchInfo) {
+    let labels = b
+        .labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    fields(&[
+        ("name", b.name.clone()),
+        ("status", b.status.to_string()),
+        ("dsn", b.dsn.clone()),
+        ("source", b.source.clone()),
+        ("snapshot", b.snapshot.clone()),
+        (
+            "parent",
+            b.parent_branch.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "pid",
+            b.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "created",
+            format!("{} ({})", b.created_at, relative(&b.created_at)),
+        ),
+        (
+            "expires",
+            b.expires_at
+                .as_deref()
+                .map(|e| format!("{e} ({})", relative(e)))
+                .unwrap_or_else(|| "never".into()),
+        ),
+        ("protected", b.protected.to_string()),
+        (
+            "labels",
+            if labels.is_empty() {
+                "-".into()
+            } else {
+                labels
+            },
+        ),
+        ("data", b.data_dir.display().to_string()),
+        ("log", b.log.display().to_string()),
+    ]);
+}
+
+/// Branches as a table.
+pub fn branches(list: &[BranchInfo]) {
+    table(
+        &[
+            "name", "status", "source", "snapshot", "port", "expires", "labels",
+        ],
+        list.iter()
+            .map(|b| {
+                vec![
+                    b.name.clone(),
+                    if b.protected {
+                        format!("{} (protected)", b.status)
+                    } else {
+                        b.status.to_string()
+                    },
+                    b.source.clone(),
+                    b.snapshot.clone(),
+                    b.port.to_string(),
+                    b.expires_at
+                        .as_deref()
+                        .map(relative)
+                        .unwrap_or_else(|| "-".into()),
+                    b.labels
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// Details of one source.
+pub fn source(s: &SourceInfo) {
+    fields(&[
+        ("name", s.name.clone()),
+        ("mode", s.mode.clone()),
+        ("status", s.status.to_string()),
+        ("dsn", s.dsn.clone()),
+        ("postgres", s.pg_major.to_string()),
+        (
+            "pid",
+            s.pid.map(|p| p.to_string()).unwrap_or_else(|| "-".into()),
+        ),
+        ("snapshots", s.snapshots.to_string()),
+        ("branches", s.branches.to_string()),
+        (
+            "created",
+            format!("{} ({})", s.created_at, relative(&s.created_at)),
+        ),
+        ("data", s.data_dir.display().to_string()),
+        ("log", s.log.display().to_string()),
+    ]);
+}
+
+/// Sources as a table.
+pub fn sources(list: &[SourceInfo]) {
+    table(
+        &["name", "mode", "status", "port", "snapshots", "branches"],
+        list.iter()
+            .map(|s| {
+                vec![
+                    s.name.clone(),
+                    s.mode.clone(),
+                    s.status.to_string(),
+                    s.port.to_string(),
+                    s.snapshots.to_string(),
+                    s.branches.to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
+
+/// Details of one snapshot.
+pub fn snapshot(s: &SnapshotInfo) {
+    fields(&[
+        ("id", s.id.clone()),
+        ("status", s.status.to_string()),
+        ("source", s.source.clone()),
+        (
+            "of branch",
+            s.parent_branch.clone().unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "created",
+            format!("{} ({})", s.created_at, relative(&s.created_at)),
+        ),
+        ("method", s.method.clone().unwrap_or_else(|| "-".into())),
+        ("lsn", s.lsn.clone().unwrap_or_else(|| "-".into())),
+        (
+            "sealed in",
+            s.seal_ms
+                .map(|m| format!("{m} ms"))
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "branches",
+            if s.branches.is_empty() {
+                "-".into()
+            } else {
+                s.branches.join(", ")
+            },
+        ),
+        ("data", s.data_dir.display().to_string()),
+    ]);
+}
+
+/// Snapshots as a table.
+pub fn snapshots(list: &[SnapshotInfo]) {
+    table(
+        &["id", "status", "source", "created", "method", "branches"],
+        list.iter()
+            .map(|s| {
+                vec![
+                    s.id.clone(),
+                    s.status.to_string(),
+                    s.source.clone(),
+                    relative(&s.created_at),
+                    s.method.clone().unwrap_or_else(|| "-".into()),
+                    s.branches.len().to_string(),
+                ]
+            })
+            .collect(),
+    );
+}
