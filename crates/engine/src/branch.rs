@@ -66,30 +66,28 @@ pub(crate) fn arm_app_role(
     role: &str,
     password: &str,
 ) -> Result<()> {
-    client
-        .batch_execute(&format!(
-            "ALTER ROLE {} NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {}",
-            quote_ident(role),
-            quote_literal(&scram_verifier(password))
-        ))
+    // One round trip: this is on the path of every branch creation.
+    let sql = format!(
+        "ALTER ROLE {ident} NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {verifier};
+         SELECT string_agg(r.rolname, ', ') FROM pg_roles r
+          WHERE pg_has_role({name}, r.oid, 'MEMBER') AND r.rolname <> {name}
+            AND (r.rolsuper OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
+                                             'pg_write_server_files'))",
+        ident = quote_ident(role),
+        verifier = quote_literal(&scram_verifier(password)),
+        name = quote_literal(role),
+    );
+    let messages = client
+        .simple_query(&sql)
         .map_err(EngineError::sql("set the branch password"))?;
-    let dangerous: Vec<String> = client
-        .query(
-            "SELECT r.rolname::text FROM pg_roles r
-             WHERE pg_has_role($1, r.oid, 'MEMBER') AND r.rolname <> $1
-               AND (r.rolsuper OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
-                                                'pg_write_server_files'))",
-            &[&role],
-        )
-        .map_err(EngineError::sql("check the application role's memberships"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    if !dangerous.is_empty() {
+    let dangerous = messages.iter().find_map(|m| match m {
+        postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+        _ => None,
+    });
+    if let Some(dangerous) = dangerous {
         return Err(EngineError::WrongState(format!(
-            "role '{role}' is a member of {}, which reaches the host; pgfork will not hand it to an agent: \
-             REVOKE those memberships in the source and take a new snapshot",
-            dangerous.join(", ")
+            "role '{role}' is a member of {dangerous}, which reaches the host; pgfork will not hand it to an \
+             agent: REVOKE those memberships in the source and take a new snapshot"
         )));
     }
     Ok(())
@@ -185,6 +183,7 @@ impl Engine {
             row.insert(c)?;
             Ok(row)
         })?;
+        tracing::debug!(elapsed = ?began.elapsed(), "branch row inserted");
         crate::failpoint::hit("branch-create:after-insert");
         match self.build_branch(&row) {
             Ok((clone, start)) => {
@@ -212,8 +211,10 @@ impl Engine {
             .driver
             .clone_dir(&self.snapshot_dir(row.snapshot_id), &dir)?;
         let cloned = began.elapsed();
+        tracing::debug!(?cloned, "cloned");
         crate::failpoint::hit("branch-create:after-clone");
         let pm = self.boot_branch(row, &dir)?;
+        tracing::debug!(ready_after = ?pm.ready_after, "started and armed");
         crate::failpoint::hit("branch-create:after-start");
         self.meta.write(|c| {
             BranchRow::set_state(c, &row.name, RunState::Running, Some(pm.pid))?;

@@ -76,7 +76,7 @@ impl PgBinaries {
                 .flatten()
                 .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
                 .collect();
-            versions.sort_by(|a, b| b.0.cmp(&a.0));
+            versions.sort_by_key(|v| std::cmp::Reverse(v.0));
             candidates.extend(versions.into_iter().map(|(_, p)| p));
             searched.push(format!("{root}/*/bin"));
         }

@@ -48,6 +48,8 @@ pub enum Command {
     /// Writable copy-on-write clones, each a real PostgreSQL server.
     #[command(subcommand)]
     Branch(BranchCommand),
+    /// Measure branch creation against cp -a, CREATE DATABASE TEMPLATE and pg_dump | pg_restore.
+    Bench(BenchArgs),
 }
 
 /// Filesystems for pool images.
@@ -261,4 +263,24 @@ pub struct BranchSetArgs {
     /// Remove a label (repeatable).
     #[arg(long, value_name = "KEY")]
     pub unlabel: Vec<String>,
+}
+
+/// `pgfork bench`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// pgbench scale factors of the sources to build (10 is about 150 MB, 500 about 7 GB).
+    #[arg(long, value_delimiter = ',', default_value = "10")]
+    pub scales: Vec<u32>,
+    /// Branches to create per source.
+    #[arg(long, default_value_t = 20)]
+    pub branches: usize,
+    /// Then create branches until this many are alive at once (0: skip).
+    #[arg(long, default_value_t = 50)]
+    pub max_live: usize,
+    /// Skip the pg_dump | pg_restore baseline (slow on large scales).
+    #[arg(long)]
+    pub skip_dump: bool,
+    /// Seconds of pgbench on a branch and on its source to compare TPS (0: skip).
+    #[arg(long, default_value_t = 10)]
+    pub tps_seconds: u32,
 }

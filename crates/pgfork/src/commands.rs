@@ -27,6 +27,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Source(c) => source(&mut engine, c, json),
                 Command::Snapshot(c) => snapshot(&mut engine, c, json),
                 Command::Branch(c) => branch(&mut engine, c, json),
+                Command::Bench(args) => crate::bench::run(engine, args, json),
                 Command::Init(_) | Command::Doctor => unreachable!("handled above"),
             }
         }

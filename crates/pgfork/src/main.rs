@@ -1,6 +1,7 @@
 //! `pgfork`: the command-line interface. Wiring only; the work is in the
 //! engine and the crates below it.
 
+mod bench;
 mod cli;
 mod commands;
 mod output;
@@ -12,10 +13,12 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    // The database driver's own debug output would show SQL that pgfork
+    // sends, password verifiers included: keep it at info.
     let filter = match cli.verbose {
         0 => "warn",
-        1 => "info",
-        _ => "debug",
+        1 => "info,tokio_postgres=info",
+        _ => "debug,tokio_postgres=info,postgres=info",
     };
     tracing_subscriber::fmt()
         .with_env_filter(
