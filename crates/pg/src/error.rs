@@ -47,6 +47,12 @@ pub enum PgError {
         /// Its pid.
         pid: i32,
     },
+    /// A remote database failed; the message says what to do.
+    #[error("{message}")]
+    Remote {
+        /// What happened and what to do.
+        message: String,
+    },
     /// The unix socket path is too long for the kernel.
     #[error("unix socket path {0} is longer than 107 bytes: use a shorter --home")]
     SocketPathTooLong(String),

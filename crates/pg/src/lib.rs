@@ -8,8 +8,10 @@ pub mod conf;
 pub mod control;
 mod error;
 pub mod initdb;
+pub mod remote;
 pub mod server;
 pub mod sql;
+pub mod transfer;
 
 pub use bin::{PgBinaries, PgVersion};
 pub use error::PgError;
