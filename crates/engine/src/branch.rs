@@ -261,18 +261,12 @@ impl Engine {
             return self.branch_info(name);
         }
         self.claim(Target::Branch(name), OpKind::Starting)?;
-        let profile = if row.durable {
-            Profile::DurableBranch
-        } else {
-            Profile::Branch
-        };
-        let started = self.start_server(
-            Target::Branch(name),
-            &self.branch_dir(name),
-            profile,
-            row.port,
-        );
-        let pm = started.as_ref().ok().map(|(pm, _)| pm.pid);
+        // Armed again on every start, so that the recorded password is the
+        // one in force: a reset that a crash cut short is finished by the
+        // reconcile with a fresh clone of the snapshot, which carries the
+        // source's password, not the branch's.
+        let started = self.boot_branch(&row, &self.branch_dir(name));
+        let pm = started.as_ref().ok().map(|pm| pm.pid);
         self.meta.write(|c| {
             BranchRow::set_state(
                 c,
