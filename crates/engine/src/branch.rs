@@ -29,6 +29,13 @@ pub struct BranchCreate {
     pub protect: bool,
     /// fsync on (slower; survives a host crash).
     pub durable: bool,
+    /// Take a new snapshot of the source first (a physical source waits
+    /// until it has replayed what its primary had committed).
+    pub fresh: bool,
+    /// Empty every table: the schema without rows, for query validation.
+    pub schema_only: bool,
+    /// Allow an unmasked snapshot of a remote source without rules.
+    pub unmasked: bool,
 }
 
 /// Where the time of a `branch create` went, in milliseconds.
@@ -68,7 +75,7 @@ pub(crate) fn arm_app_role(
 ) -> Result<()> {
     // One round trip: this is on the path of every branch creation.
     let sql = format!(
-        "ALTER ROLE {ident} NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {verifier};
+        "ALTER ROLE {ident} LOGIN NOSUPERUSER NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD {verifier};
          SELECT string_agg(r.rolname, ', ') FROM pg_roles r
           WHERE pg_has_role({name}, r.oid, 'MEMBER') AND r.rolname <> {name}
             AND (r.rolsuper OR r.rolname IN ('pg_execute_server_program', 'pg_read_server_files',
@@ -115,24 +122,35 @@ impl Engine {
 
     /// The snapshot `from` means, taking one if needed: a source's latest
     /// (a new one if it has none), a fresh one of a branch, or the named one.
-    fn snapshot_for(&mut self, from: &str) -> Result<(SnapshotRow, Option<String>, bool)> {
+    fn snapshot_for(&mut self, req: &BranchCreate) -> Result<(SnapshotRow, Option<String>, bool)> {
+        let from = req.from.as_str();
         if from.contains('@') || from.chars().all(|c| c.is_ascii_digit()) {
+            if req.fresh {
+                return Err(EngineError::InvalidArgument(format!(
+                    "--fresh takes a new snapshot, but '{from}' names an existing one: pass a source or branch"
+                )));
+            }
             return Ok((self.resolve_snapshot(from)?, None, false));
         }
         let conn = self.meta.conn();
-        if SourceRow::get(conn, from)?.is_some() {
-            if let Some(s) = SnapshotRow::latest_of_source(conn, from)? {
+        if let Some(source) = SourceRow::get(conn, from)? {
+            if req.fresh {
+                if source.mode == "physical" {
+                    self.wait_until_fresh(from)?;
+                }
+            } else if let Some(s) = SnapshotRow::latest_of_source(conn, from)? {
                 return Ok((s, None, false));
+            } else {
+                self.progress
+                    .stage(&format!("source {from} has no snapshot yet: taking one"));
             }
-            self.progress
-                .stage(&format!("source {from} has no snapshot yet: taking one"));
         } else if BranchRow::get(conn, from)?.is_some() {
             self.progress
                 .stage(&format!("taking a snapshot of branch {from}"));
         } else {
             return Err(EngineError::UnknownOrigin(from.into()));
         }
-        let info = self.snapshot_create(from)?;
+        let info = self.snapshot_create_opts(from, req.unmasked)?;
         let row = SnapshotRow::get(self.meta.conn(), info.number)?
             .ok_or_else(|| EngineError::UnknownSnapshot(info.id.clone()))?;
         let parent = row.parent_branch.clone();
@@ -149,7 +167,7 @@ impl Engine {
                 kind,
             });
         }
-        let (snapshot, parent_branch, took_snapshot) = self.snapshot_for(&req.from)?;
+        let (snapshot, parent_branch, took_snapshot) = self.snapshot_for(req)?;
         let snapshot_ms = took_snapshot.then(|| ms(began.elapsed()));
         let range = self.config.ports;
         let row = self.meta.write(|c| {
@@ -185,7 +203,12 @@ impl Engine {
         })?;
         tracing::debug!(elapsed = ?began.elapsed(), "branch row inserted");
         crate::failpoint::hit("branch-create:after-insert");
-        match self.build_branch(&row) {
+        match self.build_branch(&row).and_then(|t| {
+            if req.schema_only {
+                self.empty_tables(&row)?;
+            }
+            Ok(t)
+        }) {
             Ok((clone, start)) => {
                 let mut info = self.branch_info(&row.name)?.reveal();
                 info.timings = Some(CreateTimings {
@@ -231,7 +254,8 @@ impl Engine {
             Profile::Branch
         };
         let role = self.source_row(&row.source)?.role;
-        let (mut pm, _) = self.start_server(Target::Branch(&row.name), dir, profile, row.port)?;
+        let (mut pm, _) =
+            self.start_server(Target::Branch(&row.name), dir, profile, &[], row.port)?;
         if let Err(e) = arm_app_role(&mut pm.client, &role, &row.password) {
             let _ = stop_server(Some(pm.pid), dir, StopMode::Immediate);
             return Err(e);

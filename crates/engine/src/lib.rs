@@ -3,15 +3,20 @@
 //! point leaves no orphan directory, process, port or row behind.
 
 mod branch;
+mod branch_data;
 pub mod config;
 mod doctor;
 mod error;
 pub mod failpoint;
+mod import;
 mod init;
+mod masking;
 pub mod names;
 mod ports;
 pub mod progress;
 mod reconcile;
+mod remote;
+mod schedule;
 mod seal;
 mod server;
 mod snapshot;
@@ -24,12 +29,17 @@ use std::sync::Arc;
 use pgfork_pool::{Home, Meta, PoolImage};
 
 pub use branch::{BranchCreate, CreateTimings, GcReport};
+pub use branch_data::DumpFormat;
 pub use config::Config;
 pub use doctor::{Check, DoctorReport, doctor};
 pub use error::{EngineError, Result};
 pub use init::{InitOptions, InitReport, init};
+pub use masking::MaskReport;
 pub use progress::{Progress, Quiet};
 pub use reconcile::ReconcileReport;
+pub use remote::Lag;
+pub use remote::{Mode, SourceAdd};
+pub use schedule::TickReport;
 pub use view::{BranchInfo, Dsn, SnapshotInfo, SourceInfo};
 
 /// An open pgfork home, reconciled and ready for commands.
@@ -48,6 +58,8 @@ pub(crate) enum ServerKind {
     Branch,
     /// A snapshot being sealed (recovered, then shut down).
     Seal,
+    /// A logical source's import server (unix socket only).
+    Import,
 }
 
 impl Engine {
@@ -135,6 +147,7 @@ impl ServerKind {
             ServerKind::Source => "source",
             ServerKind::Branch => "branch",
             ServerKind::Seal => "seal",
+            ServerKind::Import => "import",
         }
     }
 }

@@ -6,6 +6,10 @@ pub trait Progress: Send + Sync {
     fn stage(&self, message: &str);
     /// Something the user should know but that is not an error.
     fn warn(&self, message: &str);
+    /// Progress of a long copy: `done` of `total` units of `what`.
+    fn progress(&self, what: &str, done: u64, total: u64) {
+        tracing::trace!(what, done, total);
+    }
 }
 
 /// Progress that goes to `tracing` only.

@@ -48,6 +48,8 @@ impl Engine {
         let listed_sources = entries(&self.home.sources());
         let listed_snapshots = entries(&self.home.snapshots());
         let listed_branches = entries(&self.home.branches());
+        let listed_staging = entries(&self.home.staging());
+        let listed_dumps = entries(&self.home.dumps());
         let listed_run = entries(&self.home.run());
         let listed_logs = entries(&self.home.logs());
 
@@ -70,7 +72,7 @@ impl Engine {
                         kind.as_str()
                     ));
                 }
-                OpKind::Starting | OpKind::Stopping => {
+                OpKind::Starting | OpKind::Stopping | OpKind::Refreshing => {
                     let pm = (kind == OpKind::Starting)
                         .then(|| running_postmaster(&dir))
                         .flatten();
@@ -143,6 +145,11 @@ impl Engine {
                         .push(format!("finished deleting source {}", s.name));
                 }
                 _ => {
+                    if kind == OpKind::Refreshing {
+                        // Before the swap it holds the unfinished import; after
+                        // it, the previous one. Either way it goes.
+                        destroy_dir(self, &self.home.staging().join(&s.name))?;
+                    }
                     let pm = running_postmaster(&dir);
                     let state = if pm.is_some() {
                         RunState::Running
@@ -171,8 +178,14 @@ impl Engine {
             .into_iter()
             .map(|s| s.id.to_string())
             .collect();
-        let source_names: HashSet<String> =
-            SourceRow::list(conn)?.into_iter().map(|s| s.name).collect();
+        let sources_now = SourceRow::list(conn)?;
+        let source_names: HashSet<String> = sources_now.iter().map(|s| s.name.clone()).collect();
+        // Sources importing right now (their staging and dumps are in use).
+        let importing: HashSet<String> = sources_now
+            .iter()
+            .filter(|s| s.op.is_some_and(|o| o.owner.is_alive()))
+            .map(|s| s.name.clone())
+            .collect();
 
         for name in listed_branches
             .iter()
@@ -198,6 +211,21 @@ impl Engine {
                 .repaired
                 .push(format!("removed orphan source directory {name}"));
         }
+        for name in listed_staging.iter().filter(|n| !importing.contains(*n)) {
+            destroy_dir(self, &self.home.staging().join(name))?;
+            report
+                .repaired
+                .push(format!("removed an abandoned import of {name}"));
+        }
+        for entry in &listed_dumps {
+            let owner = entry.rsplit_once('-').map(|(n, _)| n).unwrap_or(entry);
+            if !importing.contains(owner) {
+                let _ = std::fs::remove_dir_all(self.home.dumps().join(entry));
+                report
+                    .repaired
+                    .push(format!("removed an abandoned dump {entry}"));
+            }
+        }
         let known = |entry: &str| -> bool {
             let entry = entry.strip_suffix(".log").unwrap_or(entry);
             let Some((prefix, name)) = entry.split_once('-') else {
@@ -205,7 +233,7 @@ impl Engine {
             };
             match prefix {
                 "branch" => branch_names.contains(name),
-                "source" => source_names.contains(name),
+                "source" | "import" => source_names.contains(name),
                 "seal" => snapshot_ids.contains(name),
                 _ => true,
             }

@@ -4,9 +4,10 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pgfork_pg::StopMode;
+use pgfork_mask::MaskRules;
 use pgfork_pg::control::{self, ControlData};
 use pgfork_pg::server::{self, StartSpec};
+use pgfork_pg::{StopMode, transfer};
 use pgfork_pool::driver::TreeEntry;
 
 use crate::{Engine, EngineError, Result, ServerKind};
@@ -61,7 +62,12 @@ pub(crate) fn atomic_filter(rel: &Path) -> TreeEntry {
 impl Engine {
     /// Starts the copy in `dir` privately (no TCP, its own socket), lets
     /// it recover, and shuts it down cleanly.
-    pub(crate) fn seal(&self, dir: &Path, id: i64) -> Result<ControlData> {
+    pub(crate) fn seal(
+        &self,
+        dir: &Path,
+        id: i64,
+        mask: Option<&(MaskRules, Vec<u8>, String)>,
+    ) -> Result<ControlData> {
         let key = id.to_string();
         let socket_dir = self.socket_dir(ServerKind::Seal, &key);
         let log = self.log_path(ServerKind::Seal, &key);
@@ -89,7 +95,23 @@ impl Engine {
         };
         let pm = server::start(&spec)?;
         drop(pm.client);
+        let masked = mask.map(|(rules, secret, database)| {
+            self.progress.stage(&format!("masking {database}"));
+            let mut client = server::connect_superuser(&socket_dir, 5432, database)
+                .map_err(EngineError::sql("connect to mask"))?;
+            let (_, warnings) = crate::masking::apply(&mut client, rules, secret)?;
+            for w in warnings {
+                self.progress.warn(&w);
+            }
+            Ok::<_, EngineError>(())
+        });
         server::stop(pm.pid, StopMode::Fast, SEAL_TIMEOUT)?;
+        if let Some(result) = masked {
+            result?;
+            // WAL still holds the values masking replaced (full page images,
+            // the UPDATEs themselves): start it afresh.
+            transfer::reset_wal(&self.config.bins, dir, &self.config.run_as)?;
+        }
         let control = control::read(&self.config.bins, dir)?;
         if !control.is_clean() {
             return Err(EngineError::WrongState(format!(

@@ -94,6 +94,7 @@ impl Engine {
         target: Target,
         datadir: &Path,
         profile: Profile,
+        extra: &[(String, String)],
         mut port: u16,
     ) -> Result<(Postmaster, u16)> {
         let (kind, name) = match target {
@@ -104,12 +105,9 @@ impl Engine {
         let log = self.log_path(kind, name);
         let mut tried = Vec::new();
         loop {
-            ServerConf {
-                port,
-                socket_dir: &socket_dir,
-                profile,
-            }
-            .write(datadir, &self.config.run_as)?;
+            let mut conf = ServerConf::new(port, &socket_dir, profile);
+            conf.extra = extra.to_vec();
+            conf.write(datadir, &self.config.run_as)?;
             let spec = StartSpec {
                 bins: &self.config.bins,
                 datadir,

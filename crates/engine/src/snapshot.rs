@@ -3,11 +3,13 @@
 use std::path::Path;
 use std::time::Instant;
 
+use pgfork_mask::MaskRules;
 use pgfork_os::ProcessId;
 use pgfork_pg::backup::{self, OnlineBackup};
-use pgfork_pg::conf::write_owned;
+use pgfork_pg::conf::{Profile, ServerConf, write_owned};
 use pgfork_pg::{StopMode, control};
-use pgfork_pool::meta::{BranchRow, Op, OpKind, SnapshotRow, SourceRow};
+use pgfork_pool::driver::TreeEntry;
+use pgfork_pool::meta::{BranchRow, Op, OpKind, PolicyRow, SnapshotRow, SourceRow};
 
 use crate::seal::{atomic_filter, backup_filter};
 use crate::server::stop_server;
@@ -22,19 +24,47 @@ struct Origin {
     socket_dir: std::path::PathBuf,
     port: u16,
     postmaster: Option<ProcessId>,
+    /// A streaming standby (physical source): read-only, in recovery.
+    standby: bool,
+    /// Masking to apply while sealing: rules, key and database.
+    mask: Option<(MaskRules, Vec<u8>, String)>,
 }
 
 impl Engine {
     /// Takes a snapshot of a source or a branch (by name).
     pub fn snapshot_create(&mut self, of: &str) -> Result<SnapshotInfo> {
+        self.snapshot_create_opts(of, false)
+    }
+
+    /// Takes a snapshot; `unmasked` allows an unmasked snapshot of a remote
+    /// source that has no masking rules (refused otherwise).
+    pub fn snapshot_create_opts(&mut self, of: &str, unmasked: bool) -> Result<SnapshotInfo> {
         let origin = if let Some(s) = SourceRow::get(self.meta.conn(), of)? {
+            let policy = PolicyRow::get(self.meta.conn(), &s.name)?;
+            let mask = match (&policy.mask_rules, &policy.mask_secret) {
+                (Some(text), Some(secret)) => {
+                    let rules = MaskRules::parse("stored rules", text)
+                        .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+                    (!rules.is_empty()).then(|| (rules, secret.clone(), s.database.clone()))
+                }
+                _ => None,
+            };
+            if s.mode != "local" && mask.is_none() && !policy.unmasked_ok && !unmasked {
+                return Err(EngineError::WrongState(format!(
+                    "source '{of}' is a copy of a remote database and has no masking rules, so its snapshots \
+                     would hand personal data to branches: set rules (pgfork source mask {of} --rules mask.toml), \
+                     or choose unmasked data explicitly (--unmasked)"
+                )));
+            }
             Origin {
                 dir: self.source_dir(&s.name),
                 socket_dir: self.socket_dir(ServerKind::Source, &s.name),
                 port: s.port,
                 postmaster: s.postmaster.filter(|p| p.is_alive()),
+                standby: s.mode == "physical",
                 source: s.name,
                 branch: None,
+                mask,
             }
         } else if let Some(b) = BranchRow::get(self.meta.conn(), of)? {
             if b.op.is_some_and(|op| op.owner.is_alive()) {
@@ -44,6 +74,7 @@ impl Engine {
                     pid: b.op.map(|o| o.owner.pid).unwrap_or(0),
                 });
             }
+            // A branch's data came from a (masked, if so) snapshot already.
             Origin {
                 dir: self.branch_dir(&b.name),
                 socket_dir: self.socket_dir(ServerKind::Branch, &b.name),
@@ -51,6 +82,8 @@ impl Engine {
                 postmaster: b.postmaster.filter(|p| p.is_alive()),
                 source: b.source,
                 branch: Some(b.name),
+                standby: false,
+                mask: None,
             }
         } else {
             return Err(EngineError::UnknownOrigin(of.into()));
@@ -82,7 +115,8 @@ impl Engine {
         self.progress.stage(&format!("copying {label}"));
         let (method, mut lsn) = match origin.postmaster {
             Some(_) if driver.clones_atomically(&origin.dir) => {
-                // A checkpoint first keeps the WAL that sealing replays short.
+                // A checkpoint (a restartpoint on a standby) first keeps the
+                // WAL that sealing replays short.
                 let mut client = pgfork_pg::server::connect_superuser(
                     &origin.socket_dir,
                     origin.port,
@@ -101,10 +135,24 @@ impl Engine {
                     origin.port,
                     &format!("pgfork {label}"),
                 )?;
-                driver.clone_filtered(&origin.dir, &dst, &backup_filter)?;
+                // pg_control goes last: for a backup of a standby it marks
+                // where the copy becomes consistent (as pg_basebackup does).
+                let skip_control = |rel: &Path| {
+                    if rel == Path::new("global/pg_control") {
+                        TreeEntry::Skip
+                    } else {
+                        backup_filter(rel)
+                    }
+                };
+                driver.clone_filtered(&origin.dir, &dst, &skip_control)?;
                 crate::failpoint::hit("snapshot-create:during-backup");
                 let start_wal = backup.start_wal_file.clone();
                 let end = backup.stop()?;
+                driver.clone_files(
+                    &origin.dir.join("global"),
+                    &dst.join("global"),
+                    &["pg_control".to_string()],
+                )?;
                 let pg_wal = origin.dir.join("pg_wal");
                 let wal = backup::wal_files_from(&pg_wal, &start_wal)
                     .map_err(EngineError::io("list", &pg_wal))?;
@@ -128,18 +176,23 @@ impl Engine {
                 ("stopped", None)
             }
         };
+        // The copy must not carry its origin's settings (a standby's
+        // primary_conninfo, say): branches write their own.
+        ServerConf::new(5432, &self.home.run(), Profile::Branch)
+            .write(&dst, &self.config.run_as)?;
         crate::failpoint::hit("snapshot-create:before-seal");
         let started = Instant::now();
         let mut state = control::read(&self.config.bins, &dst)?;
-        if method != "stopped" || !state.is_clean() {
+        let masked = origin.mask.is_some();
+        if method != "stopped" || !state.is_clean() || origin.standby || masked {
             self.progress.stage(&format!("sealing {label}"));
-            state = self.seal(&dst, id)?;
+            state = self.seal(&dst, id, origin.mask.as_ref())?;
         }
         let seal_ms = started.elapsed().as_millis() as i64;
         lsn.get_or_insert(state.checkpoint_lsn);
         driver.make_readonly(&dst)?;
         self.meta
-            .write(|c| SnapshotRow::finish(c, id, lsn.as_deref(), method, seal_ms))?;
+            .write(|c| SnapshotRow::finish(c, id, lsn.as_deref(), method, seal_ms, masked))?;
         Ok(())
     }
 

@@ -1,12 +1,15 @@
 //! Local sources: clusters pgfork runs itself in the pool.
 
-use pgfork_pg::conf::{self, Profile};
+use pgfork_pg::conf;
+use pgfork_pg::remote::RemoteUrl;
 use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
 use pgfork_pg::{StopMode, initdb};
-use pgfork_pool::meta::{self, BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow};
+use pgfork_pool::meta::{
+    self, BranchRow, Op, OpKind, PolicyRow, RemoteRow, RunState, SnapshotRow, SourceRow,
+};
 
 use crate::server::{Target, stop_server};
-use crate::view::SourceInfo;
+use crate::view::{RemoteInfo, SourceInfo};
 use crate::{Engine, EngineError, Result, ServerKind, names, ports};
 
 impl Engine {
@@ -29,7 +32,27 @@ impl Engine {
             self.socket_dir(ServerKind::Source, &row.name),
             self.log_path(ServerKind::Source, &row.name),
         );
-        Ok(SourceInfo::new(row, paths, snapshots, branches))
+        let mut info = SourceInfo::new(row, paths, snapshots, branches);
+        if let Some(r) = RemoteRow::get(self.meta.conn(), &row.name)? {
+            info.remote = Some(RemoteInfo {
+                url: r.url,
+                password_saved: r.saved_password.is_some(),
+                refresh_every: r.refresh_every,
+                refreshed_at: r.refreshed_at.map(crate::view::timestamp),
+                refresh_error: r.refresh_error,
+            });
+        }
+        if row.mode == "physical" && info.pid.is_some() {
+            info.lag = self.source_lag(&row.name).ok();
+        }
+        let policy = PolicyRow::get(self.meta.conn(), &row.name)?;
+        info.snapshot_schedule = policy.snapshot_every.zip(policy.snapshot_keep);
+        info.masking = match (&policy.mask_rules, policy.unmasked_ok) {
+            (Some(_), _) => "rules",
+            (None, true) => "unmasked-allowed",
+            (None, false) => "none",
+        };
+        Ok(info)
     }
 
     /// Creates a local source: a new cluster in the pool with an
@@ -82,8 +105,7 @@ impl Engine {
         crate::failpoint::hit("source-create:after-initdb");
         self.progress
             .stage(&format!("starting source {}", row.name));
-        let (mut pm, _) =
-            self.start_server(Target::Source(&row.name), &dir, Profile::Source, row.port)?;
+        let (mut pm, _) = self.start_source(row)?;
         let role = quote_ident(&row.role);
         let verifier = quote_literal(&scram_verifier(&row.password));
         let statements = [
@@ -144,8 +166,7 @@ impl Engine {
             return self.source_info(name);
         }
         self.claim(Target::Source(name), OpKind::Starting)?;
-        let dir = self.source_dir(name);
-        let started = self.start_server(Target::Source(name), &dir, Profile::Source, row.port);
+        let started = self.start_source(&row);
         let pm = started.as_ref().ok().map(|(pm, _)| pm.pid);
         self.meta.write(|c| {
             SourceRow::set_state(
@@ -221,10 +242,8 @@ impl Engine {
     /// Removes everything of a source, best effort, in the order that
     /// keeps a crash recoverable: server, directory, files, then the row.
     pub(crate) fn destroy_source(&mut self, name: &str) {
-        let pm = SourceRow::get(self.meta.conn(), name)
-            .ok()
-            .flatten()
-            .and_then(|r| r.postmaster);
+        let row = SourceRow::get(self.meta.conn(), name).ok().flatten();
+        let pm = row.as_ref().and_then(|r| r.postmaster);
         let dir = self.source_dir(name);
         if let Err(e) = stop_server(pm, &dir, StopMode::Immediate) {
             tracing::warn!("stopping source {name}: {e}");
@@ -235,6 +254,14 @@ impl Engine {
             return;
         }
         self.remove_server_files(ServerKind::Source, name);
+        self.remove_server_files(ServerKind::Import, name);
+        if row.is_some_and(|r| r.mode == "physical")
+            && let Ok(Some(remote)) = RemoteRow::get(self.meta.conn(), name)
+            && let Ok(url) = RemoteUrl::parse(&remote.url)
+        {
+            self.drop_remote_slot(name, &url, self.remote_password(&remote).as_deref());
+        }
+        let _ = std::fs::remove_file(self.home.secrets().join(format!("{name}.pgpass")));
         if let Err(e) = self.meta.write(|c| SourceRow::delete(c, name)) {
             tracing::warn!("forgetting source {name}: {e}");
         }

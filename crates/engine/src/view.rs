@@ -190,8 +190,31 @@ pub struct SourceInfo {
     pub snapshots: usize,
     /// Number of branches.
     pub branches: usize,
+    /// Where a remote source comes from (URL without password) and its refreshes.
+    pub remote: Option<RemoteInfo>,
+    /// Replication state of a physical source that is running.
+    pub lag: Option<crate::Lag>,
+    /// Seconds between scheduled snapshots, and how many are kept.
+    pub snapshot_schedule: Option<(i64, i64)>,
+    /// `rules`, `none`, or `unmasked-allowed`.
+    pub masking: &'static str,
     #[serde(skip)]
     pub(crate) secret: Option<Dsn>,
+}
+
+/// A remote source's origin and refresh state.
+#[derive(Debug, Clone, Serialize)]
+pub struct RemoteInfo {
+    /// URL, without password.
+    pub url: String,
+    /// Whether the password is stored in meta.db.
+    pub password_saved: bool,
+    /// Seconds between scheduled refreshes (logical).
+    pub refresh_every: Option<i64>,
+    /// Last successful refresh.
+    pub refreshed_at: Option<String>,
+    /// Error of the last failed refresh.
+    pub refresh_error: Option<String>,
 }
 
 impl SourceInfo {
@@ -225,7 +248,11 @@ impl SourceInfo {
             created_at: timestamp(row.created_at),
             snapshots,
             branches,
-            secret: Some(dsn),
+            remote: None,
+            lag: None,
+            snapshot_schedule: None,
+            masking: "none",
+            secret: (row.mode == "local").then_some(dsn),
         }
     }
 

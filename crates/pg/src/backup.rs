@@ -45,14 +45,32 @@ impl OnlineBackup {
             ))?;
         let modern = version >= 150000;
         let sql = if modern {
-            "SELECT pg_walfile_name(pg_backup_start($1, true))"
+            "SELECT pg_backup_start($1, true)::text"
         } else {
-            "SELECT pg_walfile_name(pg_start_backup($1, true, false))"
+            "SELECT pg_start_backup($1, true, false)::text"
         };
-        let start_wal_file: String = client
+        let lsn: String = client
             .query_one(sql, &[&label])
             .map_err(PgError::sql("start the backup"))?
             .get(0);
+        // pg_walfile_name() refuses to run on a standby, so name the
+        // segment from the LSN, the timeline and the segment size.
+        let row = client
+            .query_one(
+                "SELECT (SELECT setting::bigint FROM pg_settings WHERE name = 'wal_segment_size'),
+                        (SELECT timeline_id::bigint FROM pg_control_checkpoint())",
+                &[],
+            )
+            .map_err(PgError::sql("read the WAL segment size"))?;
+        let start_wal_file = wal_file_name(
+            &lsn,
+            row.get::<_, i64>(1) as u32,
+            row.get::<_, i64>(0) as u64,
+        )
+        .ok_or_else(|| PgError::Command {
+            program: "pg_backup_start".into(),
+            detail: format!("unreadable LSN {lsn}"),
+        })?;
         Ok(OnlineBackup {
             client,
             modern,
@@ -78,6 +96,22 @@ impl OnlineBackup {
             spcmap_file: row.get::<_, Option<String>>(2).unwrap_or_default(),
         })
     }
+}
+
+/// The WAL segment file holding `lsn` (`X/Y`) on `timeline`.
+pub fn wal_file_name(lsn: &str, timeline: u32, segment_size: u64) -> Option<String> {
+    let (hi, lo) = lsn.split_once('/')?;
+    let lsn = (u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?;
+    if segment_size == 0 {
+        return None;
+    }
+    let segno = lsn / segment_size;
+    let per_id = 0x1_0000_0000 / segment_size;
+    Some(format!(
+        "{timeline:08X}{:08X}{:08X}",
+        segno / per_id,
+        segno % per_id
+    ))
 }
 
 fn rand_suffix() -> u32 {
@@ -106,6 +140,20 @@ pub fn wal_files_from(pg_wal: &Path, first: &str) -> std::io::Result<Vec<String>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wal_file_names_match_postgres() {
+        // SELECT pg_walfile_name('0/3000028') = 000000010000000000000003 (16 MB segments)
+        assert_eq!(
+            wal_file_name("0/3000028", 1, 16 << 20).unwrap(),
+            "000000010000000000000003"
+        );
+        assert_eq!(
+            wal_file_name("1/A2000000", 2, 16 << 20).unwrap(),
+            "0000000200000001000000A2"
+        );
+        assert!(wal_file_name("junk", 1, 16 << 20).is_none());
+    }
 
     #[test]
     fn wal_selection_starts_at_the_backup_segment() {

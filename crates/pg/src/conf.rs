@@ -17,6 +17,11 @@ const INCLUDE_LINE: &str = "include_if_exists = 'pgfork.conf'\t# pgfork: keep th
 pub enum Profile {
     /// A source: the data of record. Fully durable.
     Source,
+    /// A streaming standby of a remote primary (a physical source).
+    Standby,
+    /// A logical source while it imports: nothing is fsynced or WAL-logged
+    /// that need not be; the import is redone if the host crashes.
+    Import,
     /// A branch: disposable. `fsync = off` (a crashed postmaster loses
     /// nothing, a crashed host may lose the branch), small memory.
     Branch,
@@ -33,40 +38,106 @@ pub struct ServerConf<'a> {
     pub socket_dir: &'a Path,
     /// Durability and memory.
     pub profile: Profile,
+    /// More settings, written last (they win over the profile's).
+    pub extra: Vec<(String, String)>,
+}
+
+/// Quotes a setting's value for postgresql.conf.
+pub fn conf_value(v: &str) -> String {
+    format!("'{}'", v.replace('\\', "\\\\").replace('\'', "''"))
 }
 
 impl ServerConf<'_> {
+    /// Settings for `port`, `socket_dir` and `profile`, no extras.
+    pub fn new(port: u16, socket_dir: &Path, profile: Profile) -> ServerConf<'_> {
+        ServerConf {
+            port,
+            socket_dir,
+            profile,
+            extra: Vec::new(),
+        }
+    }
+
     /// The text of `pgfork.conf`.
     pub fn render(&self) -> String {
-        let (fsync, shared_buffers, max_connections) = match self.profile {
-            Profile::Source => ("on", "128MB", 100),
-            Profile::Branch => ("off", "16MB", 40),
-            Profile::DurableBranch => ("on", "16MB", 40),
+        let socket_dir = conf_value(&self.socket_dir.display().to_string());
+        let listen = if self.profile == Profile::Import {
+            "''"
+        } else {
+            "'127.0.0.1'"
         };
-        let socket_dir = self.socket_dir.display().to_string().replace('\'', "''");
-        format!(
+        let mut settings: Vec<(&str, String)> = vec![
+            ("listen_addresses", listen.into()),
+            ("port", self.port.to_string()),
+            ("unix_socket_directories", socket_dir),
+            ("unix_socket_permissions", "0700".into()),
+            ("huge_pages", "off".into()),
+            ("password_encryption", "'scram-sha-256'".into()),
+            ("logging_collector", "off".into()),
+            ("log_destination", "'stderr'".into()),
+            ("log_line_prefix", "'%m [%p] %q%u@%d '".into()),
+            ("min_wal_size", "32MB".into()),
+        ];
+        let profile: &[(&str, &str)] = match self.profile {
+            Profile::Source => &[
+                ("max_connections", "100"),
+                ("shared_buffers", "128MB"),
+                ("fsync", "on"),
+                ("synchronous_commit", "on"),
+                ("full_page_writes", "on"),
+                ("wal_level", "replica"),
+                ("max_wal_senders", "4"),
+                ("max_wal_size", "1GB"),
+            ],
+            Profile::Standby => &[
+                ("shared_buffers", "128MB"),
+                ("fsync", "on"),
+                ("hot_standby", "on"),
+                ("hot_standby_feedback", "off"),
+                ("max_wal_size", "1GB"),
+                ("archive_mode", "off"),
+            ],
+            Profile::Import => &[
+                ("max_connections", "20"),
+                ("shared_buffers", "256MB"),
+                ("fsync", "off"),
+                ("synchronous_commit", "off"),
+                ("full_page_writes", "off"),
+                ("wal_level", "minimal"),
+                ("max_wal_senders", "0"),
+                ("max_wal_size", "8GB"),
+                ("checkpoint_timeout", "1h"),
+                ("autovacuum", "off"),
+                ("maintenance_work_mem", "512MB"),
+            ],
+            Profile::Branch | Profile::DurableBranch => &[
+                ("max_connections", "40"),
+                ("shared_buffers", "16MB"),
+                ("synchronous_commit", "on"),
+                ("full_page_writes", "on"),
+                ("wal_level", "replica"),
+                ("max_wal_senders", "4"),
+                ("max_wal_size", "512MB"),
+            ],
+        };
+        settings.extend(profile.iter().map(|(k, v)| (*k, v.to_string())));
+        match self.profile {
+            Profile::Branch => settings.push(("fsync", "off".into())),
+            Profile::DurableBranch => settings.push(("fsync", "on".into())),
+            _ => {}
+        }
+        for (k, v) in &self.extra {
+            settings.retain(|(name, _)| name != k);
+            settings.push((k.as_str(), v.clone()));
+        }
+        let mut text = String::from(
             "# Written by pgfork on every start; edits here are lost.\n\
-             # Your own settings belong in postgresql.conf, above its include line.\n\
-             listen_addresses = '127.0.0.1'\n\
-             port = {port}\n\
-             unix_socket_directories = '{socket_dir}'\n\
-             unix_socket_permissions = 0700\n\
-             max_connections = {max_connections}\n\
-             shared_buffers = {shared_buffers}\n\
-             fsync = {fsync}\n\
-             synchronous_commit = on\n\
-             full_page_writes = on\n\
-             wal_level = replica\n\
-             max_wal_senders = 4\n\
-             max_wal_size = 512MB\n\
-             min_wal_size = 32MB\n\
-             huge_pages = off\n\
-             password_encryption = 'scram-sha-256'\n\
-             logging_collector = off\n\
-             log_destination = 'stderr'\n\
-             log_line_prefix = '%m [%p] %q%u@%d '\n",
-            port = self.port,
-        )
+             # Your own settings belong in postgresql.conf, above its include line.\n",
+        );
+        for (k, v) in settings {
+            text.push_str(&format!("{k} = {v}\n"));
+        }
+        text
     }
 
     /// Writes `pgfork.conf` atomically, owned by the server's user.
@@ -80,7 +151,13 @@ impl ServerConf<'_> {
 /// SCRAM. Run once on a fresh cluster.
 pub fn install(datadir: &Path, owner: &RunAs) -> Result<(), PgError> {
     let conf_path = datadir.join("postgresql.conf");
-    let conf = std::fs::read_to_string(&conf_path).map_err(PgError::io("read", &conf_path))?;
+    // A copy of a Debian-style cluster keeps its configuration in /etc,
+    // so its data directory may have none.
+    let conf = match std::fs::read_to_string(&conf_path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
+        Err(e) => return Err(PgError::io("read", &conf_path)(e)),
+    };
     if !conf.lines().any(|l| {
         l.trim_start()
             .starts_with("include_if_exists = 'pgfork.conf'")
@@ -104,7 +181,12 @@ pub fn install(datadir: &Path, owner: &RunAs) -> Result<(), PgError> {
          host    all   all    ::1/128       scram-sha-256\n",
         su = crate::SUPERUSER
     );
-    write_owned(&datadir.join("pg_hba.conf"), hba.as_bytes(), owner)
+    write_owned(&datadir.join("pg_hba.conf"), hba.as_bytes(), owner)?;
+    let ident = datadir.join("pg_ident.conf");
+    if !ident.exists() {
+        write_owned(&ident, b"# Written by pgfork: no user name maps.\n", owner)?;
+    }
+    Ok(())
 }
 
 /// Writes a file by rename, so a crash never leaves half of it.

@@ -36,7 +36,9 @@ fn percent_decode(s: &str) -> Result<String, String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'%' {
-            let hex = s.get(i + 1..i + 3).ok_or_else(|| format!("bad %-escape in '{s}'"))?;
+            let hex = s
+                .get(i + 1..i + 3)
+                .ok_or_else(|| format!("bad %-escape in '{s}'"))?;
             out.push(u8::from_str_radix(hex, 16).map_err(|_| format!("bad %-escape in '{s}'"))?);
             i += 3;
         } else {
@@ -50,7 +52,9 @@ fn percent_decode(s: &str) -> Result<String, String> {
 fn percent_encode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -67,7 +71,10 @@ impl RemoteUrl {
         let rest = text
             .strip_prefix("postgres://")
             .or_else(|| text.strip_prefix("postgresql://"))
-            .ok_or_else(|| "the URL must start with postgres:// (e.g. postgres://user@host:5432/db)".to_string())?;
+            .ok_or_else(|| {
+                "the URL must start with postgres:// (e.g. postgres://user@host:5432/db)"
+                    .to_string()
+            })?;
         let (rest, query) = rest.split_once('?').unwrap_or((rest, ""));
         let (authority, path) = rest.split_once('/').unwrap_or((rest, ""));
         let (userinfo, hostport) = match authority.rsplit_once('@') {
@@ -93,7 +100,10 @@ impl RemoteUrl {
         let port = if port.is_empty() {
             None
         } else {
-            Some(port.parse().map_err(|_| format!("port '{port}' is not a number"))?)
+            Some(
+                port.parse()
+                    .map_err(|_| format!("port '{port}' is not a number"))?,
+            )
         };
         let mut options = Vec::new();
         for pair in query.split('&').filter(|p| !p.is_empty()) {
@@ -119,7 +129,11 @@ impl RemoteUrl {
             s.push('@');
         }
         if let Some(h) = &self.host {
-            if h.contains(':') { s.push_str(&format!("[{h}]")) } else { s.push_str(&percent_encode(h)) }
+            if h.contains(':') {
+                s.push_str(&format!("[{h}]"))
+            } else {
+                s.push_str(&percent_encode(h))
+            }
         }
         if let Some(p) = self.port {
             s.push_str(&format!(":{p}"));
@@ -130,8 +144,11 @@ impl RemoteUrl {
         }
         if !self.options.is_empty() {
             s.push('?');
-            let opts: Vec<String> =
-                self.options.iter().map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v))).collect();
+            let opts: Vec<String> = self
+                .options
+                .iter()
+                .map(|(k, v)| format!("{}={}", percent_encode(k), percent_encode(v)))
+                .collect();
             s.push_str(&opts.join("&"));
         }
         s
@@ -161,7 +178,10 @@ impl RemoteUrl {
 
     /// The database name (libpq's default is the user name).
     pub fn database(&self) -> String {
-        self.dbname.clone().or_else(|| self.user.clone()).unwrap_or_else(|| "postgres".into())
+        self.dbname
+            .clone()
+            .or_else(|| self.user.clone())
+            .unwrap_or_else(|| "postgres".into())
     }
 }
 
@@ -179,14 +199,29 @@ pub enum RemoteFailure {
 /// Classifies libpq's message.
 pub fn classify(stderr: &str) -> RemoteFailure {
     let s = stderr.to_ascii_lowercase();
-    if ["could not translate host name", "connection refused", "timeout expired", "no route to host", "network is unreachable", "could not connect to server", "connection timed out"]
-        .iter()
-        .any(|m| s.contains(m))
+    if [
+        "could not translate host name",
+        "connection refused",
+        "timeout expired",
+        "no route to host",
+        "network is unreachable",
+        "could not connect to server",
+        "connection timed out",
+    ]
+    .iter()
+    .any(|m| s.contains(m))
     {
         RemoteFailure::Unreachable
-    } else if ["password authentication failed", "no pg_hba.conf entry", "authentication failed", "no password supplied", "role \"", "pg_hba.conf rejects"]
-        .iter()
-        .any(|m| s.contains(m))
+    } else if [
+        "password authentication failed",
+        "no pg_hba.conf entry",
+        "authentication failed",
+        "no password supplied",
+        "role \"",
+        "pg_hba.conf rejects",
+    ]
+    .iter()
+    .any(|m| s.contains(m))
     {
         RemoteFailure::Refused
     } else {
@@ -196,42 +231,79 @@ pub fn classify(stderr: &str) -> RemoteFailure {
 
 /// Turns a failed libpq program's stderr into an error that says what to do.
 pub fn remote_error(url: &RemoteUrl, action: &str, stderr: &str) -> PgError {
-    let detail = stderr.trim().lines().last().unwrap_or("").trim().trim_start_matches("psql: ").to_string();
+    let detail = stderr
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .trim()
+        .trim_start_matches("psql: ")
+        .to_string();
     let url = url.redacted();
     match classify(stderr) {
         RemoteFailure::Unreachable => PgError::Remote {
-            message: format!("cannot reach {url} to {action}: {detail}. Check the host, port, network and that the server runs"),
+            message: format!(
+                "cannot reach {url} to {action}: {detail}. Check the host, port, network and that the server runs"
+            ),
         },
         RemoteFailure::Refused => PgError::Remote {
             message: format!(
                 "{url} refused the login to {action}: {detail}. Check the user and password (in the URL, PGPASSWORD or ~/.pgpass) and the server's pg_hba.conf"
             ),
         },
-        RemoteFailure::Other => PgError::Remote { message: format!("{action} on {url} failed: {detail}") },
+        RemoteFailure::Other => PgError::Remote {
+            message: format!("{action} on {url} failed: {detail}"),
+        },
     }
 }
 
 /// Sets the libpq environment for a remote program: password (if any),
 /// a connect timeout, an application name.
 pub fn remote_env(cmd: &mut Command, password: Option<&str>) {
-    cmd.env_remove("PGPASSWORD").env("PGCONNECT_TIMEOUT", "10").env("PGAPPNAME", "pgfork");
+    cmd.env_remove("PGPASSWORD")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGAPPNAME", "pgfork");
     if let Some(p) = password {
         cmd.env("PGPASSWORD", p);
     }
 }
 
 /// Runs one query on a remote database through `psql` and returns its rows.
-pub fn query(bins: &PgBinaries, url: &RemoteUrl, password: Option<&str>, sql: &str) -> Result<Vec<Vec<String>>, PgError> {
+pub fn query(
+    bins: &PgBinaries,
+    url: &RemoteUrl,
+    password: Option<&str>,
+    sql: &str,
+) -> Result<Vec<Vec<String>>, PgError> {
     let mut cmd = Command::new(bins.tool("psql"));
-    cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-F", "\u{1f}", "-R", "\u{1e}", "-d"])
-        .arg(url.conninfo(None))
-        .arg("-c")
-        .arg(sql)
-        .stdin(Stdio::null());
+    cmd.args([
+        "-X",
+        "-A",
+        "-t",
+        "-q",
+        "-v",
+        "ON_ERROR_STOP=1",
+        "-F",
+        "\u{1f}",
+        "-R",
+        "\u{1e}",
+        "-d",
+    ])
+    .arg(url.conninfo(None))
+    .arg("-c")
+    .arg(sql)
+    .stdin(Stdio::null());
     remote_env(&mut cmd, password);
-    let out = cmd.output().map_err(|e| PgError::Command { program: "psql".into(), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| PgError::Command {
+        program: "psql".into(),
+        detail: e.to_string(),
+    })?;
     if !out.status.success() {
-        return Err(remote_error(url, "query it", &String::from_utf8_lossy(&out.stderr)));
+        return Err(remote_error(
+            url,
+            "query it",
+            &String::from_utf8_lossy(&out.stderr),
+        ));
     }
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text
@@ -248,28 +320,51 @@ mod tests {
 
     #[test]
     fn urls_parse_and_redact() {
-        let u = RemoteUrl::parse("postgres://rep%40x:s%3Acret@db.internal:6543/shop?sslmode=require").unwrap();
+        let u =
+            RemoteUrl::parse("postgres://rep%40x:s%3Acret@db.internal:6543/shop?sslmode=require")
+                .unwrap();
         assert_eq!(u.user.as_deref(), Some("rep@x"));
         assert_eq!(u.password.as_deref(), Some("s:cret"));
         assert_eq!(u.host.as_deref(), Some("db.internal"));
         assert_eq!(u.port, Some(6543));
         assert_eq!(u.dbname.as_deref(), Some("shop"));
-        assert_eq!(u.options, vec![("sslmode".to_string(), "require".to_string())]);
+        assert_eq!(
+            u.options,
+            vec![("sslmode".to_string(), "require".to_string())]
+        );
         let shown = u.redacted();
         assert!(!shown.contains("cret"), "{shown}");
-        assert_eq!(shown, "postgres://rep%40x@db.internal:6543/shop?sslmode=require");
+        assert_eq!(
+            shown,
+            "postgres://rep%40x@db.internal:6543/shop?sslmode=require"
+        );
         assert!(!format!("{u:?}").contains("cret"));
         let ci = u.conninfo(None);
-        assert!(ci.contains("host='db.internal'") && ci.contains("port=6543") && !ci.contains("cret"), "{ci}");
-        assert_eq!(RemoteUrl::parse("postgresql://h/d").unwrap().database(), "d");
+        assert!(
+            ci.contains("host='db.internal'") && ci.contains("port=6543") && !ci.contains("cret"),
+            "{ci}"
+        );
+        assert_eq!(
+            RemoteUrl::parse("postgresql://h/d").unwrap().database(),
+            "d"
+        );
         assert!(RemoteUrl::parse("mysql://x").is_err());
         assert!(RemoteUrl::parse("postgres://h:notaport/d").is_err());
     }
 
     #[test]
     fn failures_are_classified() {
-        assert_eq!(classify("psql: error: could not translate host name \"nope\" to address"), RemoteFailure::Unreachable);
-        assert_eq!(classify("FATAL:  password authentication failed for user \"x\""), RemoteFailure::Refused);
-        assert_eq!(classify("ERROR: relation does not exist"), RemoteFailure::Other);
+        assert_eq!(
+            classify("psql: error: could not translate host name \"nope\" to address"),
+            RemoteFailure::Unreachable
+        );
+        assert_eq!(
+            classify("FATAL:  password authentication failed for user \"x\""),
+            RemoteFailure::Refused
+        );
+        assert_eq!(
+            classify("ERROR: relation does not exist"),
+            RemoteFailure::Other
+        );
     }
 }

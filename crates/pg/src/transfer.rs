@@ -16,9 +16,18 @@ pub type OnProgress<'a> = &'a dyn Fn(u64, u64);
 
 /// Runs `cmd`, feeding each `\r`- or `\n`-terminated stderr line to
 /// `on_line`, and returns all of stderr for error messages.
-fn run_with_lines(mut cmd: Command, program: &str, on_line: &dyn Fn(&str)) -> Result<(bool, String), PgError> {
-    cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::piped());
-    let mut child = cmd.spawn().map_err(|e| PgError::Command { program: program.into(), detail: e.to_string() })?;
+fn run_with_lines(
+    mut cmd: Command,
+    program: &str,
+    on_line: &dyn Fn(&str),
+) -> Result<(bool, String), PgError> {
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().map_err(|e| PgError::Command {
+        program: program.into(),
+        detail: e.to_string(),
+    })?;
     let mut stderr = child.stderr.take().expect("piped");
     let mut all = Vec::new();
     let mut line = Vec::new();
@@ -42,7 +51,10 @@ fn run_with_lines(mut cmd: Command, program: &str, on_line: &dyn Fn(&str)) -> Re
             all.drain(..all.len() - 64 * 1024);
         }
     }
-    let status = child.wait().map_err(|e| PgError::Command { program: program.into(), detail: e.to_string() })?;
+    let status = child.wait().map_err(|e| PgError::Command {
+        program: program.into(),
+        detail: e.to_string(),
+    })?;
     Ok((status.success(), String::from_utf8_lossy(&all).into_owned()))
 }
 
@@ -82,7 +94,11 @@ pub fn basebackup(
         }
     };
     let (ok, stderr) = run_with_lines(cmd, "pg_basebackup", &on_line)?;
-    if ok { Ok(()) } else { Err(remote_error(url, "take a base backup", &stderr)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(remote_error(url, "take a base backup", &stderr))
+    }
 }
 
 /// Dumps `url`'s database into directory `dir` with `jobs` parallel
@@ -100,7 +116,16 @@ pub fn dump(
     let mut cmd = Command::new(bins.tool("pg_dump"));
     cmd.arg("-d")
         .arg(url.conninfo(None))
-        .args(["-F", "d", "-j", &jobs.max(1).to_string(), "-v", "--no-password", "--no-subscriptions", "-f"])
+        .args([
+            "-F",
+            "d",
+            "-j",
+            &jobs.max(1).to_string(),
+            "-v",
+            "--no-password",
+            "--no-subscriptions",
+            "-f",
+        ])
         .arg(dir)
         .current_dir("/");
     remote_env(&mut cmd, password);
@@ -112,7 +137,11 @@ pub fn dump(
         }
     };
     let (ok, stderr) = run_with_lines(cmd, "pg_dump", &on_line)?;
-    if ok { Ok(()) } else { Err(remote_error(url, "dump it", &stderr)) }
+    if ok {
+        Ok(())
+    } else {
+        Err(remote_error(url, "dump it", &stderr))
+    }
 }
 
 /// A database of a server pgfork runs, reached as superuser over its socket.
@@ -140,14 +169,29 @@ pub fn restore(
     let mut cmd = Command::new(bins.tool("pg_restore"));
     cmd.arg("-h")
         .arg(target.socket_dir)
-        .args(["-p", &target.port.to_string(), "-U", SUPERUSER, "-d", target.dbname])
-        .args(["-j", &jobs.max(1).to_string(), "-v", "--exit-on-error", "--no-tablespaces"])
+        .args([
+            "-p",
+            &target.port.to_string(),
+            "-U",
+            SUPERUSER,
+            "-d",
+            target.dbname,
+        ])
+        .args([
+            "-j",
+            &jobs.max(1).to_string(),
+            "-v",
+            "--exit-on-error",
+            "--no-tablespaces",
+        ])
         .arg(dir)
         .env_remove("PGPASSWORD")
         .current_dir("/");
     let done = std::cell::Cell::new(0u64);
     let on_line = |l: &str| {
-        if l.contains("processing data for table") || l.contains("finished item") && l.contains("TABLE DATA") {
+        if l.contains("processing data for table")
+            || l.contains("finished item") && l.contains("TABLE DATA")
+        {
             done.set(done.get() + 1);
             progress(done.get().min(tables), tables);
         }
@@ -169,11 +213,17 @@ pub fn restore(
 /// in WAL. Refused by pg_resetwal if the cluster was not shut down cleanly.
 pub fn reset_wal(bins: &PgBinaries, datadir: &Path, run_as: &RunAs) -> Result<(), PgError> {
     let mut cmd = Command::new(bins.tool("pg_resetwal"));
-    cmd.arg("-D").arg(datadir).env("LC_ALL", "C").current_dir("/");
+    cmd.arg("-D")
+        .arg(datadir)
+        .env("LC_ALL", "C")
+        .current_dir("/");
     if run_as.needs_switch() {
         cmd.uid(run_as.uid).gid(run_as.gid);
     }
-    let out = cmd.output().map_err(|e| PgError::Command { program: "pg_resetwal".into(), detail: e.to_string() })?;
+    let out = cmd.output().map_err(|e| PgError::Command {
+        program: "pg_resetwal".into(),
+        detail: e.to_string(),
+    })?;
     if out.status.success() {
         Ok(())
     } else {

@@ -39,6 +39,8 @@ pub enum Command {
     Doctor,
     /// Delete expired branches that are not protected.
     Gc,
+    /// Run scheduled work that is due (logical refreshes, scheduled snapshots); for a timer.
+    Tick,
     /// Databases that branches are made from.
     #[command(subcommand)]
     Source(SourceCommand),
@@ -103,9 +105,18 @@ pub enum SourceCommand {
         /// Name (lowercase letters, digits, - and _); also the database and role name.
         name: String,
     },
+    /// Add a source copied from a remote database: a streaming standby (physical) or an import (logical).
+    Add(SourceAddArgs),
+    /// Re-import a logical source now; branches made before keep working.
+    Refresh {
+        /// Source name.
+        name: String,
+    },
+    /// Set the masking rules applied to every snapshot of a source (TOML: [schema.table] column = "transform").
+    Mask(SourceMaskArgs),
     /// List sources.
     List,
-    /// Show one source.
+    /// Show one source (mode, lag of a physical source, last refresh of a logical one).
     Info {
         /// Source name.
         name: String,
@@ -145,6 +156,23 @@ pub enum SnapshotCommand {
     Create {
         /// Source or branch name.
         of: String,
+        /// Allow an unmasked snapshot of a remote source that has no masking rules.
+        #[arg(long)]
+        unmasked: bool,
+    },
+    /// Take snapshots of a source on a schedule (run by `pgfork tick` or the daemon).
+    Schedule {
+        /// Source name.
+        source: String,
+        /// Interval (15m, 1h, 1d).
+        #[arg(long, value_name = "DURATION", required_unless_present = "off")]
+        every: Option<String>,
+        /// Scheduled snapshots to keep; older ones without branches are deleted.
+        #[arg(long, default_value_t = 8)]
+        keep: u32,
+        /// Remove the schedule.
+        #[arg(long, conflicts_with = "every")]
+        off: bool,
     },
     /// List snapshots.
     List {
@@ -216,6 +244,73 @@ pub enum BranchCommand {
     },
     /// Change a branch's TTL, protection or labels.
     Set(BranchSetArgs),
+    /// Write a pg_dump of a branch to stdout (or --file).
+    Dump {
+        /// Branch name.
+        name: String,
+        /// Write here instead of stdout.
+        #[arg(long, short = 'f', value_name = "FILE")]
+        file: Option<PathBuf>,
+        /// custom (for pg_restore) or plain (SQL).
+        #[arg(long, value_enum, default_value = "custom")]
+        format: DumpFormatArg,
+    },
+}
+
+/// Dump formats.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum DumpFormatArg {
+    /// pg_dump -Fc, for pg_restore.
+    Custom,
+    /// pg_dump -Fp, SQL text.
+    Plain,
+}
+
+/// Remote source modes.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ModeArg {
+    /// Streaming standby in the pool: always fresh; needs REPLICATION and the same major version.
+    Physical,
+    /// Parallel pg_dump/pg_restore import, refreshed on a schedule: works with managed services.
+    Logical,
+}
+
+/// `pgfork source add`.
+#[derive(Debug, Args)]
+pub struct SourceAddArgs {
+    /// Name (lowercase letters, digits, - and _).
+    pub name: String,
+    /// The remote database: postgres://USER[:PASSWORD]@HOST[:PORT]/DB[?sslmode=...] (or PGPASSWORD, ~/.pgpass).
+    #[arg(long, value_name = "URL")]
+    pub from: String,
+    /// physical (standby) or logical (dump import).
+    #[arg(long, value_enum)]
+    pub mode: ModeArg,
+    /// Logical: re-import this often (run by `pgfork tick` or the daemon).
+    #[arg(long, value_name = "DURATION")]
+    pub refresh_every: Option<String>,
+    /// Role that branch DSNs log in as [default: the database's owner]; never a superuser.
+    #[arg(long)]
+    pub role: Option<String>,
+    /// Store the password in meta.db so scheduled refreshes can log in.
+    #[arg(long)]
+    pub save_password: bool,
+}
+
+/// `pgfork source mask`.
+#[derive(Debug, Args)]
+pub struct SourceMaskArgs {
+    /// Source name.
+    pub name: String,
+    /// Rules file (TOML). Transforms: hash, email, name, phone, null, const:VALUE, sql:EXPRESSION, keep.
+    #[arg(long, value_name = "FILE", required_unless_present = "clear")]
+    pub rules: Option<PathBuf>,
+    /// Remove the rules.
+    #[arg(long, conflicts_with = "rules")]
+    pub clear: bool,
+    /// With --clear: record the choice to let unmasked data reach branches.
+    #[arg(long, requires = "clear")]
+    pub allow_unmasked: bool,
 }
 
 /// `pgfork branch create`.
@@ -238,6 +333,15 @@ pub struct BranchCreateArgs {
     /// Run with fsync on: survives a host crash, slower writes.
     #[arg(long)]
     pub durable: bool,
+    /// Take a new snapshot of the source first (a physical source first replays all its primary committed).
+    #[arg(long)]
+    pub fresh: bool,
+    /// Schema without rows (every table emptied), for query validation.
+    #[arg(long)]
+    pub schema_only: bool,
+    /// Allow an unmasked snapshot of a remote source that has no masking rules.
+    #[arg(long)]
+    pub unmasked: bool,
 }
 
 /// `pgfork branch set`.
@@ -283,4 +387,8 @@ pub struct BenchArgs {
     /// Seconds of pgbench on a branch and on its source to compare TPS (0: skip).
     #[arg(long, default_value_t = 10)]
     pub tps_seconds: u32,
+    /// Keep the bench-s{SCALE} sources this run loads, so the next run (or
+    /// another driver's) skips pgbench -i; a source that existed is always kept.
+    #[arg(long)]
+    pub keep_sources: bool,
 }

@@ -5,10 +5,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use pgfork_engine::{BranchCreate, Engine, InitOptions, names};
+use pgfork_engine::{BranchCreate, DumpFormat, Engine, InitOptions, Mode, SourceAdd, names};
 use pgfork_pool::{Driver, FsKind, Home, space};
 
-use crate::cli::{BranchCommand, Cli, Command, DriverArg, FsArg, SnapshotCommand, SourceCommand};
+use crate::cli::{
+    BranchCommand, Cli, Command, DriverArg, DumpFormatArg, FsArg, ModeArg, SnapshotCommand,
+    SourceCommand,
+};
 use crate::output;
 use crate::progress::Spinner;
 
@@ -24,6 +27,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             let mut engine = Engine::open(home, spinner.clone())?;
             match command {
                 Command::Gc => gc(&mut engine, json),
+                Command::Tick => tick(&mut engine, json),
                 Command::Source(c) => source(&mut engine, c, json),
                 Command::Snapshot(c) => snapshot(&mut engine, c, json),
                 Command::Branch(c) => branch(&mut engine, c, json),
@@ -152,6 +156,30 @@ fn gc(engine: &mut Engine, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn tick(engine: &mut Engine, json: bool) -> Result<()> {
+    let report = engine.tick()?;
+    if json {
+        output::json(&report);
+    } else {
+        for s in &report.refreshed {
+            println!("refreshed {s}");
+        }
+        for s in &report.snapshots {
+            println!("snapshot {s}");
+        }
+        for s in &report.pruned {
+            println!("pruned {s}");
+        }
+        for (what, why) in &report.errors {
+            eprintln!("error: {what}: {why}");
+        }
+    }
+    if !report.errors.is_empty() {
+        bail!("{} scheduled task(s) failed", report.errors.len());
+    }
+    Ok(())
+}
+
 fn deleted(list: Vec<String>, json: bool) {
     if json {
         output::json(&serde_json::json!({ "deleted": list }));
@@ -171,6 +199,60 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
             } else {
                 output::source(&info);
                 eprintln!("Load data with: psql \"$(pgfork source dsn {name})\" -f schema.sql");
+            }
+        }
+        SourceCommand::Add(args) => {
+            let req = SourceAdd {
+                name: args.name,
+                url: args.from,
+                mode: match args.mode {
+                    ModeArg::Physical => Mode::Physical,
+                    ModeArg::Logical => Mode::Logical,
+                },
+                refresh_every: args
+                    .refresh_every
+                    .as_deref()
+                    .map(names::parse_ttl)
+                    .transpose()?,
+                role: args.role,
+                save_password: args.save_password,
+            };
+            let info = engine.source_add(&req)?;
+            if json {
+                output::json(&info)
+            } else {
+                output::source(&info)
+            }
+        }
+        SourceCommand::Refresh { name } => {
+            let info = engine.source_refresh(&name)?;
+            if json {
+                output::json(&info)
+            } else {
+                output::source(&info)
+            }
+        }
+        SourceCommand::Mask(args) => {
+            if args.clear {
+                engine.source_unmask(&args.name, args.allow_unmasked)?;
+                if json {
+                    output::json(
+                        &serde_json::json!({ "source": args.name, "masking": "none", "unmasked_allowed": args.allow_unmasked }),
+                    );
+                } else {
+                    println!("masking rules of {} removed", args.name);
+                }
+            } else {
+                let rules = args.rules.expect("clap requires --rules without --clear");
+                let report = engine.source_mask(&args.name, &rules)?;
+                if json {
+                    output::json(&report);
+                } else {
+                    println!(
+                        "{} columns of {} will be masked in every new snapshot",
+                        report.masked_columns, report.source
+                    );
+                }
             }
         }
         SourceCommand::List => {
@@ -225,8 +307,8 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
 
 fn snapshot(engine: &mut Engine, cmd: SnapshotCommand, json: bool) -> Result<()> {
     match cmd {
-        SnapshotCommand::Create { of } => {
-            let info = engine.snapshot_create(&of)?;
+        SnapshotCommand::Create { of, unmasked } => {
+            let info = engine.snapshot_create_opts(&of, unmasked)?;
             if json {
                 output::json(&info);
             } else {
@@ -250,6 +332,29 @@ fn snapshot(engine: &mut Engine, cmd: SnapshotCommand, json: bool) -> Result<()>
             }
         }
         SnapshotCommand::Delete { id, force } => deleted(engine.snapshot_delete(&id, force)?, json),
+        SnapshotCommand::Schedule {
+            source,
+            every,
+            keep,
+            off,
+        } => {
+            let every = if off {
+                None
+            } else {
+                every.as_deref().map(names::parse_ttl).transpose()?
+            };
+            let policy = engine.snapshot_schedule(&source, every, keep)?;
+            if json {
+                output::json(&policy);
+            } else if let Some(secs) = policy.snapshot_every {
+                println!(
+                    "{source}: a snapshot every {}, keeping {keep} (run by `pgfork tick` or `pgfork serve`)",
+                    humantime::format_duration(std::time::Duration::from_secs(secs as u64))
+                );
+            } else {
+                println!("{source}: no scheduled snapshots");
+            }
+        }
     }
     Ok(())
 }
@@ -264,6 +369,9 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 labels: names::parse_labels(&args.label)?,
                 protect: args.protect,
                 durable: args.durable,
+                fresh: args.fresh,
+                schema_only: args.schema_only,
+                unmasked: args.unmasked,
             };
             if engine.config().driver == Driver::Copy && !json {
                 eprintln!("note: copy driver: this clone copies every byte (see `pgfork doctor`)");
@@ -336,6 +444,28 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
             }
         }
         BranchCommand::Delete { name, force } => deleted(engine.branch_delete(&name, force)?, json),
+        BranchCommand::Dump { name, file, format } => {
+            let format = match format {
+                DumpFormatArg::Custom => DumpFormat::Custom,
+                DumpFormatArg::Plain => DumpFormat::Plain,
+            };
+            match file {
+                Some(path) => {
+                    let mut out = std::fs::File::create(&path)
+                        .with_context(|| format!("create {}", path.display()))?;
+                    engine.branch_dump(&name, format, &mut out)?;
+                }
+                None => {
+                    use std::io::IsTerminal;
+                    if format == DumpFormat::Custom && std::io::stdout().is_terminal() {
+                        bail!(
+                            "a custom-format dump is binary: redirect it (> {name}.dump), use --file, or --format plain"
+                        );
+                    }
+                    engine.branch_dump(&name, format, &mut std::io::stdout().lock())?;
+                }
+            }
+        }
         BranchCommand::Set(args) => {
             let ttl = match (args.ttl.as_deref(), args.no_ttl) {
                 (Some(t), _) => Some(Some(names::parse_ttl(t)?)),

@@ -143,6 +143,42 @@ pub fn branches(list: &[BranchInfo]) {
 
 /// Details of one source.
 pub fn source(s: &SourceInfo) {
+    if let Some(r) = &s.remote {
+        let mut lines = vec![("from", r.url.clone())];
+        if let Some(every) = r.refresh_every {
+            lines.push((
+                "refresh every",
+                humantime::format_duration(std::time::Duration::from_secs(every as u64))
+                    .to_string(),
+            ));
+        }
+        if let Some(at) = &r.refreshed_at {
+            lines.push(("last refresh", format!("{at} ({})", relative(at))));
+        }
+        if let Some(err) = &r.refresh_error {
+            lines.push(("refresh error", err.clone()));
+        }
+        if let Some(lag) = &s.lag {
+            lines.push((
+                "replication",
+                lag.receiver
+                    .clone()
+                    .unwrap_or_else(|| "not streaming".into()),
+            ));
+            lines.push((
+                "lag",
+                format!(
+                    "{} bytes, last message {:.1} s ago, replayed {}",
+                    lag.bytes
+                        .map(|b| b.to_string())
+                        .unwrap_or_else(|| "?".into()),
+                    lag.seconds_since_message.unwrap_or(f64::NAN),
+                    lag.replay_lsn.clone().unwrap_or_else(|| "?".into())
+                ),
+            ));
+        }
+        fields(&lines);
+    }
     fields(&[
         ("name", s.name.clone()),
         ("mode", s.mode.clone()),

@@ -14,6 +14,9 @@ pub const HOME_ENV: &str = "PGFORK_HOME";
 /// HOME/pool/sources/NAME    source data directories
 /// HOME/pool/snapshots/ID    sealed, immutable snapshots
 /// HOME/pool/branches/NAME   branch data directories
+/// HOME/pool/staging/NAME    a logical source's next import
+/// HOME/pool/dumps/NAME      dumps in transit
+/// HOME/secrets/NAME.pgpass  a standby's replication password
 /// HOME/logs/                server logs
 /// HOME/run/                 unix socket directories
 /// ```
@@ -77,6 +80,18 @@ impl Home {
     /// Directory of branch data directories.
     pub fn branches(&self) -> PathBuf {
         self.pool().join("branches")
+    }
+    /// Imports and refreshes in progress of logical sources.
+    pub fn staging(&self) -> PathBuf {
+        self.pool().join("staging")
+    }
+    /// Dumps in transit during a logical import.
+    pub fn dumps(&self) -> PathBuf {
+        self.pool().join("dumps")
+    }
+    /// Credentials a standby needs to reconnect on its own (0700).
+    pub fn secrets(&self) -> PathBuf {
+        self.root.join("secrets")
     }
     /// Server logs.
     pub fn logs(&self) -> PathBuf {

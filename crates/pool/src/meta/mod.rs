@@ -6,6 +6,7 @@
 //! reconcile). Writes use `BEGIN IMMEDIATE`, so concurrent pgfork
 //! processes serialise their decisions (names, ports) without races.
 
+mod remote;
 mod rows;
 mod schema;
 
@@ -15,6 +16,7 @@ use std::time::Duration;
 pub use rusqlite::Connection;
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+pub use remote::{PolicyRow, RemoteRow};
 pub use rows::{BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports};
 
 /// Errors of the metadata store.

@@ -52,6 +52,8 @@ pub enum OpKind {
     Resetting,
     /// Being deleted.
     Deleting,
+    /// A logical source importing a new copy of its remote database.
+    Refreshing,
 }
 
 impl OpKind {
@@ -63,6 +65,7 @@ impl OpKind {
             OpKind::Stopping => "stopping",
             OpKind::Resetting => "resetting",
             OpKind::Deleting => "deleting",
+            OpKind::Refreshing => "refreshing",
         }
     }
     fn parse(s: &str) -> Result<OpKind, MetaError> {
@@ -72,6 +75,7 @@ impl OpKind {
             OpKind::Stopping,
             OpKind::Resetting,
             OpKind::Deleting,
+            OpKind::Refreshing,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -308,6 +312,8 @@ pub struct SnapshotRow {
     pub method: Option<String>,
     /// Milliseconds the sealing took.
     pub seal_ms: Option<i64>,
+    /// Whether masking rules were applied in its sealing.
+    pub masked: bool,
 }
 
 const SNAPSHOT_COLS: &str =
@@ -324,6 +330,7 @@ impl SnapshotRow {
             lsn: r.get(7)?,
             method: r.get(8)?,
             seal_ms: r.get(9)?,
+            masked: r.get(10)?,
         })
     }
 
@@ -363,10 +370,12 @@ impl SnapshotRow {
         lsn: Option<&str>,
         method: &str,
         seal_ms: i64,
+        masked: bool,
     ) -> Result<(), MetaError> {
         conn.execute(
-            "UPDATE snapshots SET op = NULL, op_pid = NULL, op_start = NULL, lsn = ?2, method = ?3, seal_ms = ?4 WHERE id = ?1",
-            params![id, lsn, method, seal_ms],
+            "UPDATE snapshots SET op = NULL, op_pid = NULL, op_start = NULL, lsn = ?2, method = ?3, seal_ms = ?4,
+                    masked = ?5 WHERE id = ?1",
+            params![id, lsn, method, seal_ms, masked],
         )?;
         Ok(())
     }
@@ -636,7 +645,7 @@ mod tests {
                 .is_none(),
             "not sealed yet"
         );
-        meta.write(|c| SnapshotRow::finish(c, id, Some("0/1"), "atomic", 3))
+        meta.write(|c| SnapshotRow::finish(c, id, Some("0/1"), "atomic", 3, false))
             .unwrap();
         assert_eq!(
             SnapshotRow::latest_of_source(meta.conn(), "shop")

@@ -5,7 +5,8 @@ use rusqlite::Connection;
 use super::MetaError;
 
 /// Each entry moves the schema one version up.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE settings (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -62,7 +63,31 @@ CREATE TABLE branches (
 );
 CREATE INDEX branches_snapshot ON branches(snapshot_id);
 CREATE INDEX snapshots_parent ON snapshots(parent_branch);
-"#];
+"#,
+    r#"
+-- Remote sources (physical standby or logical import).
+CREATE TABLE remotes (
+    source         TEXT PRIMARY KEY REFERENCES sources(name) ON DELETE CASCADE,
+    url            TEXT NOT NULL,      -- never with a password
+    saved_password TEXT,               -- only with --save-password
+    refresh_every  INTEGER,            -- seconds, logical sources
+    refreshed_at   INTEGER,
+    refresh_error  TEXT
+);
+
+-- What may happen to a source's data on its way to branches.
+CREATE TABLE policies (
+    source         TEXT PRIMARY KEY REFERENCES sources(name) ON DELETE CASCADE,
+    snapshot_every INTEGER,            -- seconds
+    snapshot_keep  INTEGER,
+    mask_rules     TEXT,               -- TOML
+    mask_secret    BLOB,
+    unmasked_ok    INTEGER NOT NULL DEFAULT 0
+);
+
+ALTER TABLE snapshots ADD COLUMN masked INTEGER NOT NULL DEFAULT 0;
+"#,
+];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
     let known = MIGRATIONS.len() as i64;

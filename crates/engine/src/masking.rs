@@ -1,0 +1,141 @@
+//! Masking a source's personal data on its way into snapshots: rules are
+//! checked when set, and applied while a snapshot is sealed, so every
+//! branch of a masked snapshot sees only masked data from the start.
+
+use std::path::Path;
+
+use pgfork_mask::{CATALOG_QUERY, ColumnInfo, MaskRules, plan};
+use pgfork_pool::meta::PolicyRow;
+use rand::RngExt;
+use serde::Serialize;
+
+use crate::{Engine, EngineError, Result, ServerKind};
+
+/// A fresh per-source masking key.
+pub(crate) fn new_secret() -> Vec<u8> {
+    let mut key = vec![0u8; 32];
+    rand::rng().fill(&mut key[..]);
+    key
+}
+
+/// What `source mask` checked.
+#[derive(Debug, Clone, Serialize)]
+pub struct MaskReport {
+    /// The source.
+    pub source: String,
+    /// Columns the rules change.
+    pub masked_columns: usize,
+    /// Personal-looking columns without a rule.
+    pub warnings: Vec<String>,
+}
+
+/// The user tables' columns, as the masking planner wants them.
+pub(crate) fn catalog(client: &mut postgres::Client) -> Result<Vec<ColumnInfo>> {
+    Ok(client
+        .query(CATALOG_QUERY, &[])
+        .map_err(EngineError::sql("read the catalog for masking"))?
+        .iter()
+        .map(|r| ColumnInfo {
+            schema: r.get(0),
+            table: r.get(1),
+            column: r.get(2),
+            data_type: r.get(3),
+            not_null: r.get(4),
+            category: r.get(5),
+            type_name: r.get(6),
+            max_len: r.get(7),
+            generated: r.get(8),
+            identity: r.get(9),
+            relkind: r.get(10),
+        })
+        .collect())
+}
+
+/// Applies masking rules to the database `client` is connected to (as
+/// superuser), then rewrites what could still hold old values: the masked
+/// tables and their indexes, and the statistics catalogs. Triggers and
+/// foreign keys are off meanwhile (`session_replication_role = replica`):
+/// the transforms are deterministic, so keys still match afterwards.
+pub(crate) fn apply(
+    client: &mut postgres::Client,
+    rules: &MaskRules,
+    secret: &[u8],
+) -> Result<(usize, Vec<String>)> {
+    let columns = catalog(client)?;
+    let plan =
+        plan(rules, &columns, secret).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+    for sql in &plan.setup {
+        client
+            .batch_execute(sql)
+            .map_err(EngineError::sql("set up masking functions"))?;
+    }
+    client
+        .batch_execute("SET session_replication_role = replica")
+        .map_err(EngineError::sql("disable triggers for masking"))?;
+    let mut tx = client
+        .transaction()
+        .map_err(EngineError::sql("begin masking"))?;
+    for sql in &plan.updates {
+        tx.batch_execute(sql)
+            .map_err(EngineError::sql(&format!("mask: {sql}")))?;
+    }
+    tx.commit().map_err(EngineError::sql("commit masking"))?;
+    for sql in &plan.rewrite {
+        client
+            .batch_execute(sql)
+            .map_err(EngineError::sql(&format!("mask: {sql}")))?;
+    }
+    client
+        .batch_execute("CHECKPOINT")
+        .map_err(EngineError::sql("checkpoint after masking"))?;
+    Ok((plan.masked_columns, plan.warnings))
+}
+
+impl Engine {
+    /// Sets a source's masking rules from a TOML file, after checking them
+    /// against the source's database: unknown columns and impossible
+    /// transforms are errors, unmasked personal-looking columns warnings.
+    pub fn source_mask(&mut self, name: &str, rules_file: &Path) -> Result<MaskReport> {
+        let row = self.source_row(name)?;
+        let text =
+            std::fs::read_to_string(rules_file).map_err(EngineError::io("read", rules_file))?;
+        let rules = MaskRules::parse(&rules_file.display().to_string(), &text)
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        let mut client = pgfork_pg::server::connect_superuser(
+            &self.socket_dir(ServerKind::Source, name),
+            row.port,
+            &row.database,
+        )
+        .map_err(|e| {
+            EngineError::WrongState(format!(
+                "source '{name}' must be running to check masking rules against it ({e}): pgfork source start {name}"
+            ))
+        })?;
+        let mut policy = PolicyRow::get(self.meta.conn(), name)?;
+        let secret = policy.mask_secret.clone().unwrap_or_else(new_secret);
+        let planned = plan(&rules, &catalog(&mut client)?, &secret)
+            .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+        for w in &planned.warnings {
+            self.progress.warn(w);
+        }
+        policy.mask_rules = Some(text);
+        policy.mask_secret = Some(secret);
+        self.meta.write(|c| policy.put(c))?;
+        Ok(MaskReport {
+            source: name.into(),
+            masked_columns: planned.masked_columns,
+            warnings: planned.warnings,
+        })
+    }
+
+    /// Removes a source's masking rules; with `allow_unmasked`, records that
+    /// someone chose to let its unmasked data reach branches.
+    pub fn source_unmask(&mut self, name: &str, allow_unmasked: bool) -> Result<()> {
+        self.source_row(name)?;
+        let mut policy = PolicyRow::get(self.meta.conn(), name)?;
+        policy.mask_rules = None;
+        policy.unmasked_ok = allow_unmasked;
+        self.meta.write(|c| policy.put(c))?;
+        Ok(())
+    }
+}
