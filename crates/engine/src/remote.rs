@@ -66,6 +66,22 @@ pub struct Lag {
     pub replay_lsn: Option<String>,
 }
 
+/// The password field of a `.pgpass` line (the fifth, `:`-separated,
+/// with `\\` and `\:` escapes).
+fn passfile_password(line: &str) -> Option<String> {
+    let mut fields = Vec::new();
+    let mut field = String::new();
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => field.push(chars.next()?),
+            ':' if fields.len() < 4 => fields.push(std::mem::take(&mut field)),
+            c => field.push(c),
+        }
+    }
+    (fields.len() == 4).then_some(field)
+}
+
 /// The SQL deciding which role branches log in as, and whether it may.
 const ROLE_QUERY: &str = "SELECT current_setting('server_version_num'), current_user,
     (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),
@@ -83,12 +99,17 @@ pub(crate) struct RemoteFacts {
 }
 
 impl Engine {
-    /// The password to reach a source's remote: the saved one, else `PGPASSWORD`.
+    /// The password to reach a source's remote: the saved one, else
+    /// `PGPASSWORD`, else the standby's own passfile (physical sources).
     pub(crate) fn remote_password(&self, remote: &RemoteRow) -> Option<String> {
         remote
             .saved_password
             .clone()
             .or_else(|| std::env::var("PGPASSWORD").ok().filter(|p| !p.is_empty()))
+            .or_else(|| {
+                let text = std::fs::read_to_string(self.passfile(&remote.source)).ok()?;
+                passfile_password(text.lines().next()?)
+            })
     }
 
     pub(crate) fn remote_facts(
@@ -467,5 +488,19 @@ impl Engine {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passfile_lines_unescape() {
+        assert_eq!(
+            passfile_password("*:*:*:rep:s\\:e\\\\cret").as_deref(),
+            Some("s:e\\cret")
+        );
+        assert_eq!(passfile_password("*:*:*:rep"), None);
     }
 }

@@ -317,7 +317,7 @@ pub struct SnapshotRow {
 }
 
 const SNAPSHOT_COLS: &str =
-    "id, source, parent_branch, op, op_pid, op_start, created_at, lsn, method, seal_ms";
+    "id, source, parent_branch, op, op_pid, op_start, created_at, lsn, method, seal_ms, masked";
 
 impl SnapshotRow {
     fn from_row(r: &Row) -> Result<SnapshotRow, rusqlite::Error> {
