@@ -232,13 +232,12 @@ pub fn classify(stderr: &str) -> RemoteFailure {
 /// Turns a failed libpq program's stderr into an error that says what to do.
 pub fn remote_error(url: &RemoteUrl, action: &str, stderr: &str) -> PgError {
     let detail = stderr
-        .trim()
         .lines()
-        .last()
-        .unwrap_or("")
-        .trim()
-        .trim_start_matches("psql: ")
-        .to_string();
+        .map(|l| l.trim().trim_start_matches("psql: ").trim_start_matches("error: ").trim())
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let detail = detail.trim_end_matches('.');
     let url = url.redacted();
     match classify(stderr) {
         RemoteFailure::Unreachable => PgError::Remote {
