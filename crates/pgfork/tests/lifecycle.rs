@@ -251,5 +251,17 @@ fn branch_lifecycle(pool: Pool) {
     // The source was never touched.
     assert_eq!(tagged(&mut src, "base"), 1000);
     assert_eq!(tagged(&mut src, "feature"), 0);
+
+    // A stopped source is copied as it lies, with no online backup, and
+    // keeps its data across stop and start.
+    load_items(&mut src, "late", 5);
+    drop(src);
+    assert_eq!(h.json(&["source", "stop", "shop"])["status"], "stopped");
+    let cold = h.snapshot("shop");
+    assert_eq!(cold["method"], "stopped");
+    let from_cold = h.create_branch("cold", cold["id"].as_str().unwrap(), &[]);
+    assert_eq!(tagged(&mut connect(&dsn_of(&from_cold)), "late"), 5);
+    assert_eq!(h.json(&["source", "start", "shop"])["status"], "running");
+    assert_eq!(tagged(&mut connect(&h.source_dsn("shop")), "late"), 5);
     h.assert_settled();
 }

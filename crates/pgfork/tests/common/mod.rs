@@ -134,6 +134,52 @@ pub struct TestHome {
     _ports: PortLock,
 }
 
+/// A small filesystem of its own for one test, in a sparse image file on
+/// a pool, loop-mounted; unmounted and removed on drop (declare it before
+/// the [`TestHome`] inside it, so that the home is dropped first).
+pub struct LoopMount {
+    /// Where it is mounted.
+    pub dir: PathBuf,
+    image: PathBuf,
+}
+
+impl LoopMount {
+    /// An ext4 filesystem of `mib` MiB: no copy-on-write of any kind, so
+    /// that copies really take space (XFS and btrfs share blocks even in
+    /// plain file copies, through copy_file_range).
+    pub fn ext4(pool: Pool, name: &str, mib: u64) -> LoopMount {
+        let n = HOMES.fetch_add(1, Ordering::SeqCst);
+        let base = pool
+            .dir()
+            .join(format!("{name}-{}-{n}", std::process::id()));
+        let image = base.with_extension("img");
+        fs::File::create(&image)
+            .and_then(|f| f.set_len(mib << 20))
+            .expect("create image file");
+        run_tool(Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image));
+        fs::create_dir(&base).expect("mountpoint");
+        run_tool(
+            Command::new("mount")
+                .args(["-o", "loop"])
+                .arg(&image)
+                .arg(&base),
+        );
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(&base, fs::Permissions::from_mode(0o711)).expect("chmod");
+        LoopMount { dir: base, image }
+    }
+}
+
+impl Drop for LoopMount {
+    fn drop(&mut self) {
+        if is_mountpoint(&self.dir) {
+            let _ = Command::new("umount").arg(&self.dir).status();
+        }
+        let _ = fs::remove_dir(&self.dir);
+        let _ = fs::remove_file(&self.image);
+    }
+}
+
 /// An error as `pgfork --json` reports it.
 #[derive(Debug, Clone)]
 pub struct CmdError {
@@ -183,7 +229,12 @@ impl TestHome {
 
     /// A home directory on `pool` with its ports reserved, not initialised.
     pub fn bare(pool: Pool, name: &str) -> TestHome {
-        let base = pool.dir();
+        TestHome::bare_in(&pool.dir(), pool, name)
+    }
+
+    /// Like [`TestHome::bare`], in directory `base` (a filesystem of the
+    /// kind `pool` names, such as a [`LoopMount`]).
+    pub fn bare_in(base: &Path, pool: Pool, name: &str) -> TestHome {
         let n = HOMES.fetch_add(1, Ordering::SeqCst);
         let root = base.join(format!("{name}-{}-{n}", std::process::id()));
         if root.exists() {
@@ -892,6 +943,22 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         }
     }
     out
+}
+
+/// Total size of the regular files under `dir`.
+pub fn tree_bytes(dir: &Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
 }
 
 /// The SQLSTATE of a failed statement, or a panic if it succeeded.
