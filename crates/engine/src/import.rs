@@ -131,13 +131,14 @@ impl Engine {
             overrides: &[],
             timeout: Duration::from_secs(120),
         };
-        let mut pm = server::start(&spec)?;
+        let mut pm = server::start(&spec)
+            .inspect_err(|_| self.remove_server_files(ServerKind::Import, &row.name))?;
         let result = self.import_with(&mut pm.client, row, url, password, facts, &socket_dir);
         drop(pm.client);
         let stopped = server::stop(pm.pid, StopMode::Fast, Duration::from_secs(600));
+        self.remove_server_files(ServerKind::Import, &row.name);
         result?;
         stopped?;
-        self.remove_server_files(ServerKind::Import, &row.name);
         Ok(())
     }
 

@@ -214,23 +214,32 @@ mod tests {
 
     #[test]
     fn branch_conf_listens_on_loopback_and_quotes_paths() {
-        let conf = ServerConf {
-            port: 15433,
-            socket_dir: Path::new("/x/it's"),
-            profile: Profile::Branch,
-        }
-        .render();
+        let conf = ServerConf::new(15433, Path::new("/x/it's"), Profile::Branch).render();
         assert!(conf.contains("listen_addresses = '127.0.0.1'"));
         assert!(conf.contains("port = 15433"));
         assert!(conf.contains("unix_socket_directories = '/x/it''s'"));
         assert!(conf.contains("fsync = off"));
-        let source = ServerConf {
-            port: 1,
-            socket_dir: Path::new("/s"),
-            profile: Profile::Source,
-        }
-        .render();
+        assert_eq!(conf.matches("fsync").count(), 1, "{conf}");
+        let source = ServerConf::new(1, Path::new("/s"), Profile::Source).render();
         assert!(source.contains("fsync = on"));
+        let mut standby = ServerConf::new(1, Path::new("/s"), Profile::Standby);
+        standby.extra.push(("max_connections".into(), "500".into()));
+        standby.extra.push(("fsync".into(), "off".into()));
+        let text = standby.render();
+        assert!(
+            text.contains("max_connections = 500") && text.contains("hot_standby = on"),
+            "{text}"
+        );
+        assert_eq!(
+            text.matches("fsync").count(),
+            1,
+            "extras replace profile settings: {text}"
+        );
+        let import = ServerConf::new(1, Path::new("/s"), Profile::Import).render();
+        assert!(
+            import.contains("listen_addresses = ''") && import.contains("wal_level = minimal"),
+            "{import}"
+        );
     }
 
     #[test]

@@ -233,7 +233,12 @@ pub fn classify(stderr: &str) -> RemoteFailure {
 pub fn remote_error(url: &RemoteUrl, action: &str, stderr: &str) -> PgError {
     let detail = stderr
         .lines()
-        .map(|l| l.trim().trim_start_matches("psql: ").trim_start_matches("error: ").trim())
+        .map(|l| {
+            l.trim()
+                .trim_start_matches("psql: ")
+                .trim_start_matches("error: ")
+                .trim()
+        })
         .filter(|l| !l.is_empty())
         .collect::<Vec<_>>()
         .join(" ");
