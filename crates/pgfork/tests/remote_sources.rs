@@ -1,0 +1,759 @@
+//! Sources copied from real databases: a streaming standby (physical) and
+//! a dump import (logical) of a "production" PostgreSQL that each test
+//! starts outside the pool, and masking of personal data on the way.
+
+mod common;
+
+use std::fs;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+/// Personal data that masking must never let through.
+const PEOPLE: i64 = 300;
+
+/// A PostgreSQL cluster standing in for production: outside any pool, on
+/// its own port, with a replication role, an application role that owns
+/// database `shop`, pgbench tables and a table of fake personal data.
+struct Production {
+    dir: PathBuf,
+    port: u16,
+}
+
+fn postgres_uid() -> (u32, u32) {
+    let out = Command::new("id")
+        .args(["-u", "postgres"])
+        .output()
+        .expect("id");
+    let uid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("postgres uid");
+    let out = Command::new("id")
+        .args(["-g", "postgres"])
+        .output()
+        .expect("id");
+    let gid = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("postgres gid");
+    (uid, gid)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind(("127.0.0.1", 0))
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Production {
+    fn start(name: &str) -> Production {
+        let dir = PathBuf::from(format!(
+            "/var/tmp/pgfork-prod-{name}-{}",
+            std::process::id()
+        ));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).expect("prod dir");
+        let (uid, gid) = postgres_uid();
+        std::os::unix::fs::chown(&dir, Some(uid), Some(gid)).expect("chown prod dir");
+        let prod = Production {
+            dir,
+            port: free_port(),
+        };
+        prod.as_postgres(
+            pg_tool("initdb").as_os_str(),
+            &[
+                "-D",
+                prod.data().to_str().unwrap(),
+                "-U",
+                "postgres",
+                "--auth-local=trust",
+                "--auth-host=scram-sha-256",
+            ],
+        );
+        let conf = format!(
+            "port = {}\nlisten_addresses = '127.0.0.1'\nunix_socket_directories = '{}'\n\
+             wal_level = replica\nmax_wal_senders = 10\nfsync = off\n",
+            prod.port,
+            prod.dir.display()
+        );
+        let mut pg_conf = fs::OpenOptions::new()
+            .append(true)
+            .open(prod.data().join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut pg_conf, conf.as_bytes()).unwrap();
+        let mut hba = fs::OpenOptions::new()
+            .append(true)
+            .open(prod.data().join("pg_hba.conf"))
+            .unwrap();
+        std::io::Write::write_all(
+            &mut hba,
+            b"host replication all 127.0.0.1/32 scram-sha-256\n",
+        )
+        .unwrap();
+        prod.as_postgres(
+            pg_tool("pg_ctl").as_os_str(),
+            &[
+                "-D",
+                prod.data().to_str().unwrap(),
+                "-l",
+                prod.dir.join("log").to_str().unwrap(),
+                "-w",
+                "start",
+            ],
+        );
+        let mut su = prod.superuser("postgres");
+        exec(
+            &mut su,
+            "CREATE ROLE replicator LOGIN REPLICATION PASSWORD 'rep-secret-pw'",
+        );
+        exec(&mut su, "CREATE ROLE app LOGIN PASSWORD 'app-secret-pw'");
+        exec(&mut su, "CREATE DATABASE shop OWNER app");
+        pgbench_init(&prod.url("app", "app-secret-pw"), 1);
+        let mut app = connect(&prod.url("app", "app-secret-pw"));
+        exec(
+            &mut app,
+            "CREATE TABLE people (id int PRIMARY KEY, email text UNIQUE, name text, phone text)",
+        );
+        exec(
+            &mut app,
+            &format!(
+                "INSERT INTO people SELECT g, 'person' || g || '@corp-example.com', 'Realname Surname' || g, \
+                 '+44 20 7946 ' || lpad(g::text, 4, '0') FROM generate_series(1, {PEOPLE}) g"
+            ),
+        );
+        exec(
+            &mut app,
+            "CREATE TABLE orders (id serial PRIMARY KEY, email text, amount int)",
+        );
+        exec(
+            &mut app,
+            &format!(
+                "INSERT INTO orders (email, amount) SELECT 'person' || (g % {PEOPLE} + 1) || '@corp-example.com', g \
+                 FROM generate_series(1, 2000) g"
+            ),
+        );
+        exec(&mut app, "ANALYZE people, orders");
+        prod
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+
+    fn as_postgres(&self, program: &std::ffi::OsStr, args: &[&str]) {
+        let (uid, gid) = postgres_uid();
+        let out = Command::new(program)
+            .args(args)
+            .uid(uid)
+            .gid(gid)
+            .current_dir("/")
+            .stdin(Stdio::null())
+            .output()
+            .expect("run as postgres");
+        assert!(
+            out.status.success(),
+            "{:?} {args:?}: {}",
+            program,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    fn url(&self, user: &str, password: &str) -> String {
+        format!("postgres://{user}:{password}@127.0.0.1:{}/shop", self.port)
+    }
+
+    fn superuser(&self, db: &str) -> postgres::Client {
+        superuser(&self.dir, self.port, db)
+    }
+
+    fn app(&self) -> postgres::Client {
+        connect(&self.url("app", "app-secret-pw"))
+    }
+
+    /// pgbench writing to production until the child is killed.
+    fn pgbench_load(&self, seconds: u32) -> Child {
+        Command::new(pg_tool("pgbench"))
+            .args([
+                "-n",
+                "-c",
+                "4",
+                "-T",
+                &seconds.to_string(),
+                &self.url("app", "app-secret-pw"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("pgbench")
+    }
+}
+
+impl Drop for Production {
+    fn drop(&mut self) {
+        let (uid, gid) = postgres_uid();
+        let _ = Command::new(pg_tool("pg_ctl"))
+            .args([
+                "-D",
+                self.data().to_str().unwrap(),
+                "-m",
+                "immediate",
+                "stop",
+            ])
+            .uid(uid)
+            .gid(gid)
+            .current_dir("/")
+            .output();
+        let _ = fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The masking rules the tests use.
+fn write_rules(home: &TestHome) -> PathBuf {
+    let path = home.root.join("mask.toml");
+    fs::write(
+        &path,
+        "[public.people]\nemail = \"email\"\nname = \"name\"\nphone = \"phone\"\n\n[public.orders]\nemail = \"email\"\n",
+    )
+    .unwrap();
+    path
+}
+
+/// Every file under `dir` that contains `needle`.
+fn files_containing(dir: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in fs::read_dir(&d).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Ok(bytes) = fs::read(&path)
+                && bytes.windows(needle.len()).any(|w| w == needle)
+            {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+fn add_physical(home: &TestHome, prod: &Production) -> Value {
+    home.json(&[
+        "source",
+        "add",
+        "prod",
+        "--from",
+        &prod.url("replicator", "rep-secret-pw"),
+        "--mode",
+        "physical",
+        "--role",
+        "app",
+    ])
+}
+
+fn physical_fresh_branch_sees_latest_commit(pool: Pool) {
+    let prod = Production::start(&format!("phys-{}", pool.driver()));
+    let home = TestHome::new(pool, "phys");
+    let info = add_physical(&home, &prod);
+    assert_eq!(info["mode"], "physical", "{info:#}");
+    assert_eq!(info["status"], "running", "{info:#}");
+    assert_eq!(
+        info["remote"]["url"],
+        format!("postgres://replicator@127.0.0.1:{}/shop", prod.port)
+    );
+    assert_eq!(info["lag"]["receiver"], "streaming", "{info:#}");
+
+    // No rules yet: a snapshot would hand out personal data.
+    let err = home.fails(&["snapshot", "create", "prod"]);
+    assert!(err.message.contains("no masking rules"), "{err:?}");
+    home.ok(&[
+        "source",
+        "mask",
+        "prod",
+        "--rules",
+        write_rules(&home).to_str().unwrap(),
+    ]);
+
+    exec(
+        &mut prod.app(),
+        "INSERT INTO orders (email, amount) VALUES ('late@corp-example.com', 777001)",
+    );
+    let b = home.create_branch("fresh1", "prod", &["--fresh"]);
+    let mut branch = connect(&dsn_of(&b));
+    assert_eq!(
+        scalar(
+            &mut branch,
+            "SELECT count(*) FROM orders WHERE amount = 777001"
+        ),
+        1
+    );
+    // The branch is writable and production does not see its writes.
+    exec(
+        &mut branch,
+        "INSERT INTO orders (email, amount) VALUES ('x', 777002)",
+    );
+    assert_eq!(
+        scalar(
+            &mut prod.app(),
+            "SELECT count(*) FROM orders WHERE amount = 777002"
+        ),
+        0
+    );
+    // The standby goes on replicating after a snapshot was taken of it.
+    exec(
+        &mut prod.app(),
+        "INSERT INTO orders (email, amount) VALUES ('later@corp-example.com', 777003)",
+    );
+    let b2 = home.create_branch("fresh2", "prod", &["--fresh"]);
+    assert_eq!(
+        scalar(
+            &mut connect(&dsn_of(&b2)),
+            "SELECT count(*) FROM orders WHERE amount = 777003"
+        ),
+        1
+    );
+    assert_eq!(
+        scalar(
+            &mut branch,
+            "SELECT count(*) FROM orders WHERE amount = 777003"
+        ),
+        0
+    );
+
+    home.ok(&["source", "delete", "prod", "--force"]);
+    // The replication slot pgfork made on production is gone with it.
+    assert_eq!(
+        scalar(
+            &mut prod.superuser("postgres"),
+            "SELECT count(*) FROM pg_replication_slots"
+        ),
+        0
+    );
+    home.assert_settled();
+}
+
+#[test]
+fn physical_fresh_branch_on_reflink() {
+    physical_fresh_branch_sees_latest_commit(Pool::Xfs);
+}
+
+#[test]
+fn physical_fresh_branch_on_btrfs() {
+    physical_fresh_branch_sees_latest_commit(Pool::Btrfs);
+}
+
+fn physical_snapshots_under_load_pass_amcheck(pool: Pool) {
+    let prod = Production::start(&format!("load-{}", pool.driver()));
+    let home = TestHome::new(pool, "load");
+    add_physical(&home, &prod);
+    let mut load = prod.pgbench_load(30);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut branches = Vec::new();
+    for i in 0..2 {
+        let name = format!("load{i}");
+        home.create_branch(&name, "prod", &["--fresh", "--unmasked"]);
+        branches.push(name);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let _ = load.kill();
+    let _ = load.wait();
+    for name in &branches {
+        let port = port_of(&home.branch(name));
+        run_tool(
+            Command::new(pg_tool("pg_amcheck"))
+                .arg("-h")
+                .arg(home.branch_socket(name))
+                .args([
+                    "-p",
+                    &port.to_string(),
+                    "-U",
+                    "postgres",
+                    "--install-missing",
+                    "--heapallindexed",
+                    "-d",
+                    "shop",
+                ]),
+        );
+        let log =
+            fs::read_to_string(home.root.join("logs").join(format!("branch-{name}.log"))).unwrap();
+        assert!(
+            !log.contains("redo starts"),
+            "branch {name} replayed WAL at start:\n{log}"
+        );
+    }
+}
+
+#[test]
+fn physical_snapshots_under_load_pass_amcheck_on_reflink() {
+    physical_snapshots_under_load_pass_amcheck(Pool::Xfs);
+}
+
+#[test]
+fn physical_snapshots_under_load_pass_amcheck_on_btrfs() {
+    physical_snapshots_under_load_pass_amcheck(Pool::Btrfs);
+}
+
+#[test]
+fn logical_refresh_swaps_in_new_data_and_old_branches_keep_working() {
+    let prod = Production::start("logical");
+    let home = TestHome::new(Pool::Xfs, "logical");
+    let info = home.json(&[
+        "source",
+        "add",
+        "crm",
+        "--from",
+        &prod.url("app", "app-secret-pw"),
+        "--mode",
+        "logical",
+        "--refresh-every",
+        "6h",
+    ]);
+    assert_eq!(info["mode"], "logical", "{info:#}");
+    assert_eq!(info["remote"]["refresh_every"], 6 * 3600);
+    assert_eq!(
+        info["remote"]["password_saved"], false,
+        "the password is stored only when asked"
+    );
+    home.ok(&[
+        "source",
+        "mask",
+        "crm",
+        "--rules",
+        write_rules(&home).to_str().unwrap(),
+    ]);
+    let before = home.create_branch("before", "crm", &[]);
+
+    exec(
+        &mut prod.app(),
+        "INSERT INTO orders (email, amount) VALUES ('new@corp-example.com', 888001)",
+    );
+    // No password saved: refreshing needs it from the environment.
+    let mut cmd = home.command(&["--json", "source", "refresh", "crm"]);
+    cmd.env("PGPASSWORD", "app-secret-pw");
+    let out = home.output(&mut cmd);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let after = home.create_branch("after", "crm", &["--fresh"]);
+    assert_eq!(
+        scalar(
+            &mut connect(&dsn_of(&after)),
+            "SELECT count(*) FROM orders WHERE amount = 888001"
+        ),
+        1
+    );
+    let mut old = connect(&dsn_of(&before));
+    assert_eq!(
+        scalar(
+            &mut old,
+            "SELECT count(*) FROM orders WHERE amount = 888001"
+        ),
+        0
+    );
+    assert_eq!(scalar(&mut old, "SELECT count(*) FROM people"), PEOPLE);
+
+    // A refresh whose dump fails leaves the previous import in use.
+    exec(&mut prod.superuser("shop"), "CREATE TABLE hidden (x int)");
+    let mut cmd = home.command(&["--json", "source", "refresh", "crm"]);
+    cmd.env("PGPASSWORD", "app-secret-pw");
+    let out = home.output(&mut cmd);
+    assert_eq!(out.status.code(), Some(1));
+    let error: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"),
+        "{error:#}"
+    );
+    let info = home.json(&["source", "info", "crm"]);
+    assert_eq!(info["status"], "running", "{info:#}");
+    assert!(
+        info["remote"]["refresh_error"]
+            .as_str()
+            .unwrap()
+            .contains("permission denied"),
+        "{info:#}"
+    );
+    assert!(
+        entries(&home.pool_dir().join("staging")).is_empty(),
+        "the failed import is removed"
+    );
+    let again = home.create_branch("again", "crm", &["--fresh"]);
+    assert_eq!(
+        scalar(
+            &mut connect(&dsn_of(&again)),
+            "SELECT count(*) FROM orders WHERE amount = 888001"
+        ),
+        1
+    );
+
+    // Passwords were never stored or printed.
+    let meta = fs::read(home.root.join("meta.db")).unwrap();
+    assert!(
+        !meta.windows(13).any(|w| w == b"app-secret-pw"),
+        "meta.db holds the source password"
+    );
+    assert!(!home.stderr_seen().contains("app-secret-pw"));
+    assert!(files_containing(&home.root.join("logs"), b"app-secret-pw").is_empty());
+    home.assert_settled();
+}
+
+#[test]
+fn masking_leaves_no_original_value_in_results_or_files() {
+    let prod = Production::start("mask");
+    let home = TestHome::new(Pool::Btrfs, "mask");
+    home.json(&[
+        "source",
+        "add",
+        "crm",
+        "--from",
+        &prod.url("app", "app-secret-pw"),
+        "--mode",
+        "logical",
+    ]);
+    let report = home.json(&[
+        "source",
+        "mask",
+        "crm",
+        "--rules",
+        write_rules(&home).to_str().unwrap(),
+    ]);
+    assert_eq!(report["masked_columns"], 4, "{report:#}");
+    let b = home.create_branch("masked", "crm", &[]);
+    let mut branch = connect(&dsn_of(&b));
+
+    let originals: Vec<(String, String, String)> = prod
+        .app()
+        .query("SELECT email, name, phone FROM people", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let masked: Vec<(String, String, String)> = branch
+        .query("SELECT email, name, phone FROM people", &[])
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(masked.len() as i64, PEOPLE);
+    for (email, name, phone) in &originals {
+        assert!(
+            !masked
+                .iter()
+                .any(|m| &m.0 == email || &m.1 == name || &m.2 == phone),
+            "{email} leaked"
+        );
+    }
+    assert!(
+        masked.iter().all(|m| m.0.ends_with("@example.invalid")),
+        "{:?}",
+        &masked[..3]
+    );
+    // Deterministic: the masked key still joins.
+    assert_eq!(
+        scalar(
+            &mut branch,
+            "SELECT count(*) FROM orders o JOIN people p USING (email)"
+        ),
+        2000
+    );
+    // No original value anywhere in the branch's files (heap, indexes,
+    // statistics, WAL).
+    let dir = PathBuf::from(home.branch("masked")["data_dir"].as_str().unwrap());
+    for needle in ["@corp-example.com", "Realname Surname", "+44 20 7946"] {
+        let hits = files_containing(&dir, needle.as_bytes());
+        assert!(hits.is_empty(), "{needle} is still in {hits:?}");
+    }
+    // The source itself keeps the real data (it mirrors production).
+    assert!(
+        !files_containing(&home.pool_dir().join("sources/crm"), b"@corp-example.com").is_empty()
+    );
+}
+
+#[test]
+fn remote_source_bad_input_is_refused_clearly_and_leaves_nothing() {
+    let prod = Production::start("bad");
+    let home = TestHome::new(Pool::Xfs, "badremote");
+    let dead = free_port();
+    let err = home.fails(&[
+        "source",
+        "add",
+        "x",
+        "--from",
+        &format!("postgres://app@127.0.0.1:{dead}/shop"),
+        "--mode",
+        "logical",
+    ]);
+    assert!(err.message.contains("cannot reach"), "{err:?}");
+    let err = home.fails(&[
+        "source",
+        "add",
+        "x",
+        "--from",
+        &prod.url("app", "wrong-password"),
+        "--mode",
+        "logical",
+    ]);
+    assert!(
+        err.message.contains("refused the login") && !err.message.contains("wrong-password"),
+        "{err:?}"
+    );
+    let err = home.fails(&[
+        "source",
+        "add",
+        "x",
+        "--from",
+        &prod.url("app", "app-secret-pw"),
+        "--mode",
+        "physical",
+    ]);
+    assert!(
+        err.message.contains("REPLICATION") && err.message.contains("--mode logical"),
+        "{err:?}"
+    );
+    let err = home.fails(&[
+        "source",
+        "add",
+        "x",
+        "--from",
+        &prod.url("replicator", "rep-secret-pw"),
+        "--mode",
+        "physical",
+        "--role",
+        "postgres",
+    ]);
+    assert!(err.message.contains("superuser"), "{err:?}");
+    let err = home.fails(&[
+        "source",
+        "add",
+        "x",
+        "--from",
+        "mysql://nope",
+        "--mode",
+        "logical",
+    ]);
+    assert!(err.message.contains("postgres://"), "{err:?}");
+    assert!(
+        !home.stderr_seen().contains("rep-secret-pw")
+            && !home.stderr_seen().contains("app-secret-pw")
+    );
+
+    home.json(&[
+        "source",
+        "add",
+        "crm",
+        "--from",
+        &prod.url("app", "app-secret-pw"),
+        "--mode",
+        "logical",
+    ]);
+    let rules = home.root.join("bad.toml");
+    fs::write(&rules, "[public.people]\nemail = email\n").unwrap();
+    let err = home.fails(&["source", "mask", "crm", "--rules", rules.to_str().unwrap()]);
+    assert!(err.message.contains("line 2, column 9"), "{err:?}");
+    fs::write(&rules, "[public.people]\nmail = \"hash\"\n").unwrap();
+    let err = home.fails(&["source", "mask", "crm", "--rules", rules.to_str().unwrap()]);
+    assert!(
+        err.message.contains("has no column mail") && err.message.contains("line 2"),
+        "{err:?}"
+    );
+    // Without rules and without --unmasked, nothing unmasked is snapshotted.
+    let err = home.fails(&["branch", "create", "b", "--from", "crm"]);
+    assert!(err.message.contains("--unmasked"), "{err:?}");
+    assert!(
+        home.json(&["snapshot", "list"])
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
+    home.create_branch("b", "crm", &["--unmasked"]);
+    home.assert_settled();
+}
+
+#[test]
+fn schema_only_branches_have_no_rows_and_dumps_restore() {
+    let prod = Production::start("schema");
+    let home = TestHome::new(Pool::Xfs, "schema");
+    home.json(&[
+        "source",
+        "add",
+        "crm",
+        "--from",
+        &prod.url("app", "app-secret-pw"),
+        "--mode",
+        "logical",
+    ]);
+    home.ok(&["source", "mask", "crm", "--clear", "--allow-unmasked"]);
+    let b = home.create_branch("q1", "crm", &["--schema-only"]);
+    let mut q = connect(&dsn_of(&b));
+    assert_eq!(scalar(&mut q, "SELECT count(*) FROM people"), 0);
+    assert_eq!(scalar(&mut q, "SELECT count(*) FROM pgbench_accounts"), 0);
+    assert_eq!(
+        scalar(
+            &mut q,
+            "SELECT count(*) FROM information_schema.tables WHERE table_schema = 'public'"
+        ),
+        6
+    );
+    // The query an agent would validate still plans and runs.
+    exec(
+        &mut q,
+        "SELECT p.name, sum(o.amount) FROM people p JOIN orders o USING (email) GROUP BY 1",
+    );
+
+    let full = home.create_branch("t1", "crm", &[]);
+    exec(
+        &mut connect(&dsn_of(&full)),
+        "INSERT INTO orders (email, amount) VALUES ('dump', 999001)",
+    );
+    let dump = home.root.join("t1.dump");
+    home.ok(&["branch", "dump", "t1", "--file", dump.to_str().unwrap()]);
+    let list = run_tool(Command::new(pg_tool("pg_restore")).arg("--list").arg(&dump));
+    assert!(list.contains("TABLE DATA public orders"), "{list}");
+    let plain = home.ok(&["branch", "dump", "t1", "--format", "plain"]);
+    assert!(
+        plain.contains("999001"),
+        "the dump holds the branch's own write"
+    );
+}
+
+#[test]
+fn scheduled_snapshots_keep_the_newest() {
+    let home = TestHome::new(Pool::Btrfs, "sched");
+    home.create_source("shop");
+    home.ok(&[
+        "snapshot", "schedule", "shop", "--every", "1s", "--keep", "2",
+    ]);
+    for _ in 0..3 {
+        home.json(&["tick"]);
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    let report = home.json(&["tick"]);
+    assert_eq!(
+        report["snapshots"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+    assert!(
+        !report["pruned"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+    let snapshots = home.json(&["snapshot", "list"]);
+    assert_eq!(snapshots.as_array().unwrap().len(), 2, "{snapshots:#}");
+    home.ok(&["snapshot", "schedule", "shop", "--off"]);
+    let report = home.json(&["tick"]);
+    assert!(
+        report["snapshots"].as_array().unwrap().is_empty(),
+        "{report:#}"
+    );
+}
