@@ -2,6 +2,7 @@
 //! it copies data directories (clone drivers, pool images).
 
 pub mod driver;
+pub mod extents;
 pub mod home;
 pub mod image;
 pub mod meta;
