@@ -264,4 +264,16 @@ fn branch_lifecycle(pool: Pool) {
     assert_eq!(h.json(&["source", "start", "shop"])["status"], "running");
     assert_eq!(tagged(&mut connect(&h.source_dsn("shop")), "late"), 5);
     h.assert_settled();
+
+    // doctor finds nothing wrong with all this (it fails the command if it
+    // does), and reports the pool's driver.
+    let doctor = h.json(&["doctor"]);
+    let checks = doctor["checks"].as_array().unwrap();
+    assert!(checks.iter().all(|c| c["status"] != "fail"), "{doctor:#}");
+    assert!(
+        checks
+            .iter()
+            .any(|c| c["detail"].as_str().unwrap().contains(pool.driver())),
+        "{doctor:#}"
+    );
 }

@@ -52,4 +52,27 @@ fn gc_deletes_expired_branches_and_keeps_protected_ones() {
     assert_eq!(report["kept"], json!([]));
     assert_eq!(h.json(&["gc"])["deleted"], json!([]));
     h.assert_settled();
+
+    // An expired branch that live branches were made from stays, with the
+    // reason; once they are gone, it goes.
+    h.create_branch("parent", "temp@1", &["--ttl", "1s"]);
+    h.create_branch("child", "parent", &[]);
+    std::thread::sleep(Duration::from_millis(2100));
+    let report = h.json(&["gc"]);
+    assert_eq!(report["deleted"], json!([]), "{report:#}");
+    assert_eq!(report["kept"][0][0], "parent", "{report:#}");
+    assert!(
+        report["kept"][0][1].as_str().unwrap().contains("child"),
+        "{report:#}"
+    );
+    h.ok(&["branch", "delete", "child"]);
+    let report = h.json(&["gc"]);
+    assert!(
+        report["deleted"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("branch parent")),
+        "{report:#}"
+    );
+    h.assert_settled();
 }
