@@ -121,6 +121,21 @@ fn branch_lifecycle(pool: Pool) {
     for t in ["clone_ms", "start_ms", "total_ms"] {
         assert!(b["timings"][t].is_u64(), "timings.{t} in {b:#}");
     }
+    // Copy-on-write drivers share every block of the untouched table with
+    // the snapshot; the copy driver has copied them.
+    let heap = text(&mut src, "pg_relation_filepath('items')");
+    let (total, shared) = extents(&h.pool_dir().join("branches/feature").join(&heap));
+    assert!(total > 0, "{heap} has no extents");
+    if pool == Pool::Plain {
+        assert_eq!(shared, 0, "the copy driver shares blocks");
+    } else {
+        assert_eq!(
+            shared,
+            total,
+            "{} clone of {heap} does not share its blocks",
+            pool.driver()
+        );
+    }
     let dsn = dsn_of(&b);
     let password = password_of(&dsn);
     assert!(password.len() >= 16, "weak password");

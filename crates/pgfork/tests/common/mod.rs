@@ -945,6 +945,23 @@ pub fn read_tree(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
     out
 }
 
+/// Extents of a file as `filefrag -v` (FIEMAP) reports them: how many
+/// there are, and how many of them share their blocks with another file.
+pub fn extents(path: &Path) -> (usize, usize) {
+    let report = run_tool(Command::new("filefrag").arg("-v").arg(path));
+    let rows: Vec<&str> = report
+        .lines()
+        .filter(|l| {
+            l.trim_start()
+                .split(':')
+                .next()
+                .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()))
+        })
+        .collect();
+    let shared = rows.iter().filter(|l| l.contains("shared")).count();
+    (rows.len(), shared)
+}
+
 /// Total size of the regular files under `dir`.
 pub fn tree_bytes(dir: &Path) -> u64 {
     let mut total = 0;
