@@ -48,7 +48,7 @@ impl Progress for Spinner {
 
     fn progress(&self, what: &str, done: u64, total: u64) {
         if let Some(bar) = &self.bar {
-            let pct = if total > 0 { done * 100 / total } else { 0 };
+            let pct = (done * 100).checked_div(total).unwrap_or(0);
             bar.set_message(format!("{what}: {done} of {total} ({pct}%)"));
         }
     }
