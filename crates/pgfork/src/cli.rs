@@ -391,4 +391,7 @@ pub struct BenchArgs {
     /// another driver's) skips pgbench -i; a source that existed is always kept.
     #[arg(long)]
     pub keep_sources: bool,
+    /// Also write the JSON report to FILE (the human report still goes to stdout).
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
 }
