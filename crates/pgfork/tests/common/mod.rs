@@ -57,7 +57,8 @@ pub const FAILPOINT_ENV: &str = "PGFORK_FAILPOINT";
 const PORT_BASE: u16 = 20000;
 /// Ports per home: a source and a dozen branches fit.
 const PORTS_PER_HOME: u16 = 20;
-/// Number of port slots: 20000-27999.
+/// Number of port slots: 20000-27999, below the kernel's ephemeral ports
+/// (32768 and up), which the client ends of connections take.
 const PORT_SLOTS: u16 = 400;
 
 /// A pool prepared by `scripts/test.sh`.
