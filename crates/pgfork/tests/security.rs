@@ -67,6 +67,16 @@ const ATTEMPTS: &[(&str, &str, &str)] = &[
         DENIED,
     ),
     (
+        "load a library into the session",
+        "LOAD '/lib/x86_64-linux-gnu/libc.so.6'",
+        DENIED,
+    ),
+    (
+        "preload a library at every login",
+        "ALTER ROLE shop SET session_preload_libraries = 'libc'",
+        DENIED,
+    ),
+    (
         "change server settings",
         "ALTER SYSTEM SET fsync = on",
         DENIED,
@@ -141,6 +151,14 @@ fn agent_role_cannot_reach_the_superuser_or_the_host() {
             Some(REJECTED),
             "{}",
             describe(&err)
+        );
+    }
+    // The maintenance databases are closed to the agent's role.
+    for db in ["postgres", "template1"] {
+        let other = format!("{}/{db}", dsn.rsplit_once('/').unwrap().0);
+        assert_eq!(
+            sqlstate(try_connect(&other), &format!("connect to {db}")),
+            DENIED
         );
     }
     // A wrong password for the agent's role fails too.
