@@ -1,0 +1,1 @@
+//! Data diff: rows changed between two sides, read from changed pages only.
