@@ -330,7 +330,30 @@ impl Engine {
         }
         self.progress
             .stage(&format!("starting standby {}", row.name));
-        let (pm, _) = self.start_source(row)?;
+        let (mut pm, _) = self.start_source(row)?;
+        // A source is added once it streams, so `source info` right after
+        // says "streaming" and `--fresh` can rely on it.
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let status: Option<String> = pm
+                .client
+                .query_opt("SELECT status FROM pg_stat_wal_receiver", &[])
+                .map_err(EngineError::sql("read the WAL receiver"))?
+                .and_then(|r| r.get(0));
+            if status.as_deref() == Some("streaming") {
+                break;
+            }
+            if Instant::now() > deadline {
+                self.progress.warn(&format!(
+                    "standby {} is not streaming yet (WAL receiver: {}); see {}",
+                    row.name,
+                    status.as_deref().unwrap_or("not running"),
+                    self.log_path(ServerKind::Source, &row.name).display()
+                ));
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
         self.meta.write(|c| {
             SourceRow::set_state(c, &row.name, RunState::Running, Some(pm.pid))?;
             SourceRow::set_op(c, &row.name, None)

@@ -143,11 +143,26 @@ pub(crate) fn clone_file(from: &Path, to: &Path, how: FileCopy) -> Result<(), Cl
                 });
             }
         }
-        FileCopy::Bytes => {
-            io::copy(&mut src, &mut dst).map_err(CloneError::io("copy", to))?;
-        }
+        FileCopy::Bytes => copy_bytes(&mut src, &mut dst).map_err(CloneError::io("copy", to))?,
     }
     Ok(())
+}
+
+/// Copies every byte through user space. `io::copy` would use
+/// `copy_file_range`, which XFS and btrfs answer with a reflink: the copy
+/// driver must really copy, whatever the file system.
+fn copy_bytes(src: &mut File, dst: &mut File) -> io::Result<()> {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = match src.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        dst.write_all(&buf[..n])?;
+    }
 }
 
 /// Removes from a finished clone what `filter` would not have taken.
