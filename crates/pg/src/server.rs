@@ -133,6 +133,7 @@ pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
     })?;
     let mut guard = StartGuard {
         child: Some(child),
+        datadir: spec.datadir.to_path_buf(),
         pid: None,
     };
     let pid = guard.pid_id();
@@ -203,6 +204,7 @@ fn is_transient(e: &postgres::Error) -> bool {
 /// Kills a half-started postmaster unless released.
 struct StartGuard {
     child: Option<Child>,
+    datadir: PathBuf,
     pid: Option<ProcessId>,
 }
 
@@ -258,10 +260,12 @@ impl StartGuard {
                 while child.try_wait().ok().flatten().is_none() && Instant::now() < deadline {
                     std::thread::sleep(Duration::from_millis(5));
                 }
-                let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
                 let _ = child.wait();
             }
-            kill_group_members(pid);
+            if let Ok(dir) = std::fs::canonicalize(&self.datadir) {
+                kill_orphans(&dir);
+            }
         }
     }
 
@@ -315,11 +319,22 @@ pub fn running_postmaster(datadir: &Path) -> Option<ProcessId> {
     (same && id.is_alive()).then_some(id)
 }
 
-/// Stops a postmaster: `mode`'s signal, then SIGQUIT, then SIGKILL of its
-/// whole process group. Returns once no process of it is left.
+/// Stops a postmaster: `mode`'s signal, then SIGQUIT, then SIGKILL, and
+/// then any of its children still working in its data directory (each
+/// child runs in a session of its own, so no process group reaches them
+/// all). Returns once no process of it is left.
 pub fn stop(pid: ProcessId, mode: StopMode, grace: Duration) -> Result<(), PgError> {
+    // Where it works, to find its children after it is gone.
+    let datadir = std::fs::read_link(format!("/proc/{}/cwd", pid.pid))
+        .ok()
+        .filter(|_| pid.is_alive());
+    let finish = |datadir: &Option<std::path::PathBuf>| {
+        if let Some(dir) = datadir {
+            kill_orphans(dir);
+        }
+    };
     if !pid.is_alive() {
-        kill_group_members(pid.pid);
+        finish(&datadir);
         return Ok(());
     }
     let first = match mode {
@@ -328,19 +343,19 @@ pub fn stop(pid: ProcessId, mode: StopMode, grace: Duration) -> Result<(), PgErr
     };
     pid.signal(first);
     if pid.wait_exit(grace) {
-        kill_group_members(pid.pid);
+        finish(&datadir);
         return Ok(());
     }
     tracing::warn!(pid = pid.pid, "postmaster ignored {first}; sending SIGQUIT");
     pid.signal(Signal::SIGQUIT);
     if pid.wait_exit(Duration::from_secs(5)) {
-        kill_group_members(pid.pid);
+        finish(&datadir);
         return Ok(());
     }
     tracing::warn!(pid = pid.pid, "postmaster ignored SIGQUIT; sending SIGKILL");
-    pid.signal_group(Signal::SIGKILL);
+    pid.signal(Signal::SIGKILL);
     if pid.wait_exit(Duration::from_secs(5)) {
-        kill_group_members(pid.pid);
+        finish(&datadir);
         Ok(())
     } else {
         Err(PgError::StopFailed { pid: pid.pid })
@@ -352,10 +367,14 @@ pub fn stop(pid: ProcessId, mode: StopMode, grace: Duration) -> Result<(), PgErr
 /// start while the pid in the lock file exists, and a killed postmaster
 /// stays a zombie until its new parent reaps it, which can take a while.
 pub fn kill_leftovers(datadir: &Path) {
+    if running_postmaster(datadir).is_some() {
+        return;
+    }
+    if let Ok(dir) = std::fs::canonicalize(datadir) {
+        kill_orphans(&dir);
+    }
     let lock = datadir.join("postmaster.pid");
-    let Some(pid) = lock_pid(&lock) else { return };
-    if running_postmaster(datadir).is_none() {
-        kill_group_members(pid);
+    if lock_pid(&lock).is_some() {
         let _ = std::fs::remove_file(&lock);
     }
 }
@@ -379,10 +398,10 @@ fn remove_stale_socket(socket_dir: &Path, port: u16) {
     }
 }
 
-/// SIGKILLs every postgres process in process group `pgid` (a dead
-/// postmaster's orphans). Only processes named postgres are touched, so a
-/// reused group id harms no one else.
-fn kill_group_members(pgid: i32) {
+/// SIGKILLs every postgres process working in `datadir` (canonical): the
+/// children a dead postmaster left. Only processes named postgres are
+/// touched.
+pub fn kill_orphans(datadir: &Path) {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return;
     };
@@ -395,18 +414,14 @@ fn kill_group_members(pgid: i32) {
         else {
             continue;
         };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        let Ok(cwd) = std::fs::read_link(format!("/proc/{pid}/cwd")) else {
             continue;
         };
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+        if cwd != datadir {
             continue;
-        };
-        let comm = &stat[open + 1..close];
-        let group = stat[close + 2..]
-            .split_ascii_whitespace()
-            .nth(2)
-            .and_then(|g| g.parse::<i32>().ok());
-        if group == Some(pgid) && (comm == "postgres" || comm.starts_with("postgres")) {
+        }
+        let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+        if comm.trim_end().starts_with("postgres") {
             victims.push(pid);
         }
     }

@@ -16,6 +16,7 @@ pub const HOME_ENV: &str = "PGFORK_HOME";
 /// HOME/pool/branches/NAME   branch data directories
 /// HOME/pool/staging/NAME    a logical source's next import
 /// HOME/pool/dumps/NAME      dumps in transit
+/// HOME/pool/views/KEY       short-lived readable clones of snapshots
 /// HOME/secrets/NAME.pgpass  a standby's replication password
 /// HOME/logs/                server logs
 /// HOME/run/                 unix socket directories
@@ -84,6 +85,10 @@ impl Home {
     /// Imports and refreshes in progress of logical sources.
     pub fn staging(&self) -> PathBuf {
         self.pool().join("staging")
+    }
+    /// Short-lived clones of snapshots started to be read (by `diff`).
+    pub fn views(&self) -> PathBuf {
+        self.pool().join("views")
     }
     /// Dumps in transit during a logical import.
     pub fn dumps(&self) -> PathBuf {

@@ -4,7 +4,9 @@ use std::fs::{self, File, OpenOptions};
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::CloneError;
 
@@ -37,17 +39,78 @@ pub(crate) fn clone_tree(
     how: FileCopy,
     filter: Filter,
 ) -> Result<(), CloneError> {
+    let root = pgfork_os::RunAs::we_are_root();
     let meta = fs::symlink_metadata(src).map_err(CloneError::io("stat", src))?;
-    make_dir(dst, &meta)?;
-    walk(src, dst, Path::new(""), how, filter)
+    make_dir(dst, &meta, root)?;
+    // Directories and links first, in one pass; then the files, which are
+    // most of the work (one FICLONE or copy each), on a few threads.
+    let mut files = Vec::new();
+    walk(src, dst, Path::new(""), filter, root, &mut files)?;
+    clone_files_parallel(&files, how, root)
+}
+
+/// Clones `files` (source, destination) on up to four threads; the first
+/// failure stops the rest and is returned.
+fn clone_files_parallel(
+    files: &[(PathBuf, PathBuf)],
+    how: FileCopy,
+    root: bool,
+) -> Result<(), CloneError> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4);
+    if threads == 1 || files.len() < 64 {
+        return files
+            .iter()
+            .try_for_each(|(from, to)| clone_one(from, to, how, root));
+    }
+    let next = AtomicUsize::new(0);
+    let failed = AtomicBool::new(false);
+    let first_error: Mutex<Option<CloneError>> = Mutex::new(None);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| {
+                while !failed.load(Ordering::Relaxed) {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some((from, to)) = files.get(i) else {
+                        return;
+                    };
+                    if let Err(e) = clone_one(from, to, how, root) {
+                        failed.store(true, Ordering::Relaxed);
+                        first_error
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get_or_insert(e);
+                    }
+                }
+            });
+        }
+    });
+    match first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+/// Clones one file, tolerating one that a live cluster removed meanwhile
+/// (an online backup restores it from WAL).
+fn clone_one(from: &Path, to: &Path, how: FileCopy, root: bool) -> Result<(), CloneError> {
+    match clone_file_as(from, to, how, root) {
+        Err(CloneError::Io {
+            source, op: "open", ..
+        }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 fn walk(
     src: &Path,
     dst: &Path,
     rel: &Path,
-    how: FileCopy,
     filter: Filter,
+    root: bool,
+    files: &mut Vec<(PathBuf, PathBuf)>,
 ) -> Result<(), CloneError> {
     let dir = src.join(rel);
     for entry in fs::read_dir(&dir).map_err(CloneError::io("read directory", &dir))? {
@@ -59,10 +122,9 @@ fn walk(
         }
         let from = src.join(&rel);
         let to = dst.join(&rel);
-        let meta = match fs::symlink_metadata(&from) {
-            Ok(m) => m,
-            // A live cluster deletes files while we copy (online backup):
-            // what vanished is restored from WAL.
+        // The directory entry knows the type: no stat for plain files.
+        let kind = match entry.file_type() {
+            Ok(k) => k,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
                 return Err(CloneError::Io {
@@ -72,35 +134,44 @@ fn walk(
                 });
             }
         };
-        let kind = meta.file_type();
+        if kind.is_file() {
+            files.push((from, to));
+            continue;
+        }
+        let meta = match fs::symlink_metadata(&from) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => {
+                return Err(CloneError::Io {
+                    op: "stat",
+                    path: from,
+                    source: e,
+                });
+            }
+        };
         if kind.is_dir() {
-            make_dir(&to, &meta)?;
+            make_dir(&to, &meta, root)?;
             if decision == TreeEntry::Include {
-                walk(src, dst, &rel, how, filter)?;
+                walk(src, dst, &rel, filter, root, files)?;
             }
         } else if kind.is_symlink() {
             let target = fs::read_link(&from).map_err(CloneError::io("read link", &from))?;
             std::os::unix::fs::symlink(&target, &to).map_err(CloneError::io("symlink", &to))?;
-            lchown_like(&to, &meta)?;
-        } else if kind.is_file() {
-            match clone_file(&from, &to, how) {
-                Err(CloneError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {}
-                other => other?,
-            }
+            lchown_like(&to, &meta, root)?;
         }
     }
     Ok(())
 }
 
-fn make_dir(path: &Path, like: &fs::Metadata) -> Result<(), CloneError> {
+fn make_dir(path: &Path, like: &fs::Metadata, root: bool) -> Result<(), CloneError> {
     fs::create_dir(path).map_err(CloneError::io("create directory", path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(like.mode() & 0o7777))
         .map_err(CloneError::io("chmod", path))?;
-    lchown_like(path, like)
+    lchown_like(path, like, root)
 }
 
-fn lchown_like(path: &Path, like: &fs::Metadata) -> Result<(), CloneError> {
-    if pgfork_os::RunAs::we_are_root() {
+fn lchown_like(path: &Path, like: &fs::Metadata, root: bool) -> Result<(), CloneError> {
+    if root {
         std::os::unix::fs::lchown(path, Some(like.uid()), Some(like.gid()))
             .map_err(CloneError::io("chown", path))?;
     }
@@ -109,6 +180,10 @@ fn lchown_like(path: &Path, like: &fs::Metadata) -> Result<(), CloneError> {
 
 /// Clones one regular file, keeping mode and (as root) owner.
 pub(crate) fn clone_file(from: &Path, to: &Path, how: FileCopy) -> Result<(), CloneError> {
+    clone_file_as(from, to, how, pgfork_os::RunAs::we_are_root())
+}
+
+fn clone_file_as(from: &Path, to: &Path, how: FileCopy, root: bool) -> Result<(), CloneError> {
     let mut src = File::open(from).map_err(CloneError::io("open", from))?;
     let meta = src.metadata().map_err(CloneError::io("stat", from))?;
     let mut dst = OpenOptions::new()
@@ -117,9 +192,13 @@ pub(crate) fn clone_file(from: &Path, to: &Path, how: FileCopy) -> Result<(), Cl
         .mode(meta.mode() & 0o7777)
         .open(to)
         .map_err(CloneError::io("create", to))?;
-    if pgfork_os::RunAs::we_are_root() {
+    if root {
         std::os::unix::fs::fchown(&dst, Some(meta.uid()), Some(meta.gid()))
             .map_err(CloneError::io("chown", to))?;
+    }
+    if meta.len() == 0 {
+        // Nothing to share or copy (PostgreSQL keeps many empty files).
+        return Ok(());
     }
     match how {
         FileCopy::Reflink => {

@@ -1,0 +1,103 @@
+//! The tables and sequences of one side, from its catalog.
+
+use std::collections::BTreeMap;
+
+use crate::DiffError;
+
+/// A user table as the diff needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableInfo {
+    /// Schema.
+    pub schema: String,
+    /// Name.
+    pub name: String,
+    /// Main fork path relative to the data directory (`base/DB/NODE`).
+    pub file: String,
+    /// Columns in order.
+    pub columns: Vec<String>,
+    /// Primary key columns and their types, if it has one.
+    pub key: Option<Vec<(String, String)>>,
+}
+
+impl TableInfo {
+    /// `"schema"."table"`, quoted for SQL.
+    pub fn sql_name(&self) -> String {
+        format!("{}.{}", ident(&self.schema), ident(&self.name))
+    }
+    /// `schema.table`, for people.
+    pub fn display(&self) -> String {
+        format!("{}.{}", self.schema, self.name)
+    }
+}
+
+/// Quotes an identifier.
+pub(crate) fn ident(s: &str) -> String {
+    format!("\"{}\"", s.replace('"', "\"\""))
+}
+
+const TABLES: &str = "
+SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
+       (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT array_agg(a.attname::text ORDER BY k.ord)
+          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = c.oid AND i.indisprimary),
+       (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
+          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+         WHERE i.indrelid = c.oid AND i.indisprimary)
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+ WHERE c.relkind = 'r' AND c.relpersistence = 'p'
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+   AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'
+   AND NOT EXISTS (SELECT 1 FROM pg_depend d
+                    WHERE d.classid = 'pg_class'::regclass AND d.objid = c.oid AND d.deptype = 'e')";
+
+/// User tables by `schema.table` (tables of extensions excluded).
+pub fn read_tables(
+    client: &mut postgres::Client,
+) -> Result<BTreeMap<String, TableInfo>, DiffError> {
+    let mut out = BTreeMap::new();
+    for r in client
+        .query(TABLES, &[])
+        .map_err(DiffError::sql("read the tables"))?
+    {
+        let key_cols: Option<Vec<String>> = r.get(4);
+        let key_types: Option<Vec<String>> = r.get(5);
+        let t = TableInfo {
+            schema: r.get(0),
+            name: r.get(1),
+            file: r.get(2),
+            columns: r.get::<_, Option<Vec<String>>>(3).unwrap_or_default(),
+            key: key_cols
+                .zip(key_types)
+                .map(|(c, t)| c.into_iter().zip(t).collect()),
+        };
+        out.insert(t.display(), t);
+    }
+    Ok(out)
+}
+
+/// A sequence's value (`None` if never used).
+pub type SequenceValue = Option<i64>;
+
+/// Sequences by `schema.sequence` with their last values.
+pub fn read_sequences(
+    client: &mut postgres::Client,
+) -> Result<BTreeMap<String, SequenceValue>, DiffError> {
+    Ok(client
+        .query(
+            "SELECT schemaname::text, sequencename::text, last_value FROM pg_sequences",
+            &[],
+        )
+        .map_err(DiffError::sql("read the sequences"))?
+        .iter()
+        .map(|r| {
+            (
+                format!("{}.{}", r.get::<_, String>(0), r.get::<_, String>(1)),
+                r.get(2),
+            )
+        })
+        .collect())
+}

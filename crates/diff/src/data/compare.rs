@@ -1,0 +1,493 @@
+//! Comparing the rows of one table on two sides.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, HashMap};
+
+use serde_json::Value;
+
+use super::catalog::{TableInfo, ident};
+use super::pages::PageSet;
+use super::{DataOptions, Key, Method, RowChange, Side, TableDiff};
+use crate::DiffError;
+
+/// Page runs per statement when reading changed pages.
+const RUNS_PER_QUERY: usize = 200;
+/// Keys per statement when looking rows up.
+const KEYS_PER_QUERY: usize = 5000;
+
+/// How a table's rows are read on both sides: the columns both have.
+struct Shape {
+    table: String,
+    key: Option<Vec<(String, String)>>,
+    /// `to_jsonb(t) - '{uncommon}'`: the row over the common columns.
+    row_expr: String,
+    /// `ARRAY[t.k1::text, ...]`, or NULL without a key.
+    key_expr: String,
+    uncompared: Vec<String>,
+}
+
+fn text_array(items: &[String]) -> String {
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|s| format!("'{}'", s.replace('\'', "''")))
+        .collect();
+    format!("ARRAY[{}]::text[]", quoted.join(", "))
+}
+
+fn shape(a: &TableInfo, b: &TableInfo) -> Shape {
+    let uncommon: Vec<String> = a
+        .columns
+        .iter()
+        .filter(|c| !b.columns.contains(c))
+        .chain(b.columns.iter().filter(|c| !a.columns.contains(c)))
+        .cloned()
+        .collect();
+    // Compare by key only if both sides agree on it.
+    let key = if a.key == b.key { b.key.clone() } else { None };
+    let key_expr = match &key {
+        Some(cols) => format!(
+            "ARRAY[{}]",
+            cols.iter()
+                .map(|(c, _)| format!("t.{}::text", ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "NULL::text[]".into(),
+    };
+    Shape {
+        table: b.sql_name(),
+        key,
+        row_expr: format!("to_jsonb(t) - {}", text_array(&uncommon)),
+        key_expr,
+        uncompared: uncommon,
+    }
+}
+
+/// Rows of the pages in `runs`, keyed (or all under one empty key list).
+fn rows_in_pages(
+    client: &mut postgres::Client,
+    s: &Shape,
+    runs: &[(u64, u64)],
+) -> Result<Vec<(Key, Value)>, DiffError> {
+    let mut out = Vec::new();
+    for batch in runs.chunks(RUNS_PER_QUERY) {
+        let parts: Vec<String> = batch
+            .iter()
+            .map(|(first, last)| {
+                format!(
+                    "SELECT {}, {} FROM ONLY {} t WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({},0)'::tid",
+                    s.key_expr,
+                    s.row_expr,
+                    s.table,
+                    last + 1
+                )
+            })
+            .collect();
+        let sql = parts.join(" UNION ALL ");
+        for r in client
+            .query(&sql, &[])
+            .map_err(DiffError::sql(format!("read changed pages of {}", s.table)))?
+        {
+            let key: Option<Key> = r.get(0);
+            out.push((key.unwrap_or_default(), r.get(1)));
+        }
+    }
+    Ok(out)
+}
+
+/// Rows of `t` with the given primary keys, looked up through the key's index.
+pub fn fetch_rows(
+    client: &mut postgres::Client,
+    t: &TableInfo,
+    keys: &[Key],
+) -> Result<HashMap<Key, Value>, DiffError> {
+    let cols = t
+        .key
+        .as_ref()
+        .ok_or_else(|| DiffError::Refused(format!("{} has no primary key", t.display())))?;
+    let mut out = HashMap::new();
+    let key_expr = format!(
+        "ARRAY[{}]",
+        cols.iter()
+            .map(|(c, _)| format!("t.{}::text", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    for batch in keys.chunks(KEYS_PER_QUERY) {
+        let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
+            .map(|i| batch.iter().map(|k| k.get(i).cloned().flatten()).collect())
+            .collect();
+        let sql = if cols.len() == 1 {
+            format!(
+                "SELECT {key_expr}, to_jsonb(t) FROM ONLY {} t WHERE t.{} = ANY($1::text[]::{}[])",
+                t.sql_name(),
+                ident(&cols[0].0),
+                cols[0].1
+            )
+        } else {
+            let targets = cols
+                .iter()
+                .map(|(c, _)| format!("t.{}", ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let casts = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (_, ty))| format!("u.c{i}::{ty}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let params = (1..=cols.len())
+                .map(|i| format!("${i}::text[]"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let names = (0..cols.len())
+                .map(|i| format!("c{i}"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            format!(
+                "SELECT {key_expr}, to_jsonb(t) FROM ONLY {} t WHERE ({targets}) IN \
+                 (SELECT {casts} FROM unnest({params}) AS u({names}))",
+                t.sql_name()
+            )
+        };
+        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
+            .iter()
+            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
+            .collect();
+        for r in client
+            .query(&sql, &params)
+            .map_err(DiffError::sql(format!("look up rows of {}", t.display())))?
+        {
+            out.insert(r.get::<_, Key>(0), r.get(1));
+        }
+    }
+    Ok(out)
+}
+
+/// Drops the columns the other side lacks from a fetched row.
+fn project(mut row: Value, uncompared: &[String]) -> Value {
+    if let Value::Object(map) = &mut row {
+        for c in uncompared {
+            map.remove(c);
+        }
+    }
+    row
+}
+
+/// Accumulates changes: all counted, the first `limit` kept.
+struct Collector {
+    diff: TableDiff,
+    limit: usize,
+}
+
+impl Collector {
+    fn push(&mut self, change: RowChange) {
+        match &change {
+            RowChange::Insert { .. } | RowChange::Added { .. } => self.diff.inserted += 1,
+            RowChange::Update { .. } => self.diff.updated += 1,
+            RowChange::Delete { .. } | RowChange::Removed { .. } => self.diff.deleted += 1,
+        }
+        if self.diff.rows.len() < self.limit {
+            self.diff.rows.push(change);
+        }
+    }
+
+    fn pair(&mut self, key: Key, old: Option<Value>, new: Option<Value>) {
+        match (old, new) {
+            (None, Some(row)) => self.push(RowChange::Insert { key, row }),
+            (Some(row), None) => self.push(RowChange::Delete { key, row }),
+            (Some(old), Some(new)) if old != new => {
+                let mut changes = BTreeMap::new();
+                if let (Value::Object(o), Value::Object(n)) = (&old, &new) {
+                    for (col, nv) in n {
+                        let ov = o.get(col).cloned().unwrap_or(Value::Null);
+                        if &ov != nv {
+                            changes.insert(col.clone(), [ov, nv.clone()]);
+                        }
+                    }
+                }
+                self.push(RowChange::Update { key, changes });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Compares table `a` (old side) with `b` (new side) over `pages`.
+pub fn compare_table(
+    from: &mut Side,
+    to: &mut Side,
+    a: &TableInfo,
+    b: &TableInfo,
+    pages: &PageSet,
+    opts: &DataOptions,
+) -> Result<TableDiff, DiffError> {
+    let s = shape(a, b);
+    let method = if *pages == PageSet::All {
+        Method::Full
+    } else {
+        Method::Pages
+    };
+    let mut c = Collector {
+        diff: TableDiff {
+            table: b.display(),
+            key: s
+                .key
+                .as_ref()
+                .map(|k| k.iter().map(|(c, _)| c.clone()).collect()),
+            inserted: 0,
+            updated: 0,
+            deleted: 0,
+            method,
+            pages: if method == Method::Pages {
+                pages.len()
+            } else {
+                0
+            },
+            rows: Vec::new(),
+            uncompared_columns: s.uncompared.clone(),
+        },
+        limit: opts.limit,
+    };
+    match (&s.key, pages) {
+        (Some(_), PageSet::All) => ordered_merge(from, to, a, &s, &mut c)?,
+        (Some(_), _) => {
+            let runs = pages.runs();
+            let old: HashMap<Key, Value> =
+                rows_in_pages(from.client, &s, &runs)?.into_iter().collect();
+            let new: HashMap<Key, Value> =
+                rows_in_pages(to.client, &s, &runs)?.into_iter().collect();
+            // A key seen on one side only may sit in an unchanged page of
+            // the other: look it up there.
+            let need_old: Vec<Key> = new
+                .keys()
+                .filter(|k| !old.contains_key(*k))
+                .cloned()
+                .collect();
+            let need_new: Vec<Key> = old
+                .keys()
+                .filter(|k| !new.contains_key(*k))
+                .cloned()
+                .collect();
+            let more_old = fetch_rows(from.client, a, &need_old)?;
+            let more_new = fetch_rows(to.client, b, &need_new)?;
+            let mut keys: Vec<&Key> = old.keys().chain(new.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let o = old
+                    .get(key)
+                    .or_else(|| more_old.get(key))
+                    .cloned()
+                    .map(|r| project(r, &s.uncompared));
+                let n = new
+                    .get(key)
+                    .or_else(|| more_new.get(key))
+                    .cloned()
+                    .map(|r| project(r, &s.uncompared));
+                c.pair(key.clone(), o, n);
+            }
+        }
+        (None, _) => {
+            let rows = |client: &mut postgres::Client| -> Result<Vec<Value>, DiffError> {
+                Ok(match pages {
+                    PageSet::All => client
+                        .query(
+                            &format!("SELECT {} FROM ONLY {} t", s.row_expr, s.table),
+                            &[],
+                        )
+                        .map_err(DiffError::sql(format!("read {}", s.table)))?
+                        .iter()
+                        .map(|r| r.get(0))
+                        .collect(),
+                    _ => rows_in_pages(client, &s, &pages.runs())?
+                        .into_iter()
+                        .map(|(_, v)| v)
+                        .collect(),
+                })
+            };
+            let mut counts: BTreeMap<String, (i64, Value)> = BTreeMap::new();
+            for row in rows(from.client)? {
+                counts.entry(row.to_string()).or_insert((0, row)).0 -= 1;
+            }
+            for row in rows(to.client)? {
+                counts.entry(row.to_string()).or_insert((0, row)).0 += 1;
+            }
+            for (_, (n, row)) in counts {
+                for _ in 0..n.unsigned_abs() {
+                    c.push(if n > 0 {
+                        RowChange::Added { row: row.clone() }
+                    } else {
+                        RowChange::Removed { row: row.clone() }
+                    });
+                }
+            }
+        }
+    }
+    Ok(c.diff)
+}
+
+/// One part of a sort key, compared the way the server ordered it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum SortPart {
+    Null,
+    Int(i128),
+    Text(Vec<u8>),
+}
+
+fn is_integer(ty: &str) -> bool {
+    matches!(ty, "smallint" | "integer" | "bigint")
+}
+
+/// Reads both sides whole, in key order, and merges them: memory stays
+/// constant whatever the table's size.
+fn ordered_merge(
+    from: &mut Side,
+    to: &mut Side,
+    a: &TableInfo,
+    s: &Shape,
+    c: &mut Collector,
+) -> Result<(), DiffError> {
+    let cols = s.key.as_ref().expect("keyed");
+    // Integers sort numerically (through the key's index); anything else
+    // as text in byte order, which both sides and Rust agree on.
+    let order: Vec<String> = cols
+        .iter()
+        .map(|(col, ty)| {
+            if is_integer(ty) {
+                format!("t.{}", ident(col))
+            } else {
+                format!("t.{}::text COLLATE \"C\"", ident(col))
+            }
+        })
+        .collect();
+    let sql = format!(
+        "SELECT {}, {} FROM ONLY {} t ORDER BY {}",
+        s.key_expr,
+        s.row_expr,
+        s.table,
+        order.join(", ")
+    );
+    let _ = a;
+    let sort_key = |key: &Key| -> Vec<SortPart> {
+        key.iter()
+            .zip(cols)
+            .map(|(v, (_, ty))| match v {
+                None => SortPart::Null,
+                Some(v) if is_integer(ty) => SortPart::Int(v.parse().unwrap_or(0)),
+                Some(v) => SortPart::Text(v.clone().into_bytes()),
+            })
+            .collect()
+    };
+    let empty: [&(dyn postgres::types::ToSql + Sync); 0] = [];
+    let mut old = from
+        .client
+        .query_raw(&sql, empty)
+        .map_err(DiffError::sql(format!("scan {}", s.table)))?;
+    let mut new = to
+        .client
+        .query_raw(&sql, empty)
+        .map_err(DiffError::sql(format!("scan {}", s.table)))?;
+    use postgres::fallible_iterator::FallibleIterator;
+    let next = |it: &mut postgres::RowIter<'_>| -> Result<Option<(Key, Value)>, DiffError> {
+        Ok(it
+            .next()
+            .map_err(DiffError::sql(format!("scan {}", s.table)))?
+            .map(|r| (r.get::<_, Key>(0), r.get(1))))
+    };
+    let (mut o, mut n) = (next(&mut old)?, next(&mut new)?);
+    loop {
+        match (o.take(), n.take()) {
+            (None, None) => return Ok(()),
+            (Some((k, row)), None) => {
+                c.pair(k, Some(row), None);
+                o = next(&mut old)?;
+            }
+            (None, Some((k, row))) => {
+                c.pair(k, None, Some(row));
+                n = next(&mut new)?;
+            }
+            (Some((ko, ro)), Some((kn, rn))) => match sort_key(&ko).cmp(&sort_key(&kn)) {
+                Ordering::Equal => {
+                    c.pair(ko, Some(ro), Some(rn));
+                    o = next(&mut old)?;
+                    n = next(&mut new)?;
+                }
+                Ordering::Less => {
+                    c.pair(ko, Some(ro), None);
+                    o = next(&mut old)?;
+                    n = Some((kn, rn));
+                }
+                Ordering::Greater => {
+                    c.pair(kn, None, Some(rn));
+                    n = next(&mut new)?;
+                    o = Some((ko, ro));
+                }
+            },
+        }
+    }
+}
+
+/// A table that exists on one side only: all its rows are inserted (new
+/// side) or deleted (old side).
+pub(super) fn one_side(
+    side: &mut Side,
+    t: &TableInfo,
+    inserted: bool,
+    opts: &DataOptions,
+) -> Result<TableDiff, DiffError> {
+    let count: i64 = side
+        .client
+        .query_one(&format!("SELECT count(*) FROM ONLY {}", t.sql_name()), &[])
+        .map_err(DiffError::sql(format!("count {}", t.display())))?
+        .get(0);
+    let key_expr = match &t.key {
+        Some(cols) => format!(
+            "ARRAY[{}]",
+            cols.iter()
+                .map(|(c, _)| format!("t.{}::text", ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        None => "NULL::text[]".into(),
+    };
+    let sample = side
+        .client
+        .query(
+            &format!(
+                "SELECT {key_expr}, to_jsonb(t) FROM ONLY {} t LIMIT {}",
+                t.sql_name(),
+                opts.limit
+            ),
+            &[],
+        )
+        .map_err(DiffError::sql(format!("read {}", t.display())))?;
+    let rows = sample
+        .iter()
+        .map(|r| {
+            let key: Option<Key> = r.get(0);
+            let row: Value = r.get(1);
+            match (key, inserted) {
+                (Some(key), true) => RowChange::Insert { key, row },
+                (Some(key), false) => RowChange::Delete { key, row },
+                (None, true) => RowChange::Added { row },
+                (None, false) => RowChange::Removed { row },
+            }
+        })
+        .collect();
+    let n = count as u64;
+    Ok(TableDiff {
+        table: t.display(),
+        key: t
+            .key
+            .as_ref()
+            .map(|k| k.iter().map(|(c, _)| c.clone()).collect()),
+        inserted: if inserted { n } else { 0 },
+        updated: 0,
+        deleted: if inserted { 0 } else { n },
+        method: Method::Full,
+        pages: 0,
+        rows,
+        uncompared_columns: Vec::new(),
+    })
+}
