@@ -1,0 +1,263 @@
+//! `pgfork diff`: what a branch changed relative to its base snapshot, or
+//! between any two branches or snapshots of one source.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pgfork_diff::data::{DataDiff, DataOptions, Side, diff_data};
+use pgfork_os::ProcessId;
+use pgfork_pg::server::{self, StartSpec};
+use pgfork_pg::{Postmaster, StopMode};
+use pgfork_pool::meta::{BranchRow, SnapshotRow};
+use serde::Serialize;
+
+use crate::server::stop_server;
+use crate::{Engine, EngineError, Result, ServerKind};
+
+/// What `diff` compares and shows.
+#[derive(Debug, Clone, Default)]
+pub struct DiffRequest {
+    /// The branch or snapshot whose changes are shown (the new side).
+    pub target: String,
+    /// The old side: a branch or snapshot of the same source (default: the
+    /// target branch's base snapshot).
+    pub against: Option<String>,
+    /// Compare the schema.
+    pub schema: bool,
+    /// Compare the data.
+    pub data: bool,
+    /// Rows listed per table.
+    pub limit: usize,
+    /// Compare every table whole (ignoring which blocks are shared).
+    pub full: bool,
+}
+
+/// What `diff` found.
+#[derive(Debug, Clone, Serialize)]
+pub struct DiffReport {
+    /// The old side.
+    pub from: String,
+    /// The new side.
+    pub to: String,
+    /// Data changes, if asked for.
+    pub data: Option<DataDiff>,
+    /// Milliseconds the comparison took.
+    pub elapsed_ms: u64,
+}
+
+/// A side of a diff, resolved.
+pub(crate) enum Resolved {
+    Branch(BranchRow),
+    Snapshot(SnapshotRow),
+}
+
+/// A running server on one side: a branch's own, or a view of a snapshot.
+pub(crate) struct Opened {
+    pub client: postgres::Client,
+    /// The directory whose extents stand for this side.
+    pub datadir: PathBuf,
+    pub label: String,
+    view: Option<View>,
+}
+
+/// A short-lived server on a clone of a snapshot; gone on drop.
+struct View {
+    key: String,
+    dir: PathBuf,
+    pid: ProcessId,
+    driver: pgfork_pool::Driver,
+    run: PathBuf,
+    log: PathBuf,
+}
+
+impl Drop for View {
+    fn drop(&mut self) {
+        let _ = server::stop(self.pid, StopMode::Immediate, Duration::from_secs(5));
+        let _ = stop_server(None, &self.dir, StopMode::Immediate);
+        let _ = self.driver.remove(&self.dir);
+        let _ = std::fs::remove_dir_all(&self.run);
+        let _ = std::fs::remove_file(&self.log);
+        tracing::debug!(key = %self.key, "view removed");
+    }
+}
+
+static VIEWS: AtomicUsize = AtomicUsize::new(0);
+
+impl Engine {
+    /// A branch or snapshot by name or id.
+    pub(crate) fn resolve_side(&self, text: &str) -> Result<Resolved> {
+        if let Some(b) = BranchRow::get(self.meta.conn(), text)? {
+            return Ok(Resolved::Branch(b));
+        }
+        if text.contains('@') || text.chars().all(|c| c.is_ascii_digit()) {
+            return Ok(Resolved::Snapshot(self.resolve_snapshot(text)?));
+        }
+        Err(EngineError::UnknownOrigin(text.into()))
+    }
+
+    /// Connects to a side (as superuser, to the source's database),
+    /// starting a private view of it if it is a snapshot.
+    pub(crate) fn open_side(&mut self, side: &Resolved) -> Result<Opened> {
+        match side {
+            Resolved::Branch(b) => {
+                if !b.postmaster.is_some_and(|p| p.is_alive()) {
+                    return Err(EngineError::WrongState(format!(
+                        "branch '{}' is not running: pgfork branch start {}",
+                        b.name, b.name
+                    )));
+                }
+                let db = self.source_row(&b.source)?.database;
+                let client = server::connect_superuser(
+                    &self.socket_dir(ServerKind::Branch, &b.name),
+                    b.port,
+                    &db,
+                )
+                .map_err(EngineError::sql(&format!("connect to branch {}", b.name)))?;
+                Ok(Opened {
+                    client,
+                    datadir: self.branch_dir(&b.name),
+                    label: format!("branch {}", b.name),
+                    view: None,
+                })
+            }
+            Resolved::Snapshot(s) => {
+                let (client, view) = self.start_view(s)?;
+                Ok(Opened {
+                    client,
+                    datadir: self.snapshot_dir(s.id),
+                    label: format!("snapshot {}", s.label()),
+                    view: Some(view),
+                })
+            }
+        }
+    }
+
+    /// Clones a snapshot (copy-on-write: cheap) and starts it on a unix
+    /// socket only, to read it without touching the immutable original.
+    fn start_view(&mut self, s: &SnapshotRow) -> Result<(postgres::Client, View)> {
+        let me = ProcessId::current();
+        let key = format!(
+            "{}.{}.{}",
+            me.pid,
+            me.start_ticks,
+            VIEWS.fetch_add(1, Ordering::SeqCst)
+        );
+        std::fs::create_dir_all(self.home.views())
+            .map_err(EngineError::io("create", &self.home.views()))?;
+        let dir = self.home.views().join(&key);
+        self.config
+            .driver
+            .clone_dir(&self.snapshot_dir(s.id), &dir)?;
+        let run = self.socket_dir(ServerKind::View, &key);
+        let log = self.log_path(ServerKind::View, &key);
+        let socket = run.display().to_string();
+        let overrides = [
+            ("listen_addresses", ""),
+            ("port", "5432"),
+            ("unix_socket_directories", socket.as_str()),
+            ("archive_mode", "off"),
+            ("autovacuum", "off"),
+            ("shared_buffers", "16MB"),
+        ];
+        let spec = StartSpec {
+            bins: &self.config.bins,
+            datadir: &dir,
+            log: &log,
+            run_as: &self.config.run_as,
+            socket_dir: &run,
+            port: 5432,
+            overrides: &overrides,
+            timeout: crate::server::START_TIMEOUT,
+        };
+        let started: std::result::Result<Postmaster, _> = server::start(&spec);
+        let pm = match started {
+            Ok(pm) => pm,
+            Err(e) => {
+                let _ = self.config.driver.remove(&dir);
+                let _ = std::fs::remove_dir_all(&run);
+                return Err(e.into());
+            }
+        };
+        let view = View {
+            key,
+            dir,
+            pid: pm.pid,
+            driver: self.config.driver,
+            run: run.clone(),
+            log,
+        };
+        drop(pm.client);
+        let db = self.source_row(&s.source)?.database;
+        let client = server::connect_superuser(&run, 5432, &db)
+            .map_err(EngineError::sql("connect to the snapshot view"))?;
+        Ok((client, view))
+    }
+
+    /// Which source a side's data came from.
+    fn source_of(side: &Resolved) -> &str {
+        match side {
+            Resolved::Branch(b) => &b.source,
+            Resolved::Snapshot(s) => &s.source,
+        }
+    }
+
+    /// Compares two sides; see [`DiffRequest`].
+    pub fn diff(&mut self, req: &DiffRequest) -> Result<DiffReport> {
+        let began = Instant::now();
+        let to = self.resolve_side(&req.target)?;
+        let from = match (&req.against, &to) {
+            (Some(a), _) => self.resolve_side(a)?,
+            (None, Resolved::Branch(b)) => Resolved::Snapshot(
+                SnapshotRow::get(self.meta.conn(), b.snapshot_id)?
+                    .ok_or_else(|| EngineError::UnknownSnapshot(b.snapshot_id.to_string()))?,
+            ),
+            (None, Resolved::Snapshot(s)) => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "snapshot {} has no base to compare with: pass --against BRANCH|SNAPSHOT",
+                    s.label()
+                )));
+            }
+        };
+        if Self::source_of(&from) != Self::source_of(&to) {
+            return Err(EngineError::InvalidArgument(format!(
+                "{} comes from source '{}' and {} from source '{}': only sides of one source can be compared",
+                req.target,
+                Self::source_of(&to),
+                req.against.as_deref().unwrap_or("its base"),
+                Self::source_of(&from)
+            )));
+        }
+        let mut old = self.open_side(&from)?;
+        let mut new = self.open_side(&to)?;
+        let data = if req.data {
+            let opts = DataOptions {
+                limit: req.limit,
+                full: req.full,
+            };
+            let mut a = Side {
+                client: &mut old.client,
+                datadir: &old.datadir,
+            };
+            let mut b = Side {
+                client: &mut new.client,
+                datadir: &new.datadir,
+            };
+            Some(
+                diff_data(&mut a, &mut b, &opts)
+                    .map_err(|e| EngineError::WrongState(e.to_string()))?,
+            )
+        } else {
+            None
+        };
+        let report = DiffReport {
+            from: old.label.clone(),
+            to: new.label.clone(),
+            data,
+            elapsed_ms: began.elapsed().as_millis() as u64,
+        };
+        drop(old.view.take());
+        drop(new.view.take());
+        Ok(report)
+    }
+}
