@@ -50,6 +50,7 @@ impl Engine {
         let listed_branches = entries(&self.home.branches());
         let listed_staging = entries(&self.home.staging());
         let listed_dumps = entries(&self.home.dumps());
+        let listed_views = entries(&self.home.views());
         let listed_run = entries(&self.home.run());
         let listed_logs = entries(&self.home.logs());
 
@@ -226,6 +227,29 @@ impl Engine {
                     .push(format!("removed an abandoned dump {entry}"));
             }
         }
+        // Views are named PID.START.N after the process reading them.
+        let mut live_views = HashSet::new();
+        for key in &listed_views {
+            let mut parts = key.split('.');
+            let owner = match (
+                parts.next().and_then(|p| p.parse().ok()),
+                parts.next().and_then(|t| t.parse().ok()),
+            ) {
+                (Some(pid), Some(start_ticks)) => pgfork_os::ProcessId { pid, start_ticks },
+                _ => pgfork_os::ProcessId {
+                    pid: 0,
+                    start_ticks: 0,
+                },
+            };
+            if owner.is_alive() {
+                live_views.insert(key.clone());
+            } else {
+                destroy_dir(self, &self.home.views().join(key))?;
+                report
+                    .repaired
+                    .push(format!("removed a view left by a killed pgfork ({key})"));
+            }
+        }
         let known = |entry: &str| -> bool {
             let entry = entry.strip_suffix(".log").unwrap_or(entry);
             let Some((prefix, name)) = entry.split_once('-') else {
@@ -234,6 +258,7 @@ impl Engine {
             match prefix {
                 "branch" => branch_names.contains(name),
                 "source" | "import" => source_names.contains(name),
+                "view" => live_views.contains(name),
                 "seal" => snapshot_ids.contains(name),
                 _ => true,
             }
