@@ -7,7 +7,9 @@ use std::time::{Duration, Instant};
 use pgfork_pg::conf::Profile;
 use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
 use pgfork_pg::{Postmaster, StopMode};
-use pgfork_pool::meta::{self, BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow};
+use pgfork_pool::meta::{
+    self, BranchRow, BranchTimings, Op, OpKind, RunState, SnapshotRow, SourceRow,
+};
 use serde::Serialize;
 
 use crate::server::{Target, stop_server};
@@ -115,8 +117,11 @@ impl Engine {
             row,
             &source,
             label,
-            self.branch_dir(&row.name),
-            self.log_path(ServerKind::Branch, &row.name),
+            (
+                self.branch_dir(&row.name),
+                self.socket_dir(ServerKind::Branch, &row.name),
+                self.log_path(ServerKind::Branch, &row.name),
+            ),
         ))
     }
 
@@ -167,15 +172,32 @@ impl Engine {
                 kind,
             });
         }
+        self.check_free_space()?;
         let (snapshot, parent_branch, took_snapshot) = self.snapshot_for(req)?;
         let snapshot_ms = took_snapshot.then(|| ms(began.elapsed()));
         let range = self.config.ports;
+        let quota = self.config.max_branches_per_source;
         let row = self.meta.write(|c| {
             if let Some(kind) = meta::name_taken(c, &req.name)? {
                 return Err(EngineError::NameTaken {
                     name: req.name.clone(),
                     kind,
                 });
+            }
+            // Counted inside the write transaction, so that concurrent
+            // creates cannot all slip under the quota at once.
+            if let Some(max) = quota {
+                let count = BranchRow::list(c)?
+                    .iter()
+                    .filter(|b| b.source == snapshot.source)
+                    .count() as u64;
+                if count >= u64::from(max) {
+                    return Err(EngineError::QuotaExceeded {
+                        source_name: snapshot.source.clone(),
+                        count,
+                        max,
+                    });
+                }
             }
             // The snapshot may have been deleted while we looked.
             if SnapshotRow::get(c, snapshot.id)?.is_none_or(|s| !s.is_ready()) {
@@ -197,6 +219,7 @@ impl Engine {
                 protected: req.protect,
                 durable: req.durable,
                 labels: req.labels.clone(),
+                timings: None,
             };
             row.insert(c)?;
             Ok(row)
@@ -210,20 +233,46 @@ impl Engine {
             Ok(t)
         }) {
             Ok((clone, start)) => {
-                let mut info = self.branch_info(&row.name)?.reveal();
-                info.timings = Some(CreateTimings {
-                    snapshot_ms,
-                    clone_ms: ms(clone),
-                    start_ms: ms(start),
-                    total_ms: ms(began.elapsed()),
-                });
-                Ok(info)
+                let timings = BranchTimings {
+                    snapshot_ms: snapshot_ms.map(|t| t as i64),
+                    clone_ms: ms(clone) as i64,
+                    start_ms: ms(start) as i64,
+                    total_ms: ms(began.elapsed()) as i64,
+                };
+                self.meta
+                    .write(|c| BranchRow::set_timings(c, &row.name, timings))?;
+                Ok(self.branch_info(&row.name)?.reveal())
             }
             Err(e) => {
                 self.destroy_branch(&row.name);
                 Err(e)
             }
         }
+    }
+
+    /// Refuses new branches while the pool is below its free-space floor.
+    fn check_free_space(&self) -> Result<()> {
+        let Some(floor) = self.config.min_free else {
+            return Ok(());
+        };
+        let pool = self.home.pool();
+        let available = pgfork_pool::space::space(&pool)
+            .map_err(EngineError::io("statvfs", &pool))?
+            .available;
+        if available < floor {
+            return Err(EngineError::DiskFloor { available, floor });
+        }
+        Ok(())
+    }
+
+    /// Bytes of a branch's files that no longer share blocks with its base
+    /// snapshot: what it costs the pool. Reads every file's extent map, so
+    /// callers that ask often should cache it.
+    pub fn branch_unshared_bytes(&self, name: &str) -> Result<u64> {
+        let row = self.branch_row(name)?;
+        let dir = self.branch_dir(name);
+        pgfork_pool::extents::unshared_tree_bytes(&dir, &self.snapshot_dir(row.snapshot_id))
+            .map_err(EngineError::io("read the extent maps of", &dir))
     }
 
     /// Clones, starts and arms a branch row in state `creating`.

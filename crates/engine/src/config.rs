@@ -25,6 +25,11 @@ pub struct Config {
     pub ports: (u16, u16),
     /// Filesystem of the pool image, if the pool is one.
     pub image: Option<FsKind>,
+    /// Most branches one source may have (`init --max-branches-per-source`).
+    pub max_branches_per_source: Option<u32>,
+    /// Free bytes the pool must keep: below, new branches are refused
+    /// (`init --min-free`).
+    pub min_free: Option<u64>,
 }
 
 /// Setting keys.
@@ -35,6 +40,9 @@ pub(crate) mod key {
     pub const OS_USER: &str = "os_user";
     pub const PORTS: &str = "ports";
     pub const IMAGE_FS: &str = "image_fs";
+    pub const MAX_BRANCHES_PER_SOURCE: &str = "max_branches_per_source";
+    pub const MIN_FREE: &str = "min_free";
+    pub const API_TOKEN_SHA256: &str = "api_token_sha256";
 }
 
 fn required(meta: &Meta, key: &str) -> Result<String> {
@@ -88,12 +96,26 @@ impl Config {
         let run_as = RunAs::resolve(&required(meta, key::OS_USER)?)?;
         let ports = parse_ports(&required(meta, key::PORTS)?)?;
         let image = meta.setting(key::IMAGE_FS)?.and_then(|f| FsKind::parse(&f));
+        let number = |key: &str| -> Result<Option<u64>> {
+            match meta.setting(key)? {
+                None => Ok(None),
+                Some(v) => v.parse().map(Some).map_err(|_| {
+                    EngineError::Config(format!(
+                        "unreadable setting {key}='{v}' in meta.db: run `pgfork init` again"
+                    ))
+                }),
+            }
+        };
         Ok(Config {
             driver,
             bins: PgBinaries { dir, version },
             run_as,
             ports,
             image,
+            max_branches_per_source: number(key::MAX_BRANCHES_PER_SOURCE)?
+                .filter(|n| *n > 0)
+                .map(|n| n.min(u32::MAX as u64) as u32),
+            min_free: number(key::MIN_FREE)?.filter(|n| *n > 0),
         })
     }
 }

@@ -71,6 +71,32 @@ pub enum EngineError {
         /// Highest port of the range.
         max: u16,
     },
+    /// A source has as many branches as the quota allows.
+    #[error(
+        "source '{source_name}' has {count} branches, the most allowed (max_branches_per_source = {max}): \
+         delete branches of it first, or raise the quota (pgfork init --max-branches-per-source N)"
+    )]
+    QuotaExceeded {
+        /// The source.
+        source_name: String,
+        /// Its branches now.
+        count: u64,
+        /// The quota.
+        max: u32,
+    },
+    /// The pool is below its free-space floor.
+    #[error(
+        "the pool has {} free, below its floor of {} (min_free): delete branches or snapshots, \
+         or lower the floor (pgfork init --min-free SIZE)",
+        pgfork_pool::space::human_bytes(*available),
+        pgfork_pool::space::human_bytes(*floor)
+    )]
+    DiskFloor {
+        /// Bytes available.
+        available: u64,
+        /// The floor.
+        floor: u64,
+    },
     /// The requested driver does not work on this pool.
     #[error("the {driver} driver does not work on this pool ({filesystem} at {}): {hint}", pool.display())]
     DriverUnavailable {
@@ -143,6 +169,8 @@ impl EngineError {
             EngineError::Busy { .. } => "busy",
             EngineError::WrongState(_) => "wrong_state",
             EngineError::NoFreePort { .. } => "no_free_port",
+            EngineError::QuotaExceeded { .. } => "quota_exceeded",
+            EngineError::DiskFloor { .. } => "disk_floor",
             EngineError::DriverUnavailable { .. } => "driver_unavailable",
             EngineError::Config(_) => "config",
             EngineError::InvalidArgument(_) => "invalid_argument",

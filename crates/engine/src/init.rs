@@ -4,6 +4,7 @@ use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use pgfork_os::RunAs;
+use pgfork_pg::sql::random_password;
 use pgfork_pg::{PgBinaries, PgVersion};
 use pgfork_pool::{Driver, FsKind, Home, Meta, PoolImage, driver, space};
 use serde::Serialize;
@@ -24,6 +25,11 @@ pub struct InitOptions {
     pub os_user: Option<String>,
     /// TCP port range.
     pub ports: Option<(u16, u16)>,
+    /// Most branches per source (0 removes the quota).
+    pub max_branches_per_source: Option<u32>,
+    /// Free bytes the pool must keep; below, new branches are refused (0
+    /// removes the floor).
+    pub min_free: Option<u64>,
 }
 
 /// What `init` found and decided.
@@ -49,6 +55,14 @@ pub struct InitReport {
     pub os_user: String,
     /// TCP port range.
     pub ports: (u16, u16),
+    /// Most branches per source, if limited.
+    pub max_branches_per_source: Option<u32>,
+    /// Free-space floor of the pool in bytes, if any.
+    pub min_free: Option<u64>,
+    /// The API bearer token, when this run made it: shown once, stored
+    /// only as a hash (`pgfork token rotate` makes a new one).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_token: Option<String>,
     /// Whether this run created the home (false: updated an existing one).
     pub created: bool,
     /// Things to fix or know.
@@ -197,8 +211,14 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         .map(|p| config::parse_ports(&p))
         .transpose()?;
     let ports = opts.ports.or(previous_ports).unwrap_or(DEFAULT_PORTS);
+    let had_token = meta.setting(key::API_TOKEN_SHA256)?.is_some();
+    let api_token = (!had_token).then(new_api_token);
 
     meta.write(|c| {
+        if let Some(token) = &api_token {
+            Meta::set_setting(c, key::API_TOKEN_SHA256, &hash_api_token(token))?;
+        }
+        store_limits(c, opts.max_branches_per_source, opts.min_free)?;
         Meta::set_setting(c, key::DRIVER, driver.name())?;
         Meta::set_setting(c, key::PG_BIN, &bins.dir.display().to_string())?;
         Meta::set_setting(c, key::PG_VERSION, &bins.version.to_string())?;
@@ -237,9 +257,75 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         pg_bin: bins.dir,
         os_user: run_as.name,
         ports,
+        max_branches_per_source: meta
+            .setting(key::MAX_BRANCHES_PER_SOURCE)?
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0),
+        min_free: meta
+            .setting(key::MIN_FREE)?
+            .and_then(|v| v.parse().ok())
+            .filter(|n| *n > 0),
+        api_token,
         created: !existed,
         warnings,
     })
+}
+
+fn store_limits(
+    c: &pgfork_pool::meta::Connection,
+    max_branches_per_source: Option<u32>,
+    min_free: Option<u64>,
+) -> Result<()> {
+    if let Some(max) = max_branches_per_source {
+        Meta::set_setting(c, key::MAX_BRANCHES_PER_SOURCE, &max.to_string())?;
+    }
+    if let Some(floor) = min_free {
+        Meta::set_setting(c, key::MIN_FREE, &floor.to_string())?;
+    }
+    Ok(())
+}
+
+/// Sets the branch quota per source and the pool's free-space floor (0
+/// removes either; `None` leaves it), as `init` does: for `pgfork serve`
+/// flags, so that the CLI enforces the same limits as the daemon.
+pub fn set_branch_limits(
+    home: &Home,
+    max_branches_per_source: Option<u32>,
+    min_free: Option<u64>,
+) -> Result<()> {
+    let mut meta = Meta::open(&home.meta_db(), false)?;
+    meta.write(|c| store_limits(c, max_branches_per_source, min_free))
+}
+
+/// A new API bearer token: 40 random letters and digits behind a prefix
+/// that makes it recognisable (to people, and to secret scanners).
+fn new_api_token() -> String {
+    format!("pgf_{}{}", random_password(), &random_password()[..16])
+}
+
+/// The hex SHA-256 of a token, as meta.db stores it. A fast hash is enough:
+/// the token is random and long, so there is nothing to guess from it.
+pub fn hash_api_token(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The stored hash of the API token, if `init` has made one.
+pub fn api_token_sha256(home: &Home) -> Result<Option<String>> {
+    let meta = Meta::open(&home.meta_db(), false)?;
+    Ok(meta.setting(key::API_TOKEN_SHA256)?)
+}
+
+/// Makes a new API token, replacing the old one at once (a running
+/// `pgfork serve` reads the hash again within a second), and returns it.
+pub fn rotate_api_token(home: &Home) -> Result<String> {
+    let mut meta = Meta::open(&home.meta_db(), false)?;
+    let token = new_api_token();
+    meta.write(|c| Meta::set_setting(c, key::API_TOKEN_SHA256, &hash_api_token(&token)))?;
+    Ok(token)
 }
 
 /// The warning shown wherever the copy driver is in use.

@@ -33,7 +33,10 @@ pub use branch_data::DumpFormat;
 pub use config::Config;
 pub use doctor::{Check, DoctorReport, doctor};
 pub use error::{EngineError, Result};
-pub use init::{InitOptions, InitReport, init};
+pub use init::{
+    InitOptions, InitReport, api_token_sha256, hash_api_token, init, rotate_api_token,
+    set_branch_limits,
+};
 pub use masking::MaskReport;
 pub use progress::{Progress, Quiet};
 pub use reconcile::ReconcileReport;

@@ -54,7 +54,7 @@ impl Engine {
                     }
                 };
                 if let Some(op) = op {
-                    if op.owner == ProcessId::current() {
+                    if op.owner == ProcessId::current_thread() {
                         // Nested step of our own operation (a cascade).
                     } else if op.owner.is_alive() {
                         return Err(EngineError::Busy {

@@ -262,7 +262,7 @@ impl Engine {
         };
         if let Some(op) = row
             .op
-            .filter(|o| o.owner.is_alive() && o.owner != ProcessId::current())
+            .filter(|o| o.owner.is_alive() && o.owner != ProcessId::current_thread())
         {
             return Err(EngineError::Busy {
                 what: format!("snapshot {}", row.label()),

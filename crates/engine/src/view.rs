@@ -88,6 +88,8 @@ pub struct BranchInfo {
     pub pid: Option<i32>,
     /// Data directory.
     pub data_dir: PathBuf,
+    /// Unix socket directory (superuser access, for pgfork itself).
+    pub socket_dir: PathBuf,
     /// Server log.
     pub log: PathBuf,
     /// Creation time.
@@ -98,9 +100,15 @@ pub struct BranchInfo {
     pub protected: bool,
     /// Labels.
     pub labels: BTreeMap<String, String>,
-    /// Timings of its creation (only right after `branch create`).
+    /// Timings of its creation (recorded for branches made since meta.db
+    /// schema 3).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timings: Option<CreateTimings>,
+    /// Bytes that no longer share blocks with its base snapshot (storage
+    /// growth). Walks every file, so only `branch info` fills it in (see
+    /// [`crate::Engine::branch_unshared_bytes`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub unshared_bytes: Option<u64>,
     #[serde(skip)]
     pub(crate) secret: Option<Dsn>,
 }
@@ -110,8 +118,7 @@ impl BranchInfo {
         row: &BranchRow,
         source: &SourceRow,
         snapshot_label: String,
-        dir: PathBuf,
-        log: PathBuf,
+        (dir, socket_dir, log): (PathBuf, PathBuf, PathBuf),
     ) -> Self {
         let alive = row.postmaster.is_some_and(|p| p.is_alive());
         let dsn = Dsn {
@@ -133,12 +140,19 @@ impl BranchInfo {
             user: source.role.clone(),
             pid: row.postmaster.filter(|_| alive).map(|p| p.pid),
             data_dir: dir,
+            socket_dir,
             log,
             created_at: timestamp(row.created_at),
             expires_at: row.expires_at.map(timestamp),
             protected: row.protected,
             labels: row.labels.clone(),
-            timings: None,
+            timings: row.timings.map(|t| CreateTimings {
+                snapshot_ms: t.snapshot_ms.map(|v| v.max(0) as u64),
+                clone_ms: t.clone_ms.max(0) as u64,
+                start_ms: t.start_ms.max(0) as u64,
+                total_ms: t.total_ms.max(0) as u64,
+            }),
+            unshared_bytes: None,
             secret: Some(dsn),
         }
     }

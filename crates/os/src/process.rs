@@ -43,6 +43,17 @@ impl ProcessId {
         ProcessId::of(pid).expect("/proc/self/stat is readable")
     }
 
+    /// The calling thread, as the kernel names it (its tid, which is the
+    /// pid for a process's main thread). Operations recorded in meta.db are
+    /// owned by threads: in `pgfork serve` many requests run in one process,
+    /// each on its own thread, and one must see another's operation as
+    /// busy, not as a nested step of its own. `/proc/TID/stat` works for any
+    /// thread, so [`ProcessId::is_alive`] tells when that thread is gone.
+    pub fn current_thread() -> ProcessId {
+        let tid = nix::unistd::gettid().as_raw();
+        ProcessId::of(tid).expect("/proc/TID/stat of the calling thread is readable")
+    }
+
     /// The process that has `pid` now, if any.
     pub fn of(pid: i32) -> Option<ProcessId> {
         read_stat(pid).map(|s| ProcessId {
@@ -112,6 +123,17 @@ mod tests {
             !other.is_alive(),
             "a different start time is a different process"
         );
+    }
+
+    #[test]
+    fn threads_have_their_own_identity() {
+        let main = ProcessId::current_thread();
+        assert!(main.is_alive());
+        let other = std::thread::spawn(ProcessId::current_thread)
+            .join()
+            .unwrap();
+        assert_ne!(other, main);
+        assert!(!other.is_alive(), "an exited thread is gone");
     }
 
     #[test]

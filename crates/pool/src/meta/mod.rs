@@ -17,7 +17,9 @@ pub use rusqlite::Connection;
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use remote::{PolicyRow, RemoteRow};
-pub use rows::{BranchRow, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports};
+pub use rows::{
+    BranchRow, BranchTimings, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports,
+};
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]

@@ -97,11 +97,13 @@ pub struct Op {
 }
 
 impl Op {
-    /// An op carried out by the calling process.
+    /// An op carried out by the calling thread (see
+    /// [`ProcessId::current_thread`]: threads of one daemon must not take
+    /// each other's ops for their own).
     pub fn mine(kind: OpKind) -> Op {
         Op {
             kind,
-            owner: ProcessId::current(),
+            owner: ProcessId::current_thread(),
         }
     }
 }
@@ -468,10 +470,26 @@ pub struct BranchRow {
     pub durable: bool,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
+    /// How long its creation took, once it is made.
+    pub timings: Option<BranchTimings>,
+}
+
+/// Where the time of a branch's creation went, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct BranchTimings {
+    /// Taking a snapshot first, if one was taken.
+    pub snapshot_ms: Option<i64>,
+    /// Cloning the snapshot.
+    pub clone_ms: i64,
+    /// Starting the postmaster until it accepted a connection.
+    pub start_ms: i64,
+    /// The whole operation.
+    pub total_ms: i64,
 }
 
 const BRANCH_COLS: &str = "name, source, snapshot_id, parent_branch, state, op, op_pid, op_start, port, password, \
-                           pm_pid, pm_start, created_at, expires_at, protected, durable, labels";
+                           pm_pid, pm_start, created_at, expires_at, protected, durable, labels, \
+                           snapshot_ms, clone_ms, start_ms, total_ms";
 
 impl BranchRow {
     fn from_row(r: &Row) -> Result<BranchRow, rusqlite::Error> {
@@ -501,6 +519,19 @@ impl BranchRow {
                     },
                 )
             })?,
+            timings: {
+                let (clone, start, total): (Option<i64>, Option<i64>, Option<i64>) =
+                    (r.get(18)?, r.get(19)?, r.get(20)?);
+                match (clone, start, total) {
+                    (Some(clone_ms), Some(start_ms), Some(total_ms)) => Some(BranchTimings {
+                        snapshot_ms: r.get(17)?,
+                        clone_ms,
+                        start_ms,
+                        total_ms,
+                    }),
+                    _ => None,
+                }
+            },
         })
     }
 
@@ -510,11 +541,12 @@ impl BranchRow {
         let (pm_pid, pm_start) = pm_params(self.postmaster);
         let labels = serde_json::to_string(&self.labels).expect("labels serialise");
         conn.execute(
-            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17)"),
+            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"),
             params![
                 self.name, self.source, self.snapshot_id, self.parent_branch, self.state.as_str(), op, op_pid,
                 op_start, self.port as i64, self.password, pm_pid, pm_start, self.created_at, self.expires_at,
-                self.protected, self.durable, labels
+                self.protected, self.durable, labels, self.timings.and_then(|t| t.snapshot_ms),
+                self.timings.map(|t| t.clone_ms), self.timings.map(|t| t.start_ms), self.timings.map(|t| t.total_ms)
             ],
         )?;
         Ok(())
@@ -573,6 +605,15 @@ impl BranchRow {
         conn.execute(
             "UPDATE branches SET state = ?2, pm_pid = ?3, pm_start = ?4 WHERE name = ?1",
             params![name, state.as_str(), pid, start],
+        )?;
+        Ok(())
+    }
+
+    /// Records how long the branch's creation took.
+    pub fn set_timings(conn: &Connection, name: &str, t: BranchTimings) -> Result<(), MetaError> {
+        conn.execute(
+            "UPDATE branches SET snapshot_ms = ?2, clone_ms = ?3, start_ms = ?4, total_ms = ?5 WHERE name = ?1",
+            params![name, t.snapshot_ms, t.clone_ms, t.start_ms, t.total_ms],
         )?;
         Ok(())
     }
@@ -672,12 +713,19 @@ mod tests {
                 protected: true,
                 durable: false,
                 labels: labels.clone(),
+                timings: Some(BranchTimings {
+                    snapshot_ms: None,
+                    clone_ms: 3,
+                    start_ms: 40,
+                    total_ms: 50,
+                }),
             }
             .insert(c)
         })
         .unwrap();
         let b = BranchRow::get(meta.conn(), "fix-42").unwrap().unwrap();
         assert_eq!(b.labels, labels);
+        assert_eq!(b.timings.map(|t| t.start_ms), Some(40));
         assert!(b.protected);
         assert_eq!(b.postmaster, Some(pgfork_os::ProcessId::current()));
         assert_eq!(name_taken(meta.conn(), "shop").unwrap(), Some("source"));

@@ -87,6 +87,14 @@ CREATE TABLE policies (
 
 ALTER TABLE snapshots ADD COLUMN masked INTEGER NOT NULL DEFAULT 0;
 "#,
+    r#"
+-- How long each branch took to make (milliseconds), for `branch info` and
+-- the daemon's metrics; NULL for branches made before this version.
+ALTER TABLE branches ADD COLUMN snapshot_ms INTEGER;
+ALTER TABLE branches ADD COLUMN clone_ms INTEGER;
+ALTER TABLE branches ADD COLUMN start_ms INTEGER;
+ALTER TABLE branches ADD COLUMN total_ms INTEGER;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
