@@ -52,6 +52,46 @@ pub enum Command {
     Branch(BranchCommand),
     /// Measure branch creation against cp -a, CREATE DATABASE TEMPLATE and pg_dump | pg_restore.
     Bench(BenchArgs),
+    /// The daemon: HTTP API, MCP at /mcp, Prometheus /metrics, the reaper and scheduled work.
+    Serve(ServeArgs),
+    /// An MCP server on stdin/stdout, for agent clients that launch a command.
+    Mcp,
+    /// The API bearer token.
+    #[command(subcommand)]
+    Token(TokenCommand),
+}
+
+/// `pgfork token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Make a new API token and print it (once); the old one stops working at once.
+    Rotate,
+}
+
+/// `pgfork serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on.
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7432")]
+    pub listen: String,
+    /// Allow a non-loopback --listen address (the API hands out database passwords: put TLS in front).
+    #[arg(long)]
+    pub allow_remote: bool,
+    /// Stop a running branch after this long without a client session (0: never).
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub idle_stop: String,
+    /// Delete an unprotected branch after this long without a client session (0: never).
+    #[arg(long, value_name = "DURATION", default_value = "0")]
+    pub idle_delete: String,
+    /// How often the reaper runs (TTL expiry, idle stop and delete, scheduled work).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub reap_every: String,
+    /// Refuse a new branch of a source that has N branches already (stored like `init --max-branches-per-source`).
+    #[arg(long, value_name = "N")]
+    pub max_branches_per_source: Option<u32>,
+    /// Refuse new branches below SIZE free in the pool (stored like `init --min-free`).
+    #[arg(long, value_name = "SIZE")]
+    pub min_free: Option<String>,
 }
 
 /// Filesystems for pool images.
@@ -95,6 +135,12 @@ pub struct InitArgs {
     /// TCP port range for sources and branches [default: 15432-16431].
     #[arg(long, value_name = "MIN-MAX")]
     pub ports: Option<String>,
+    /// Refuse a new branch of a source that has N branches already (0: no quota).
+    #[arg(long, value_name = "N")]
+    pub max_branches_per_source: Option<u32>,
+    /// Refuse new branches while the pool has less than SIZE free (e.g. 2G; 0: no floor).
+    #[arg(long, value_name = "SIZE")]
+    pub min_free: Option<String>,
 }
 
 /// `pgfork source ...`.

@@ -10,7 +10,7 @@ use pgfork_pool::{Driver, FsKind, Home, space};
 
 use crate::cli::{
     BranchCommand, Cli, Command, DriverArg, DumpFormatArg, FsArg, ModeArg, SnapshotCommand,
-    SourceCommand,
+    SourceCommand, TokenCommand,
 };
 use crate::output;
 use crate::progress::Spinner;
@@ -23,6 +23,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     let result = match cli.command {
         Command::Init(args) => init(&home, args, json),
         Command::Doctor => doctor(&home, json),
+        Command::Token(c) => token(&home, c, json),
+        Command::Serve(args) => crate::serve::serve(home, args),
+        Command::Mcp => crate::serve::mcp(home),
         command => {
             let mut engine = Engine::open(home, spinner.clone())?;
             match command {
@@ -32,7 +35,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Snapshot(c) => snapshot(&mut engine, c, json),
                 Command::Branch(c) => branch(&mut engine, c, json),
                 Command::Bench(args) => crate::bench::run(engine, args, json),
-                Command::Init(_) | Command::Doctor => unreachable!("handled above"),
+                Command::Init(_)
+                | Command::Doctor
+                | Command::Token(_)
+                | Command::Serve(_)
+                | Command::Mcp => unreachable!("handled above"),
             }
         }
     };
@@ -67,6 +74,8 @@ fn init(home: &Home, args: crate::cli::InitArgs, json: bool) -> Result<()> {
             .as_deref()
             .map(pgfork_engine::config::parse_ports)
             .transpose()?,
+        max_branches_per_source: args.max_branches_per_source,
+        min_free: args.min_free.as_deref().map(parse_size).transpose()?,
     };
     let report = pgfork_engine::init(home, opts)?;
     if json {
@@ -106,7 +115,27 @@ fn init(home: &Home, args: crate::cli::InitArgs, json: bool) -> Result<()> {
         ),
         ("os user", report.os_user.clone()),
         ("ports", format!("{}-{}", report.ports.0, report.ports.1)),
+        (
+            "quota",
+            report
+                .max_branches_per_source
+                .map(|n| format!("{n} branches per source"))
+                .unwrap_or_else(|| "none".into()),
+        ),
+        (
+            "min free",
+            report
+                .min_free
+                .map(space::human_bytes)
+                .unwrap_or_else(|| "none".into()),
+        ),
     ]);
+    if let Some(token) = &report.api_token {
+        output::fields(&[("api token", token.clone())]);
+        eprintln!(
+            "The API token is shown only now (meta.db keeps its hash); `pgfork token rotate` makes a new one."
+        );
+    }
     eprintln!(
         "{} Next: pgfork source create NAME",
         if report.created {
@@ -115,6 +144,26 @@ fn init(home: &Home, args: crate::cli::InitArgs, json: bool) -> Result<()> {
             "Home updated."
         }
     );
+    Ok(())
+}
+
+/// Parses a size like 2G for --min-free.
+pub fn parse_size(text: &str) -> Result<u64> {
+    space::parse_size(text).with_context(|| format!("'{text}' is not a size like 2G or 512M"))
+}
+
+fn token(home: &Home, cmd: TokenCommand, json: bool) -> Result<()> {
+    match cmd {
+        TokenCommand::Rotate => {
+            let token = pgfork_engine::rotate_api_token(home)?;
+            if json {
+                output::json(&serde_json::json!({ "api_token": token }));
+            } else {
+                println!("{token}");
+                eprintln!("The old token no longer works; this one is shown only now.");
+            }
+        }
+    }
     Ok(())
 }
 
@@ -396,6 +445,7 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
             show_password,
         } => {
             let mut info = engine.branch_info(&name)?;
+            info.unshared_bytes = Some(engine.branch_unshared_bytes(&name)?);
             if show_password {
                 info = info.reveal();
             }

@@ -6,6 +6,7 @@ mod cli;
 mod commands;
 mod output;
 mod progress;
+mod serve;
 
 use std::process::ExitCode;
 

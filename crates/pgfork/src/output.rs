@@ -1,6 +1,7 @@
 //! Printing results for people (tables) or programs (JSON).
 
 use pgfork_engine::view::{BranchInfo, SnapshotInfo, SourceInfo};
+use pgfork_pool::space::human_bytes;
 use serde::Serialize;
 
 /// Prints `value` as pretty JSON on stdout.
@@ -102,6 +103,28 @@ pub fn branch(b: &BranchInfo) {
             } else {
                 labels
             },
+        ),
+        (
+            "created in",
+            b.timings
+                .map(|t| {
+                    format!(
+                        "{} ms (clone {} ms, start {} ms{})",
+                        t.total_ms,
+                        t.clone_ms,
+                        t.start_ms,
+                        t.snapshot_ms
+                            .map(|s| format!(", snapshot first {s} ms"))
+                            .unwrap_or_default()
+                    )
+                })
+                .unwrap_or_else(|| "-".into()),
+        ),
+        (
+            "unshared",
+            b.unshared_bytes
+                .map(|n| format!("{} no longer shared with its snapshot", human_bytes(n)))
+                .unwrap_or_else(|| "-".into()),
         ),
         ("data", b.data_dir.display().to_string()),
         ("log", b.log.display().to_string()),

@@ -1,0 +1,23 @@
+//! pgfork for programs and agents: the HTTP API (JSON, bearer token,
+//! OpenAPI document), the MCP server (stdio and streamable HTTP),
+//! Prometheus metrics, and the reaper that `pgfork serve` runs.
+//!
+//! The binary only parses flags and calls [`serve`] or [`mcp_stdio`].
+
+mod auth;
+mod body;
+pub mod error;
+mod mcp;
+pub mod metrics;
+pub mod openapi;
+mod query;
+mod reaper;
+pub mod routes;
+mod server;
+mod sessions;
+mod state;
+
+pub use mcp::PgforkMcp;
+pub use reaper::ReaperOptions;
+pub use server::{ServeError, ServeOptions, app, mcp_stdio, serve};
+pub use state::Shared;

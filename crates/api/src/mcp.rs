@@ -1,0 +1,288 @@
+//! The MCP server: tools for agents to fork a database, inspect and query
+//! their branch, and throw it away. Served over stdio (`pgfork mcp`) and
+//! streamable HTTP (`/mcp` in `pgfork serve`), on the official Rust SDK.
+//!
+//! Engine failures are tool errors (`isError: true`) whose text is the
+//! engine's JSON error, so that the agent reads what to do next; protocol
+//! errors are left for requests the server cannot route at all.
+
+use std::collections::BTreeMap;
+
+use rmcp::handler::server::router::tool::ToolRouter;
+use rmcp::handler::server::wrapper::Parameters;
+use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
+use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::query::{self, DEFAULT_ROWS, MAX_ROWS_LIMIT};
+use crate::state::Shared;
+
+/// Parameters of `create_branch`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct CreateBranchParams {
+    /// Name of the new branch: lowercase letters, digits, '-' and '_', starting with a letter, at most 48 characters. Sources and branches share one namespace.
+    pub name: String,
+    /// What to clone: a source name (its latest snapshot), a snapshot id such as "shop@3", or an existing branch name (snapshotted now).
+    pub from: String,
+    /// Time to live, such as "30m", "2h" or "7d"; the branch is deleted after it. Omit for no expiry.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Labels to attach, such as {"agent": "a1"}.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// Parameters of `list_branches`.
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
+pub struct ListBranchesParams {
+    /// Only branches carrying all of these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+}
+
+/// A branch named in a tool call.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct BranchParams {
+    /// Branch name (see list_branches).
+    pub branch: String,
+}
+
+/// Parameters of `delete_branch`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct DeleteBranchParams {
+    /// Branch name.
+    pub branch: String,
+    /// Also delete the branches that were made from this one (otherwise such a delete is refused).
+    #[serde(default)]
+    pub force: bool,
+}
+
+/// Parameters of `run_sql`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RunSqlParams {
+    /// Branch to run on (never a source).
+    pub branch: String,
+    /// SQL text: one statement, or several separated by ';' (run in one implicit transaction unless they contain BEGIN/COMMIT).
+    pub sql: String,
+    /// Most rows to return (default 100, at most 1000); the result says when rows were cut.
+    #[serde(default)]
+    pub max_rows: Option<usize>,
+}
+
+/// The MCP server of one pgfork home.
+#[derive(Clone)]
+pub struct PgforkMcp {
+    shared: Shared,
+    tool_router: ToolRouter<Self>,
+}
+
+fn failed(e: ApiError) -> CallToolResult {
+    CallToolResult::structured_error(json!({ "error": { "code": e.code, "message": e.message } }))
+}
+
+fn done(value: Value) -> CallToolResult {
+    CallToolResult::structured(value)
+}
+
+/// What an agent needs to know of a branch.
+fn branch_summary(b: &pgfork_engine::BranchInfo, dsn: Option<String>) -> Value {
+    let mut v = json!({
+        "name": b.name,
+        "status": b.status,
+        "source": b.source,
+        "snapshot": b.snapshot,
+        "parent_branch": b.parent_branch,
+        "port": b.port,
+        "database": b.database,
+        "user": b.user,
+        "created_at": b.created_at,
+        "expires_at": b.expires_at,
+        "protected": b.protected,
+        "labels": b.labels,
+    });
+    if let Some(dsn) = dsn {
+        v["dsn"] = json!(dsn);
+    }
+    v
+}
+
+#[tool_router]
+impl PgforkMcp {
+    /// A server for the home of `shared`.
+    pub fn new(shared: Shared) -> PgforkMcp {
+        PgforkMcp {
+            shared,
+            tool_router: Self::tool_router(),
+        }
+    }
+
+    /// The DSN of a branch, started first if it was stopped.
+    async fn awake_dsn(&self, branch: String) -> Result<String, ApiError> {
+        let info = self.shared.start_branch(branch).await?;
+        self.shared.activity.touch(&info.name);
+        Ok(info.dsn_with_password().unwrap_or_default())
+    }
+
+    #[tool(
+        description = "List the sources: the databases branches are made from. Returns {\"sources\": [{name, mode (local/physical/logical), status, database, snapshots, branches}]}. Use a source name as `from` in create_branch."
+    )]
+    async fn list_sources(&self) -> Result<CallToolResult, ErrorData> {
+        Ok(match self.shared.engine(|e| e.source_list()).await {
+            Ok(list) => done(json!({ "sources": list.iter().map(|s| json!({
+                "name": s.name, "mode": s.mode, "status": s.status, "database": s.database,
+                "snapshots": s.snapshots, "branches": s.branches,
+            })).collect::<Vec<_>>() })),
+            Err(e) => failed(e),
+        })
+    }
+
+    #[tool(
+        description = "Create a branch: a private, writable, copy-on-write copy of a source's database (or of a snapshot or another branch), running as its own PostgreSQL server, ready in about a second whatever the data size. Returns the branch with `dsn`, a postgres:// connection string (with password) for a non-superuser role. Changes on the branch never reach the source. Errors: name_taken, unknown_origin, quota_exceeded, disk_floor."
+    )]
+    async fn create_branch(
+        &self,
+        Parameters(p): Parameters<CreateBranchParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let ttl = match p
+            .ttl
+            .as_deref()
+            .map(pgfork_engine::names::parse_ttl)
+            .transpose()
+        {
+            Ok(t) => t,
+            Err(e) => return Ok(failed(e.into())),
+        };
+        let req = pgfork_engine::BranchCreate {
+            name: p.name,
+            from: p.from,
+            ttl,
+            labels: p.labels,
+            ..Default::default()
+        };
+        Ok(match self.shared.create_branch(req).await {
+            Ok(info) => done(branch_summary(&info, info.dsn_with_password())),
+            Err(e) => failed(e),
+        })
+    }
+
+    #[tool(
+        description = "List branches, optionally only those with all the given labels. Returns {\"branches\": [{name, status (running/stopped/crashed), source, snapshot, port, database, user, created_at, expires_at, protected, labels}]}; passwords are not included."
+    )]
+    async fn list_branches(
+        &self,
+        Parameters(p): Parameters<ListBranchesParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        Ok(
+            match self.shared.engine(move |e| e.branch_list(&p.labels)).await {
+                Ok(list) => done(json!({
+                    "branches": list.iter().map(|b| branch_summary(b, None)).collect::<Vec<_>>()
+                })),
+                Err(e) => failed(e),
+            },
+        )
+    }
+
+    #[tool(
+        description = "Describe a branch's schema: every table, view and materialized view outside the system schemas, with columns (name, type, nullable, default), primary key, foreign keys, unique/check constraints, indexes and the planner's row estimate. Returns {\"tables\": [...]}. Starts the branch if it was stopped."
+    )]
+    async fn describe_schema(
+        &self,
+        Parameters(p): Parameters<BranchParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let dsn = match self.awake_dsn(p.branch).await {
+            Ok(d) => d,
+            Err(e) => return Ok(failed(e)),
+        };
+        let result = tokio::task::spawn_blocking(move || query::describe_schema(&dsn)).await;
+        Ok(match result {
+            Ok(Ok(tables)) => done(json!({ "tables": tables })),
+            Ok(Err(e)) => failed(sql_error(e)),
+            Err(e) => failed(ApiError::internal(e.to_string())),
+        })
+    }
+
+    #[tool(
+        description = "Run SQL on a branch (never on a source), as the branch's own non-superuser role, with a 60 s statement timeout. Returns {columns, rows (text values, null for NULL), truncated, statements (row counts per statement), note}: the rows of the last statement that returned any, at most max_rows (default 100, at most 1000); `note` says when rows were cut. Starts the branch if it was stopped."
+    )]
+    async fn run_sql(
+        &self,
+        Parameters(p): Parameters<RunSqlParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let max_rows = p.max_rows.unwrap_or(DEFAULT_ROWS).clamp(1, MAX_ROWS_LIMIT);
+        let dsn = match self.awake_dsn(p.branch).await {
+            Ok(d) => d,
+            Err(e) => return Ok(failed(e)),
+        };
+        let sql = p.sql;
+        let result =
+            tokio::task::spawn_blocking(move || query::run_sql(&dsn, &sql, max_rows)).await;
+        Ok(match result {
+            Ok(Ok(r)) => done(serde_json::to_value(r).expect("serialisable")),
+            Ok(Err(e)) => failed(sql_error(e)),
+            Err(e) => failed(ApiError::internal(e.to_string())),
+        })
+    }
+
+    #[tool(
+        description = "Reset a branch: throw away every change made on it and go back to the snapshot it was made from. Name, port and password stay the same, so existing connection strings keep working (open connections are closed). Returns the branch."
+    )]
+    async fn reset_branch(
+        &self,
+        Parameters(p): Parameters<BranchParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let name = p.branch;
+        self.shared.activity.touch(&name);
+        Ok(
+            match self.shared.engine(move |e| e.branch_reset(&name)).await {
+                Ok(info) => done(branch_summary(&info, None)),
+                Err(e) => failed(e),
+            },
+        )
+    }
+
+    #[tool(
+        description = "Delete a branch and its data for good. Refused (has_dependents) while other branches were made from it, unless force is true, which deletes those too. Returns {\"deleted\": [...]}."
+    )]
+    async fn delete_branch(
+        &self,
+        Parameters(p): Parameters<DeleteBranchParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let (name, force) = (p.branch, p.force);
+        Ok(
+            match self
+                .shared
+                .engine(move |e| e.branch_delete(&name, force))
+                .await
+            {
+                Ok(deleted) => done(json!({ "deleted": deleted })),
+                Err(e) => failed(e),
+            },
+        )
+    }
+}
+
+/// A PostgreSQL error with the server's own message, which `Display`
+/// leaves out.
+fn sql_error(e: postgres::Error) -> ApiError {
+    let message = match e.as_db_error() {
+        Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None => e.to_string(),
+    };
+    ApiError::new(axum::http::StatusCode::BAD_REQUEST, "sql_error", message)
+}
+
+#[tool_handler(router = self.tool_router)]
+impl ServerHandler for PgforkMcp {
+    fn get_info(&self) -> ServerConfig {
+        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+            .with_server_info(Implementation::new("pgfork", env!("CARGO_PKG_VERSION")))
+            .with_instructions(
+                "pgfork gives you your own writable copy (a branch) of a PostgreSQL database in about a second. \
+                 Typical use: list_sources, create_branch (keep the dsn), describe_schema, run_sql as often as needed, \
+                 reset_branch to start over, delete_branch when done. Branches are isolated: nothing you do reaches \
+                 the source.",
+            )
+    }
+}

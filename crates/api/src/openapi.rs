@@ -1,0 +1,320 @@
+//! The OpenAPI 3.1 document served at `/openapi.json`, written by hand and
+//! checked against the route table by a test, so the two cannot drift.
+
+use serde_json::{Value, json};
+
+fn error_response(description: &str) -> Value {
+    json!({
+        "description": description,
+        "content": { "application/json": { "schema": { "$ref": "#/components/schemas/Error" } } }
+    })
+}
+
+fn ok(description: &str, schema: Value) -> Value {
+    json!({ "description": description, "content": { "application/json": { "schema": schema } } })
+}
+
+fn reference(name: &str) -> Value {
+    json!({ "$ref": format!("#/components/schemas/{name}") })
+}
+
+fn array_of(name: &str) -> Value {
+    json!({ "type": "array", "items": reference(name) })
+}
+
+fn path_param(name: &str, description: &str) -> Value {
+    json!({ "name": name, "in": "path", "required": true, "description": description,
+            "schema": { "type": "string" } })
+}
+
+fn force_param(what: &str) -> Value {
+    json!({ "name": "force", "in": "query", "required": false,
+            "description": format!("Also delete {what}."), "schema": { "type": "boolean" } })
+}
+
+fn body(name: &str) -> Value {
+    json!({ "required": true, "content": { "application/json": { "schema": reference(name) } } })
+}
+
+/// An operation with the error responses every authenticated route has.
+fn op(summary: &str, id: &str, mut responses: serde_json::Map<String, Value>) -> Value {
+    responses.insert(
+        "401".into(),
+        error_response("Missing or wrong bearer token."),
+    );
+    responses.insert(
+        "500".into(),
+        error_response("The server or PostgreSQL failed; the message says what to do."),
+    );
+    json!({ "summary": summary, "operationId": id, "responses": responses })
+}
+
+fn with(mut op: Value, key: &str, value: Value) -> Value {
+    op[key] = value;
+    op
+}
+
+macro_rules! responses {
+    ($($code:literal => $value:expr),* $(,)?) => {{
+        let mut m = serde_json::Map::new();
+        $( m.insert($code.to_string(), $value); )*
+        m
+    }};
+}
+
+fn schemas() -> Value {
+    let string = json!({ "type": "string" });
+    let opt_string = json!({ "type": ["string", "null"] });
+    json!({
+        "Error": {
+            "type": "object", "required": ["error"],
+            "properties": { "error": {
+                "type": "object", "required": ["code", "message"],
+                "properties": {
+                    "code": { "type": "string", "description": "Stable code: unauthorized, bad_request, not_found, unknown_branch, unknown_source, unknown_snapshot, unknown_origin, invalid_name, invalid_argument, name_taken, has_dependents, busy, wrong_state, quota_exceeded, disk_floor, no_free_port, no_space, ..." },
+                    "message": { "type": "string", "description": "What went wrong and what to do." }
+                }
+            } }
+        },
+        "Health": { "type": "object", "properties": { "status": string, "version": string } },
+        "Deleted": { "type": "object", "properties": { "deleted": { "type": "array", "items": string } } },
+        "Dsn": { "type": "object", "properties": { "name": string, "dsn": string } },
+        "CreateSource": {
+            "type": "object", "required": ["name"], "additionalProperties": false,
+            "properties": { "name": { "type": "string", "description": "Name; also the database and role." } }
+        },
+        "CreateSnapshot": {
+            "type": "object", "required": ["of"], "additionalProperties": false,
+            "properties": {
+                "of": { "type": "string", "description": "Source or branch." },
+                "unmasked": { "type": "boolean", "default": false }
+            }
+        },
+        "CreateBranch": {
+            "type": "object", "required": ["name", "from"], "additionalProperties": false,
+            "properties": {
+                "name": { "type": "string", "description": "Lowercase letters, digits, - and _; starts with a letter; at most 48." },
+                "from": { "type": "string", "description": "A source (its latest snapshot), a snapshot id (shop@3) or a branch." },
+                "ttl": { "type": "string", "description": "Time to live: 30m, 2h, 7d." },
+                "labels": { "type": "object", "additionalProperties": { "type": "string" } },
+                "protect": { "type": "boolean", "default": false },
+                "durable": { "type": "boolean", "default": false },
+                "fresh": { "type": "boolean", "default": false },
+                "schema_only": { "type": "boolean", "default": false },
+                "unmasked": { "type": "boolean", "default": false }
+            }
+        },
+        "SetBranch": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "ttl": { "type": "string", "description": "New TTL from now." },
+                "clear_ttl": { "type": "boolean" },
+                "protect": { "type": "boolean" },
+                "labels": { "type": "object", "additionalProperties": { "type": "string" } },
+                "unlabel": { "type": "array", "items": { "type": "string" } }
+            }
+        },
+        "Timings": {
+            "type": "object",
+            "properties": {
+                "snapshot_ms": { "type": ["integer", "null"] }, "clone_ms": { "type": "integer" },
+                "start_ms": { "type": "integer" }, "total_ms": { "type": "integer" }
+            }
+        },
+        "Branch": {
+            "type": "object",
+            "properties": {
+                "name": string, "source": string, "snapshot": string, "parent_branch": opt_string,
+                "status": { "type": "string", "description": "running, stopped, crashed, or an operation in progress." },
+                "port": { "type": "integer" },
+                "dsn": { "type": "string", "description": "Connection string; the password is masked except in the response of a create." },
+                "database": string, "user": string, "pid": { "type": ["integer", "null"] },
+                "data_dir": string, "log": string, "created_at": string, "expires_at": opt_string,
+                "protected": { "type": "boolean" },
+                "labels": { "type": "object", "additionalProperties": { "type": "string" } },
+                "timings": reference("Timings"),
+                "unshared_bytes": { "type": "integer", "description": "Bytes no longer shared with the base snapshot." }
+            }
+        },
+        "Source": {
+            "type": "object",
+            "properties": {
+                "name": string, "mode": string, "status": string, "port": { "type": "integer" },
+                "database": string, "user": string, "dsn": string, "pg_major": { "type": "integer" },
+                "created_at": string, "snapshots": { "type": "integer" }, "branches": { "type": "integer" },
+                "masking": string
+            }
+        },
+        "Snapshot": {
+            "type": "object",
+            "properties": {
+                "id": string, "number": { "type": "integer" }, "source": string, "parent_branch": opt_string,
+                "status": string, "created_at": string, "method": opt_string, "lsn": opt_string,
+                "branches": { "type": "array", "items": string }
+            }
+        }
+    })
+}
+
+/// The document.
+pub fn document() -> Value {
+    let name = path_param("name", "Branch or source name.");
+    let id = path_param("id", "Snapshot id, such as shop@3.");
+    let not_found = error_response("No such object.");
+    let conflict = error_response("Busy, has dependents, or in the wrong state.");
+    let bad = error_response("Malformed JSON or a bad field; the message names it.");
+    let branch = reference("Branch");
+    json!({
+        "openapi": "3.1.0",
+        "info": {
+            "title": "pgfork",
+            "version": env!("CARGO_PKG_VERSION"),
+            "description": "Instant, isolated copy-on-write branches of real PostgreSQL databases. Every route but /health needs `Authorization: Bearer TOKEN` (made by `pgfork init`, replaced by `pgfork token rotate`). Errors are {\"error\": {\"code\", \"message\"}}. The MCP server is at /mcp (streamable HTTP)."
+        },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": schemas()
+        },
+        "security": [ { "bearer": [] } ],
+        "paths": {
+            "/health": { "get": {
+                "summary": "Liveness; needs no token.", "operationId": "health", "security": [],
+                "responses": { "200": ok("Up.", reference("Health")) }
+            } },
+            "/openapi.json": { "get": op("This document.", "openapi",
+                responses!{ "200" => json!({ "description": "OpenAPI 3.1 document.", "content": { "application/json": { "schema": { "type": "object" } } } }) }) },
+            "/metrics": { "get": op("Prometheus metrics (text format).", "metrics",
+                responses!{ "200" => json!({ "description": "Metrics.", "content": { "text/plain": { "schema": { "type": "string" } } } }) }) },
+            "/v1/sources": {
+                "get": op("List sources.", "listSources", responses!{ "200" => ok("Sources.", array_of("Source")) }),
+                "post": with(op("Create a local source (a new cluster, started).", "createSource",
+                    responses!{ "201" => ok("Created.", reference("Source")), "400" => bad.clone(), "409" => conflict.clone() }),
+                    "requestBody", body("CreateSource"))
+            },
+            "/v1/sources/{name}": {
+                "parameters": [name.clone()],
+                "get": op("One source.", "getSource", responses!{ "200" => ok("The source.", reference("Source")), "404" => not_found.clone() }),
+                "delete": with(op("Delete a source and its snapshots.", "deleteSource",
+                    responses!{ "200" => ok("What was deleted.", reference("Deleted")), "404" => not_found.clone(), "409" => conflict.clone() }),
+                    "parameters", json!([force_param("its branches")]))
+            },
+            "/v1/snapshots": {
+                "get": with(op("List snapshots.", "listSnapshots", responses!{ "200" => ok("Snapshots.", array_of("Snapshot")) }),
+                    "parameters", json!([{ "name": "source", "in": "query", "required": false, "schema": { "type": "string" }, "description": "Only snapshots of this source." }])),
+                "post": with(op("Take a consistent, sealed snapshot of a source or branch.", "createSnapshot",
+                    responses!{ "201" => ok("Created.", reference("Snapshot")), "400" => bad.clone(), "404" => not_found.clone(), "409" => conflict.clone() }),
+                    "requestBody", body("CreateSnapshot"))
+            },
+            "/v1/snapshots/{id}": {
+                "parameters": [id],
+                "get": op("One snapshot.", "getSnapshot", responses!{ "200" => ok("The snapshot.", reference("Snapshot")), "404" => not_found.clone() }),
+                "delete": with(op("Delete a snapshot.", "deleteSnapshot",
+                    responses!{ "200" => ok("What was deleted.", reference("Deleted")), "404" => not_found.clone(), "409" => conflict.clone() }),
+                    "parameters", json!([force_param("the branches made from it")]))
+            },
+            "/v1/branches": {
+                "get": with(op("List branches.", "listBranches", responses!{ "200" => ok("Branches.", array_of("Branch")), "400" => bad.clone() }),
+                    "parameters", json!([{ "name": "label", "in": "query", "required": false, "description": "KEY=VALUE; repeatable, all must match.",
+                        "schema": { "type": "array", "items": { "type": "string" } }, "style": "form", "explode": true }])),
+                "post": with(op("Create a branch; the response's dsn carries its password.", "createBranch",
+                    responses!{
+                        "201" => ok("Created and running.", branch.clone()),
+                        "400" => bad.clone(),
+                        "404" => error_response("`from` names nothing."),
+                        "409" => error_response("The name is taken, or the origin is busy."),
+                        "429" => error_response("The source has as many branches as its quota allows."),
+                        "503" => error_response("No free TCP port in the configured range."),
+                        "507" => error_response("The pool is below its free-space floor, or full.")
+                    }),
+                    "requestBody", body("CreateBranch"))
+            },
+            "/v1/branches/{name}": {
+                "parameters": [name.clone()],
+                "get": op("One branch (password masked), with its unshared bytes.", "getBranch",
+                    responses!{ "200" => ok("The branch.", branch.clone()), "404" => not_found.clone() }),
+                "patch": with(op("Change TTL, protection or labels.", "setBranch",
+                    responses!{ "200" => ok("The branch.", branch.clone()), "400" => bad.clone(), "404" => not_found.clone() }),
+                    "requestBody", body("SetBranch")),
+                "delete": with(op("Delete a branch.", "deleteBranch",
+                    responses!{ "200" => ok("What was deleted.", reference("Deleted")), "404" => not_found.clone(), "409" => conflict.clone() }),
+                    "parameters", json!([force_param("the branches made from it")]))
+            },
+            "/v1/branches/{name}/dsn": {
+                "parameters": [name.clone()],
+                "get": op("The branch's connection string, with its password.", "getBranchDsn",
+                    responses!{ "200" => ok("The DSN.", reference("Dsn")), "404" => not_found.clone() })
+            },
+            "/v1/branches/{name}/reset": {
+                "parameters": [name.clone()],
+                "post": op("Throw the branch's changes away (same name, port, password).", "resetBranch",
+                    responses!{ "200" => ok("The branch, running.", branch.clone()), "404" => not_found.clone(), "409" => conflict.clone() })
+            },
+            "/v1/branches/{name}/start": {
+                "parameters": [name.clone()],
+                "post": op("Start a stopped branch.", "startBranch",
+                    responses!{ "200" => ok("The branch.", branch.clone()), "404" => not_found.clone(), "409" => conflict.clone() })
+            },
+            "/v1/branches/{name}/stop": {
+                "parameters": [name],
+                "post": op("Stop a branch; data is kept.", "stopBranch",
+                    responses!{ "200" => ok("The branch.", branch), "404" => not_found, "409" => conflict })
+            }
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The document lists exactly the routes the router serves.
+    #[test]
+    fn document_matches_the_route_table() {
+        let doc = document();
+        let mut documented = BTreeSet::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, _) in item.as_object().unwrap() {
+                if method != "parameters" {
+                    documented.insert((method.to_uppercase(), path.clone()));
+                }
+            }
+        }
+        let routed: BTreeSet<(String, String)> = crate::routes::table()
+            .iter()
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        assert_eq!(documented, routed);
+    }
+
+    /// Every reference resolves, every path parameter is declared.
+    #[test]
+    fn document_is_consistent() {
+        let doc = document();
+        let text = doc.to_string();
+        let schemas = doc["components"]["schemas"].as_object().unwrap();
+        for part in text.split("#/components/schemas/").skip(1) {
+            let name: String = part.chars().take_while(|c| c.is_alphanumeric()).collect();
+            assert!(schemas.contains_key(&name), "dangling $ref {name}");
+        }
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for param in path.split('{').skip(1) {
+                let param = param.split('}').next().unwrap();
+                let declared = item["parameters"]
+                    .as_array()
+                    .is_some_and(|ps| ps.iter().any(|p| p["name"] == param && p["in"] == "path"));
+                assert!(declared, "{path} does not declare {{{param}}}");
+            }
+            for (method, op) in item.as_object().unwrap() {
+                if method != "parameters" {
+                    assert!(
+                        op["operationId"].is_string(),
+                        "{method} {path} has no operationId"
+                    );
+                    assert!(op["responses"].as_object().is_some_and(|r| !r.is_empty()));
+                }
+            }
+        }
+    }
+}

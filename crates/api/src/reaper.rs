@@ -1,0 +1,202 @@
+//! The reaper inside `pgfork serve`: on every pass it deletes branches
+//! whose TTL has passed (the engine's gc), runs scheduled work that is due
+//! (the engine's tick), stops running branches that have had no client
+//! session for `idle_stop`, and deletes unprotected branches that have had
+//! none for `idle_delete`. A second, slower loop samples how many bytes
+//! each branch no longer shares with its snapshot, for the metrics.
+//!
+//! Idle time is the shortest of: time since the branch was created, since
+//! this daemon started, and since a session or request was last seen. So
+//! a restarted daemon gives every branch a full idle period again rather
+//! than reaping on stale knowledge.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use pgfork_engine::{Engine, EngineError};
+
+use crate::metrics::ReaperAction;
+use crate::sessions;
+use crate::state::Shared;
+
+/// When the reaper acts.
+#[derive(Debug, Clone, Copy)]
+pub struct ReaperOptions {
+    /// Time between passes.
+    pub every: Duration,
+    /// Stop a running branch idle this long.
+    pub idle_stop: Option<Duration>,
+    /// Delete an unprotected branch idle this long.
+    pub idle_delete: Option<Duration>,
+}
+
+/// How often unshared bytes are sampled: it reads every file's extent map.
+const STORAGE_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs reaper passes until the task is dropped.
+pub async fn run(shared: Shared, opts: ReaperOptions) {
+    let started = Instant::now();
+    let mut timer = tokio::time::interval(opts.every);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let s = shared.clone();
+        let result = shared
+            .engine(move |e| {
+                pass(e, &s, opts, started);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!("reaper pass: {}", e.message);
+        }
+    }
+}
+
+/// Samples unshared bytes of every branch until the task is dropped.
+pub async fn sample_storage(shared: Shared) {
+    let mut timer = tokio::time::interval(STORAGE_EVERY);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        timer.tick().await;
+        let metrics = shared.metrics.clone();
+        let result = shared
+            .engine(move |e| {
+                let mut sample = BTreeMap::new();
+                for b in e.branch_list(&BTreeMap::new())? {
+                    if let Ok(n) = e.branch_unshared_bytes(&b.name) {
+                        sample.insert(b.name, n);
+                    }
+                }
+                metrics.set_unshared(sample);
+                Ok(())
+            })
+            .await;
+        if let Err(e) = result {
+            tracing::warn!("sampling branch storage: {}", e.message);
+        }
+    }
+}
+
+fn deleted_branches(list: &[String]) -> u64 {
+    list.iter().filter(|d| d.starts_with("branch ")).count() as u64
+}
+
+/// One pass; failures are logged, never fatal.
+fn pass(e: &mut Engine, s: &Shared, opts: ReaperOptions, started: Instant) {
+    match e.gc() {
+        Ok(report) => s
+            .metrics
+            .reaped(ReaperAction::TtlDelete, deleted_branches(&report.deleted)),
+        Err(err) => tracing::warn!("reaper: gc: {err}"),
+    }
+    match e.tick() {
+        Ok(report) => {
+            for (what, why) in &report.errors {
+                tracing::warn!("reaper: scheduled {what}: {why}");
+            }
+        }
+        Err(err) => tracing::warn!("reaper: tick: {err}"),
+    }
+    if (opts.idle_stop.is_some() || opts.idle_delete.is_some())
+        && let Err(err) = idle(e, s, opts, started)
+    {
+        tracing::warn!("reaper: idle branches: {err}");
+    }
+    reap_zombie_postmasters();
+}
+
+fn idle(
+    e: &mut Engine,
+    s: &Shared,
+    opts: ReaperOptions,
+    started: Instant,
+) -> Result<(), EngineError> {
+    let branches = e.branch_list(&BTreeMap::new())?;
+    let names: Vec<&str> = branches.iter().map(|b| b.name.as_str()).collect();
+    s.activity.retain(&names);
+    let now = pgfork_pool::meta::now();
+    for b in &branches {
+        if b.status == "running" {
+            match sessions::count(b) {
+                Ok(n) if n > 0 => s.activity.touch(&b.name),
+                Ok(_) => {}
+                // A branch that cannot be asked is not known to be idle.
+                Err(err) => {
+                    tracing::debug!("reaper: sessions of {}: {err}", b.name);
+                    continue;
+                }
+            }
+        }
+        let age = humantime::parse_rfc3339(&b.created_at)
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map(|d| Duration::from_secs((now - d.as_secs() as i64).max(0) as u64))
+            .unwrap_or_default();
+        let mut idle_for = age.min(started.elapsed());
+        if let Some(last) = s.activity.last(&b.name) {
+            idle_for = idle_for.min(last.elapsed());
+        }
+        let settled = b.status == "running" || b.status == "stopped" || b.status == "crashed";
+        if let Some(limit) = opts.idle_delete
+            && settled
+            && !b.protected
+            && idle_for >= limit
+        {
+            match e.branch_delete(&b.name, false) {
+                Ok(_) => {
+                    tracing::info!("reaper: deleted branch {} (idle {idle_for:?})", b.name);
+                    s.metrics.reaped(ReaperAction::IdleDelete, 1);
+                }
+                Err(err) => tracing::info!("reaper: kept idle branch {}: {err}", b.name),
+            }
+            continue;
+        }
+        if let Some(limit) = opts.idle_stop
+            && b.status == "running"
+            && idle_for >= limit
+        {
+            match e.branch_stop(&b.name) {
+                Ok(_) => {
+                    tracing::info!("reaper: stopped branch {} (idle {idle_for:?})", b.name);
+                    s.metrics.reaped(ReaperAction::IdleStop, 1);
+                }
+                Err(err) => tracing::info!("reaper: could not stop idle branch {}: {err}", b.name),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Postmasters this daemon started are its children: one that exits
+/// because another pgfork process stopped or deleted its branch would stay
+/// a zombie for the daemon's lifetime. Only exited `postgres` children are
+/// reaped, so that no other child's exit status is taken from its waiter.
+fn reap_zombie_postmasters() {
+    let me = std::process::id().to_string();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for entry in dir.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let comm = &stat[open + 1..close];
+        let mut fields = stat[close + 1..].split_ascii_whitespace();
+        let (state, ppid) = (fields.next(), fields.next());
+        if comm == "postgres" && state == Some("Z") && ppid == Some(me.as_str()) {
+            // SAFETY: waitpid on our own exited child, without blocking.
+            unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
+        }
+    }
+}

@@ -1,0 +1,200 @@
+//! `/v1/branches`: writable copy-on-write clones, each a real PostgreSQL
+//! server. Creating one returns its DSN, password included.
+
+use std::collections::BTreeMap;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use pgfork_engine::view::BranchInfo;
+use pgfork_engine::{BranchCreate, names};
+use serde::Deserialize;
+
+use crate::body::{JsonBody, query_flag, query_pairs};
+use crate::error::ApiError;
+use crate::state::Shared;
+
+/// Body of `POST /v1/branches`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateBranch {
+    /// New branch name.
+    pub name: String,
+    /// A source (its latest snapshot), a snapshot id (`shop@3`) or a branch.
+    pub from: String,
+    /// Time to live (`30m`, `2h`, `7d`).
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Never deleted by gc or the reaper.
+    #[serde(default)]
+    pub protect: bool,
+    /// fsync on.
+    #[serde(default)]
+    pub durable: bool,
+    /// Snapshot the source first.
+    #[serde(default)]
+    pub fresh: bool,
+    /// Empty every table.
+    #[serde(default)]
+    pub schema_only: bool,
+    /// Allow an unmasked snapshot of a remote source without rules.
+    #[serde(default)]
+    pub unmasked: bool,
+}
+
+/// Body of `PATCH /v1/branches/{name}`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SetBranch {
+    /// New TTL from now.
+    #[serde(default)]
+    pub ttl: Option<String>,
+    /// Remove the TTL.
+    #[serde(default)]
+    pub clear_ttl: bool,
+    /// Protect (true) or unprotect (false).
+    #[serde(default)]
+    pub protect: Option<bool>,
+    /// Labels to add or change.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Label keys to remove.
+    #[serde(default)]
+    pub unlabel: Vec<String>,
+}
+
+/// The engine's request for a create body.
+pub fn branch_create(req: CreateBranch) -> Result<BranchCreate, ApiError> {
+    Ok(BranchCreate {
+        ttl: req
+            .ttl
+            .as_deref()
+            .map(names::parse_ttl)
+            .transpose()
+            .map_err(|e| ApiError::bad_request(format!("invalid field 'ttl': {e}")))?,
+        name: req.name,
+        from: req.from,
+        labels: req.labels,
+        protect: req.protect,
+        durable: req.durable,
+        fresh: req.fresh,
+        schema_only: req.schema_only,
+        unmasked: req.unmasked,
+    })
+}
+
+/// `GET /v1/branches?label=KEY=VALUE` (repeatable: all must match).
+pub async fn list(
+    State(s): State<Shared>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<BranchInfo>>, ApiError> {
+    let labels: Vec<String> = query_pairs(q.as_deref())
+        .into_iter()
+        .filter(|(k, _)| k == "label")
+        .map(|(_, v)| v)
+        .collect();
+    let labels = names::parse_labels(&labels)?;
+    Ok(Json(s.engine(move |e| e.branch_list(&labels)).await?))
+}
+
+/// `POST /v1/branches`: 201 with the branch, `dsn` carrying its password.
+pub async fn create(
+    State(s): State<Shared>,
+    JsonBody(req): JsonBody<CreateBranch>,
+) -> Result<(StatusCode, Json<BranchInfo>), ApiError> {
+    let info = s.create_branch(branch_create(req)?).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /v1/branches/{name}`, with the bytes it no longer shares with its
+/// snapshot (password masked).
+pub async fn info(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<BranchInfo>, ApiError> {
+    let info = s
+        .engine(move |e| {
+            let mut info = e.branch_info(&name)?;
+            // A branch being made or removed has no extent map to read yet.
+            info.unshared_bytes = e.branch_unshared_bytes(&name).ok();
+            Ok(info)
+        })
+        .await?;
+    Ok(Json(info))
+}
+
+/// `GET /v1/branches/{name}/dsn`: `{"name", "dsn"}` with the password.
+pub async fn dsn(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let info = s.engine(move |e| e.branch_info(&name)).await?;
+    Ok(Json(serde_json::json!({
+        "name": info.name,
+        "dsn": info.dsn_with_password().unwrap_or_default(),
+    })))
+}
+
+/// `PATCH /v1/branches/{name}`: TTL, protection, labels.
+pub async fn set(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<SetBranch>,
+) -> Result<Json<BranchInfo>, ApiError> {
+    if req.ttl.is_some() && req.clear_ttl {
+        return Err(ApiError::bad_request(
+            "fields 'ttl' and 'clear_ttl' exclude each other",
+        ));
+    }
+    let ttl = match (&req.ttl, req.clear_ttl) {
+        (Some(t), _) => {
+            Some(Some(names::parse_ttl(t).map_err(|e| {
+                ApiError::bad_request(format!("invalid field 'ttl': {e}"))
+            })?))
+        }
+        (None, true) => Some(None),
+        (None, false) => None,
+    };
+    let info = s
+        .engine(move |e| e.branch_set(&name, ttl, req.protect, &req.labels, &req.unlabel))
+        .await?;
+    Ok(Json(info))
+}
+
+/// `DELETE /v1/branches/{name}?force=true`.
+pub async fn remove(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let force = query_flag(q.as_deref(), "force")?;
+    let deleted = s.engine(move |e| e.branch_delete(&name, force)).await?;
+    Ok(Json(serde_json::json!({ "deleted": deleted })))
+}
+
+/// `POST /v1/branches/{name}/reset`.
+pub async fn reset(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<BranchInfo>, ApiError> {
+    Ok(Json(s.engine(move |e| e.branch_reset(&name)).await?))
+}
+
+/// `POST /v1/branches/{name}/start`.
+pub async fn start(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<BranchInfo>, ApiError> {
+    Ok(Json(s.start_branch(name).await?))
+}
+
+/// `POST /v1/branches/{name}/stop`.
+pub async fn stop(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<BranchInfo>, ApiError> {
+    Ok(Json(s.engine(move |e| e.branch_stop(&name)).await?))
+}

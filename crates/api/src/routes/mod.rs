@@ -1,0 +1,90 @@
+//! The HTTP routes, as one table: the router is built from it and the
+//! OpenAPI document is checked against it (see `openapi.rs`), so neither
+//! can list a route the other lacks.
+
+mod branches;
+mod snapshots;
+mod sources;
+mod system;
+
+use axum::Router;
+use axum::http::{Method, StatusCode};
+use axum::routing::{MethodRouter, delete, get, patch, post};
+
+use crate::error::ApiError;
+use crate::state::Shared;
+
+/// One route: method, path (axum syntax, which is OpenAPI's: `{name}`) and
+/// its handler.
+pub struct Route {
+    /// HTTP method.
+    pub method: Method,
+    /// Path template.
+    pub path: &'static str,
+    handler: MethodRouter<Shared>,
+}
+
+fn route(method: Method, path: &'static str, handler: MethodRouter<Shared>) -> Route {
+    Route {
+        method,
+        path,
+        handler,
+    }
+}
+
+/// Every route of the API. `/mcp` (the MCP server's own transport) is
+/// added next to these by the server, outside the OpenAPI document.
+///
+/// Diff goes here when the engine has it: `GET /v1/branches/{name}/diff`
+/// (schema and data changes of a branch against its base snapshot), calling
+/// the engine's diff and returning its report as JSON. Until then there is
+/// no such route, rather than one that pretends.
+pub fn table() -> Vec<Route> {
+    use Method as M;
+    vec![
+        route(M::GET, "/health", get(system::health)),
+        route(M::GET, "/openapi.json", get(system::openapi)),
+        route(M::GET, "/metrics", get(system::metrics)),
+        route(M::GET, "/v1/sources", get(sources::list)),
+        route(M::POST, "/v1/sources", post(sources::create)),
+        route(M::GET, "/v1/sources/{name}", get(sources::info)),
+        route(M::DELETE, "/v1/sources/{name}", delete(sources::remove)),
+        route(M::GET, "/v1/snapshots", get(snapshots::list)),
+        route(M::POST, "/v1/snapshots", post(snapshots::create)),
+        route(M::GET, "/v1/snapshots/{id}", get(snapshots::info)),
+        route(M::DELETE, "/v1/snapshots/{id}", delete(snapshots::remove)),
+        route(M::GET, "/v1/branches", get(branches::list)),
+        route(M::POST, "/v1/branches", post(branches::create)),
+        route(M::GET, "/v1/branches/{name}", get(branches::info)),
+        route(M::PATCH, "/v1/branches/{name}", patch(branches::set)),
+        route(M::DELETE, "/v1/branches/{name}", delete(branches::remove)),
+        route(M::GET, "/v1/branches/{name}/dsn", get(branches::dsn)),
+        route(M::POST, "/v1/branches/{name}/reset", post(branches::reset)),
+        route(M::POST, "/v1/branches/{name}/start", post(branches::start)),
+        route(M::POST, "/v1/branches/{name}/stop", post(branches::stop)),
+    ]
+}
+
+/// The router of [`table`], with JSON errors for unknown paths and methods.
+pub fn router() -> Router<Shared> {
+    let mut router = Router::new();
+    for r in table() {
+        // Routes of one path merge their methods.
+        router = router.route(r.path, r.handler);
+    }
+    router
+        .fallback(|| async {
+            ApiError::new(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "no such route: GET /openapi.json lists them",
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "this route does not take that method: GET /openapi.json lists them",
+            )
+        })
+}

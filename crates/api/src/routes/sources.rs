@@ -1,0 +1,52 @@
+//! `/v1/sources`: databases that branches are made from.
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use pgfork_engine::view::SourceInfo;
+use serde::Deserialize;
+
+use crate::body::{JsonBody, query_flag};
+use crate::error::ApiError;
+use crate::state::Shared;
+
+/// Body of `POST /v1/sources`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSource {
+    /// Name of the new local source (also its database and role).
+    pub name: String,
+}
+
+/// `GET /v1/sources`.
+pub async fn list(State(s): State<Shared>) -> Result<Json<Vec<SourceInfo>>, ApiError> {
+    Ok(Json(s.engine(|e| e.source_list()).await?))
+}
+
+/// `POST /v1/sources`: a local source, started, ready for data.
+pub async fn create(
+    State(s): State<Shared>,
+    JsonBody(req): JsonBody<CreateSource>,
+) -> Result<(StatusCode, Json<SourceInfo>), ApiError> {
+    let info = s.engine(move |e| e.source_create(&req.name)).await?;
+    Ok((StatusCode::CREATED, Json(info)))
+}
+
+/// `GET /v1/sources/{name}`.
+pub async fn info(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<SourceInfo>, ApiError> {
+    Ok(Json(s.engine(move |e| e.source_info(&name)).await?))
+}
+
+/// `DELETE /v1/sources/{name}?force=true`.
+pub async fn remove(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let force = query_flag(q.as_deref(), "force")?;
+    let deleted = s.engine(move |e| e.source_delete(&name, force)).await?;
+    Ok(Json(serde_json::json!({ "deleted": deleted })))
+}

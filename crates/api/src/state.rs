@@ -1,0 +1,87 @@
+//! What every request handler and MCP tool shares, and how they reach the
+//! engine.
+//!
+//! The engine is synchronous and takes `&mut self`, so each call opens its
+//! own [`Engine`] on a blocking thread. Opening reconciles, which is cheap,
+//! and concurrent engines are safe: meta.db serialises their decisions and
+//! every operation claims its object for its thread.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use pgfork_engine::{Engine, EngineError, Quiet};
+use pgfork_pool::Home;
+
+use crate::error::ApiError;
+use crate::metrics::Metrics;
+use crate::sessions::Activity;
+
+/// State shared by the HTTP handlers, the MCP server and the reaper.
+#[derive(Clone)]
+pub struct Shared {
+    /// The pgfork home.
+    pub home: Home,
+    /// The metrics registry.
+    pub metrics: Arc<Metrics>,
+    /// When branches were last seen in use (for the reaper).
+    pub activity: Arc<Activity>,
+}
+
+impl Shared {
+    /// Shared state for `home`.
+    pub fn new(home: Home) -> Shared {
+        Shared {
+            home,
+            metrics: Arc::new(Metrics::default()),
+            activity: Arc::new(Activity::default()),
+        }
+    }
+
+    /// Runs `f` on a freshly opened engine on a blocking thread.
+    pub async fn engine<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Engine) -> Result<T, EngineError> + Send + 'static,
+    ) -> Result<T, ApiError> {
+        let home = self.home.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            let mut engine = Engine::open(home, Arc::new(Quiet))?;
+            f(&mut engine)
+        })
+        .await
+        .map_err(|e| ApiError::internal(format!("an engine worker failed: {e}")))?;
+        Ok(result?)
+    }
+
+    /// Creates a branch and records the outcome in the metrics.
+    pub async fn create_branch(
+        &self,
+        req: pgfork_engine::BranchCreate,
+    ) -> Result<pgfork_engine::BranchInfo, ApiError> {
+        let result = self.engine(move |e| e.branch_create(&req)).await;
+        match &result {
+            Ok(info) => {
+                self.activity.touch(&info.name);
+                self.metrics.branch_created(info.timings.as_ref())
+            }
+            Err(e) => self.metrics.branch_create_failed(e.code),
+        }
+        result
+    }
+
+    /// Starts a branch, recording how long a stopped one took to wake.
+    pub async fn start_branch(&self, name: String) -> Result<pgfork_engine::BranchInfo, ApiError> {
+        let metrics = self.metrics.clone();
+        self.activity.touch(&name);
+        self.engine(move |e| {
+            let before = e.branch_info(&name)?;
+            if before.status == "running" {
+                return Ok(before);
+            }
+            let began = Instant::now();
+            let info = e.branch_start(&name)?;
+            metrics.branch_woken(began.elapsed());
+            Ok(info)
+        })
+        .await
+    }
+}

@@ -1,0 +1,57 @@
+//! `pgfork serve` and `pgfork mcp`: flags to options, then the API crate.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use pgfork_api::{ReaperOptions, ServeOptions};
+use pgfork_pool::Home;
+
+use crate::cli::ServeArgs;
+
+/// A duration flag where `0` means never.
+fn optional_duration(flag: &str, text: &str) -> Result<Option<Duration>> {
+    if text.trim() == "0" {
+        return Ok(None);
+    }
+    let d = humantime::parse_duration(text).with_context(|| {
+        format!("--{flag} '{text}' is not a duration like 30s, 10m or 2h (0: never)")
+    })?;
+    Ok((!d.is_zero()).then_some(d))
+}
+
+/// Runs the daemon until SIGINT or SIGTERM.
+pub fn serve(home: Home, args: ServeArgs) -> Result<()> {
+    let listen = args.listen.parse().with_context(|| {
+        format!(
+            "--listen '{}' is not ADDR:PORT (e.g. 127.0.0.1:7432)",
+            args.listen
+        )
+    })?;
+    let every = optional_duration("reap-every", &args.reap_every)?
+        .context("--reap-every must be longer than zero")?;
+    let opts = ServeOptions {
+        listen,
+        allow_remote: args.allow_remote,
+        reaper: ReaperOptions {
+            every,
+            idle_stop: optional_duration("idle-stop", &args.idle_stop)?,
+            idle_delete: optional_duration("idle-delete", &args.idle_delete)?,
+        },
+    };
+    if args.max_branches_per_source.is_some() || args.min_free.is_some() {
+        let min_free = args
+            .min_free
+            .as_deref()
+            .map(crate::commands::parse_size)
+            .transpose()?;
+        pgfork_engine::set_branch_limits(&home, args.max_branches_per_source, min_free)?;
+    }
+    pgfork_api::serve(home, opts)?;
+    Ok(())
+}
+
+/// Runs the MCP server on stdio.
+pub fn mcp(home: Home) -> Result<()> {
+    pgfork_api::mcp_stdio(home)?;
+    Ok(())
+}
