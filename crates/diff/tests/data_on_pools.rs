@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use pgfork_diff::data::{DataOptions, Method, Side, diff_data};
+use pgfork_diff::data::{DataOptions, Method, Side, data_patch, diff_data, fk_order, read_tables};
 use pgfork_os::RunAs;
 use pgfork_pg::server::{StartSpec, connect_superuser, start, stop};
 use pgfork_pg::{PgBinaries, StopMode, conf, initdb};
@@ -191,6 +191,62 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
             t.table
         );
     }
+    // The patch built from an unlimited diff, applied to the base (with the
+    // new table made first, as the schema patch would), leaves no difference.
+    let mut all = diff_data(
+        &mut old,
+        &mut new,
+        &DataOptions {
+            limit: usize::MAX,
+            full: false,
+        },
+    )
+    .unwrap();
+    old.client
+        .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY)")
+        .unwrap();
+    let tables = read_tables(old.client).unwrap();
+    let order = fk_order(old.client, &tables).unwrap();
+    // Rows removed from a table without a key cannot be found again.
+    let err = data_patch(&all, &tables, &order).unwrap_err().to_string();
+    assert!(err.contains("public.log has no primary key"), "{err}");
+    all.tables.retain(|t| t.table != "public.log");
+    let patch = data_patch(&all, &tables, &order).unwrap();
+    let mut tx = old.client.transaction().unwrap();
+    for sql in &patch {
+        tx.batch_execute(sql)
+            .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    }
+    tx.commit().unwrap();
+    let after = diff_data(
+        &mut old,
+        &mut new,
+        &DataOptions {
+            limit: 10,
+            full: true,
+        },
+    )
+    .unwrap();
+    let left: Vec<&str> = after.tables.iter().map(|t| t.table.as_str()).collect();
+    assert_eq!(left, vec!["public.log"], "{:#?}", after.tables);
+    assert!(after.sequences.is_empty(), "{:?}", after.sequences);
+    // A diff that lists only some rows is refused as a patch: it would lose rows.
+    let limited = diff_data(
+        &mut old,
+        &mut new,
+        &DataOptions {
+            limit: 1,
+            full: true,
+        },
+    )
+    .unwrap();
+    assert!(
+        data_patch(&limited, &tables, &order)
+            .unwrap_err()
+            .to_string()
+            .contains("1 of 5")
+    );
+
     drop((branch, view));
     for d in [&branch_dir, &view_dir, &origin] {
         driver.remove(d).unwrap();

@@ -17,6 +17,8 @@ pub struct TableInfo {
     pub columns: Vec<String>,
     /// Primary key columns and their types, if it has one.
     pub key: Option<Vec<(String, String)>>,
+    /// Generated columns (computed; never written).
+    pub generated: Vec<String>,
 }
 
 impl TableInfo {
@@ -46,7 +48,9 @@ SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
        (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
           FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-         WHERE i.indrelid = c.oid AND i.indisprimary)
+         WHERE i.indrelid = c.oid AND i.indisprimary),
+       (SELECT array_agg(a.attname::text) FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '')
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'r' AND c.relpersistence = 'p'
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -73,10 +77,59 @@ pub fn read_tables(
             key: key_cols
                 .zip(key_types)
                 .map(|(c, t)| c.into_iter().zip(t).collect()),
+            generated: r.get::<_, Option<Vec<String>>>(6).unwrap_or_default(),
         };
         out.insert(t.display(), t);
     }
     Ok(out)
+}
+
+/// User tables by `schema.table`, referenced tables before the tables
+/// whose foreign keys point at them (the order inserts must follow).
+pub fn fk_order(
+    client: &mut postgres::Client,
+    tables: &BTreeMap<String, TableInfo>,
+) -> Result<Vec<String>, DiffError> {
+    let edges: Vec<(String, String)> = client
+        .query(
+            "SELECT format('%s.%s', cn.nspname, c.relname), format('%s.%s', fn.nspname, f.relname)
+               FROM pg_constraint k
+               JOIN pg_class c ON c.oid = k.conrelid JOIN pg_namespace cn ON cn.oid = c.relnamespace
+               JOIN pg_class f ON f.oid = k.confrelid JOIN pg_namespace fn ON fn.oid = f.relnamespace
+              WHERE k.contype = 'f' AND k.conrelid <> k.confrelid",
+            &[],
+        )
+        .map_err(DiffError::sql("read foreign keys"))?
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    // Depth-first topological order; a cycle is broken where it is found
+    // (its statements then rely on the constraints allowing the order).
+    let mut order = Vec::new();
+    let mut state: BTreeMap<&str, u8> = BTreeMap::new();
+    fn visit<'a>(
+        t: &'a str,
+        edges: &'a [(String, String)],
+        state: &mut BTreeMap<&'a str, u8>,
+        order: &mut Vec<String>,
+    ) {
+        if state.get(t).copied().unwrap_or(0) != 0 {
+            return;
+        }
+        state.insert(t, 1);
+        for (child, parent) in edges {
+            if child == t {
+                visit(parent, edges, state, order);
+            }
+        }
+        state.insert(t, 2);
+        order.push(t.to_string());
+    }
+    for t in tables.keys() {
+        visit(t, &edges, &mut state, &mut order);
+    }
+    order.retain(|t| tables.contains_key(t));
+    Ok(order)
 }
 
 /// A sequence's value (`None` if never used).

@@ -457,7 +457,7 @@ pub(super) fn one_side(
             &format!(
                 "SELECT {key_expr}, to_jsonb(t) FROM ONLY {} t LIMIT {}",
                 t.sql_name(),
-                opts.limit
+                opts.limit.min(i64::MAX as usize)
             ),
             &[],
         )

@@ -10,6 +10,7 @@
 mod catalog;
 mod compare;
 mod pages;
+mod patch;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -17,9 +18,10 @@ use std::path::Path;
 use serde::Serialize;
 use serde_json::Value;
 
-pub use catalog::{SequenceValue, TableInfo, read_sequences, read_tables};
+pub use catalog::{SequenceValue, TableInfo, fk_order, read_sequences, read_tables};
 pub use compare::{compare_table, fetch_rows};
 pub use pages::{PageSet, changed_heap_pages};
+pub use patch::data_patch;
 
 use crate::DiffError;
 

@@ -1,0 +1,174 @@
+//! SQL that applies a data diff to another database of the same shape.
+//!
+//! Rows travel as JSON and are turned back into rows by the target itself
+//! (`jsonb_populate_recordset(NULL::table, ...)`), so every type converts
+//! exactly as the server's own input functions do.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value};
+
+use super::catalog::{TableInfo, ident};
+use super::{DataDiff, RowChange, TableDiff};
+use crate::DiffError;
+
+/// Rows per statement.
+const BATCH: usize = 500;
+
+fn literal(v: &Value) -> String {
+    format!("'{}'::jsonb", v.to_string().replace('\'', "''"))
+}
+
+fn key_object(cols: &[String], key: &[Option<String>]) -> Map<String, Value> {
+    cols.iter()
+        .zip(key)
+        .map(|(c, v)| {
+            (
+                c.clone(),
+                v.clone().map(Value::String).unwrap_or(Value::Null),
+            )
+        })
+        .collect()
+}
+
+/// Statements for one table's changes, as (deletes, inserts and updates):
+/// deletes run child tables first, the rest parent tables first.
+fn table_patch(t: &TableDiff, info: &TableInfo) -> Result<(Vec<String>, Vec<String>), DiffError> {
+    let name = info.sql_name();
+    let writable: Vec<&String> = info
+        .columns
+        .iter()
+        .filter(|c| !info.generated.contains(c))
+        .collect();
+    let mut deletes = Vec::new();
+    let mut writes = Vec::new();
+    let mut inserts: Vec<Value> = Vec::new();
+    let mut removes: Vec<Value> = Vec::new();
+    // Updates grouped by the set of columns they change.
+    let mut updates: BTreeMap<Vec<String>, Vec<Value>> = BTreeMap::new();
+    let key_cols: Vec<String> = t.key.clone().unwrap_or_default();
+    for change in &t.rows {
+        match change {
+            RowChange::Insert { row, .. } | RowChange::Added { row } => inserts.push(row.clone()),
+            RowChange::Delete { key, .. } => {
+                removes.push(Value::Object(key_object(&key_cols, key)))
+            }
+            RowChange::Update { key, changes } => {
+                let mut obj = key_object(&key_cols, key);
+                for (c, [_, new]) in changes {
+                    obj.insert(c.clone(), new.clone());
+                }
+                let cols: Vec<String> = changes
+                    .keys()
+                    .filter(|c| !info.generated.contains(c))
+                    .cloned()
+                    .collect();
+                if !cols.is_empty() {
+                    updates.entry(cols).or_default().push(Value::Object(obj));
+                }
+            }
+            RowChange::Removed { .. } => {
+                return Err(DiffError::Refused(format!(
+                    "table {} has no primary key, so the rows the branch removed or updated in it cannot be \
+                     found again on the target: add a primary key, or apply that change by hand",
+                    t.table
+                )));
+            }
+        }
+    }
+    for batch in removes.chunks(BATCH) {
+        let on = key_cols
+            .iter()
+            .map(|c| format!("t.{0} = r.{0}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        deletes.push(format!(
+            "DELETE FROM {name} t USING jsonb_populate_recordset(NULL::{name}, {}) r WHERE {on}",
+            literal(&Value::Array(batch.to_vec()))
+        ));
+    }
+    for batch in inserts.chunks(BATCH) {
+        let cols = writable
+            .iter()
+            .map(|c| ident(c))
+            .collect::<Vec<_>>()
+            .join(", ");
+        writes.push(format!(
+            "INSERT INTO {name} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM jsonb_populate_recordset(NULL::{name}, {})",
+            literal(&Value::Array(batch.to_vec()))
+        ));
+    }
+    for (cols, rows) in &updates {
+        for batch in rows.chunks(BATCH) {
+            let set = cols
+                .iter()
+                .map(|c| format!("{0} = r.{0}", ident(c)))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let on = key_cols
+                .iter()
+                .map(|c| format!("t.{0} = r.{0}", ident(c)))
+                .collect::<Vec<_>>()
+                .join(" AND ");
+            writes.push(format!(
+                "UPDATE {name} t SET {set} FROM jsonb_populate_recordset(NULL::{name}, {}) r WHERE {on}",
+                literal(&Value::Array(batch.to_vec()))
+            ));
+        }
+    }
+    Ok((deletes, writes))
+}
+
+/// Statements applying `diff` (which must list every changed row: compare
+/// with an unlimited `limit`) to a database whose tables are `tables`,
+/// ordered by `order` (referenced tables first, see
+/// [`super::catalog::fk_order`]). Sequences only move forward.
+pub fn data_patch(
+    diff: &DataDiff,
+    tables: &BTreeMap<String, TableInfo>,
+    order: &[String],
+) -> Result<Vec<String>, DiffError> {
+    let mut per_table: BTreeMap<&str, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for t in &diff.tables {
+        let total = (t.inserted + t.updated + t.deleted) as usize;
+        if t.rows.len() < total {
+            return Err(DiffError::Refused(format!(
+                "the diff of {} lists {} of {total} changed rows: compare with no row limit to build a patch",
+                t.table,
+                t.rows.len()
+            )));
+        }
+        let info = tables.get(&t.table).ok_or_else(|| {
+            DiffError::Refused(format!(
+                "table {} is not on the side the patch is built for",
+                t.table
+            ))
+        })?;
+        per_table.insert(t.table.as_str(), table_patch(t, info)?);
+    }
+    let mut sql = Vec::new();
+    for name in order.iter().rev() {
+        if let Some((deletes, _)) = per_table.get(name.as_str()) {
+            sql.extend(deletes.iter().cloned());
+        }
+    }
+    for name in order {
+        if let Some((_, writes)) = per_table.get(name.as_str()) {
+            sql.extend(writes.iter().cloned());
+        }
+    }
+    for s in &diff.sequences {
+        if let Some(to) = s.to {
+            let (schema, seq) = s
+                .sequence
+                .split_once('.')
+                .unwrap_or(("public", &s.sequence));
+            let name = format!("{}.{}", ident(schema), ident(seq));
+            sql.push(format!(
+                "SELECT setval('{}'::regclass, greatest({to}, (SELECT last_value FROM {name})))",
+                name.replace('\'', "''")
+            ));
+        }
+    }
+    Ok(sql)
+}
