@@ -2,9 +2,9 @@
 
 use anyhow::Result;
 use pgfork_engine::diff_types::{RowChange, TableDiff};
-use pgfork_engine::{DiffRequest, Engine};
+use pgfork_engine::{DiffRequest, Engine, PromoteReport, PromoteRequest, Strategy};
 
-use crate::cli::{DiffArgs, DiffFormat};
+use crate::cli::{DiffArgs, DiffFormat, PromoteArgs, StrategyArg};
 use crate::output;
 
 /// Runs `diff` and prints its report.
@@ -104,4 +104,90 @@ fn print_rows(t: &TableDiff) {
 fn key_text(key: &[Option<String>]) -> String {
     let parts: Vec<&str> = key.iter().map(|k| k.as_deref().unwrap_or("NULL")).collect();
     format!("({})", parts.join(", "))
+}
+
+/// Runs `promote`: on a terminal, a remote source is only written after
+/// the user saw what will be applied and said yes.
+pub fn promote(engine: &mut Engine, args: PromoteArgs, json: bool) -> Result<()> {
+    use std::io::{BufRead, IsTerminal, Write};
+    let strategy = args.strategy.map(|s| match s {
+        StrategyArg::Ours => Strategy::Ours,
+        StrategyArg::Theirs => Strategy::Theirs,
+    });
+    let mut req = PromoteRequest {
+        branch: args.branch.clone(),
+        dry_run: args.dry_run,
+        strategy,
+        confirmed: args.yes,
+    };
+    let source = engine.branch_info(&args.branch)?.source;
+    let remote = engine.source_info(&source)?.mode != "local";
+    if remote && !args.yes && !args.dry_run && std::io::stdin().is_terminal() && !json {
+        let preview = engine.promote(&PromoteRequest {
+            dry_run: true,
+            ..req.clone()
+        })?;
+        print_promote(&preview);
+        if !preview.conflicts.is_empty() && strategy.is_none() {
+            anyhow::bail!(
+                "{} conflicts: nothing applied; resolve them or pass --strategy ours|theirs",
+                preview.conflicts.len()
+            );
+        }
+        print!(
+            "Apply these {} statements to source {source}? [y/N] ",
+            preview.statements.len()
+        );
+        std::io::stdout().flush()?;
+        let mut answer = String::new();
+        std::io::stdin().lock().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            anyhow::bail!("not applied");
+        }
+        req.confirmed = true;
+    }
+    let report = engine.promote(&req)?;
+    if json {
+        output::json(&report);
+    } else {
+        print_promote(&report);
+    }
+    if !report.conflicts.is_empty() && report.strategy.is_none() {
+        anyhow::bail!(
+            "{} conflicts: nothing was applied; resolve them on the branch or the source, or pass --strategy ours|theirs",
+            report.conflicts.len()
+        );
+    }
+    Ok(())
+}
+
+fn print_promote(r: &PromoteReport) {
+    for c in &r.conflicts {
+        let key = c.key.as_deref().map(key_text).unwrap_or_default();
+        println!("conflict {} {key}: {}", c.object, c.reason);
+        if let (Some(b), Some(x), Some(s)) = (&c.base, &c.branch, &c.source) {
+            println!("  base {b}\n  branch {x}\n  source {s}");
+        }
+    }
+    let verb = if r.applied { "applied" } else { "would apply" };
+    println!(
+        "{verb} to {}: {} inserted, {} updated, {} deleted ({} statements)",
+        r.source,
+        r.inserted,
+        r.updated,
+        r.deleted,
+        r.statements.len()
+    );
+    if !r.applied {
+        for s in &r.statements {
+            let shown: String = s.chars().take(200).collect();
+            println!(
+                "  {shown}{}",
+                if s.len() > shown.len() { " ..." } else { "" }
+            );
+        }
+    }
+    if let Some(s) = &r.snapshot {
+        println!("new snapshot of {}: {s}", r.source);
+    }
 }

@@ -1,0 +1,400 @@
+//! `pgfork promote`: apply what a branch changed back to its source, in one
+//! transaction, after a three-way check of the base snapshot, the branch
+//! and the source as it is now.
+
+use std::collections::{BTreeMap, HashMap};
+
+use pgfork_diff::data::{
+    DataDiff, DataOptions, Key, RowChange, Side, TableDiff, TableInfo, data_patch, diff_data,
+    fetch_rows, fk_order, read_tables,
+};
+use pgfork_pg::remote::RemoteUrl;
+use pgfork_pool::meta::{PolicyRow, RemoteRow, SnapshotRow};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::diff::Resolved;
+use crate::{Engine, EngineError, Result, ServerKind};
+
+/// How conflicts are resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Strategy {
+    /// The branch's version wins.
+    Ours,
+    /// The source's current version stays.
+    Theirs,
+}
+
+/// What `promote` was asked to do.
+#[derive(Debug, Clone)]
+pub struct PromoteRequest {
+    /// The branch whose changes are applied.
+    pub branch: String,
+    /// Only report what would be applied.
+    pub dry_run: bool,
+    /// Resolve conflicts this way instead of refusing.
+    pub strategy: Option<Strategy>,
+    /// The user confirmed applying to a remote source.
+    pub confirmed: bool,
+}
+
+/// Something changed on both sides since the snapshot.
+#[derive(Debug, Clone, Serialize)]
+pub struct Conflict {
+    /// `schema.table` (or object).
+    pub object: String,
+    /// Primary key of the row, for a row conflict.
+    pub key: Option<Key>,
+    /// What happened on each side.
+    pub reason: String,
+    /// The row in the base snapshot.
+    pub base: Option<Value>,
+    /// The row in the branch.
+    pub branch: Option<Value>,
+    /// The row in the source now.
+    pub source: Option<Value>,
+}
+
+/// What `promote` did or would do.
+#[derive(Debug, Clone, Serialize)]
+pub struct PromoteReport {
+    /// The branch.
+    pub branch: String,
+    /// The source it was applied to.
+    pub source: String,
+    /// Whether the changes were applied.
+    pub applied: bool,
+    /// Conflicts found (resolved by `strategy` if it is set).
+    pub conflicts: Vec<Conflict>,
+    /// How conflicts were resolved.
+    pub strategy: Option<Strategy>,
+    /// Rows inserted, updated, deleted on the source.
+    pub inserted: u64,
+    /// Rows updated on the source.
+    pub updated: u64,
+    /// Rows deleted on the source.
+    pub deleted: u64,
+    /// The statements, in order (one transaction).
+    pub statements: Vec<String>,
+    /// The snapshot of the source taken after applying.
+    pub snapshot: Option<String>,
+}
+
+/// Keeps the columns all three sides have.
+fn project(row: Option<&Value>, columns: &[String]) -> Option<Value> {
+    row.map(|r| match r {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .filter(|(k, _)| columns.contains(k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        ),
+        other => other.clone(),
+    })
+}
+
+fn keys_of(t: &TableDiff) -> Vec<Key> {
+    t.rows
+        .iter()
+        .filter_map(|r| match r {
+            RowChange::Insert { key, .. }
+            | RowChange::Update { key, .. }
+            | RowChange::Delete { key, .. } => Some(key.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The change that turns the source's row into the branch's.
+fn change_to(key: Key, source: Option<Value>, branch: Option<Value>) -> Option<RowChange> {
+    match (source, branch) {
+        (None, None) => None,
+        (Some(s), None) => Some(RowChange::Delete { key, row: s }),
+        (None, Some(b)) => Some(RowChange::Insert { key, row: b }),
+        (Some(s), Some(b)) if s == b => None,
+        (Some(s), Some(b)) => {
+            let mut changes = BTreeMap::new();
+            if let (Value::Object(so), Value::Object(bo)) = (&s, &b) {
+                for (c, bv) in bo {
+                    let sv = so.get(c).cloned().unwrap_or(Value::Null);
+                    if &sv != bv {
+                        changes.insert(c.clone(), [sv, bv.clone()]);
+                    }
+                }
+            }
+            Some(RowChange::Update { key, changes })
+        }
+    }
+}
+
+impl Engine {
+    /// Checks a branch's changes against its source and applies them.
+    pub fn promote(&mut self, req: &PromoteRequest) -> Result<PromoteReport> {
+        let branch = self.branch_row(&req.branch)?;
+        let source = self.source_row(&branch.source)?;
+        let base = SnapshotRow::get(self.meta.conn(), branch.snapshot_id)?.ok_or_else(|| {
+            EngineError::UnknownSnapshot(format!("the base of {} (deleted)", branch.name))
+        })?;
+        let remote = source.mode != "local";
+        if remote && !req.dry_run && !req.confirmed {
+            return Err(EngineError::WrongState(format!(
+                "source '{}' is a remote database: promote applies changes to it; pass --yes (or confirm on a terminal)",
+                source.name
+            )));
+        }
+        let mut b_side = self.open_side(&Resolved::Snapshot(base.clone()))?;
+        let mut x_side = self.open_side(&Resolved::Branch(branch.clone()))?;
+        let mut target = self.connect_target(&source)?;
+
+        let all = DataOptions {
+            limit: usize::MAX,
+            full: false,
+        };
+        let dx = {
+            let mut a = Side {
+                client: &mut b_side.client,
+                datadir: &b_side.datadir,
+            };
+            let mut x = Side {
+                client: &mut x_side.client,
+                datadir: &x_side.datadir,
+            };
+            diff_data(&mut a, &mut x, &all).map_err(|e| EngineError::WrongState(e.to_string()))?
+        };
+        if base.masked && (!dx.tables.is_empty() || !dx.sequences.is_empty()) {
+            return Err(EngineError::WrongState(format!(
+                "branch '{}' comes from a masked snapshot: its rows hold masked values, which must not be written \
+                 to the source; apply its data changes by hand",
+                branch.name
+            )));
+        }
+        let b_tables =
+            read_tables(&mut b_side.client).map_err(|e| EngineError::WrongState(e.to_string()))?;
+        let x_tables =
+            read_tables(&mut x_side.client).map_err(|e| EngineError::WrongState(e.to_string()))?;
+        let s_tables =
+            read_tables(&mut target).map_err(|e| EngineError::WrongState(e.to_string()))?;
+
+        let mut conflicts = Vec::new();
+        let mut plan = DataDiff {
+            sequences: dx.sequences.clone(),
+            ..DataDiff::default()
+        };
+        for t in &dx.tables {
+            let (Some(bt), Some(xt)) = (b_tables.get(&t.table), x_tables.get(&t.table)) else {
+                // New on the branch: the schema patch creates it; its rows
+                // are all inserts.
+                plan.tables.push(t.clone());
+                continue;
+            };
+            let Some(st) = s_tables.get(&t.table) else {
+                conflicts.push(Conflict {
+                    object: t.table.clone(),
+                    key: None,
+                    reason: "the branch changed rows of a table the source has dropped".into(),
+                    base: None,
+                    branch: None,
+                    source: None,
+                });
+                continue;
+            };
+            if t.key.is_none() {
+                plan.tables.push(t.clone());
+                continue;
+            }
+            self.check_columns(t, bt, st, &mut conflicts);
+            let columns: Vec<String> = xt
+                .columns
+                .iter()
+                .filter(|c| bt.columns.contains(c) && st.columns.contains(c))
+                .cloned()
+                .collect();
+            let keys = keys_of(t);
+            let fetch = |client: &mut postgres::Client,
+                         info: &TableInfo|
+             -> Result<HashMap<Key, Value>> {
+                fetch_rows(client, info, &keys).map_err(|e| EngineError::WrongState(e.to_string()))
+            };
+            let b_rows = fetch(&mut b_side.client, bt)?;
+            let x_rows = fetch(&mut x_side.client, xt)?;
+            let s_rows = fetch(&mut target, st)?;
+            let mut rows = Vec::new();
+            for key in keys {
+                let b = project(b_rows.get(&key), &columns);
+                let x = project(x_rows.get(&key), &columns);
+                let s = project(s_rows.get(&key), &columns);
+                let conflict = s != b && s != x;
+                if conflict {
+                    conflicts.push(Conflict {
+                        object: t.table.clone(),
+                        key: Some(key.clone()),
+                        reason:
+                            "the row changed on the branch and on the source since the snapshot"
+                                .into(),
+                        base: b.clone(),
+                        branch: x.clone(),
+                        source: s.clone(),
+                    });
+                    if req.strategy != Some(Strategy::Ours) {
+                        continue;
+                    }
+                }
+                rows.extend(change_to(key, s, x));
+            }
+            let mut out = t.clone();
+            out.inserted = rows
+                .iter()
+                .filter(|r| matches!(r, RowChange::Insert { .. }))
+                .count() as u64;
+            out.updated = rows
+                .iter()
+                .filter(|r| matches!(r, RowChange::Update { .. }))
+                .count() as u64;
+            out.deleted = rows
+                .iter()
+                .filter(|r| matches!(r, RowChange::Delete { .. }))
+                .count() as u64;
+            out.rows = rows;
+            if !out.is_empty() {
+                plan.tables.push(out);
+            }
+        }
+
+        let mut report = PromoteReport {
+            branch: branch.name.clone(),
+            source: source.name.clone(),
+            applied: false,
+            conflicts,
+            strategy: req.strategy,
+            inserted: plan.tables.iter().map(|t| t.inserted).sum(),
+            updated: plan.tables.iter().map(|t| t.updated).sum(),
+            deleted: plan.tables.iter().map(|t| t.deleted).sum(),
+            statements: Vec::new(),
+            snapshot: None,
+        };
+        let order =
+            fk_order(&mut target, &s_tables).map_err(|e| EngineError::WrongState(e.to_string()))?;
+        report.statements = data_patch(&plan, &s_tables, &order)
+            .map_err(|e| EngineError::WrongState(e.to_string()))?;
+        if req.dry_run || (!report.conflicts.is_empty() && req.strategy.is_none()) {
+            return Ok(report);
+        }
+        drop(b_side);
+        drop(x_side);
+        self.apply(&mut target, &report.statements)?;
+        report.applied = true;
+        drop(target);
+        let policy = PolicyRow::get(self.meta.conn(), &source.name)?;
+        match self.snapshot_create_opts(&source.name, policy.unmasked_ok || source.mode == "local")
+        {
+            Ok(s) => report.snapshot = Some(s.id),
+            Err(e) => self.progress.warn(&format!(
+                "the changes were applied, but no new snapshot was taken: {e}"
+            )),
+        }
+        Ok(report)
+    }
+
+    /// A column the source dropped cannot take the branch's writes.
+    fn check_columns(
+        &self,
+        t: &TableDiff,
+        base: &TableInfo,
+        source: &TableInfo,
+        conflicts: &mut Vec<Conflict>,
+    ) {
+        for column in base.columns.iter().filter(|c| !source.columns.contains(c)) {
+            let written = t.rows.iter().any(|r| match r {
+                RowChange::Update { changes, .. } => changes.contains_key(column),
+                RowChange::Insert { row, .. } => row.get(column).is_some_and(|v| !v.is_null()),
+                _ => false,
+            });
+            if written {
+                conflicts.push(Conflict {
+                    object: format!("{}.{column}", t.table),
+                    key: None,
+                    reason: "the source dropped this column, and the branch wrote it".into(),
+                    base: None,
+                    branch: None,
+                    source: None,
+                });
+            }
+        }
+    }
+
+    /// A superuser connection to a local source, or a connection to a
+    /// remote source's database with its URL's role.
+    fn connect_target(&self, source: &pgfork_pool::meta::SourceRow) -> Result<postgres::Client> {
+        if source.mode == "local" {
+            if !source.postmaster.is_some_and(|p| p.is_alive()) {
+                return Err(EngineError::WrongState(format!(
+                    "source '{}' is not running: pgfork source start {}",
+                    source.name, source.name
+                )));
+            }
+            return pgfork_pg::server::connect_superuser(
+                &self.socket_dir(ServerKind::Source, &source.name),
+                source.port,
+                &source.database,
+            )
+            .map_err(EngineError::sql("connect to the source"));
+        }
+        let remote = RemoteRow::get(self.meta.conn(), &source.name)?.ok_or_else(|| {
+            EngineError::WrongState(format!("source {} has no remote recorded", source.name))
+        })?;
+        let url = RemoteUrl::parse(&remote.url).map_err(EngineError::InvalidArgument)?;
+        if url.options.iter().any(|(k, v)| {
+            k == "sslmode" && matches!(v.as_str(), "require" | "verify-ca" | "verify-full")
+        }) {
+            return Err(EngineError::WrongState(format!(
+                "{} requires TLS, which promote does not speak yet: apply `pgfork diff {} --format sql` with psql",
+                url.redacted(),
+                source.name
+            )));
+        }
+        let mut config = postgres::Config::new();
+        config
+            .host(url.host.as_deref().unwrap_or("localhost"))
+            .port(url.port.unwrap_or(5432))
+            .dbname(&url.database());
+        if let Some(u) = &url.user {
+            config.user(u);
+        }
+        if let Some(p) = self.remote_password(&remote) {
+            config.password(p);
+        }
+        config
+            .connect_timeout(std::time::Duration::from_secs(10))
+            .connect(postgres::NoTls)
+            .map_err(|e| {
+                EngineError::WrongState(format!("cannot reach {} to promote: {e}", url.redacted()))
+            })
+    }
+
+    /// Runs `statements` in one transaction; on failure nothing stays and
+    /// the error names the statement.
+    fn apply(&self, client: &mut postgres::Client, statements: &[String]) -> Result<()> {
+        let mut tx = client
+            .transaction()
+            .map_err(EngineError::sql("begin the promote"))?;
+        for (i, sql) in statements.iter().enumerate() {
+            if let Err(e) = tx.batch_execute(sql) {
+                let shown: String = sql.chars().take(300).collect();
+                let detail = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_else(|| e.to_string());
+                return Err(EngineError::WrongState(format!(
+                    "promote failed at statement {} of {}, and nothing was applied (rolled back): {detail}\n  {shown}{}",
+                    i + 1,
+                    statements.len(),
+                    if sql.len() > shown.len() { " ..." } else { "" }
+                )));
+            }
+        }
+        tx.commit()
+            .map_err(EngineError::sql("commit the promote"))?;
+        Ok(())
+    }
+}
