@@ -5,6 +5,7 @@
 mod branch;
 mod branch_data;
 pub mod config;
+mod diff;
 mod doctor;
 mod error;
 pub mod failpoint;
@@ -14,6 +15,7 @@ mod masking;
 pub mod names;
 mod ports;
 pub mod progress;
+mod promote;
 mod reconcile;
 mod remote;
 mod schedule;
@@ -31,6 +33,7 @@ use pgfork_pool::{Home, Meta, PoolImage};
 pub use branch::{BranchCreate, CreateTimings, GcReport};
 pub use branch_data::DumpFormat;
 pub use config::Config;
+pub use diff::{DiffReport, DiffRequest};
 pub use doctor::{Check, DoctorReport, doctor};
 pub use error::{EngineError, Result};
 pub use init::{
@@ -38,7 +41,10 @@ pub use init::{
     set_branch_limits,
 };
 pub use masking::MaskReport;
+/// Types of diff reports.
+pub use pgfork_diff::data as diff_types;
 pub use progress::{Progress, Quiet};
+pub use promote::{Conflict, PromoteReport, PromoteRequest, Strategy};
 pub use reconcile::ReconcileReport;
 pub use remote::Lag;
 pub use remote::{Mode, SourceAdd};
@@ -63,6 +69,8 @@ pub(crate) enum ServerKind {
     Seal,
     /// A logical source's import server (unix socket only).
     Import,
+    /// A short-lived server on a clone of a snapshot, read by `diff`.
+    View,
 }
 
 impl Engine {
@@ -151,6 +159,7 @@ impl ServerKind {
             ServerKind::Branch => "branch",
             ServerKind::Seal => "seal",
             ServerKind::Import => "import",
+            ServerKind::View => "view",
         }
     }
 }

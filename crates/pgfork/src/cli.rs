@@ -39,6 +39,10 @@ pub enum Command {
     Doctor,
     /// Delete expired branches that are not protected.
     Gc,
+    /// Show what a branch changed (schema and rows) against its base, or between two branches/snapshots.
+    Diff(DiffArgs),
+    /// Apply what a branch changed to its source, in one transaction, refusing on conflict.
+    Promote(PromoteArgs),
     /// Run scheduled work that is due (logical refreshes, scheduled snapshots); for a timer.
     Tick,
     /// Databases that branches are made from.
@@ -440,4 +444,63 @@ pub struct BenchArgs {
     /// Also write the JSON report to FILE (the human report still goes to stdout).
     #[arg(long, value_name = "FILE")]
     pub json_out: Option<PathBuf>,
+}
+
+/// Output formats of `diff`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum DiffFormat {
+    /// A summary for people.
+    Text,
+    /// Everything, as JSON.
+    Json,
+}
+
+/// `pgfork diff`.
+#[derive(Debug, Args)]
+pub struct DiffArgs {
+    /// Branch (or snapshot id) whose changes to show.
+    pub target: String,
+    /// Compare against this branch or snapshot of the same source [default: the branch's base snapshot].
+    #[arg(long, value_name = "BRANCH|SNAPSHOT")]
+    pub against: Option<String>,
+    /// Output format (--json is the same as --format json).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: DiffFormat,
+    /// Compare the schema only.
+    #[arg(long, conflicts_with = "data_only")]
+    pub schema_only: bool,
+    /// Compare the data only.
+    #[arg(long)]
+    pub data_only: bool,
+    /// Changed rows listed per table (counts are always complete).
+    #[arg(long, default_value_t = 20)]
+    pub limit: usize,
+    /// Compare every table whole instead of only changed blocks (slow; for checking).
+    #[arg(long)]
+    pub full: bool,
+}
+
+/// Conflict strategies.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum StrategyArg {
+    /// The branch's version wins.
+    Ours,
+    /// The source's current version stays.
+    Theirs,
+}
+
+/// `pgfork promote`.
+#[derive(Debug, Args)]
+pub struct PromoteArgs {
+    /// Branch whose changes are applied to its source.
+    pub branch: String,
+    /// Show what would be applied, and the conflicts; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Resolve conflicts (rows or objects changed on both sides since the snapshot) this way.
+    #[arg(long, value_enum)]
+    pub strategy: Option<StrategyArg>,
+    /// Apply to a remote source without asking.
+    #[arg(long)]
+    pub yes: bool,
 }

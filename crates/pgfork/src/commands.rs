@@ -31,6 +31,8 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
             match command {
                 Command::Gc => gc(&mut engine, json),
                 Command::Tick => tick(&mut engine, json),
+                Command::Diff(args) => crate::diff::diff(&mut engine, args, json),
+                Command::Promote(args) => crate::diff::promote(&mut engine, args, json),
                 Command::Source(c) => source(&mut engine, c, json),
                 Command::Snapshot(c) => snapshot(&mut engine, c, json),
                 Command::Branch(c) => branch(&mut engine, c, json),

@@ -4,6 +4,7 @@
 mod bench;
 mod cli;
 mod commands;
+mod diff;
 mod output;
 mod progress;
 mod serve;
