@@ -1,0 +1,122 @@
+"""The MCP server through the official Python SDK (the ``mcp`` package),
+over streamable HTTP (``/mcp`` of ``pgfork serve``) and stdio (``pgfork
+mcp``), on a real pool."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+
+import httpx2
+import psycopg
+from mcp import ClientSession, StdioServerParameters
+from mcp.client.stdio import stdio_client
+from mcp.client.streamable_http import streamable_http_client
+
+TOOLS = {
+    "list_sources",
+    "create_branch",
+    "list_branches",
+    "describe_schema",
+    "run_sql",
+    "reset_branch",
+    "delete_branch",
+}
+
+
+async def exercise(session: ClientSession, source_dsn: str) -> None:
+    await session.initialize()
+    listed = await session.list_tools()
+    names = {t.name for t in listed.tools}
+    assert TOOLS <= names, names
+    for tool in listed.tools:
+        assert len(tool.description or "") > 60, f"{tool.name} needs a precise description"
+        assert tool.input_schema["type"] == "object"
+    run_sql = next(t for t in listed.tools if t.name == "run_sql")
+    assert set(run_sql.input_schema["required"]) == {"branch", "sql"}
+
+    r = await session.call_tool("list_sources", {})
+    assert not r.is_error and r.structured_content["sources"][0]["name"] == "shop"
+
+    name = f"mcp-{uuid.uuid4().hex[:6]}"
+    r = await session.call_tool("create_branch", {"name": name, "from": "shop", "ttl": "1h"})
+    assert not r.is_error, r.content
+    dsn = r.structured_content["dsn"]
+    with psycopg.connect(dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM customers").fetchone()[0] == 500
+
+    r = await session.call_tool("describe_schema", {"branch": name})
+    tables = {t["name"]: t for t in r.structured_content["tables"]}
+    assert {"customers", "orders"} <= set(tables)
+    orders = tables["orders"]
+    assert orders["primary_key"]["definition"] == "PRIMARY KEY (id)"
+    assert "REFERENCES customers(id)" in orders["foreign_keys"][0]["definition"]
+    assert {c["name"]: c["type"] for c in orders["columns"]}["total"] == "numeric(10,2)"
+
+    r = await session.call_tool("run_sql", {"branch": name, "sql": "SELECT id, email FROM customers ORDER BY id", "max_rows": 5})
+    out = r.structured_content
+    assert out["columns"] == ["id", "email"] and len(out["rows"]) == 5
+    assert out["truncated"] and "first 5 rows" in out["note"]
+
+    r = await session.call_tool("run_sql", {"branch": name, "sql": "DELETE FROM orders WHERE id <= 100; SELECT count(*) FROM orders"})
+    assert r.structured_content["rows"] == [["1900"]], r.structured_content
+    assert r.structured_content["statements"][0] == 100
+    with psycopg.connect(source_dsn) as conn:
+        assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2000, "the source changed"
+
+    # The agent's role is not a superuser, and a source is never a target.
+    r = await session.call_tool("run_sql", {"branch": name, "sql": "COPY customers TO PROGRAM 'true'"})
+    assert r.is_error and r.structured_content["error"]["code"] == "sql_error"
+    r = await session.call_tool("run_sql", {"branch": "shop", "sql": "SELECT 1"})
+    assert r.is_error and r.structured_content["error"]["code"] == "unknown_branch"
+
+    r = await session.call_tool("list_branches", {"labels": {}})
+    assert name in [b["name"] for b in r.structured_content["branches"]]
+    assert all("dsn" not in b for b in r.structured_content["branches"])
+
+    r = await session.call_tool("reset_branch", {"branch": name})
+    assert not r.is_error
+    r = await session.call_tool("run_sql", {"branch": name, "sql": "SELECT count(*) FROM orders"})
+    assert r.structured_content["rows"] == [["2000"]]
+
+    r = await session.call_tool("delete_branch", {"branch": name})
+    assert r.structured_content["deleted"] == [f"branch {name}"]
+    r = await session.call_tool("delete_branch", {"branch": name})
+    assert r.is_error and r.structured_content["error"]["code"] == "unknown_branch"
+
+
+def test_mcp_over_streamable_http(server):
+    source_dsn = server.json("source", "dsn", "shop")["dsn"]
+
+    async def main() -> None:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {server.token}"}, timeout=120)
+        async with streamable_http_client(f"{server.url}/mcp", http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await exercise(session, source_dsn)
+
+    asyncio.run(main())
+
+
+def test_mcp_over_http_needs_the_token(server):
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(f"{server.url}/mcp", data=b"{}", method="POST",
+                                 headers={"Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(req, timeout=30)
+        raise AssertionError("/mcp answered without a token")
+    except urllib.error.HTTPError as e:
+        assert e.code == 401
+
+
+def test_mcp_over_stdio(server):
+    source_dsn = server.json("source", "dsn", "shop")["dsn"]
+    params = StdioServerParameters(command=server.binary, args=["--home", str(server.home), "mcp"])
+
+    async def main() -> None:
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                await exercise(session, source_dsn)
+
+    asyncio.run(main())
