@@ -9,9 +9,11 @@
 # As root it installs what is missing (apt-get), loop-mounts three sparse
 # 8G pool images under $PGFORK_TEST_WORK (default /var/tmp/pgfork-test):
 # XFS with reflink=1, btrfs, and ext4 (no copy-on-write), runs the tests
-# on them, and always unmounts and removes them again, leaving no server
-# running. Not as root, only formatting, lints and unit tests run, and the
-# script says so: the pools need loop mounts, which need root.
+# on them (then the Python client and MCP tests with pytest, in a venv
+# under $PGFORK_TEST_WORK), and always unmounts and removes them again,
+# leaving no server running. Not as root, only formatting, lints and unit
+# tests run, and the script says so: the pools need loop mounts, which need
+# root.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -205,4 +207,18 @@ if (($#)); then
     timeout -k 30s "$TEST_TIMEOUT" cargo test --no-fail-fast "$@"
 else
     timeout -k 30s "$TEST_TIMEOUT" cargo test --workspace --no-fail-fast
+fi
+
+# The Python client and the MCP server through the official `mcp` package,
+# against a real `pgfork serve` on the XFS pool. Skipped when only some
+# Rust tests were asked for, unless PGFORK_TEST_PYTHON=1.
+if ((!$#)) || [[ ${PGFORK_TEST_PYTHON:-} == 1 ]]; then
+    step "Python client and MCP tests (pytest, at most $TEST_TIMEOUT)"
+    command -v python3 >/dev/null || die "python3 is needed for the Python client tests"
+    python3 -m venv "$WORK/venv" || die "python3 -m venv failed (install python3-venv)"
+    "$WORK/venv/bin/pip" install -q --disable-pip-version-check ./clients/python pytest 'psycopg[binary]' mcp
+    PGFORK_BIN=$ROOT/target/debug/pgfork timeout -k 30s "$TEST_TIMEOUT" \
+        "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
+    # pip builds the client in place; leave the tree as it was.
+    rm -rf clients/python/build clients/python/src/pgfork.egg-info
 fi
