@@ -231,9 +231,15 @@ impl<'a> Names<'a> {
                     .cloned()
                     .unwrap_or_else(|| panic!("migra drops unknown index {index}")),
             )
-        } else if lower.starts_with("create trigger") || lower.starts_with("drop trigger") {
-            after(&["on"]).map(unquote)
-        } else if lower.starts_with("create policy") || lower.starts_with("drop policy") {
+        } else if [
+            "create trigger",
+            "drop trigger",
+            "create policy",
+            "drop policy",
+        ]
+        .iter()
+        .any(|p| lower.starts_with(p))
+        {
             after(&["on"]).map(unquote)
         } else if lower.starts_with("grant ") || lower.starts_with("revoke ") {
             let on = lwords
