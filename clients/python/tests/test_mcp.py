@@ -14,6 +14,7 @@ from mcp.client.stdio import stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 TOOLS = {
+    "diff_branch",
     "list_sources",
     "create_branch",
     "list_branches",
@@ -63,6 +64,13 @@ async def exercise(session: ClientSession, source_dsn: str) -> None:
     assert r.structured_content["statements"][0] == 100
     with psycopg.connect(source_dsn) as conn:
         assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2000, "the source changed"
+
+    r = await session.call_tool("diff_branch", {"branch": name, "limit": 3})
+    assert not r.is_error, r.content
+    tables = {t["table"]: t for t in r.structured_content["data"]["tables"]}
+    orders = next(t for k, t in tables.items() if k.endswith("orders"))
+    assert (orders["deleted"], orders["inserted"], orders["updated"]) == (100, 0, 0), orders
+    assert len(orders["rows"]) <= 3
 
     # The agent's role is not a superuser, and a source is never a target.
     r = await session.call_tool("run_sql", {"branch": name, "sql": "COPY customers TO PROGRAM 'true'"})

@@ -71,6 +71,19 @@ pub struct RunSqlParams {
     pub max_rows: Option<usize>,
 }
 
+/// Parameters of `diff_branch`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct DiffBranchParams {
+    /// Branch whose changes to show.
+    pub branch: String,
+    /// Compare against this branch or snapshot id of the same source instead of the branch's base snapshot.
+    #[serde(default)]
+    pub against: Option<String>,
+    /// Changed rows listed per table (default 20); the counts are always complete.
+    #[serde(default)]
+    pub limit: Option<usize>,
+}
+
 /// The MCP server of one pgfork home.
 #[derive(Clone)]
 pub struct PgforkMcp {
@@ -222,6 +235,27 @@ impl PgforkMcp {
             Ok(Ok(r)) => done(serde_json::to_value(r).expect("serialisable")),
             Ok(Err(e)) => failed(sql_error(e)),
             Err(e) => failed(ApiError::internal(e.to_string())),
+        })
+    }
+
+    #[tool(
+        description = "Show what a branch changed against the snapshot it was made from (or against another branch or snapshot of the same source): per table, the rows inserted, updated and deleted (counts complete, up to `limit` rows of each listed), and schema changes where the engine reports them. Reads only the blocks the branch no longer shares, so it is fast on large databases."
+    )]
+    async fn diff_branch(
+        &self,
+        Parameters(p): Parameters<DiffBranchParams>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let req = pgfork_engine::DiffRequest {
+            target: p.branch,
+            against: p.against,
+            schema: true,
+            data: true,
+            limit: p.limit.unwrap_or(20),
+            full: false,
+        };
+        Ok(match self.shared.engine(move |e| e.diff(&req)).await {
+            Ok(report) => done(serde_json::to_value(report).expect("serialisable")),
+            Err(e) => failed(e),
         })
     }
 

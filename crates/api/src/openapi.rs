@@ -114,6 +114,15 @@ fn schemas() -> Value {
                 "unlabel": { "type": "array", "items": { "type": "string" } }
             }
         },
+        "Diff": {
+            "type": "object",
+            "description": "The engine's diff report: the two sides, the changes found, and the time taken.",
+            "properties": {
+                "from": string, "to": string, "elapsed_ms": { "type": "integer" },
+                "data": { "type": ["object", "null"], "description": "Per table: rows inserted, updated and deleted, with up to `limit` of each." }
+            },
+            "additionalProperties": true
+        },
         "Timings": {
             "type": "object",
             "properties": {
@@ -243,6 +252,18 @@ pub fn document() -> Value {
                 "parameters": [name.clone()],
                 "get": op("The branch's connection string, with its password.", "getBranchDsn",
                     responses!{ "200" => ok("The DSN.", reference("Dsn")), "404" => not_found.clone() })
+            },
+            "/v1/branches/{name}/diff": {
+                "parameters": [name.clone()],
+                "get": with(op("What the branch changed (schema and rows) against its base snapshot, or against another branch or snapshot of the same source.", "diffBranch",
+                    responses!{ "200" => ok("The diff report.", reference("Diff")), "400" => bad.clone(), "404" => not_found.clone(), "409" => conflict.clone() }),
+                    "parameters", json!([
+                        { "name": "against", "in": "query", "required": false, "schema": { "type": "string" }, "description": "A branch or snapshot of the same source (default: the branch's base snapshot)." },
+                        { "name": "schema", "in": "query", "required": false, "schema": { "type": "boolean", "default": true }, "description": "Compare the schema." },
+                        { "name": "data", "in": "query", "required": false, "schema": { "type": "boolean", "default": true }, "description": "Compare the rows." },
+                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "default": 20 }, "description": "Changed rows listed per table (counts are complete)." },
+                        { "name": "full", "in": "query", "required": false, "schema": { "type": "boolean", "default": false }, "description": "Compare every table whole instead of only changed blocks (slow)." }
+                    ]))
             },
             "/v1/branches/{name}/reset": {
                 "parameters": [name.clone()],

@@ -241,6 +241,26 @@ fn bad_input_gets_clear_errors() {
     let (st, _) = s.post("/v1/branches", json!({ "name": "q1", "from": "shop" }));
     assert_eq!(st, StatusCode::CONFLICT, "name taken");
 
+    // Diff of a branch: the rows it changed, through the engine's diff.
+    exec(
+        &mut connect(&h.branch_dsn("q1")),
+        "DELETE FROM items WHERE id <= 7",
+    );
+    let (st, diff) = s.get("/v1/branches/q1/diff?limit=2");
+    assert_eq!(st, StatusCode::OK, "{diff}");
+    let items = diff["data"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["table"].as_str().unwrap().ends_with("items"))
+        .unwrap_or_else(|| panic!("no items in {diff}"));
+    assert_eq!(items["deleted"], 7, "{items}");
+    let (st, body) = s.get("/v1/branches/q1/diff?schema=false&data=false");
+    assert_eq!(
+        (st, error_code(&body)),
+        (StatusCode::BAD_REQUEST, "bad_request")
+    );
+
     // The floor, set on the home while the server runs: 507.
     h.ok(&["init", "--min-free", "1T"]);
     let (st, body) = s.post("/v1/branches", json!({ "name": "f1", "from": "q1" }));

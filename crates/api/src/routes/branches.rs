@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use pgfork_engine::view::BranchInfo;
-use pgfork_engine::{BranchCreate, names};
+use pgfork_engine::{BranchCreate, DiffRequest, names};
 use serde::Deserialize;
 
 use crate::body::{JsonBody, query_flag, query_pairs};
@@ -136,6 +136,55 @@ pub async fn dsn(
         "name": info.name,
         "dsn": info.dsn_with_password().unwrap_or_default(),
     })))
+}
+
+/// `GET /v1/branches/{name}/diff?against=X&schema=false&data=false&limit=N&full=true`:
+/// what the branch changed against its base snapshot (or `against`).
+pub async fn diff(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<pgfork_engine::DiffReport>, ApiError> {
+    let req = diff_request(name, q.as_deref())?;
+    Ok(Json(s.engine(move |e| e.diff(&req)).await?))
+}
+
+/// The engine's diff request from a query string; both schema and data
+/// unless one is turned off.
+pub fn diff_request(target: String, query: Option<&str>) -> Result<DiffRequest, ApiError> {
+    let pairs = query_pairs(query);
+    let value = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
+    let on = |key: &str| -> Result<bool, ApiError> {
+        match value(key).as_deref() {
+            None | Some("true") | Some("1") => Ok(true),
+            Some("false") | Some("0") => Ok(false),
+            Some(other) => Err(ApiError::bad_request(format!(
+                "query parameter '{key}' must be true or false, not '{other}'"
+            ))),
+        }
+    };
+    let limit = match value("limit") {
+        None => 20,
+        Some(v) => v.parse().map_err(|_| {
+            ApiError::bad_request(format!(
+                "query parameter 'limit' must be a number, not '{v}'"
+            ))
+        })?,
+    };
+    let (schema, data) = (on("schema")?, on("data")?);
+    if !schema && !data {
+        return Err(ApiError::bad_request(
+            "schema=false and data=false leave nothing to compare",
+        ));
+    }
+    Ok(DiffRequest {
+        target,
+        against: value("against"),
+        schema,
+        data,
+        limit,
+        full: query_flag(query, "full")?,
+    })
 }
 
 /// `PATCH /v1/branches/{name}`: TTL, protection, labels.

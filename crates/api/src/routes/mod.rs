@@ -34,11 +34,6 @@ fn route(method: Method, path: &'static str, handler: MethodRouter<Shared>) -> R
 
 /// Every route of the API. `/mcp` (the MCP server's own transport) is
 /// added next to these by the server, outside the OpenAPI document.
-///
-/// Diff goes here when the engine has it: `GET /v1/branches/{name}/diff`
-/// (schema and data changes of a branch against its base snapshot), calling
-/// the engine's diff and returning its report as JSON. Until then there is
-/// no such route, rather than one that pretends.
 pub fn table() -> Vec<Route> {
     use Method as M;
     vec![
@@ -59,6 +54,7 @@ pub fn table() -> Vec<Route> {
         route(M::PATCH, "/v1/branches/{name}", patch(branches::set)),
         route(M::DELETE, "/v1/branches/{name}", delete(branches::remove)),
         route(M::GET, "/v1/branches/{name}/dsn", get(branches::dsn)),
+        route(M::GET, "/v1/branches/{name}/diff", get(branches::diff)),
         route(M::POST, "/v1/branches/{name}/reset", post(branches::reset)),
         route(M::POST, "/v1/branches/{name}/start", post(branches::start)),
         route(M::POST, "/v1/branches/{name}/stop", post(branches::stop)),
