@@ -50,6 +50,9 @@ pub struct ObjectChange {
     /// statement does it: the columns of a new table, the indexes of a
     /// dropped one).
     pub sql: Vec<String>,
+    /// The object it belongs to (a column's table, a comment's object).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<ObjectId>,
     /// The object whose statement creates or drops this one with it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub implied_by: Option<ObjectId>,
@@ -644,11 +647,17 @@ impl<'a> Planner<'a> {
                 }
             }
         };
+        let parent = self
+            .to
+            .get(id)
+            .or_else(|| self.from.get(id))
+            .and_then(|o| o.parent.clone());
         ObjectChange {
             id: id.clone(),
             kind,
             detail,
             sql,
+            parent,
             implied_by,
             before,
             after,

@@ -339,6 +339,7 @@ fn change(id: ObjectId, after: Option<&str>) -> ObjectChange {
         },
         detail: String::new(),
         sql: vec![],
+        parent: None,
         implied_by: None,
         before: None,
         after: after.map(|text| {
@@ -357,16 +358,19 @@ fn conflicts_are_objects_changed_on_both_sides_to_different_results() {
     let dropped = id(ObjectKind::Comment, "table public.dropped");
     let only_branch = id(ObjectKind::Comment, "table public.branch");
     let rebuilt = id(ObjectKind::View, "public.v");
+    let rebuilt_here = id(ObjectKind::View, "public.w");
+    let rebuilt_change = |id: &ObjectId, def: &str| ObjectChange {
+        kind: ChangeKind::Rebuilt,
+        ..change(id.clone(), Some(def))
+    };
     let branch = SchemaDiff {
         changes: vec![
             change(same.clone(), Some("x")),
             change(differ.clone(), Some("x")),
             change(dropped.clone(), None),
             change(only_branch, Some("x")),
-            ObjectChange {
-                kind: ChangeKind::Rebuilt,
-                ..change(rebuilt.clone(), Some("v"))
-            },
+            rebuilt_change(&rebuilt, "base"),
+            rebuilt_change(&rebuilt_here, "base"),
         ],
         ..SchemaDiff::default()
     };
@@ -375,16 +379,17 @@ fn conflicts_are_objects_changed_on_both_sides_to_different_results() {
             change(same, Some("x")),
             change(differ.clone(), Some("y")),
             change(dropped.clone(), Some("kept and changed")),
-            ObjectChange {
-                kind: ChangeKind::Rebuilt,
-                ..change(rebuilt, Some("w"))
-            },
+            rebuilt_change(&rebuilt, "base"),
+            change(rebuilt_here.clone(), Some("changed by the source")),
         ],
         ..SchemaDiff::default()
     };
+    // Rebuilt on both sides from the same definition: no conflict. Rebuilt
+    // by the branch from the base definition while the source changed it:
+    // applying the branch would undo the source's change.
     assert_eq!(
         conflicts(&branch, &source),
-        BTreeSet::from([differ, dropped])
+        BTreeSet::from([differ, dropped, rebuilt_here])
     );
 }
 
@@ -398,7 +403,10 @@ fn a_table_dropped_on_one_side_conflicts_with_its_column_changed_on_the_other() 
     let s = diff_schema(&base, &schema(retyped));
     assert_eq!(
         conflicts(&x, &s),
-        BTreeSet::from([id(ObjectKind::Column, "public.orders.total")])
+        BTreeSet::from([
+            id(ObjectKind::Table, "public.orders"),
+            id(ObjectKind::Column, "public.orders.total"),
+        ])
     );
     // The same drop on both sides is no conflict.
     assert!(conflicts(&x, &x).is_empty());
@@ -443,4 +451,25 @@ fn routines_make_the_script_start_by_turning_body_checks_off() {
     let d = diff_schema(&schema(vec![]), &schema(vec![f]));
     assert_eq!(d.sql()[0], "SET check_function_bodies = false");
     assert_eq!(d.sql().len(), 3);
+}
+
+#[test]
+fn a_child_added_to_what_the_other_side_drops_conflicts() {
+    let base = schema(orders());
+    let mut with_note = orders();
+    with_note.push(column("public.orders", "note", "text", 3));
+    let t = id(ObjectKind::Table, "public.orders");
+    with_note.push(comment(&t, "TABLE public.orders", "kept"));
+    let x = diff_schema(&base, &schema(vec![]));
+    let s = diff_schema(&base, &schema(with_note));
+    let both = conflicts(&x, &s);
+    assert_eq!(
+        both,
+        BTreeSet::from([
+            t.clone(),
+            id(ObjectKind::Column, "public.orders.note"),
+            ObjectId::comment(&t),
+        ])
+    );
+    assert_eq!(conflicts(&s, &x), both);
 }
