@@ -240,9 +240,12 @@ impl<'a> Reader<'a> {
             "pg_language",
             "pg_transform",
         ] {
+            // Objects internal to another (the casts of a range type to its
+            // multirange) come and go with it.
             parts.push(format!(
                 "SELECT pg_describe_object('{catalog}'::regclass, x.oid, 0) FROM {catalog} x \
-                 WHERE x.oid >= 16384 AND {}",
+                 WHERE x.oid >= 16384 AND {} AND NOT EXISTS (SELECT FROM pg_depend d \
+                 WHERE d.classid = '{catalog}'::regclass AND d.objid = x.oid AND d.deptype = 'i')",
                 not_extension_member(catalog, "x.oid")
             ));
         }

@@ -10,14 +10,17 @@ use crate::DiffError;
 pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
     // Identity: name and input argument types, which is what PostgreSQL
     // keeps unique. Aggregates have no pg_get_functiondef and are listed
-    // as not covered instead.
+    // as not covered instead. Functions internal to another object (the
+    // constructors of a range type) come and go with it.
     let sql = format!(
         "SELECT p.oid, {name} || '(' || oidvectortypes(p.proargtypes) || ')', \
          p.prokind = 'p', {name} || '(' || pg_get_function_identity_arguments(p.oid) || ')', \
          pg_get_function_arguments(p.oid), pg_get_function_result(p.oid), \
          pg_get_functiondef(p.oid), quote_ident(pg_get_userbyid(p.proowner)) \
          FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace \
-         WHERE p.prokind IN ('f', 'p', 'w') AND {USER_NS} AND {}",
+         WHERE p.prokind IN ('f', 'p', 'w') AND {USER_NS} AND {} \
+         AND NOT EXISTS (SELECT FROM pg_depend d WHERE d.classid = 'pg_proc'::regclass \
+                         AND d.objid = p.oid AND d.deptype = 'i')",
         not_extension_member("pg_proc", "p.oid"),
         name = qualified("p.proname"),
     );
