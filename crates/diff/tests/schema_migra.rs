@@ -82,7 +82,7 @@ fn migra_agrees_on_what_changed() {
     let ours: BTreeSet<String> = diff
         .changes
         .iter()
-        .map(|c| names.top_level(&c.id))
+        .map(|c| unquote(&names.top_level(&c.id)))
         .collect();
 
     let missed: Vec<&String> = theirs.difference(&ours).collect();

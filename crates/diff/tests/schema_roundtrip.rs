@@ -126,3 +126,38 @@ fn the_reverse_diff_undoes_the_changes() {
         .get(0);
     assert_eq!(mood, "happy");
 }
+
+/// Kinds the schema diff does not cover are not silently passed over: a
+/// diff where only such objects differ is not empty, and says what.
+#[test]
+fn objects_the_diff_does_not_cover_are_reported() {
+    let cluster = Cluster::start();
+    cluster.exec("postgres", ROLES);
+    cluster.exec("postgres", "CREATE DATABASE a");
+    cluster.exec("a", BASE);
+    cluster.exec("postgres", "CREATE DATABASE b TEMPLATE a");
+    cluster.exec(
+        "b",
+        "CREATE AGGREGATE app.mysum(integer) (sfunc = int4pl, stype = integer);
+         CREATE RULE settings_noop AS ON INSERT TO public.settings DO ALSO NOTHING;
+         CREATE TYPE app.float_range AS RANGE (subtype = float8);
+         CREATE STATISTICS app.orders_stats ON customer_id, status FROM app.orders;
+         COMMENT ON COLUMN app.order_totals.total IS 'sum';",
+    );
+    let a = read_schema(&mut cluster.connect("a")).expect("read a");
+    let b = read_schema(&mut cluster.connect("b")).expect("read b");
+    let diff = diff_schema(&a, &b);
+    assert!(diff.changes.is_empty(), "{diff}");
+    assert!(!diff.is_empty());
+    let all = diff.warnings.join("\n");
+    for needle in [
+        "function app.mysum(integer)",
+        "rule settings_noop on table public.settings",
+        "type app.float_range",
+        "statistics object app.orders_stats",
+        "comment on column 2 of view app.order_totals: sum",
+    ] {
+        assert!(all.contains(needle), "no warning about {needle}:\n{all}");
+    }
+    assert!(diff.to_string().contains("warning: "));
+}

@@ -287,6 +287,13 @@ CREATE INDEX events_at ON app.events (at);
 CREATE TABLE app.to_drop (id int PRIMARY KEY, v text);
 CREATE VIEW app.to_drop_view AS SELECT * FROM app.to_drop;
 CREATE TABLE public.settings (key text PRIMARY KEY, value text);
+
+-- names that need quoting, and overloaded functions
+CREATE TABLE app."OrderLines" ("Line No" integer PRIMARY KEY, "select" text, qty integer DEFAULT 1);
+CREATE FUNCTION app.area(w integer, h integer DEFAULT 1) RETURNS integer
+    LANGUAGE sql IMMUTABLE AS $$ SELECT w * h $$;
+CREATE FUNCTION app.area(r numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE AS $$ SELECT 3.14159 * r * r $$;
 "#;
 
 /// What a branch does to the base: a change to every kind, in the order
@@ -428,4 +435,19 @@ ALTER TABLE app.events ADD COLUMN source text;
 
 -- ownership
 ALTER TABLE public.settings OWNER TO schema_writer;
+
+-- quoted names, clustering, overloads, OUT parameters
+ALTER TABLE app."OrderLines" ADD COLUMN "Unit Price" numeric(8,2);
+COMMENT ON COLUMN app."OrderLines"."Unit Price" IS 'per unit';
+CREATE INDEX "Odd Index" ON app."OrderLines" ("select");
+ALTER TABLE app."OrderLines" CLUSTER ON "Odd Index";
+ALTER TABLE app."OrderLines" ALTER COLUMN qty SET DEFAULT 2;
+GRANT UPDATE ("Unit Price") ON app."OrderLines" TO schema_writer;
+CREATE OR REPLACE FUNCTION app.area(r numeric) RETURNS numeric
+    LANGUAGE sql IMMUTABLE AS $$ SELECT pi() * r * r $$;
+DROP FUNCTION app.area(integer, integer);
+CREATE FUNCTION app.area(w integer, h integer, d integer DEFAULT 1) RETURNS integer
+    LANGUAGE sql IMMUTABLE AS $$ SELECT w * h * d $$;
+CREATE FUNCTION app.split(s text, OUT head text, OUT tail text)
+    LANGUAGE sql IMMUTABLE AS $$ SELECT split_part(s, ' ', 1), split_part(s, ' ', 2) $$;
 "#;
