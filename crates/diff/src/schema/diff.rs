@@ -403,6 +403,13 @@ impl<'a> Planner<'a> {
                         modified,
                         because: Some(y.clone()),
                     }
+                } else if matches!(
+                    self.fates.get(x),
+                    Some(Fate::ViaText { .. } | Fate::DefaultDetached { .. })
+                ) {
+                    // Already taken apart around something else; going
+                    // through text drops and restores the default too.
+                    return;
                 } else if a.default.is_some() {
                     self.fates.insert(
                         x.clone(),

@@ -473,3 +473,75 @@ fn a_child_added_to_what_the_other_side_drops_conflicts() {
     );
     assert_eq!(conflicts(&s, &x), both);
 }
+
+#[test]
+fn an_enum_made_again_carries_its_columns_through_text() {
+    use crate::schema::model::{EnumDef, RoutineDef};
+    let e = id(ObjectKind::Enum, "public.mood");
+    let f = id(ObjectKind::Function, "public.f()");
+    let mood = |labels: &[&str]| {
+        (
+            e.clone(),
+            Object::new(
+                Definition::Enum(EnumDef {
+                    name: "public.mood".into(),
+                    owner: "app".into(),
+                    labels: labels.iter().map(|l| l.to_string()).collect(),
+                }),
+                None,
+            ),
+        )
+    };
+    let func = |result: &str| {
+        with_deps(
+            (
+                f.clone(),
+                Object::new(
+                    Definition::Routine(RoutineDef {
+                        procedure: false,
+                        signature: "public.f()".into(),
+                        arguments: String::new(),
+                        result: Some(result.into()),
+                        definition: format!("CREATE OR REPLACE FUNCTION public.f() -> {result}"),
+                        owner: "app".into(),
+                    }),
+                    None,
+                ),
+            ),
+            &[&e],
+        )
+    };
+    let mut col = column("public.orders", "mood", "public.mood", 3);
+    if let Definition::Column(c) = &mut col.1.def {
+        c.default = Some("public.f()".into());
+    }
+    let col = with_deps(col, &[&e, &f]);
+    let mut from = orders();
+    from.extend([mood(&["a", "b"]), func("public.mood"), col.clone()]);
+    let mut to = orders();
+    to.extend([mood(&["b", "a"]), func("SETOF public.mood"), col]);
+    let d = diff_schema(&schema(from), &schema(to));
+    let sql = d.sql();
+    let detach = at(&sql, "ALTER COLUMN mood TYPE text USING mood::text");
+    assert!(sql[detach - 1].ends_with("ALTER COLUMN mood DROP DEFAULT"));
+    assert_eq!(sql.iter().filter(|s| s.contains("DROP DEFAULT")).count(), 1);
+    assert!(detach < at(&sql, "DROP FUNCTION public.f()"));
+    assert!(at(&sql, "DROP FUNCTION public.f()") < at(&sql, "DROP TYPE public.mood"));
+    assert!(at(&sql, "DROP TYPE public.mood") < at(&sql, "CREATE TYPE public.mood"));
+    let back = at(&sql, "TYPE public.mood USING mood::public.mood");
+    assert!(at(&sql, "CREATE OR REPLACE FUNCTION public.f()") < at(&sql, "SET DEFAULT public.f()"));
+    assert!(at(&sql, "CREATE TYPE public.mood") < back);
+    let kinds: Vec<(String, ChangeKind)> = d
+        .changes
+        .iter()
+        .map(|c| (c.id.to_string(), c.kind))
+        .collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("enum public.mood".into(), ChangeKind::Modified),
+            ("column public.orders.mood".into(), ChangeKind::Rebuilt),
+            ("function public.f()".into(), ChangeKind::Modified),
+        ]
+    );
+}
