@@ -23,6 +23,9 @@ struct Shape {
     row_expr: String,
     /// `ARRAY[t.k1::text, ...]`, or NULL without a key.
     key_expr: String,
+    /// `md5(ROW(common columns by name)::text)`: compared instead of rows,
+    /// so that unchanged rows never travel or get parsed.
+    hash_expr: String,
     uncompared: Vec<String>,
 }
 
@@ -54,13 +57,68 @@ fn shape(a: &TableInfo, b: &TableInfo) -> Shape {
         ),
         None => "NULL::text[]".into(),
     };
+    let mut common: Vec<&String> = b.columns.iter().filter(|c| a.columns.contains(c)).collect();
+    common.sort();
+    let hash_expr = format!(
+        "md5(ROW({})::text)",
+        common
+            .iter()
+            .map(|c| format!("t.{}", ident(c)))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
     Shape {
         table: b.sql_name(),
         key,
         row_expr: format!("to_jsonb(t) - {}", text_array(&uncommon)),
         key_expr,
+        hash_expr,
         uncompared: uncommon,
     }
+}
+
+/// Keys and row hashes of the tuples in the pages of `runs`.
+fn hashes_in_pages(
+    client: &mut postgres::Client,
+    s: &Shape,
+    runs: &[(u64, u64)],
+) -> Result<HashMap<Key, String>, DiffError> {
+    let mut out = HashMap::new();
+    for batch in runs.chunks(RUNS_PER_QUERY) {
+        let parts: Vec<String> = batch
+            .iter()
+            .map(|(first, last)| {
+                format!(
+                    "SELECT {}, {} FROM ONLY {} t WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({},0)'::tid",
+                    s.key_expr,
+                    s.hash_expr,
+                    s.table,
+                    last + 1
+                )
+            })
+            .collect();
+        let sql = parts.join(" UNION ALL ");
+        for r in client
+            .query(&sql, &[])
+            .map_err(DiffError::sql(format!("read changed pages of {}", s.table)))?
+        {
+            out.insert(r.get::<_, Key>(0), r.get(1));
+        }
+    }
+    Ok(out)
+}
+
+/// Row hashes of `t` for the given primary keys.
+fn hashes_of_keys(
+    client: &mut postgres::Client,
+    t: &TableInfo,
+    s: &Shape,
+    keys: &[Key],
+) -> Result<HashMap<Key, String>, DiffError> {
+    Ok(by_keys(client, t, keys, &s.hash_expr)?
+        .into_iter()
+        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+        .collect())
 }
 
 /// Rows of the pages in `runs`, keyed (or all under one empty key list).
@@ -101,6 +159,17 @@ pub fn fetch_rows(
     t: &TableInfo,
     keys: &[Key],
 ) -> Result<HashMap<Key, Value>, DiffError> {
+    by_keys(client, t, keys, "to_jsonb(t)")
+}
+
+/// `expr` (jsonb, or text wrapped as a JSON string) of the rows of `t`
+/// with the given keys.
+fn by_keys(
+    client: &mut postgres::Client,
+    t: &TableInfo,
+    keys: &[Key],
+    expr: &str,
+) -> Result<HashMap<Key, Value>, DiffError> {
     let cols = t
         .key
         .as_ref()
@@ -113,13 +182,14 @@ pub fn fetch_rows(
             .collect::<Vec<_>>()
             .join(", ")
     );
+    let value = format!("to_jsonb({expr})");
     for batch in keys.chunks(KEYS_PER_QUERY) {
         let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
             .map(|i| batch.iter().map(|k| k.get(i).cloned().flatten()).collect())
             .collect();
         let sql = if cols.len() == 1 {
             format!(
-                "SELECT {key_expr}, to_jsonb(t) FROM ONLY {} t WHERE t.{} = ANY($1::text[]::{}[])",
+                "SELECT {key_expr}, {value} FROM ONLY {} t WHERE t.{} = ANY($1::text[]::{}[])",
                 t.sql_name(),
                 ident(&cols[0].0),
                 cols[0].1
@@ -145,7 +215,7 @@ pub fn fetch_rows(
                 .collect::<Vec<_>>()
                 .join(", ");
             format!(
-                "SELECT {key_expr}, to_jsonb(t) FROM ONLY {} t WHERE ({targets}) IN \
+                "SELECT {key_expr}, {value} FROM ONLY {} t WHERE ({targets}) IN \
                  (SELECT {casts} FROM unnest({params}) AS u({names}))",
                 t.sql_name()
             )
@@ -250,13 +320,11 @@ pub fn compare_table(
         limit: opts.limit,
     };
     match (&s.key, pages) {
-        (Some(_), PageSet::All) => ordered_merge(from, to, a, &s, &mut c)?,
+        (Some(_), PageSet::All) => ordered_merge(from, to, a, b, &s, &mut c)?,
         (Some(_), _) => {
             let runs = pages.runs();
-            let old: HashMap<Key, Value> =
-                rows_in_pages(from.client, &s, &runs)?.into_iter().collect();
-            let new: HashMap<Key, Value> =
-                rows_in_pages(to.client, &s, &runs)?.into_iter().collect();
+            let old = hashes_in_pages(from.client, &s, &runs)?;
+            let new = hashes_in_pages(to.client, &s, &runs)?;
             // A key seen on one side only may sit in an unchanged page of
             // the other: look it up there.
             let need_old: Vec<Key> = new
@@ -269,24 +337,20 @@ pub fn compare_table(
                 .filter(|k| !new.contains_key(*k))
                 .cloned()
                 .collect();
-            let more_old = fetch_rows(from.client, a, &need_old)?;
-            let more_new = fetch_rows(to.client, b, &need_new)?;
-            let mut keys: Vec<&Key> = old.keys().chain(new.keys()).collect();
-            keys.sort();
-            keys.dedup();
-            for key in keys {
-                let o = old
-                    .get(key)
-                    .or_else(|| more_old.get(key))
-                    .cloned()
-                    .map(|r| project(r, &s.uncompared));
-                let n = new
-                    .get(key)
-                    .or_else(|| more_new.get(key))
-                    .cloned()
-                    .map(|r| project(r, &s.uncompared));
-                c.pair(key.clone(), o, n);
-            }
+            let more_old = hashes_of_keys(from.client, a, &s, &need_old)?;
+            let more_new = hashes_of_keys(to.client, b, &s, &need_new)?;
+            let mut differing: Vec<Key> = old
+                .keys()
+                .chain(new.keys())
+                .filter(|k| {
+                    old.get(*k).or_else(|| more_old.get(*k))
+                        != new.get(*k).or_else(|| more_new.get(*k))
+                })
+                .cloned()
+                .collect();
+            differing.sort();
+            differing.dedup();
+            pair_rows(from, to, a, b, &s, &differing, &mut c)?;
         }
         (None, _) => {
             let rows = |client: &mut postgres::Client| -> Result<Vec<Value>, DiffError> {
@@ -339,12 +403,33 @@ fn is_integer(ty: &str) -> bool {
     matches!(ty, "smallint" | "integer" | "bigint")
 }
 
-/// Reads both sides whole, in key order, and merges them: memory stays
-/// constant whatever the table's size.
+/// Fetches the rows of `keys` on both sides and records their changes.
+fn pair_rows(
+    from: &mut Side,
+    to: &mut Side,
+    a: &TableInfo,
+    b: &TableInfo,
+    s: &Shape,
+    keys: &[Key],
+    c: &mut Collector,
+) -> Result<(), DiffError> {
+    let old = fetch_rows(from.client, a, keys)?;
+    let new = fetch_rows(to.client, b, keys)?;
+    for key in keys {
+        let o = old.get(key).cloned().map(|r| project(r, &s.uncompared));
+        let n = new.get(key).cloned().map(|r| project(r, &s.uncompared));
+        c.pair(key.clone(), o, n);
+    }
+    Ok(())
+}
+
+/// Reads both sides whole, in key order, comparing row hashes; then
+/// fetches the rows whose hashes differ. Memory follows the change.
 fn ordered_merge(
     from: &mut Side,
     to: &mut Side,
     a: &TableInfo,
+    b: &TableInfo,
     s: &Shape,
     c: &mut Collector,
 ) -> Result<(), DiffError> {
@@ -364,11 +449,10 @@ fn ordered_merge(
     let sql = format!(
         "SELECT {}, {} FROM ONLY {} t ORDER BY {}",
         s.key_expr,
-        s.row_expr,
+        s.hash_expr,
         s.table,
         order.join(", ")
     );
-    let _ = a;
     let sort_key = |key: &Key| -> Vec<SortPart> {
         key.iter()
             .zip(cols)
@@ -379,53 +463,59 @@ fn ordered_merge(
             })
             .collect()
     };
-    let empty: [&(dyn postgres::types::ToSql + Sync); 0] = [];
-    let mut old = from
-        .client
-        .query_raw(&sql, empty)
-        .map_err(DiffError::sql(format!("scan {}", s.table)))?;
-    let mut new = to
-        .client
-        .query_raw(&sql, empty)
-        .map_err(DiffError::sql(format!("scan {}", s.table)))?;
-    use postgres::fallible_iterator::FallibleIterator;
-    let next = |it: &mut postgres::RowIter<'_>| -> Result<Option<(Key, Value)>, DiffError> {
-        Ok(it
-            .next()
-            .map_err(DiffError::sql(format!("scan {}", s.table)))?
-            .map(|r| (r.get::<_, Key>(0), r.get(1))))
-    };
-    let (mut o, mut n) = (next(&mut old)?, next(&mut new)?);
-    loop {
-        match (o.take(), n.take()) {
-            (None, None) => return Ok(()),
-            (Some((k, row)), None) => {
-                c.pair(k, Some(row), None);
-                o = next(&mut old)?;
-            }
-            (None, Some((k, row))) => {
-                c.pair(k, None, Some(row));
-                n = next(&mut new)?;
-            }
-            (Some((ko, ro)), Some((kn, rn))) => match sort_key(&ko).cmp(&sort_key(&kn)) {
-                Ordering::Equal => {
-                    c.pair(ko, Some(ro), Some(rn));
+    let mut differing = Vec::new();
+    {
+        let empty: [&(dyn postgres::types::ToSql + Sync); 0] = [];
+        let mut old = from
+            .client
+            .query_raw(&sql, empty)
+            .map_err(DiffError::sql(format!("scan {}", s.table)))?;
+        let mut new = to
+            .client
+            .query_raw(&sql, empty)
+            .map_err(DiffError::sql(format!("scan {}", s.table)))?;
+        use postgres::fallible_iterator::FallibleIterator;
+        let next = |it: &mut postgres::RowIter<'_>| -> Result<Option<(Key, String)>, DiffError> {
+            Ok(it
+                .next()
+                .map_err(DiffError::sql(format!("scan {}", s.table)))?
+                .map(|r| (r.get::<_, Key>(0), r.get(1))))
+        };
+        let (mut o, mut n) = (next(&mut old)?, next(&mut new)?);
+        loop {
+            match (o.take(), n.take()) {
+                (None, None) => break,
+                (Some((k, _)), None) => {
+                    differing.push(k);
                     o = next(&mut old)?;
+                }
+                (None, Some((k, _))) => {
+                    differing.push(k);
                     n = next(&mut new)?;
                 }
-                Ordering::Less => {
-                    c.pair(ko, Some(ro), None);
-                    o = next(&mut old)?;
-                    n = Some((kn, rn));
-                }
-                Ordering::Greater => {
-                    c.pair(kn, None, Some(rn));
-                    n = next(&mut new)?;
-                    o = Some((ko, ro));
-                }
-            },
+                (Some((ko, ho)), Some((kn, hn))) => match sort_key(&ko).cmp(&sort_key(&kn)) {
+                    Ordering::Equal => {
+                        if ho != hn {
+                            differing.push(ko);
+                        }
+                        o = next(&mut old)?;
+                        n = next(&mut new)?;
+                    }
+                    Ordering::Less => {
+                        differing.push(ko);
+                        o = next(&mut old)?;
+                        n = Some((kn, hn));
+                    }
+                    Ordering::Greater => {
+                        differing.push(kn);
+                        n = next(&mut new)?;
+                        o = Some((ko, ho));
+                    }
+                },
+            }
         }
     }
+    pair_rows(from, to, a, b, s, &differing, c)
 }
 
 /// A table that exists on one side only: all its rows are inserted (new
