@@ -707,7 +707,10 @@ impl<'a> Planner<'a> {
                 let needs = self.needs(obj);
                 let first = b.steps.len();
                 b.fragments(id, obj.position, fragments.clone(), &needs);
-                if b.steps.len() > first {
+                // What uses the object waits for its main alteration, not
+                // for later ones (a sequence's OWNED BY, which itself waits
+                // for the column whose default uses the sequence).
+                if fragments.first().is_some_and(|f| !f.sql.is_empty()) {
                     b.provider.insert(id.clone(), first);
                 }
                 b.alters
@@ -928,10 +931,19 @@ impl<'a> Planner<'a> {
                 edges.insert((d, p));
             }
         }
-        // An object altered in place waits until what depends on it and is
-        // dropped has gone (PostgreSQL refuses to retype a column a view
-        // uses; other alterations are simply safer so).
+        // A column changing type waits until what depends on it and is
+        // dropped has gone: PostgreSQL refuses to retype a column a view,
+        // policy, trigger or routine uses. (Only there: other alterations
+        // may have to run before a dependent's drop, like a sequence
+        // released from a column that is dropped.)
         for (x, steps) in &b.alters {
+            let retypes = matches!(
+                self.fates.get(x),
+                Some(Fate::Altered { retypes: true, .. } | Fate::ViaText { .. })
+            );
+            if !retypes {
+                continue;
+            }
             let users = self
                 .dependents
                 .get(x)

@@ -1,5 +1,7 @@
 //! Tables, their columns, and their row-level security switches.
 
+use std::collections::HashMap;
+
 use super::id::{ObjectId, ObjectKind};
 use super::model::{
     ColumnDef, Definition, IdentityDef, Object, PartitionOf, RowSecurityDef, TableDef,
@@ -136,6 +138,7 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
         storage = storage_keyword("a.attstorage"),
         type_storage = storage_keyword("t.typstorage"),
     );
+    let mut local: HashMap<(u32, String), ObjectId> = HashMap::new();
     for row in r.query("columns", &sql)? {
         let relid: u32 = row.get(0);
         let attnum: i32 = row.get(1);
@@ -183,7 +186,54 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
         }
         let mut obj = Object::new(Definition::Column(def), Some(table));
         obj.position = attnum;
+        local.insert((relid, row.get::<_, String>(4)), id.clone());
         r.add(id, obj, Some((PG_CLASS, relid, attnum)));
+    }
+    alias_inherited_columns(r, &local)
+}
+
+/// A column a table only inherits stands, in dependencies, for the
+/// column of the nearest ancestor that declares it: changing that one
+/// (its type, say) changes the inherited copies with it.
+fn alias_inherited_columns(
+    r: &mut Reader,
+    local: &HashMap<(u32, String), ObjectId>,
+) -> Result<(), DiffError> {
+    let mut parents: HashMap<u32, Vec<u32>> = HashMap::new();
+    let rows = r.query(
+        "inheritance",
+        "SELECT inhrelid, inhparent FROM pg_inherits ORDER BY inhrelid, inhseqno",
+    )?;
+    for row in rows {
+        parents.entry(row.get(0)).or_default().push(row.get(1));
+    }
+    let sql = format!(
+        "SELECT a.attrelid, a.attnum::int, quote_ident(a.attname) \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND NOT a.attislocal AND {}",
+        user_table()
+    );
+    for row in r.query("inherited columns", &sql)? {
+        let (relid, attnum, name): (u32, i32, String) = (row.get(0), row.get(1), row.get(2));
+        // Breadth-first up the inheritance tree; the bound only guards
+        // against a catalog that is being changed under us.
+        let mut queue: Vec<u32> = parents.get(&relid).cloned().unwrap_or_default();
+        let mut found = None;
+        for _ in 0..64 {
+            let Some(ancestor) = queue.first().copied() else {
+                break;
+            };
+            queue.remove(0);
+            if let Some(id) = local.get(&(ancestor, name.clone())) {
+                found = Some(id.clone());
+                break;
+            }
+            queue.extend(parents.get(&ancestor).cloned().unwrap_or_default());
+        }
+        if let Some(id) = found {
+            r.alias((PG_CLASS, relid, attnum), id);
+        }
     }
     Ok(())
 }
