@@ -6,6 +6,7 @@
 //! reconcile). Writes use `BEGIN IMMEDIATE`, so concurrent pgfork
 //! processes serialise their decisions (names, ports) without races.
 
+mod agents;
 mod remote;
 mod rows;
 mod schema;
@@ -16,6 +17,7 @@ use std::time::Duration;
 pub use rusqlite::Connection;
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
+pub use agents::{AgentRow, AuditRow};
 pub use remote::{PolicyRow, RemoteRow};
 pub use rows::{
     BranchRow, BranchTimings, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports,

@@ -95,6 +95,56 @@ ALTER TABLE branches ADD COLUMN clone_ms INTEGER;
 ALTER TABLE branches ADD COLUMN start_ms INTEGER;
 ALTER TABLE branches ADD COLUMN total_ms INTEGER;
 "#,
+    r#"
+-- Agents: credentials of the policy proxy. The secret itself is never
+-- stored, only its SCRAM-SHA-256 verifier.
+CREATE TABLE agents (
+    name                 TEXT PRIMARY KEY,
+    source               TEXT NOT NULL REFERENCES sources(name) ON DELETE CASCADE,
+    policy               TEXT NOT NULL CHECK (policy IN ('read-only', 'dry-run', 'branch')),
+    verifier             TEXT NOT NULL,
+    branch               TEXT,               -- a named branch to use (shared); NULL: the agent's own
+    ttl                  INTEGER,            -- seconds, of branches made for the agent
+    max_rows             INTEGER,            -- rows one statement may affect
+    statement_timeout_ms INTEGER,
+    max_storage          INTEGER,            -- bytes its branch may stop sharing
+    idle_stop            INTEGER,            -- seconds without a session before its branch stops
+    per_session          INTEGER NOT NULL DEFAULT 0,
+    keep                 INTEGER NOT NULL DEFAULT 0,
+    fresh                INTEGER NOT NULL DEFAULT 0,
+    audit_params         INTEGER NOT NULL DEFAULT 0,
+    created_at           INTEGER NOT NULL,
+    rotated_at           INTEGER,
+    revoked_at           INTEGER
+);
+
+-- Every statement the proxy passed on or refused. Append-only (the
+-- triggers) and hash-chained: each record carries the hash of the one
+-- before it, so `pgfork audit --verify` finds a changed or removed record.
+CREATE TABLE audit (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    at_ms       INTEGER NOT NULL,
+    agent       TEXT NOT NULL,
+    session     TEXT NOT NULL,
+    client      TEXT NOT NULL,
+    target      TEXT NOT NULL,
+    policy      TEXT NOT NULL,
+    statement   TEXT NOT NULL,
+    params      TEXT,
+    duration_us INTEGER NOT NULL,
+    tag         TEXT,
+    rows        INTEGER,
+    sqlstate    TEXT,
+    message     TEXT,
+    prev_hash   TEXT NOT NULL,
+    hash        TEXT NOT NULL
+);
+CREATE INDEX audit_agent ON audit(agent, at_ms);
+CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
+    BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
