@@ -2,6 +2,8 @@
 //! and the reconciliation every command runs first so that a crash at any
 //! point leaves no orphan directory, process, port or row behind.
 
+pub mod agents;
+pub mod audit;
 mod branch;
 mod branch_data;
 pub mod config;

@@ -1,0 +1,566 @@
+//! Agents: credentials of the policy proxy, each bound to a source and a
+//! policy. The secret is shown once; meta.db keeps only its SCRAM-SHA-256
+//! verifier, which is what the proxy checks a login against.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
+use pgfork_pool::meta::{self, AgentRow, BranchRow, SourceRow};
+use pgfork_pool::{Home, Meta};
+use serde::Serialize;
+
+use crate::view::{Dsn, timestamp};
+use crate::{BranchCreate, Engine, EngineError, Result, ServerKind, names};
+
+/// The role read-only agents reach a local source as: may log in (over the
+/// source's unix socket only: it has no password), reads everything
+/// (`pg_read_all_data`), writes nothing, and starts every transaction read-only.
+pub const READER_ROLE: &str = "pgfork_reader";
+
+/// Where the proxy listens unless told otherwise.
+pub const DEFAULT_PROXY_ADDR: &str = "127.0.0.1:6432";
+
+/// Longest agent name: room for the suffixes of per-session branch names.
+pub const MAX_AGENT_NAME: usize = 40;
+
+/// What an agent may do through the proxy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Policy {
+    /// Reads the source; every write or escape is refused.
+    ReadOnly,
+    /// Runs on the source for real; every transaction is rolled back.
+    DryRun,
+    /// Routed to a branch of its own (or a named, shared one).
+    Branch,
+}
+
+impl Policy {
+    /// The word users type and meta.db stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Policy::ReadOnly => "read-only",
+            Policy::DryRun => "dry-run",
+            Policy::Branch => "branch",
+        }
+    }
+
+    /// Parses a policy name.
+    pub fn parse(text: &str) -> Result<Policy> {
+        match text {
+            "read-only" => Ok(Policy::ReadOnly),
+            "dry-run" => Ok(Policy::DryRun),
+            "branch" => Ok(Policy::Branch),
+            _ => Err(EngineError::InvalidArgument(format!(
+                "unknown policy '{text}': use read-only, dry-run or branch"
+            ))),
+        }
+    }
+}
+
+/// What `agent create` was asked for.
+#[derive(Debug, Clone)]
+pub struct AgentCreate {
+    /// Name (the user name of its connection string).
+    pub name: String,
+    /// The source it works on.
+    pub source: String,
+    /// Its policy.
+    pub policy: Policy,
+    /// A named branch to use, possibly shared with other agents (branch policy).
+    pub branch: Option<String>,
+    /// TTL of branches made for it.
+    pub ttl: Option<Duration>,
+    /// Most rows one statement may affect.
+    pub max_rows: Option<u64>,
+    /// Statement timeout.
+    pub statement_timeout: Option<Duration>,
+    /// Most bytes its branch may stop sharing with its snapshot.
+    pub max_storage: Option<u64>,
+    /// Stop its branch after this long without a session.
+    pub idle_stop: Option<Duration>,
+    /// Each connection gets its own branch.
+    pub per_session: bool,
+    /// Per-session branches outlive their session.
+    pub keep: bool,
+    /// Branches are made from a new snapshot of the source.
+    pub fresh: bool,
+    /// Statement parameters go to the audit log.
+    pub audit_params: bool,
+}
+
+/// An agent as `agent list` shows it (never its secret).
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentInfo {
+    /// Name.
+    pub name: String,
+    /// Source.
+    pub source: String,
+    /// Policy.
+    pub policy: String,
+    /// `active` or `revoked`.
+    pub status: &'static str,
+    /// The branch its sessions use (`per-session` when each has its own).
+    pub branch: Option<String>,
+    /// TTL of its branches, in seconds.
+    pub ttl_secs: Option<i64>,
+    /// Rows one statement may affect.
+    pub max_rows: Option<i64>,
+    /// Statement timeout, in milliseconds.
+    pub statement_timeout_ms: Option<i64>,
+    /// Storage its branch may use, in bytes.
+    pub max_storage: Option<i64>,
+    /// Seconds without a session before its branch stops.
+    pub idle_stop_secs: Option<i64>,
+    /// Whether per-session branches are kept.
+    pub keep: bool,
+    /// Whether branches come from a new snapshot.
+    pub fresh: bool,
+    /// Whether parameters are audited.
+    pub audit_params: bool,
+    /// Creation time.
+    pub created_at: String,
+    /// Last rotation.
+    pub rotated_at: Option<String>,
+    /// Revocation.
+    pub revoked_at: Option<String>,
+}
+
+impl AgentInfo {
+    fn new(row: &AgentRow) -> AgentInfo {
+        let branch = match (row.policy.as_str(), row.per_session) {
+            ("branch", true) => Some("per-session".to_string()),
+            ("branch", false) => Some(agent_branch(row)),
+            _ => None,
+        };
+        AgentInfo {
+            name: row.name.clone(),
+            source: row.source.clone(),
+            policy: row.policy.clone(),
+            status: if row.revoked_at.is_some() {
+                "revoked"
+            } else {
+                "active"
+            },
+            branch,
+            ttl_secs: row.ttl,
+            max_rows: row.max_rows,
+            statement_timeout_ms: row.statement_timeout_ms,
+            max_storage: row.max_storage,
+            idle_stop_secs: row.idle_stop,
+            keep: row.keep,
+            fresh: row.fresh,
+            audit_params: row.audit_params,
+            created_at: timestamp(row.created_at),
+            rotated_at: row.rotated_at.map(timestamp),
+            revoked_at: row.revoked_at.map(timestamp),
+        }
+    }
+}
+
+/// An agent with its new secret: shown once, by `create` and `rotate`.
+#[derive(Debug, Clone, Serialize)]
+pub struct AgentSecret {
+    /// The agent.
+    #[serde(flatten)]
+    pub agent: AgentInfo,
+    /// The secret (its password at the proxy).
+    pub secret: String,
+    /// `postgres://NAME:SECRET@PROXY/DATABASE`.
+    pub dsn: String,
+}
+
+/// The branch an agent's sessions share (its named branch, or `agent-NAME`).
+pub fn agent_branch(row: &AgentRow) -> String {
+    row.branch
+        .clone()
+        .unwrap_or_else(|| format!("agent-{}", row.name))
+}
+
+/// Where the proxy of `home` listens: the `proxy_listen` setting, else the default.
+pub fn proxy_addr(meta: &Meta) -> Result<String> {
+    Ok(meta
+        .setting("proxy_listen")?
+        .unwrap_or_else(|| DEFAULT_PROXY_ADDR.to_string()))
+}
+
+/// Reads an agent without opening (and reconciling) an engine: the proxy
+/// does this on every login.
+pub fn lookup_agent(home: &Home, name: &str) -> Result<Option<AgentRow>> {
+    let meta = Meta::open(&home.meta_db(), false)?;
+    Ok(AgentRow::get(meta.conn(), name)?)
+}
+
+/// Every agent row, without opening an engine (the proxy's revocation watch).
+pub fn agent_rows(home: &Home) -> Result<Vec<AgentRow>> {
+    let meta = Meta::open(&home.meta_db(), false)?;
+    Ok(AgentRow::list(meta.conn())?)
+}
+
+/// How the proxy reaches a source's server for a read-only or dry-run session:
+/// over its unix socket (only pgfork can enter it), as a role that is not a
+/// superuser, without a password.
+#[derive(Debug, Clone)]
+pub struct SourceEndpoint {
+    /// The source.
+    pub source: String,
+    /// Unix socket directory.
+    pub socket_dir: PathBuf,
+    /// Port (names the socket).
+    pub port: u16,
+    /// Database.
+    pub database: String,
+    /// Role to log in as.
+    pub role: String,
+    /// `local`, `logical` or `physical`.
+    pub mode: String,
+    /// Whether its server runs.
+    pub running: bool,
+}
+
+fn duration_secs(d: Option<Duration>) -> Option<i64> {
+    d.map(|d| d.as_secs().max(1) as i64)
+}
+
+impl Engine {
+    /// An agent's row.
+    pub fn agent_row(&self, name: &str) -> Result<AgentRow> {
+        AgentRow::get(self.meta.conn(), name)?.ok_or_else(|| {
+            EngineError::InvalidArgument(format!(
+                "no agent named '{name}': `pgfork agent list` shows them"
+            ))
+        })
+    }
+
+    /// Creates an agent and returns it with its secret (shown once).
+    pub fn agent_create(&mut self, req: &AgentCreate) -> Result<AgentSecret> {
+        names::validate(&req.name)?;
+        if req.name.len() > MAX_AGENT_NAME {
+            return Err(EngineError::InvalidName {
+                name: req.name.clone(),
+                reason: "agent names are at most 40 characters",
+            });
+        }
+        let source = self.source_row(&req.source)?;
+        if req.policy != Policy::Branch
+            && (req.branch.is_some()
+                || req.per_session
+                || req.keep
+                || req.fresh
+                || req.max_storage.is_some()
+                || req.ttl.is_some())
+        {
+            return Err(EngineError::InvalidArgument(
+                "--branch, --per-session, --keep, --fresh, --ttl and --max-storage are for --policy branch".into(),
+            ));
+        }
+        if req.keep && !req.per_session {
+            return Err(EngineError::InvalidArgument(
+                "--keep is for --per-session agents".into(),
+            ));
+        }
+        if req.per_session && req.branch.is_some() {
+            return Err(EngineError::InvalidArgument(
+                "--per-session gives each connection its own branch: it does not take --branch"
+                    .into(),
+            ));
+        }
+        if let Some(branch) = &req.branch {
+            names::validate(branch)?;
+            if let Some(b) = BranchRow::get(self.meta.conn(), branch)?
+                && b.source != req.source
+            {
+                return Err(EngineError::InvalidArgument(format!(
+                    "branch '{branch}' is a branch of source '{}', not of '{}'",
+                    b.source, req.source
+                )));
+            }
+            if SourceRow::get(self.meta.conn(), branch)?.is_some() {
+                return Err(EngineError::NameTaken {
+                    name: branch.clone(),
+                    kind: "source",
+                });
+            }
+        }
+        match req.policy {
+            Policy::DryRun if source.mode == "physical" => {
+                return Err(EngineError::InvalidArgument(format!(
+                    "source '{}' is a physical standby, which cannot run writes even to roll them back: \
+                     use --policy branch (or read-only)",
+                    source.name
+                )));
+            }
+            Policy::ReadOnly => self.ensure_reader_role(&source.name)?,
+            _ => {}
+        }
+        let secret = random_password();
+        let row = AgentRow {
+            name: req.name.clone(),
+            source: req.source.clone(),
+            policy: req.policy.as_str().into(),
+            verifier: scram_verifier(&secret),
+            branch: req.branch.clone(),
+            ttl: duration_secs(req.ttl),
+            max_rows: req.max_rows.map(|n| n.min(i64::MAX as u64) as i64),
+            statement_timeout_ms: req.statement_timeout.map(|d| d.as_millis().max(1) as i64),
+            max_storage: req.max_storage.map(|n| n.min(i64::MAX as u64) as i64),
+            idle_stop: duration_secs(req.idle_stop),
+            per_session: req.per_session,
+            keep: req.keep,
+            fresh: req.fresh,
+            audit_params: req.audit_params,
+            created_at: meta::now(),
+            rotated_at: None,
+            revoked_at: None,
+        };
+        self.meta.write(|c| {
+            if AgentRow::get(c, &row.name)?.is_some() {
+                return Err(EngineError::InvalidArgument(format!(
+                    "agent '{}' exists already (revoked agents keep their name for the audit log): choose another name",
+                    row.name
+                )));
+            }
+            row.insert(c)?;
+            Ok(())
+        })?;
+        self.secret_of(&row, secret)
+    }
+
+    fn secret_of(&self, row: &AgentRow, secret: String) -> Result<AgentSecret> {
+        let source = self.source_row(&row.source)?;
+        let addr = proxy_addr(&self.meta)?;
+        Ok(AgentSecret {
+            agent: AgentInfo::new(row),
+            dsn: format!(
+                "postgres://{}:{secret}@{addr}/{}",
+                row.name, source.database
+            ),
+            secret,
+        })
+    }
+
+    /// Every agent.
+    pub fn agent_list(&self) -> Result<Vec<AgentInfo>> {
+        Ok(AgentRow::list(self.meta.conn())?
+            .iter()
+            .map(AgentInfo::new)
+            .collect())
+    }
+
+    /// One agent.
+    pub fn agent_info(&self, name: &str) -> Result<AgentInfo> {
+        Ok(AgentInfo::new(&self.agent_row(name)?))
+    }
+
+    /// Gives an agent a new secret; the old one stops working for new logins.
+    pub fn agent_rotate(&mut self, name: &str) -> Result<AgentSecret> {
+        let row = self.agent_row(name)?;
+        if row.revoked_at.is_some() {
+            return Err(EngineError::WrongState(format!(
+                "agent '{name}' is revoked"
+            )));
+        }
+        let secret = random_password();
+        let verifier = scram_verifier(&secret);
+        self.meta
+            .write(|c| AgentRow::set_verifier(c, name, &verifier, meta::now()))?;
+        let row = self.agent_row(name)?;
+        self.secret_of(&row, secret)
+    }
+
+    /// Revokes an agent: no new login, and a running proxy ends its sessions.
+    pub fn agent_revoke(&mut self, name: &str) -> Result<AgentInfo> {
+        self.agent_row(name)?;
+        self.meta
+            .write(|c| AgentRow::revoke(c, name, meta::now()))?;
+        self.agent_info(name)
+    }
+
+    /// Creates (or repairs) the read-only role of a local source.
+    pub fn ensure_reader_role(&mut self, source: &str) -> Result<()> {
+        let row = self.source_row(source)?;
+        if row.mode == "physical" {
+            // A standby's catalog is the primary's: read-only agents log in
+            // as the source's application role, which must not be a superuser.
+            let mut client = self.source_superuser(&row)?;
+            let sql = format!(
+                "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = {}",
+                quote_literal(&row.role)
+            );
+            let rows = client.simple_query(&sql).map_err(EngineError::sql(
+                "check the application role of the standby",
+            ))?;
+            let unsafe_role = rows.iter().any(
+                |m| matches!(m, postgres::SimpleQueryMessage::Row(r) if r.get(0) != Some("f")),
+            );
+            if unsafe_role {
+                return Err(EngineError::WrongState(format!(
+                    "the application role '{}' of physical source '{source}' is missing or a superuser: \
+                     read-only agents log in as it, so it must be an ordinary role (source add --role)",
+                    row.role
+                )));
+            }
+            return Ok(());
+        }
+        if row.pg_major < 14 {
+            return Err(EngineError::WrongState(format!(
+                "read-only agents need PostgreSQL 14 or later (pg_read_all_data); source '{source}' runs {}",
+                row.pg_major
+            )));
+        }
+        let mut client = self.source_superuser(&row)?;
+        let role = quote_ident(READER_ROLE);
+        let sql = format!(
+            "DO $$BEGIN
+               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {lit}) THEN
+                 CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
+               END IF;
+             END$$;
+             ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD NULL;
+             GRANT pg_read_all_data TO {role};
+             ALTER ROLE {role} SET default_transaction_read_only = on;",
+            lit = quote_literal(READER_ROLE),
+        );
+        client
+            .batch_execute(&sql)
+            .map_err(EngineError::sql("create the read-only role of the source"))?;
+        Ok(())
+    }
+
+    fn source_superuser(&self, row: &SourceRow) -> Result<postgres::Client> {
+        if !row.postmaster.is_some_and(|p| p.is_alive()) {
+            return Err(EngineError::WrongState(format!(
+                "source '{}' is not running: `pgfork source start {}`",
+                row.name, row.name
+            )));
+        }
+        pgfork_pg::server::connect_superuser(
+            &self.socket_dir(ServerKind::Source, &row.name),
+            row.port,
+            &row.database,
+        )
+        .map_err(EngineError::sql("connect to the source"))
+    }
+
+    /// How a read-only or dry-run session of `agent` reaches its source.
+    pub fn source_endpoint(&self, agent: &AgentRow) -> Result<SourceEndpoint> {
+        let row = self.source_row(&agent.source)?;
+        let role = if agent.policy == "read-only" && row.mode != "physical" {
+            READER_ROLE.to_string()
+        } else {
+            row.role.clone()
+        };
+        Ok(SourceEndpoint {
+            socket_dir: self.socket_dir(ServerKind::Source, &row.name),
+            port: row.port,
+            database: row.database.clone(),
+            role,
+            mode: row.mode.clone(),
+            running: row.postmaster.is_some_and(|p| p.is_alive()),
+            source: row.name,
+        })
+    }
+
+    /// The branch a session of a branch-policy agent uses, made from the
+    /// source's latest snapshot (a new one with `fresh`) if it does not
+    /// exist, and woken if it is stopped. `session_branch` names a
+    /// per-session branch. Returns its credentials (a secret) and whether
+    /// it was created or woken by this call.
+    pub fn agent_branch_ready(
+        &mut self,
+        agent: &AgentRow,
+        session_branch: Option<&str>,
+    ) -> Result<(Dsn, Wake)> {
+        let name = session_branch
+            .map(str::to_string)
+            .unwrap_or_else(|| agent_branch(agent));
+        let deadline = Instant::now() + Duration::from_secs(120);
+        loop {
+            let attempt = self.try_branch_ready(agent, &name);
+            match attempt {
+                Err(EngineError::Busy { .. })
+                | Err(EngineError::NameTaken { kind: "branch", .. })
+                    if Instant::now() < deadline =>
+                {
+                    // Another session of the same agent is making or waking it.
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn try_branch_ready(&mut self, agent: &AgentRow, name: &str) -> Result<(Dsn, Wake)> {
+        let wake = match BranchRow::get(self.meta.conn(), name)? {
+            Some(row) => {
+                if row.source != agent.source {
+                    return Err(EngineError::WrongState(format!(
+                        "branch '{name}' belongs to source '{}', not to the agent's source '{}'",
+                        row.source, agent.source
+                    )));
+                }
+                let info = self.branch_info(name)?;
+                match info.status {
+                    "running" => Wake::Running,
+                    "stopped" | "crashed" => {
+                        self.branch_start(name)?;
+                        Wake::Woken
+                    }
+                    _ => {
+                        let op = row.op.map(|o| o.kind.as_str()).unwrap_or("busy");
+                        let pid = row.op.map(|o| o.owner.pid).unwrap_or(0);
+                        return Err(EngineError::Busy {
+                            what: format!("branch '{name}'"),
+                            op,
+                            pid,
+                        });
+                    }
+                }
+            }
+            None => {
+                let mut labels = BTreeMap::new();
+                labels.insert("pgfork.agent".to_string(), agent.name.clone());
+                if agent.per_session {
+                    labels.insert("pgfork.session".to_string(), "1".to_string());
+                }
+                let req = BranchCreate {
+                    name: name.to_string(),
+                    from: agent.source.clone(),
+                    ttl: agent.ttl.map(|s| Duration::from_secs(s.max(1) as u64)),
+                    labels,
+                    fresh: agent.fresh,
+                    ..BranchCreate::default()
+                };
+                self.branch_create(&req)?;
+                Wake::Created
+            }
+        };
+        Ok((self.branch_credentials(name)?, wake))
+    }
+
+    /// The application-role credentials of a branch (a secret).
+    pub fn branch_credentials(&self, name: &str) -> Result<Dsn> {
+        let row = self.branch_row(name)?;
+        let source = self.source_row(&row.source)?;
+        Ok(Dsn {
+            host: "127.0.0.1".into(),
+            port: row.port,
+            user: source.role,
+            password: row.password,
+            database: source.database,
+        })
+    }
+}
+
+/// What getting an agent's branch ready took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// It was running.
+    Running,
+    /// It was stopped and has been started.
+    Woken,
+    /// It did not exist and has been created.
+    Created,
+}
