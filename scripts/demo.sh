@@ -30,6 +30,10 @@ if [ "$(id -u)" = 0 ] && ! command -v "mkfs.$fs" >/dev/null; then
     apt-get install -y -qq "$pkg" >/dev/null || { apt-get update -qq && apt-get install -y -qq "$pkg" >/dev/null; }
 fi
 
+if [ "$(id -u)" = 0 ] && ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; then
+    # The proxy's SQL parser (libpg_query, via bindgen) needs libclang to build.
+    apt-get install -y -qq libclang-dev >/dev/null || { apt-get update -qq && apt-get install -y -qq libclang-dev >/dev/null; }
+fi
 say "building pgfork"
 cargo build --release --quiet --bin pgfork
 pgfork() { target/release/pgfork "$@"; }

@@ -46,6 +46,8 @@ missing_packages() {
     command -v mkfs.btrfs >/dev/null || [[ -x /sbin/mkfs.btrfs ]] || pkgs+=(btrfs-progs)
     command -v mkfs.ext4 >/dev/null || [[ -x /sbin/mkfs.ext4 ]] || pkgs+=(e2fsprogs)
     command -v losetup >/dev/null || [[ -x /sbin/losetup ]] || pkgs+=(mount)
+    # The proxy's SQL parser (libpg_query, via bindgen) needs libclang to build.
+    ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || pkgs+=(libclang-dev)
     bin=$(pg_bin_dir || true)
     if [[ -z $bin || ! -x $bin/pgbench || ! -x $bin/pg_amcheck || ! -x /usr/bin/psql ]]; then
         pkgs+=(postgresql postgresql-contrib)

@@ -1,0 +1,83 @@
+//! The audit writer: sessions hand records to one thread, which appends
+//! them to meta.db in batches (one transaction per batch), chained.
+//!
+//! A session never waits for SQLite: the channel is unbounded, and the
+//! writer takes everything waiting at once, so a burst costs one commit.
+
+use std::sync::mpsc::{Receiver, Sender, channel};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use pgfork_engine::audit::AuditLog;
+use pgfork_pool::Home;
+use pgfork_pool::meta::AuditRow;
+
+/// Largest statement text kept in the log; longer ones are cut (and say so).
+pub const MAX_STATEMENT: usize = 16 * 1024;
+
+/// Where sessions send records.
+#[derive(Clone)]
+pub struct AuditSink {
+    tx: Sender<AuditRow>,
+}
+
+impl AuditSink {
+    /// Queues a record.
+    pub fn record(&self, mut row: AuditRow) {
+        if row.statement.len() > MAX_STATEMENT {
+            let mut cut = MAX_STATEMENT;
+            while !row.statement.is_char_boundary(cut) {
+                cut -= 1;
+            }
+            row.statement.truncate(cut);
+            row.statement.push_str(" /* cut by pgfork */");
+        }
+        // The writer only stops when every sink is gone.
+        let _ = self.tx.send(row);
+    }
+}
+
+/// Starts the writer thread for `home`.
+pub fn start(home: Home) -> (AuditSink, JoinHandle<()>) {
+    let (tx, rx) = channel();
+    let handle = std::thread::Builder::new()
+        .name("pgfork-audit".into())
+        .spawn(move || writer(home, rx))
+        .expect("spawn the audit writer");
+    (AuditSink { tx }, handle)
+}
+
+fn writer(home: Home, rx: Receiver<AuditRow>) {
+    let mut log = None;
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while let Ok(r) = rx.try_recv() {
+            batch.push(r);
+            if batch.len() >= 5000 {
+                break;
+            }
+        }
+        // Retry until written: records are not dropped because meta.db was
+        // busy for a moment.
+        let mut attempt = 0;
+        loop {
+            if log.is_none() {
+                match AuditLog::open(&home) {
+                    Ok(l) => log = Some(l),
+                    Err(e) => tracing::warn!("audit: cannot open meta.db: {e}"),
+                }
+            }
+            if let Some(l) = log.as_mut() {
+                match l.append(&mut batch) {
+                    Ok(()) => break,
+                    Err(e) => {
+                        tracing::warn!("audit: writing {} records failed: {e}", batch.len());
+                        log = None;
+                    }
+                }
+            }
+            attempt += 1;
+            std::thread::sleep(Duration::from_millis(100 * attempt.min(20)));
+        }
+    }
+}

@@ -1,0 +1,441 @@
+//! What a statement does, read with PostgreSQL's own parser (libpg_query,
+//! through the `pg_query` crate): the grammar the server uses, so that no
+//! quoting, comment or dollar-quote trick reads differently here and there.
+//!
+//! The parse tree is walked generically (as JSON), so every node anywhere
+//! in a statement is seen: a data-modifying CTE, a function call in a
+//! subquery, a row lock in a nested SELECT.
+
+use serde_json::Value;
+
+/// Transaction control statements.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tx {
+    /// `BEGIN` / `START TRANSACTION`; `Some(true)` for `READ WRITE`, `Some(false)` for `READ ONLY`.
+    Begin {
+        /// The access mode asked for.
+        read_write: Option<bool>,
+    },
+    /// `COMMIT` / `END`.
+    Commit {
+        /// `AND CHAIN`.
+        chain: bool,
+    },
+    /// `ROLLBACK` / `ABORT`.
+    Rollback {
+        /// `AND CHAIN`.
+        chain: bool,
+    },
+    /// `SAVEPOINT`, `RELEASE`, `ROLLBACK TO`.
+    Savepoint,
+    /// `PREPARE TRANSACTION`.
+    Prepare,
+    /// `COMMIT PREPARED` / `ROLLBACK PREPARED`.
+    Prepared,
+}
+
+/// One statement of a query string.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Statement {
+    /// The command, e.g. `INSERT`, `CREATE INDEX`.
+    pub command: String,
+    /// Byte offset in the query string.
+    pub location: usize,
+    /// Byte length (0: to the end of the string).
+    pub len: usize,
+    /// Reads only: a SELECT (or VALUES, TABLE, SHOW, EXPLAIN without
+    /// ANALYZE of one) without data-modifying parts, INTO or row locks.
+    pub read_only: bool,
+    /// Transaction control, if it is that.
+    pub tx: Option<Tx>,
+    /// Variables it sets (`SET`, `SET LOCAL`, `SET TRANSACTION`,
+    /// `SET SESSION CHARACTERISTICS`; `transaction_read_only` stands for
+    /// the READ WRITE/READ ONLY mode), lowercase. `RESET` goes back to
+    /// the session's start values and is not listed.
+    pub sets: Vec<String>,
+    /// Whether a transaction mode it sets is READ WRITE.
+    pub sets_read_write: bool,
+    /// Functions it calls, lowercase, without schema.
+    pub functions: Vec<String>,
+    /// First arguments of `set_config` calls (`None`: not a constant).
+    pub set_config: Vec<Option<String>>,
+    /// Locks rows (`FOR UPDATE`, `FOR SHARE`, ...).
+    pub locks_rows: bool,
+    /// Cannot run inside a transaction block (VACUUM, CREATE DATABASE,
+    /// CREATE INDEX CONCURRENTLY, ...).
+    pub no_transaction: bool,
+    /// COPY: `Some(true)` for FROM STDIN, `Some(false)` for TO STDOUT.
+    pub copy_from: Option<bool>,
+    /// COPY to or from a server file or program.
+    pub copy_server_side: bool,
+    /// ALTER SYSTEM, LOAD, CHECKPOINT and other server-wide statements.
+    pub server_wide: bool,
+    /// `DO` or `CALL`: code whose effects the parser cannot see.
+    pub opaque_code: bool,
+}
+
+/// Parses a query string into its statements.
+pub fn classify(sql: &str) -> Result<Vec<Statement>, String> {
+    let parsed = pg_query::parse(sql, 0).map_err(|e| e.to_string())?;
+    let mut out = Vec::with_capacity(parsed.protobuf.stmts.len());
+    for raw in &parsed.protobuf.stmts {
+        let tree = serde_json::to_value(&raw.stmt).map_err(|e| e.to_string())?;
+        let node = tree.get("node").cloned().unwrap_or(Value::Null);
+        let (variant, body) = match &node {
+            Value::Object(m) if m.len() == 1 => {
+                let (k, v) = m.iter().next().expect("one entry");
+                (k.clone(), v.clone())
+            }
+            _ => return Err("statement without a node".into()),
+        };
+        let mut s = Statement {
+            command: command_of(&variant, &body),
+            location: raw.stmt_location.max(0) as usize,
+            len: raw.stmt_len.max(0) as usize,
+            read_only: false,
+            tx: None,
+            sets: Vec::new(),
+            sets_read_write: false,
+            functions: Vec::new(),
+            set_config: Vec::new(),
+            locks_rows: false,
+            no_transaction: false,
+            copy_from: None,
+            copy_server_side: false,
+            server_wide: false,
+            opaque_code: false,
+        };
+        let mut walk = Walk::default();
+        walk.visit(&node);
+        s.functions = walk.functions;
+        s.set_config = walk.set_config;
+        s.locks_rows = walk.locks_rows;
+        let modifies = walk.modifies || walk.into;
+        describe(&mut s, &variant, &body, modifies);
+        out.push(s);
+    }
+    Ok(out)
+}
+
+/// What a walk over a whole statement found.
+#[derive(Default)]
+struct Walk {
+    modifies: bool,
+    into: bool,
+    locks_rows: bool,
+    functions: Vec<String>,
+    set_config: Vec<Option<String>>,
+}
+
+impl Walk {
+    fn visit(&mut self, v: &Value) {
+        match v {
+            Value::Object(m) => {
+                for (k, child) in m {
+                    match k.as_str() {
+                        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
+                            self.modifies = true
+                        }
+                        "LockingClause" => self.locks_rows = true,
+                        "into_clause" if !child.is_null() => self.into = true,
+                        "locking_clause" if child.as_array().is_some_and(|a| !a.is_empty()) => {
+                            self.locks_rows = true
+                        }
+                        "FuncCall" => self.func_call(child),
+                        _ => {}
+                    }
+                    self.visit(child);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|c| self.visit(c)),
+            _ => {}
+        }
+    }
+
+    fn func_call(&mut self, call: &Value) {
+        let name = call
+            .get("funcname")
+            .and_then(Value::as_array)
+            .and_then(|parts| parts.last())
+            .and_then(string_node)
+            .map(|s| s.to_lowercase());
+        let Some(name) = name else { return };
+        if name == "set_config" {
+            let first = call
+                .get("args")
+                .and_then(Value::as_array)
+                .and_then(|a| a.first())
+                .and_then(const_string)
+                .map(|s| s.to_lowercase());
+            self.set_config.push(first);
+        }
+        self.functions.push(name);
+    }
+}
+
+/// The text of a `String` node.
+fn string_node(v: &Value) -> Option<&str> {
+    v.get("node")?.get("String")?.get("sval")?.as_str()
+}
+
+/// The value of a string constant (`A_Const`), also through a cast.
+fn const_string(v: &Value) -> Option<&str> {
+    let node = v.get("node")?;
+    if let Some(c) = node.get("AConst") {
+        return c.get("val")?.get("Sval")?.get("sval")?.as_str();
+    }
+    if let Some(cast) = node.get("TypeCast") {
+        return const_string(cast.get("arg")?);
+    }
+    None
+}
+
+fn bool_flag(v: &Value, key: &str) -> bool {
+    v.get(key).and_then(Value::as_bool).unwrap_or(false)
+}
+
+fn int_field(v: &Value, key: &str) -> i64 {
+    v.get(key).and_then(Value::as_i64).unwrap_or(0)
+}
+
+/// DefElems of a list with their names.
+fn def_elems(list: Option<&Value>) -> Vec<(String, Value)> {
+    list.and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|n| n.get("node")?.get("DefElem"))
+                .map(|d| {
+                    (
+                        d.get("defname")
+                            .and_then(Value::as_str)
+                            .unwrap_or("")
+                            .to_string(),
+                        d.get("arg").cloned().unwrap_or(Value::Null),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Whether an `A_Const` integer/boolean option is set (`transaction_read_only`).
+fn option_on(arg: &Value) -> Option<bool> {
+    let val = arg.get("node")?.get("AConst")?.get("val")?;
+    if let Some(i) = val.get("Ival") {
+        return Some(i.get("ival").and_then(Value::as_i64).unwrap_or(0) != 0);
+    }
+    if let Some(b) = val.get("Boolval") {
+        return Some(b.get("boolval").and_then(Value::as_bool).unwrap_or(false));
+    }
+    None
+}
+
+/// Reads transaction mode options (`READ WRITE`, `ISOLATION LEVEL`, ...):
+/// whether READ WRITE was asked for.
+fn read_write_mode(options: Option<&Value>) -> Option<bool> {
+    def_elems(options)
+        .iter()
+        .find(|(name, _)| name == "transaction_read_only")
+        .and_then(|(_, arg)| option_on(arg))
+        .map(|read_only| !read_only)
+}
+
+fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
+    match variant {
+        "SelectStmt" => s.read_only = !modifies && !s.locks_rows,
+        "VariableShowStmt" => s.read_only = true,
+        "ExplainStmt" => {
+            let analyze = def_elems(body.get("options"))
+                .iter()
+                .any(|(name, arg)| name == "analyze" && option_on(arg) != Some(false));
+            // EXPLAIN without ANALYZE plans and runs nothing.
+            s.read_only = !analyze || (!modifies && !s.locks_rows);
+        }
+        "TransactionStmt" => {
+            let chain = bool_flag(body, "chain");
+            s.tx = Some(match int_field(body, "kind") {
+                1 | 2 => Tx::Begin {
+                    read_write: read_write_mode(body.get("options")),
+                },
+                3 => Tx::Commit { chain },
+                4 => Tx::Rollback { chain },
+                8 => Tx::Prepare,
+                9 | 10 => Tx::Prepared,
+                _ => Tx::Savepoint,
+            });
+            if let Some(Tx::Begin {
+                read_write: Some(true),
+            }) = s.tx
+            {
+                s.sets_read_write = true;
+            }
+            s.no_transaction = matches!(s.tx, Some(Tx::Prepared));
+        }
+        "VariableSetStmt" => {
+            let kind = int_field(body, "kind");
+            let name = body
+                .get("name")
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_lowercase();
+            match kind {
+                4 => {
+                    // SET TRANSACTION ... / SET SESSION CHARACTERISTICS AS TRANSACTION ...
+                    let rw = read_write_mode(body.get("args"));
+                    if rw.is_some() {
+                        s.sets.push("transaction_read_only".into());
+                        s.sets_read_write = rw == Some(true);
+                    }
+                    s.sets.push(name);
+                }
+                5 | 6 => {}
+                _ => s.sets.push(name),
+            }
+        }
+        "DeclareCursorStmt" => s.read_only = !modifies && !s.locks_rows,
+        "FetchStmt" | "ClosePortalStmt" | "ListenStmt" | "UnlistenStmt" | "DeallocateStmt" => {
+            s.read_only = true
+        }
+        // Read-only PREPARE and EXECUTE are judged by the statement prepared.
+        "PrepareStmt" => {
+            s.read_only = !modifies
+                && !s.locks_rows
+                && body
+                    .get("query")
+                    .is_some_and(|q| q.to_string().contains("\"SelectStmt\""))
+        }
+        "CopyStmt" => {
+            let server_side = bool_flag(body, "is_program")
+                || body
+                    .get("filename")
+                    .and_then(Value::as_str)
+                    .is_some_and(|f| !f.is_empty());
+            s.copy_server_side = server_side;
+            let from = bool_flag(body, "is_from");
+            s.copy_from = (!server_side).then_some(from);
+            s.read_only = !from && !modifies && !server_side;
+        }
+        "VacuumStmt" => s.no_transaction = bool_flag(body, "is_vacuumcmd"),
+        "IndexStmt" => s.no_transaction = bool_flag(body, "concurrent"),
+        "DropStmt" => s.no_transaction = bool_flag(body, "concurrent"),
+        "ReindexStmt" => {
+            s.no_transaction = def_elems(body.get("params"))
+                .iter()
+                .any(|(n, _)| n == "concurrently")
+                || matches!(int_field(body, "kind"), 4 | 5);
+        }
+        "CreatedbStmt"
+        | "DropdbStmt"
+        | "CreateTableSpaceStmt"
+        | "DropTableSpaceStmt"
+        | "AlterSystemStmt"
+        | "CreateSubscriptionStmt"
+        | "DropSubscriptionStmt" => {
+            s.no_transaction = true;
+            s.server_wide = true;
+        }
+        "AlterDatabaseStmt" => {
+            // ALTER DATABASE ... SET TABLESPACE moves files outside any transaction.
+            s.no_transaction = def_elems(body.get("options"))
+                .iter()
+                .any(|(n, _)| n == "tablespace");
+        }
+        "ClusterStmt" => s.no_transaction = body.get("relation").is_none_or(Value::is_null),
+        "DiscardStmt" => s.no_transaction = int_field(body, "target") == 1,
+        "LoadStmt" | "CheckPointStmt" | "AlterSubscriptionStmt" | "CreatePublicationStmt" => {
+            s.server_wide = true
+        }
+        "DoStmt" | "CallStmt" => s.opaque_code = true,
+        _ => {}
+    }
+}
+
+/// A command name for the audit log and errors, e.g. `CREATE INDEX`.
+fn command_of(variant: &str, body: &Value) -> String {
+    let fixed = match variant {
+        "SelectStmt" => "SELECT",
+        "InsertStmt" => "INSERT",
+        "UpdateStmt" => "UPDATE",
+        "DeleteStmt" => "DELETE",
+        "MergeStmt" => "MERGE",
+        "CopyStmt" => "COPY",
+        "VariableSetStmt" => {
+            if matches!(int_field(body, "kind"), 5 | 6) {
+                "RESET"
+            } else {
+                "SET"
+            }
+        }
+        "VariableShowStmt" => "SHOW",
+        "TransactionStmt" => match int_field(body, "kind") {
+            1 => "BEGIN",
+            2 => "START TRANSACTION",
+            3 => "COMMIT",
+            4 => "ROLLBACK",
+            5 => "SAVEPOINT",
+            6 => "RELEASE",
+            7 => "ROLLBACK TO SAVEPOINT",
+            8 => "PREPARE TRANSACTION",
+            9 => "COMMIT PREPARED",
+            _ => "ROLLBACK PREPARED",
+        },
+        "IndexStmt" => "CREATE INDEX",
+        "CreateStmt" => "CREATE TABLE",
+        "CreateTableAsStmt" => "CREATE TABLE AS",
+        "DropStmt" => "DROP",
+        "TruncateStmt" => "TRUNCATE",
+        "VacuumStmt" => {
+            if bool_flag(body, "is_vacuumcmd") {
+                "VACUUM"
+            } else {
+                "ANALYZE"
+            }
+        }
+        "CreatedbStmt" => "CREATE DATABASE",
+        "DropdbStmt" => "DROP DATABASE",
+        "AlterSystemStmt" => "ALTER SYSTEM",
+        "DoStmt" => "DO",
+        "CallStmt" => "CALL",
+        "ExplainStmt" => "EXPLAIN",
+        "PrepareStmt" => "PREPARE",
+        "ExecuteStmt" => "EXECUTE",
+        "DeallocateStmt" => "DEALLOCATE",
+        "DeclareCursorStmt" => "DECLARE CURSOR",
+        "LockStmt" => "LOCK",
+        "GrantStmt" => "GRANT",
+        "GrantRoleStmt" => "GRANT ROLE",
+        "CreateRoleStmt" => "CREATE ROLE",
+        "AlterRoleStmt" => "ALTER ROLE",
+        "ListenStmt" => "LISTEN",
+        "NotifyStmt" => "NOTIFY",
+        "UnlistenStmt" => "UNLISTEN",
+        "ReindexStmt" => "REINDEX",
+        "ClusterStmt" => "CLUSTER",
+        "CheckPointStmt" => "CHECKPOINT",
+        "DiscardStmt" => "DISCARD",
+        "LoadStmt" => "LOAD",
+        "CreateFunctionStmt" => "CREATE FUNCTION",
+        "AlterTableStmt" => "ALTER TABLE",
+        "CreateExtensionStmt" => "CREATE EXTENSION",
+        "RefreshMatViewStmt" => "REFRESH MATERIALIZED VIEW",
+        "CreateSchemaStmt" => "CREATE SCHEMA",
+        "ViewStmt" => "CREATE VIEW",
+        "CreateSeqStmt" => "CREATE SEQUENCE",
+        "AlterSeqStmt" => "ALTER SEQUENCE",
+        "CommentStmt" => "COMMENT",
+        _ => "",
+    };
+    if !fixed.is_empty() {
+        return fixed.to_string();
+    }
+    // `AlterDatabaseSetStmt` -> `ALTER DATABASE SET`, good enough for a log.
+    let name = variant.strip_suffix("Stmt").unwrap_or(variant);
+    let mut out = String::new();
+    for (i, c) in name.chars().enumerate() {
+        if c.is_ascii_uppercase() && i > 0 {
+            out.push(' ');
+        }
+        out.push(c.to_ascii_uppercase());
+    }
+    out
+}

@@ -1,0 +1,610 @@
+//! The listener: accepts clients up to a limit, logs them in, finds (or
+//! makes, or wakes) what their agent's policy routes them to, and runs the
+//! session. Around it: cancel requests routed to the right server
+//! process, revoked agents' sessions ended, idle branches stopped.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU8};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use pgfork_engine::agents::{Policy, Wake};
+use pgfork_engine::{Engine, Quiet};
+use pgfork_pool::Home;
+use pgfork_pool::meta::AgentRow;
+use rand::RngExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Semaphore, watch};
+
+use crate::audit::AuditSink;
+use crate::login::{self, First};
+use crate::policy::Rules;
+use crate::session::requests::Limits;
+use crate::session::{self, SessionInfo};
+use crate::upstream::{self, Address, Login, UpstreamError};
+use crate::wire::FrameReader;
+use crate::wire::backend::{backend_key_data, ready_for_query};
+
+/// How the proxy runs.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Most client connections at once; more get "too many connections".
+    pub max_connections: usize,
+    /// Largest message accepted, in bytes.
+    pub max_message: usize,
+    /// Time a client has to send its startup packet and log in.
+    pub login_timeout: Duration,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 6432)),
+            max_connections: 2000,
+            max_message: 64 << 20,
+            login_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// Why the proxy could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// Listening failed.
+    #[error("listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A non-loopback address.
+    #[error(
+        "{0} is not a loopback address: the proxy speaks no TLS, so it listens on 127.0.0.1 (or ::1) only"
+    )]
+    NotLoopback(SocketAddr),
+}
+
+struct CancelTarget {
+    address: Address,
+    key: (i32, Vec<u8>),
+}
+
+#[derive(Default)]
+struct BranchUse {
+    sessions: usize,
+    last: Option<Instant>,
+    idle_stop: Option<Duration>,
+    max_storage: Option<u64>,
+    over_storage: Arc<AtomicBool>,
+}
+
+/// State shared by all sessions of one proxy.
+pub struct Shared {
+    home: Home,
+    opts: ProxyOptions,
+    audit: AuditSink,
+    slots: Arc<Semaphore>,
+    mock_secret: [u8; 32],
+    cancels: Mutex<HashMap<(i32, i32), CancelTarget>>,
+    /// Kill switches of live sessions, by agent.
+    sessions: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
+    branches: Mutex<HashMap<String, BranchUse>>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Runs the proxy until `stop` resolves. Binds first, so that a port in
+/// use is an error at once.
+pub async fn run(
+    home: Home,
+    opts: ProxyOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), ProxyError> {
+    if !opts.listen.ip().is_loopback() {
+        return Err(ProxyError::NotLoopback(opts.listen));
+    }
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .map_err(|source| ProxyError::Listen {
+            addr: opts.listen,
+            source,
+        })?;
+    let (audit, _writer) = crate::audit::start(home.clone());
+    let mut mock_secret = [0u8; 32];
+    rand::rng().fill(&mut mock_secret[..]);
+    let shared = Arc::new(Shared {
+        home,
+        slots: Arc::new(Semaphore::new(opts.max_connections)),
+        opts,
+        audit,
+        mock_secret,
+        cancels: Mutex::default(),
+        sessions: Mutex::default(),
+        branches: Mutex::default(),
+        shutdown: watch::channel(false).0,
+    });
+    let watcher = tokio::spawn(watch_agents(shared.clone()));
+    let idler = tokio::spawn(watch_branches(shared.clone()));
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            accepted = listener.accept() => match accepted {
+                Ok((conn, peer)) => {
+                    let s = shared.clone();
+                    tokio::spawn(async move { connection(s, conn, peer).await });
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: wait, go on.
+                    tracing::warn!("proxy: accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    let _ = shared.shutdown.send(true);
+    watcher.abort();
+    idler.abort();
+    // Give sessions a moment to tell their clients.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    Ok(())
+}
+
+async fn connection(shared: Arc<Shared>, conn: TcpStream, peer: SocketAddr) {
+    let _ = conn.set_nodelay(true);
+    let (r, mut w) = conn.into_split();
+    let mut reader = FrameReader::new(r, shared.opts.max_message);
+    let first =
+        tokio::time::timeout(shared.opts.login_timeout, login::hello(&mut reader, &mut w)).await;
+    let hello = match first {
+        Ok(First::Session(h)) => h,
+        Ok(First::Cancel(pid, key)) => {
+            cancel(&shared, pid, key).await;
+            return;
+        }
+        Ok(First::Refused(_) | First::Gone) => return,
+        Err(_) => {
+            session::fatal(&mut w, "08P01", "timeout waiting for the startup packet").await;
+            return;
+        }
+    };
+    let Ok(_slot) = shared.slots.clone().try_acquire_owned() else {
+        session::fatal(
+            &mut w,
+            "53300",
+            "sorry, too many clients already (the pgfork proxy's --max-connections)",
+        )
+        .await;
+        return;
+    };
+    let home = shared.home.clone();
+    let user = hello.user.clone();
+    let agent =
+        tokio::task::spawn_blocking(move || pgfork_engine::agents::lookup_agent(&home, &user))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .flatten();
+    let authed = tokio::time::timeout(
+        shared.opts.login_timeout,
+        login::authenticate(
+            &mut reader,
+            &mut w,
+            &hello.user,
+            agent.as_ref(),
+            &shared.mock_secret,
+        ),
+    )
+    .await
+    .unwrap_or(false);
+    let Some(agent) = agent.filter(|_| authed) else {
+        return;
+    };
+    let session_id = format!("{:08x}", rand::rng().random::<u32>());
+    match open_session(&shared, &agent, &hello, &session_id, peer, reader, w).await {
+        Ok(()) => {}
+        Err(e) => tracing::info!("proxy: session {session_id} of agent {}: {e}", agent.name),
+    }
+}
+
+/// Resolves the target, connects, tells the client it is in, runs the
+/// session, cleans up.
+async fn open_session(
+    shared: &Arc<Shared>,
+    agent: &AgentRow,
+    hello: &login::Hello,
+    session_id: &str,
+    peer: SocketAddr,
+    reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
+    mut w: tokio::net::tcp::OwnedWriteHalf,
+) -> Result<(), String> {
+    let policy = Policy::parse(&agent.policy).map_err(|e| e.to_string())?;
+    let per_session = (policy == Policy::Branch && agent.per_session).then(|| {
+        let n: u32 = rand::rng().random();
+        format!("{}-s{:06x}", agent.name, n & 0xff_ffff)
+    });
+    let target = match resolve(shared, agent, per_session.clone()).await {
+        Ok(t) => t,
+        Err(e) => {
+            session::fatal(
+                &mut w,
+                "08006",
+                &format!("pgfork: the agent's database is not available: {e}"),
+            )
+            .await;
+            return Err(e);
+        }
+    };
+    if target.database != hello.database {
+        let msg = format!(
+            "database \"{}\" is not the database of agent \"{}\" (connect to \"{}\")",
+            hello.database, agent.name, target.database
+        );
+        session::fatal(&mut w, "3D000", &msg).await;
+        cleanup_branch(shared, agent, per_session.as_deref()).await;
+        return Err(msg);
+    }
+    let mut params = hello.params.clone();
+    params.push(("options".into(), server_options(agent, policy)));
+    let connected = upstream::connect(&target.login, &params, shared.opts.max_message).await;
+    let connected = match connected {
+        Err(UpstreamError::Refused(e)) if policy == Policy::ReadOnly && e.code == "28000" => {
+            // The read-only role is missing (a logical source refreshed into
+            // a new cluster): make it again and retry once.
+            let home = shared.home.clone();
+            let source = agent.source.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                Engine::open(home, Arc::new(Quiet))?.ensure_reader_role(&source)
+            })
+            .await;
+            upstream::connect(&target.login, &params, shared.opts.max_message).await
+        }
+        other => other,
+    };
+    let upstream = match connected {
+        Ok(u) => u,
+        Err(e) => {
+            let msg = match &e {
+                UpstreamError::Refused(f) => f.message.clone(),
+                other => other.to_string(),
+            };
+            session::fatal(
+                &mut w,
+                "08006",
+                &format!("pgfork: cannot open a session on {}: {msg}", target.name),
+            )
+            .await;
+            cleanup_branch(shared, agent, per_session.as_deref()).await;
+            return Err(msg);
+        }
+    };
+    let (pid, key): (i32, i32) = {
+        let mut rng = rand::rng();
+        (rng.random_range(1..i32::MAX), rng.random())
+    };
+    let mut hello_out = BytesMut::new();
+    for p in &upstream.parameters {
+        hello_out.extend_from_slice(p);
+    }
+    hello_out.extend_from_slice(&backend_key_data(pid, key));
+    hello_out.extend_from_slice(&ready_for_query(b'I'));
+    if w.write_all(&hello_out).await.is_err() {
+        cleanup_branch(shared, agent, per_session.as_deref()).await;
+        return Ok(());
+    }
+    lock(&shared.cancels).insert(
+        (pid, key),
+        CancelTarget {
+            address: target.login.address.clone(),
+            key: upstream.key.clone(),
+        },
+    );
+    let (kill_tx, kill_rx) = watch::channel(*shared.shutdown.borrow());
+    lock(&shared.sessions)
+        .entry(agent.name.clone())
+        .or_default()
+        .push(kill_tx);
+    let mut shutdown = shared.shutdown.subscribe();
+    let over_storage = if policy == Policy::Branch {
+        let mut b = lock(&shared.branches);
+        let u = b.entry(target.name.clone()).or_default();
+        u.sessions += 1;
+        u.last = Some(Instant::now());
+        u.idle_stop = agent
+            .idle_stop
+            .map(|s| Duration::from_secs(s.max(1) as u64));
+        u.max_storage = agent.max_storage.map(|m| m as u64);
+        u.over_storage.clone()
+    } else {
+        Arc::new(AtomicBool::new(false))
+    };
+    let info = Arc::new(SessionInfo {
+        agent: agent.name.clone(),
+        session: session_id.to_string(),
+        client: peer.to_string(),
+        target: target.name.clone(),
+        policy: agent.policy.clone(),
+        audit: shared.audit.clone(),
+        last_status: Arc::new(AtomicU8::new(b'I')),
+        busy: Arc::new(AtomicBool::new(false)),
+    });
+    let rules = Rules {
+        policy,
+        has_timeout: agent.statement_timeout_ms.is_some(),
+    };
+    let limits = Limits {
+        max_rows: agent.max_rows.map(|m| m.max(0) as u64),
+        audit_params: agent.audit_params,
+        storage_exceeded: over_storage,
+        max_storage: agent.max_storage.map(|m| m as u64),
+    };
+    // A shutdown of the proxy ends the session like a revocation.
+    let (kill_all_tx, kill_all_rx) = watch::channel(false);
+    let mut agent_kill = kill_rx;
+    let forward_kill = tokio::spawn(async move {
+        tokio::select! {
+            _ = agent_kill.wait_for(|k| *k) => {}
+            _ = shutdown.wait_for(|k| *k) => {}
+        }
+        let _ = kill_all_tx.send(true);
+    });
+    let ended = session::run(
+        reader,
+        w,
+        upstream,
+        target.login.address.clone(),
+        info,
+        rules,
+        limits,
+        kill_all_rx,
+        shared.opts.max_message,
+    )
+    .await;
+    forward_kill.abort();
+    tracing::debug!("proxy: session {session_id} ended: {ended:?}");
+    lock(&shared.cancels).remove(&(pid, key));
+    if let Some(list) = lock(&shared.sessions).get_mut(&agent.name) {
+        list.retain(|k| !k.is_closed() && k.receiver_count() > 0);
+    }
+    if policy == Policy::Branch
+        && let Some(u) = lock(&shared.branches).get_mut(&target.name)
+    {
+        u.sessions = u.sessions.saturating_sub(1);
+        u.last = Some(Instant::now());
+    }
+    cleanup_branch(shared, agent, per_session.as_deref()).await;
+    Ok(())
+}
+
+/// Deletes a per-session branch at the end of its session (unless kept).
+async fn cleanup_branch(shared: &Arc<Shared>, agent: &AgentRow, per_session: Option<&str>) {
+    let Some(name) = per_session else { return };
+    lock(&shared.branches).remove(name);
+    if agent.keep {
+        return;
+    }
+    let home = shared.home.clone();
+    let name = name.to_string();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut e = Engine::open(home, Arc::new(Quiet))?;
+        match e.branch_delete(&name, false) {
+            Err(err) if err.is_not_found() => Ok(Vec::new()),
+            other => other,
+        }
+    })
+    .await;
+    if let Ok(Err(e)) = result {
+        tracing::warn!("proxy: deleting a per-session branch: {e}");
+    }
+}
+
+/// Settings the server session starts with: the proxy's, not the client's.
+fn server_options(agent: &AgentRow, policy: Policy) -> String {
+    let mut o = Vec::new();
+    match policy {
+        Policy::ReadOnly => o.push("-c default_transaction_read_only=on".to_string()),
+        Policy::DryRun => {
+            // A dry run must not stall the source: short waits for locks,
+            // and no transaction left open.
+            o.push("-c lock_timeout=2s".into());
+            o.push("-c idle_in_transaction_session_timeout=60s".into());
+        }
+        Policy::Branch => {}
+    }
+    let timeout = agent
+        .statement_timeout_ms
+        .or((policy == Policy::DryRun).then_some(30_000));
+    if let Some(ms) = timeout {
+        o.push(format!("-c statement_timeout={ms}"));
+    }
+    o.join(" ")
+}
+
+struct Target {
+    name: String,
+    database: String,
+    login: Login,
+}
+
+async fn resolve(
+    shared: &Arc<Shared>,
+    agent: &AgentRow,
+    per_session: Option<String>,
+) -> Result<Target, String> {
+    let home = shared.home.clone();
+    let agent = agent.clone();
+    tokio::task::spawn_blocking(move || -> Result<Target, pgfork_engine::EngineError> {
+        let mut engine = Engine::open(home, Arc::new(Quiet))?;
+        if agent.policy == "branch" {
+            let (dsn, wake) = engine.agent_branch_ready(&agent, per_session.as_deref())?;
+            if wake != Wake::Running {
+                tracing::info!("proxy: branch for agent {} was {wake:?}", agent.name);
+            }
+            let name = per_session.unwrap_or_else(|| pgfork_engine::agents::agent_branch(&agent));
+            return Ok(Target {
+                name,
+                database: dsn.database.clone(),
+                login: Login {
+                    address: Address::Tcp(dsn.host.clone(), dsn.port),
+                    user: dsn.user.clone(),
+                    password: Some(dsn.password.clone()),
+                    database: dsn.database.clone(),
+                },
+            });
+        }
+        let ep = engine.source_endpoint(&agent)?;
+        if !ep.running {
+            return Err(pgfork_engine::EngineError::WrongState(format!(
+                "source '{}' is not running: `pgfork source start {}`",
+                ep.source, ep.source
+            )));
+        }
+        Ok(Target {
+            name: ep.source.clone(),
+            database: ep.database.clone(),
+            login: Login {
+                address: Address::Unix(ep.socket_dir.clone(), ep.port),
+                user: ep.role.clone(),
+                password: None,
+                database: ep.database.clone(),
+            },
+        })
+    })
+    .await
+    .map_err(|e| e.to_string())?
+    .map_err(|e| e.to_string())
+}
+
+async fn cancel(shared: &Arc<Shared>, pid: i32, key: i32) {
+    let target = lock(&shared.cancels)
+        .get(&(pid, key))
+        .map(|t| (t.address.clone(), t.key.clone()));
+    // An unknown key gets no answer, as from PostgreSQL.
+    if let Some((address, key)) = target {
+        let _ = upstream::cancel(&address, key.0, &key.1).await;
+    }
+}
+
+/// Ends the sessions of revoked (or deleted) agents, twice a second.
+async fn watch_agents(shared: Arc<Shared>) {
+    let mut timer = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        timer.tick().await;
+        if lock(&shared.sessions).is_empty() {
+            continue;
+        }
+        let home = shared.home.clone();
+        let Ok(Ok(rows)) =
+            tokio::task::spawn_blocking(move || pgfork_engine::agents::agent_rows(&home)).await
+        else {
+            continue;
+        };
+        let active: std::collections::HashSet<String> = rows
+            .into_iter()
+            .filter(|a| a.revoked_at.is_none())
+            .map(|a| a.name)
+            .collect();
+        let mut sessions = lock(&shared.sessions);
+        sessions.retain(|agent, kills| {
+            kills.retain(|k| !k.is_closed());
+            if active.contains(agent) {
+                return !kills.is_empty();
+            }
+            for k in kills.iter() {
+                let _ = k.send(true);
+            }
+            false
+        });
+    }
+}
+
+/// Stops branches idle past their agent's idle-stop and checks storage budgets.
+async fn watch_branches(shared: Arc<Shared>) {
+    let mut timer = tokio::time::interval(Duration::from_secs(5));
+    let mut storage_checked = Instant::now() - Duration::from_secs(60);
+    loop {
+        timer.tick().await;
+        let (idle, storage): (Vec<String>, Vec<(String, u64, Arc<AtomicBool>)>) = {
+            let b = lock(&shared.branches);
+            let idle = b
+                .iter()
+                .filter(|(_, u)| {
+                    u.sessions == 0
+                        && u.idle_stop
+                            .zip(u.last)
+                            .is_some_and(|(limit, last)| last.elapsed() >= limit)
+                })
+                .map(|(n, _)| n.clone())
+                .collect();
+            let storage = b
+                .iter()
+                .filter(|(_, u)| u.sessions > 0)
+                .filter_map(|(n, u)| {
+                    u.max_storage
+                        .map(|m| (n.clone(), m, u.over_storage.clone()))
+                })
+                .collect();
+            (idle, storage)
+        };
+        for name in idle {
+            lock(&shared.branches).remove(&name);
+            let home = shared.home.clone();
+            let n = name.clone();
+            let r = tokio::task::spawn_blocking(move || stop_if_unused(home, &n)).await;
+            match r {
+                Ok(Ok(true)) => tracing::info!("proxy: stopped idle branch {name}"),
+                Ok(Ok(false)) => {}
+                Ok(Err(e)) => tracing::info!("proxy: could not stop idle branch {name}: {e}"),
+                Err(_) => {}
+            }
+        }
+        if storage_checked.elapsed() >= Duration::from_secs(10) && !storage.is_empty() {
+            storage_checked = Instant::now();
+            let home = shared.home.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                let engine = Engine::open(home, Arc::new(Quiet))?;
+                for (name, max, flag) in storage {
+                    if let Ok(bytes) = engine.branch_unshared_bytes(&name) {
+                        flag.store(bytes > max, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                Ok::<_, pgfork_engine::EngineError>(())
+            })
+            .await;
+        }
+    }
+}
+
+/// Stops a running branch if no client (of the proxy or not) is on it.
+fn stop_if_unused(home: Home, name: &str) -> Result<bool, pgfork_engine::EngineError> {
+    let mut engine = Engine::open(home, Arc::new(Quiet))?;
+    let info = engine.branch_info(name)?;
+    if info.status != "running" {
+        return Ok(false);
+    }
+    let mut client =
+        pgfork_pg::server::connect_superuser(&info.socket_dir, info.port, &info.database)
+            .map_err(|e| pgfork_engine::EngineError::WrongState(e.to_string()))?;
+    let row = client
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+               AND coalesce(application_name, '') <> 'pgfork'",
+            &[],
+        )
+        .map_err(|e| pgfork_engine::EngineError::WrongState(e.to_string()))?;
+    drop(client);
+    if row.get::<_, i64>(0) > 0 {
+        return Ok(false);
+    }
+    engine.branch_stop(name)?;
+    Ok(true)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
