@@ -564,3 +564,11 @@ pub enum Wake {
     /// It did not exist and has been created.
     Created,
 }
+
+/// Records where the proxy listens, so that `agent create` prints
+/// connection strings with that address.
+pub fn set_proxy_addr(home: &Home, addr: &str) -> Result<()> {
+    let mut meta = Meta::open(&home.meta_db(), false)?;
+    meta.write(|c| Meta::set_setting(c, "proxy_listen", addr))?;
+    Ok(())
+}

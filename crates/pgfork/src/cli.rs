@@ -63,6 +63,122 @@ pub enum Command {
     /// The API bearer token.
     #[command(subcommand)]
     Token(TokenCommand),
+    /// Credentials of the policy proxy: each with a source and a policy (read-only, dry-run, branch).
+    #[command(subcommand)]
+    Agent(AgentCommand),
+    /// The proxy's audit log: every statement of every agent, hash-chained.
+    Audit(AuditArgs),
+    /// Run the policy proxy alone (`pgfork serve` runs it too).
+    Proxy(ProxyArgs),
+}
+
+/// `pgfork agent ...`.
+#[derive(Debug, Subcommand)]
+pub enum AgentCommand {
+    /// Create an agent and print its connection string (the secret is shown only now).
+    Create(AgentCreateArgs),
+    /// List agents.
+    List,
+    /// Show one agent.
+    Info {
+        /// Agent name.
+        name: String,
+    },
+    /// Give an agent a new secret and print its connection string; the old secret stops working.
+    Rotate {
+        /// Agent name.
+        name: String,
+    },
+    /// Revoke an agent: no new logins, and a running proxy ends its sessions at once.
+    Revoke {
+        /// Agent name.
+        name: String,
+    },
+}
+
+/// Agent policies.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum PolicyArg {
+    /// Read the source; every write or attempt to leave read-only mode fails (SQLSTATE 25006).
+    ReadOnly,
+    /// Run on the source for real; every transaction is rolled back.
+    DryRun,
+    /// Work on a branch of the source of its own (or a named, shared one).
+    Branch,
+}
+
+/// `pgfork agent create`.
+#[derive(Debug, Args)]
+pub struct AgentCreateArgs {
+    /// Agent name (the user name of its connection string; at most 40 characters).
+    pub name: String,
+    /// The source it works on.
+    #[arg(long)]
+    pub source: String,
+    /// What it may do.
+    #[arg(long, value_enum)]
+    pub policy: PolicyArg,
+    /// Use this branch (made on first use; several agents may share it) [default: agent-NAME].
+    #[arg(long, value_name = "NAME")]
+    pub branch: Option<String>,
+    /// Give each connection its own branch, deleted at disconnect.
+    #[arg(long)]
+    pub per_session: bool,
+    /// Keep per-session branches after their session.
+    #[arg(long, requires = "per_session")]
+    pub keep: bool,
+    /// Make branches from a new snapshot of the source instead of its latest.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Time to live of branches made for the agent.
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// Most rows one statement may affect; beyond, it is rolled back with an error.
+    #[arg(long, value_name = "N")]
+    pub max_rows: Option<u64>,
+    /// Statement timeout (e.g. 30s); the agent cannot raise it.
+    #[arg(long, value_name = "DURATION")]
+    pub statement_timeout: Option<String>,
+    /// Most storage its branch may stop sharing with the snapshot (e.g. 1G); beyond, writes are refused.
+    #[arg(long, value_name = "SIZE")]
+    pub max_storage: Option<String>,
+    /// Stop its branch after this long without a session (0: never); the next connection wakes it.
+    #[arg(long, value_name = "DURATION", default_value = "10m")]
+    pub idle_stop: String,
+    /// Also record statement parameters in the audit log.
+    #[arg(long)]
+    pub audit_params: bool,
+}
+
+/// `pgfork audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only this agent's statements.
+    #[arg(long)]
+    pub agent: Option<String>,
+    /// Only statements from this long ago on (e.g. 1h).
+    #[arg(long, value_name = "DURATION")]
+    pub since: Option<String>,
+    /// At most this many records (the newest).
+    #[arg(long, default_value_t = 1000)]
+    pub limit: i64,
+    /// Recompute the hash chain and report the first broken link (exit code 1 if any).
+    #[arg(long)]
+    pub verify: bool,
+}
+
+/// `pgfork proxy`.
+#[derive(Debug, Args)]
+pub struct ProxyArgs {
+    /// Address and port to listen on (loopback only: the proxy speaks no TLS).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:6432")]
+    pub listen: String,
+    /// Most client connections at once; more get "too many clients".
+    #[arg(long, default_value_t = 2000)]
+    pub max_connections: usize,
+    /// Largest protocol message accepted.
+    #[arg(long, value_name = "SIZE", default_value = "64M")]
+    pub max_message_size: String,
 }
 
 /// `pgfork token ...`.
@@ -96,6 +212,9 @@ pub struct ServeArgs {
     /// Refuse new branches below SIZE free in the pool (stored like `init --min-free`).
     #[arg(long, value_name = "SIZE")]
     pub min_free: Option<String>,
+    /// Address of the policy proxy that serve also runs (off: none).
+    #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:6432")]
+    pub proxy_listen: String,
 }
 
 /// Filesystems for pool images.

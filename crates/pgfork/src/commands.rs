@@ -26,6 +26,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Token(c) => token(&home, c, json),
         Command::Serve(args) => crate::serve::serve(home, args),
         Command::Mcp => crate::serve::mcp(home),
+        Command::Agent(c) => crate::agents::agent(home, c, json),
+        Command::Audit(args) => crate::agents::audit(home, args, json),
+        Command::Proxy(args) => crate::agents::proxy(home, args),
         command => {
             let mut engine = Engine::open(home, spinner.clone())?;
             match command {
@@ -41,7 +44,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 | Command::Doctor
                 | Command::Token(_)
                 | Command::Serve(_)
-                | Command::Mcp => unreachable!("handled above"),
+                | Command::Mcp
+                | Command::Agent(_)
+                | Command::Audit(_)
+                | Command::Proxy(_) => unreachable!("handled above"),
             }
         }
     };

@@ -1,6 +1,7 @@
 //! `pgfork`: the command-line interface. Wiring only; the work is in the
 //! engine and the crates below it.
 
+mod agents;
 mod bench;
 mod cli;
 mod commands;

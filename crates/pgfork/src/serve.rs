@@ -46,6 +46,9 @@ pub fn serve(home: Home, args: ServeArgs) -> Result<()> {
             .transpose()?;
         pgfork_engine::set_branch_limits(&home, args.max_branches_per_source, min_free)?;
     }
+    if args.proxy_listen != "off" {
+        crate::agents::spawn_proxy(home.clone(), &args.proxy_listen)?;
+    }
     pgfork_api::serve(home, opts)?;
     Ok(())
 }
