@@ -125,6 +125,7 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
     let opts = DataOptions {
         limit: 100,
         full: false,
+        tables: None,
     };
     let mut old = Side {
         client: &mut v,
@@ -179,6 +180,7 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
         &DataOptions {
             limit: 100,
             full: true,
+            tables: None,
         },
     )
     .unwrap();
@@ -199,6 +201,7 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
         &DataOptions {
             limit: usize::MAX,
             full: false,
+            tables: None,
         },
     )
     .unwrap();
@@ -224,6 +227,7 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
         &DataOptions {
             limit: 10,
             full: true,
+            tables: None,
         },
     )
     .unwrap();
@@ -237,6 +241,7 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
         &DataOptions {
             limit: 1,
             full: true,
+            tables: None,
         },
     )
     .unwrap();

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pgfork_diff::data::{DataDiff, DataOptions, Side, diff_data};
+use pgfork_diff::schema::{SchemaDiff, diff_schema, read_schema};
 use pgfork_os::ProcessId;
 use pgfork_pg::server::{self, StartSpec};
 use pgfork_pg::{Postmaster, StopMode};
@@ -40,6 +41,8 @@ pub struct DiffReport {
     pub from: String,
     /// The new side.
     pub to: String,
+    /// Schema changes, if asked for.
+    pub schema: Option<SchemaDiff>,
     /// Data changes, if asked for.
     pub data: Option<DataDiff>,
     /// Milliseconds the comparison took.
@@ -230,10 +233,22 @@ impl Engine {
         }
         let mut old = self.open_side(&from)?;
         let mut new = self.open_side(&to)?;
+        tracing::debug!(elapsed = ?began.elapsed(), "sides open");
+        let schema = if req.schema {
+            let a =
+                read_schema(&mut old.client).map_err(|e| EngineError::WrongState(e.to_string()))?;
+            let b =
+                read_schema(&mut new.client).map_err(|e| EngineError::WrongState(e.to_string()))?;
+            tracing::debug!(elapsed = ?began.elapsed(), "schemas read");
+            Some(diff_schema(&a, &b))
+        } else {
+            None
+        };
         let data = if req.data {
             let opts = DataOptions {
                 limit: req.limit,
                 full: req.full,
+                tables: None,
             };
             let mut a = Side {
                 client: &mut old.client,
@@ -253,6 +268,7 @@ impl Engine {
         let report = DiffReport {
             from: old.label.clone(),
             to: new.label.clone(),
+            schema,
             data,
             elapsed_ms: began.elapsed().as_millis() as u64,
         };

@@ -8,6 +8,7 @@ use pgfork_diff::data::{
     DataDiff, DataOptions, Key, RowChange, Side, TableDiff, TableInfo, data_patch, diff_data,
     fetch_rows, fk_order, read_tables,
 };
+use pgfork_diff::schema::{SchemaDiff, conflicts as schema_conflicts, diff_schema, read_schema};
 use pgfork_pg::remote::RemoteUrl;
 use pgfork_pool::meta::{PolicyRow, RemoteRow, SnapshotRow};
 use serde::Serialize;
@@ -69,7 +70,9 @@ pub struct PromoteReport {
     pub conflicts: Vec<Conflict>,
     /// How conflicts were resolved.
     pub strategy: Option<Strategy>,
-    /// Rows inserted, updated, deleted on the source.
+    /// Schema objects the branch changed (added, removed, modified).
+    pub schema_changes: usize,
+    /// Rows inserted on the source.
     pub inserted: u64,
     /// Rows updated on the source.
     pub updated: u64,
@@ -147,9 +150,18 @@ impl Engine {
         let mut x_side = self.open_side(&Resolved::Branch(branch.clone()))?;
         let mut target = self.connect_target(&source)?;
 
+        let read = |client: &mut postgres::Client| {
+            read_schema(client).map_err(|e| EngineError::WrongState(e.to_string()))
+        };
+        let b_schema = read(&mut b_side.client)?;
+        let dsx: SchemaDiff = diff_schema(&b_schema, &read(&mut x_side.client)?);
+        let dss: SchemaDiff = diff_schema(&b_schema, &read(&mut target)?);
+        let object_conflicts = schema_conflicts(&dsx, &dss);
+
         let all = DataOptions {
             limit: usize::MAX,
             full: false,
+            tables: None,
         };
         let dx = {
             let mut a = Side {
@@ -163,6 +175,7 @@ impl Engine {
             diff_data(&mut a, &mut x, &all).map_err(|e| EngineError::WrongState(e.to_string()))?
         };
         if base.masked && (!dx.tables.is_empty() || !dx.sequences.is_empty()) {
+            // Schema changes alone could go; rows would carry masked values.
             return Err(EngineError::WrongState(format!(
                 "branch '{}' comes from a masked snapshot: its rows hold masked values, which must not be written \
                  to the source; apply its data changes by hand",
@@ -176,7 +189,18 @@ impl Engine {
         let s_tables =
             read_tables(&mut target).map_err(|e| EngineError::WrongState(e.to_string()))?;
 
-        let mut conflicts = Vec::new();
+        let mut conflicts: Vec<Conflict> = object_conflicts
+            .iter()
+            .map(|id| Conflict {
+                object: id.to_string(),
+                key: None,
+                reason: "the object changed on the branch and on the source since the snapshot"
+                    .into(),
+                base: None,
+                branch: None,
+                source: None,
+            })
+            .collect();
         let mut plan = DataDiff {
             sequences: dx.sequences.clone(),
             ..DataDiff::default()
@@ -261,8 +285,21 @@ impl Engine {
             }
         }
 
+        // Schema first. With `theirs`, the statements of conflicting objects
+        // are left out; with `ours`, the branch's script runs whole.
+        let mut statements: Vec<String> = dsx.sql();
+        if req.strategy == Some(Strategy::Theirs) && !object_conflicts.is_empty() {
+            let skip: std::collections::BTreeSet<&String> = dsx
+                .changes
+                .iter()
+                .filter(|c| object_conflicts.contains(&c.id))
+                .flat_map(|c| c.sql.iter())
+                .collect();
+            statements.retain(|s| !skip.contains(s));
+        }
         let mut report = PromoteReport {
             branch: branch.name.clone(),
+            schema_changes: dsx.changes.len(),
             source: source.name.clone(),
             applied: false,
             conflicts,

@@ -55,7 +55,7 @@ pub enum Command {
     #[command(subcommand)]
     Branch(BranchCommand),
     /// Measure branch creation against cp -a, CREATE DATABASE TEMPLATE and pg_dump | pg_restore.
-    Bench(BenchArgs),
+    Bench(BenchCommand),
     /// The daemon: HTTP API, MCP at /mcp, Prometheus /metrics, the reaper and scheduled work.
     Serve(ServeArgs),
     /// An MCP server on stdin/stdout, for agent clients that launch a command.
@@ -538,7 +538,47 @@ pub struct BranchSetArgs {
     pub unlabel: Vec<String>,
 }
 
-/// `pgfork bench`.
+/// `pgfork bench [WHAT]`: branch creation unless another benchmark is named.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct BenchCommand {
+    /// Which benchmark (default: branches).
+    #[command(subcommand)]
+    pub what: Option<BenchWhat>,
+    /// Options of the branch benchmark, when no other is named.
+    #[command(flatten)]
+    pub branches: BenchArgs,
+}
+
+/// The benchmarks.
+#[derive(Debug, Subcommand)]
+pub enum BenchWhat {
+    /// Branch creation against cp -a, CREATE DATABASE TEMPLATE and pg_dump | pg_restore (the default).
+    Branches(BenchArgs),
+    /// Diff time against the size of the change, and against a full comparison.
+    Diff(DiffBenchArgs),
+    /// Branch creation over the HTTP API against the CLI (same run, same snapshot), then concurrent creates.
+    Api(BenchApiArgs),
+}
+
+/// `pgfork bench diff`.
+#[derive(Debug, Args)]
+pub struct DiffBenchArgs {
+    /// pgbench scale of the source (330 is about 5 GB).
+    #[arg(long, default_value_t = 330)]
+    pub scale: u32,
+    /// Rows changed in pgbench_accounts before each diff.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
+    pub changes: Vec<u32>,
+    /// Skip the full comparison baseline.
+    #[arg(long)]
+    pub skip_full: bool,
+    /// Keep the source afterwards (a re-run skips pgbench -i).
+    #[arg(long)]
+    pub keep_source: bool,
+}
+
+/// `pgfork bench branches`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
     /// pgbench scale factors of the sources to build (10 is about 150 MB, 500 about 7 GB).
@@ -622,4 +662,24 @@ pub struct PromoteArgs {
     /// Apply to a remote source without asking.
     #[arg(long)]
     pub yes: bool,
+}
+
+/// `pgfork bench api`.
+#[derive(Debug, Args)]
+pub struct BenchApiArgs {
+    /// Creates per way (CLI and HTTP, interleaved).
+    #[arg(long, default_value_t = 30)]
+    pub creates: usize,
+    /// Creates sent at once over HTTP.
+    #[arg(long, default_value_t = 100)]
+    pub concurrent: usize,
+    /// The API token (printed by `pgfork init`).
+    #[arg(long, env = "PGFORK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// Keep the bench-api source this run made.
+    #[arg(long)]
+    pub keep_source: bool,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
 }

@@ -39,7 +39,18 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Source(c) => source(&mut engine, c, json),
                 Command::Snapshot(c) => snapshot(&mut engine, c, json),
                 Command::Branch(c) => branch(&mut engine, c, json),
-                Command::Bench(args) => crate::bench::run(engine, args, json),
+                Command::Bench(cmd) => match cmd.what {
+                    None => crate::bench::run(engine, cmd.branches, json),
+                    Some(crate::cli::BenchWhat::Branches(args)) => {
+                        crate::bench::run(engine, args, json)
+                    }
+                    Some(crate::cli::BenchWhat::Diff(args)) => {
+                        crate::bench::diff_cost::run(engine, args, json)
+                    }
+                    Some(crate::cli::BenchWhat::Api(args)) => {
+                        crate::bench::api::run(engine, args, json)
+                    }
+                },
                 Command::Init(_)
                 | Command::Doctor
                 | Command::Token(_)

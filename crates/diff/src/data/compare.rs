@@ -10,6 +10,9 @@ use super::pages::PageSet;
 use super::{DataOptions, Key, Method, RowChange, Side, TableDiff};
 use crate::DiffError;
 
+/// Where a tuple version is and which transaction made it.
+const FINGERPRINT: &str = "t.ctid::text || '/' || t.xmin::text";
+
 /// Page runs per statement when reading changed pages.
 const RUNS_PER_QUERY: usize = 200;
 /// Keys per statement when looking rows up.
@@ -81,6 +84,7 @@ fn shape(a: &TableInfo, b: &TableInfo) -> Shape {
 fn hashes_in_pages(
     client: &mut postgres::Client,
     s: &Shape,
+    expr: &str,
     runs: &[(u64, u64)],
 ) -> Result<HashMap<Key, String>, DiffError> {
     let mut out = HashMap::new();
@@ -91,7 +95,7 @@ fn hashes_in_pages(
                 format!(
                     "SELECT {}, {} FROM ONLY {} t WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({},0)'::tid",
                     s.key_expr,
-                    s.hash_expr,
+                    expr,
                     s.table,
                     last + 1
                 )
@@ -112,10 +116,10 @@ fn hashes_in_pages(
 fn hashes_of_keys(
     client: &mut postgres::Client,
     t: &TableInfo,
-    s: &Shape,
+    expr: &str,
     keys: &[Key],
 ) -> Result<HashMap<Key, String>, DiffError> {
-    Ok(by_keys(client, t, keys, &s.hash_expr)?
+    Ok(by_keys(client, t, keys, expr)?
         .into_iter()
         .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
         .collect())
@@ -323,8 +327,19 @@ pub fn compare_table(
         (Some(_), PageSet::All) => ordered_merge(from, to, a, b, &s, &mut c)?,
         (Some(_), _) => {
             let runs = pages.runs();
-            let old = hashes_in_pages(from.client, &s, &runs)?;
-            let new = hashes_in_pages(to.client, &s, &runs)?;
+            // The same tuple version has the same place and inserting
+            // transaction on both sides (a clone copies tuples, it does not
+            // rewrite them): comparing those finds every candidate without
+            // reading a single column. Candidates are then compared whole.
+            let old_client = &mut *from.client;
+            let new_client = &mut *to.client;
+            let (old, new) = std::thread::scope(|scope| {
+                let old = scope.spawn(|| hashes_in_pages(old_client, &s, FINGERPRINT, &runs));
+                let new = hashes_in_pages(new_client, &s, FINGERPRINT, &runs);
+                (old.join().expect("reader thread"), new)
+            });
+            let (old, new) = (old?, new?);
+            tracing::debug!(old = old.len(), new = new.len(), "fingerprints read");
             // A key seen on one side only may sit in an unchanged page of
             // the other: look it up there.
             let need_old: Vec<Key> = new
@@ -337,8 +352,8 @@ pub fn compare_table(
                 .filter(|k| !new.contains_key(*k))
                 .cloned()
                 .collect();
-            let more_old = hashes_of_keys(from.client, a, &s, &need_old)?;
-            let more_new = hashes_of_keys(to.client, b, &s, &need_new)?;
+            let more_old = hashes_of_keys(from.client, a, FINGERPRINT, &need_old)?;
+            let more_new = hashes_of_keys(to.client, b, FINGERPRINT, &need_new)?;
             let mut differing: Vec<Key> = old
                 .keys()
                 .chain(new.keys())
@@ -350,6 +365,11 @@ pub fn compare_table(
                 .collect();
             differing.sort();
             differing.dedup();
+            tracing::debug!(
+                candidates = differing.len(),
+                looked_up = need_old.len() + need_new.len(),
+                "candidates found"
+            );
             pair_rows(from, to, a, b, &s, &differing, &mut c)?;
         }
         (None, _) => {

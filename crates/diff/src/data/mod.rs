@@ -41,6 +41,8 @@ pub struct DataOptions {
     pub limit: usize,
     /// Compare every table whole, ignoring extent maps (the baseline).
     pub full: bool,
+    /// Only these tables (`schema.table`), if given.
+    pub tables: Option<Vec<String>>,
 }
 
 impl Default for DataOptions {
@@ -48,6 +50,7 @@ impl Default for DataOptions {
         DataOptions {
             limit: 20,
             full: false,
+            tables: None,
         }
     }
 }
@@ -176,18 +179,30 @@ pub fn diff_data(
     let names: std::collections::BTreeSet<&String> =
         old_tables.keys().chain(new_tables.keys()).collect();
     for name in names {
+        if opts
+            .tables
+            .as_ref()
+            .is_some_and(|only| !only.contains(name))
+        {
+            continue;
+        }
         let t = match (old_tables.get(name), new_tables.get(name)) {
             (Some(a), Some(b)) => {
+                let began = std::time::Instant::now();
                 let pages = if opts.full {
                     PageSet::All
                 } else {
                     changed_heap_pages(from.datadir, &a.file, to.datadir, &b.file)?
                 };
+                tracing::debug!(table = %name, pages = pages.len(), elapsed = ?began.elapsed(), "extents compared");
                 if pages == PageSet::None {
                     diff.skipped.push(name.clone());
                     continue;
                 }
-                compare_table(from, to, a, b, &pages, opts)?
+                let began = std::time::Instant::now();
+                let t = compare_table(from, to, a, b, &pages, opts)?;
+                tracing::debug!(table = %name, elapsed = ?began.elapsed(), "rows compared");
+                t
             }
             (Some(a), None) => compare::one_side(from, a, false, opts)?,
             (None, Some(b)) => compare::one_side(to, b, true, opts)?,

@@ -47,8 +47,17 @@ struct Report {
 
 fn changed(report: &DiffReport) -> (u64, u64) {
     let data = report.data.as_ref();
-    let rows = data.map(|d| d.tables.iter().map(|t| t.inserted + t.updated + t.deleted).sum()).unwrap_or(0);
-    let pages = data.map(|d| d.tables.iter().map(|t| t.pages).sum()).unwrap_or(0);
+    let rows = data
+        .map(|d| {
+            d.tables
+                .iter()
+                .map(|t| t.inserted + t.updated + t.deleted)
+                .sum()
+        })
+        .unwrap_or(0);
+    let pages = data
+        .map(|d| d.tables.iter().map(|t| t.pages).sum())
+        .unwrap_or(0);
     (rows, pages)
 }
 
@@ -83,10 +92,19 @@ pub fn run(engine: Engine, args: DiffBenchArgs, json: bool) -> Result<()> {
         report.driver
     );
     if let Some(full) = report.full_comparison_ms {
-        println!("full comparison of every table (ordered scans): {:.0} ms", full);
+        println!(
+            "full comparison of every table (ordered scans): {:.0} ms",
+            full
+        );
     }
     output::table(
-        &["changed rows", "pgfork diff", "pages read", "rows found", "full / diff"],
+        &[
+            "changed rows",
+            "pgfork diff",
+            "pages read",
+            "rows found",
+            "full / diff",
+        ],
         report
             .rows
             .iter()
@@ -96,7 +114,9 @@ pub fn run(engine: Engine, args: DiffBenchArgs, json: bool) -> Result<()> {
                     format!("{:.0} ms", r.diff_ms),
                     r.pages_read.to_string(),
                     r.rows_found.to_string(),
-                    r.full_over_diff.map(|x| format!("{x:.1}x")).unwrap_or_else(|| "-".into()),
+                    r.full_over_diff
+                        .map(|x| format!("{x:.1}x"))
+                        .unwrap_or_else(|| "-".into()),
                 ]
             })
             .collect(),
@@ -141,7 +161,13 @@ fn measure(
         )?;
         drop(client);
         progress.step(format!("pgfork diff with {updated} changed rows"));
-        let req = DiffRequest { target: BRANCH.into(), schema: true, data: true, limit: 0, ..DiffRequest::default() };
+        let req = DiffRequest {
+            target: BRANCH.into(),
+            schema: true,
+            data: true,
+            limit: 0,
+            ..DiffRequest::default()
+        };
         let began = Instant::now();
         let report = engine.diff(&req)?;
         let diff_ms = millis(began.elapsed());
@@ -152,13 +178,21 @@ fn measure(
         if i == 0 && !args.skip_full {
             progress.step("full comparison of every table");
             let began = Instant::now();
-            let full = engine.diff(&DiffRequest { full: true, ..req.clone() })?;
+            let full = engine.diff(&DiffRequest {
+                full: true,
+                ..req.clone()
+            })?;
             full_ms = Some(millis(began.elapsed()));
             if changed(&full).0 != updated {
-                bail!("the full comparison found {} changed rows, but {updated} were updated", changed(&full).0);
+                bail!(
+                    "the full comparison found {} changed rows, but {updated} were updated",
+                    changed(&full).0
+                );
             }
         }
-        progress.note(&format!("{n} rows: diff {diff_ms:.0} ms, {pages} pages read"));
+        progress.note(&format!(
+            "{n} rows: diff {diff_ms:.0} ms, {pages} pages read"
+        ));
         rows.push(Row {
             changed_rows: n,
             diff_ms,

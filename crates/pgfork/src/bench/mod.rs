@@ -10,9 +10,11 @@
 //! source. Everything it makes is removed at the end (sources too, unless
 //! `--keep-sources`).
 
+pub mod api;
 mod baselines;
 mod child;
 mod conn;
+pub mod diff_cost;
 mod interrupt;
 mod live;
 mod load;
