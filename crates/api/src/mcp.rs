@@ -252,6 +252,7 @@ impl PgforkMcp {
             data: true,
             limit: p.limit.unwrap_or(20),
             full: false,
+            sql: false,
         };
         Ok(match self.shared.engine(move |e| e.diff(&req)).await {
             Ok(report) => done(serde_json::to_value(report).expect("serialisable")),

@@ -262,7 +262,8 @@ pub fn document() -> Value {
                         { "name": "schema", "in": "query", "required": false, "schema": { "type": "boolean", "default": true }, "description": "Compare the schema." },
                         { "name": "data", "in": "query", "required": false, "schema": { "type": "boolean", "default": true }, "description": "Compare the rows." },
                         { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "default": 20 }, "description": "Changed rows listed per table (counts are complete)." },
-                        { "name": "full", "in": "query", "required": false, "schema": { "type": "boolean", "default": false }, "description": "Compare every table whole instead of only changed blocks (slow)." }
+                        { "name": "full", "in": "query", "required": false, "schema": { "type": "boolean", "default": false }, "description": "Compare every table whole instead of only changed blocks (slow)." },
+                        { "name": "sql", "in": "query", "required": false, "schema": { "type": "boolean", "default": false }, "description": "Also return the SQL patch that turns the base into the branch (lists every changed row)." }
                     ]))
             },
             "/v1/branches/{name}/reset": {

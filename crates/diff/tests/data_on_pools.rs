@@ -115,6 +115,8 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
          DELETE FROM pairs WHERE a = 11;
          INSERT INTO log VALUES ('added 1'), ('added 2'), ('added 3');
          DELETE FROM log WHERE line IN ('line 10', 'line 1999');
+         ALTER TABLE items ADD COLUMN tag text DEFAULT 'none';
+         UPDATE items SET tag = 'special' WHERE id = 3;
          CREATE TABLE fresh (id int PRIMARY KEY);
          INSERT INTO fresh SELECT generate_series(1, 12);
          SELECT nextval('s'); SELECT nextval('s');",
@@ -144,11 +146,19 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
     };
 
     let items = table("public.items");
+    // Row 3 changed only in the column the branch added: compared against
+    // the value old rows read for it (its default).
     assert_eq!(
         (items.inserted, items.updated, items.deleted),
-        (7, 10, 5),
+        (7, 11, 5),
         "{items:#?}"
     );
+    let tag_changed = items.rows.iter().any(|r| {
+        matches!(r, pgfork_diff::data::RowChange::Update { key, changes }
+            if key == &vec![Some("3".to_string())]
+                && changes.get("tag") == Some(&[serde_json::json!("none"), serde_json::json!("special")]))
+    });
+    assert!(tag_changed, "{items:#?}");
     assert_eq!(items.method, Method::Pages);
     // 50,000 rows fill ~320 pages; the changes touch a few dozen at most.
     assert!(items.pages < 40, "read {} pages", items.pages);
@@ -206,7 +216,7 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
     )
     .unwrap();
     old.client
-        .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY)")
+        .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY); ALTER TABLE items ADD COLUMN tag text DEFAULT 'none'")
         .unwrap();
     let tables = read_tables(old.client).unwrap();
     let order = fk_order(old.client, &tables).unwrap();

@@ -5,7 +5,9 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use pgfork_diff::data::{DataDiff, DataOptions, Side, diff_data};
+use pgfork_diff::data::{
+    DataDiff, DataOptions, Side, data_patch, diff_data, fk_order, read_tables,
+};
 use pgfork_diff::schema::{SchemaDiff, diff_schema, read_schema};
 use pgfork_os::ProcessId;
 use pgfork_pg::server::{self, StartSpec};
@@ -32,6 +34,9 @@ pub struct DiffRequest {
     pub limit: usize,
     /// Compare every table whole (ignoring which blocks are shared).
     pub full: bool,
+    /// Also build the SQL patch that turns the old side into the new one
+    /// (every changed row is then listed, whatever `limit` says).
+    pub sql: bool,
 }
 
 /// What `diff` found.
@@ -45,6 +50,9 @@ pub struct DiffReport {
     pub schema: Option<SchemaDiff>,
     /// Data changes, if asked for.
     pub data: Option<DataDiff>,
+    /// The patch, if asked for: schema statements, then rows, in order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sql: Option<Vec<String>>,
     /// Milliseconds the comparison took.
     pub elapsed_ms: u64,
 }
@@ -246,7 +254,7 @@ impl Engine {
         };
         let data = if req.data {
             let opts = DataOptions {
-                limit: req.limit,
+                limit: if req.sql { usize::MAX } else { req.limit },
                 full: req.full,
                 tables: None,
             };
@@ -265,7 +273,20 @@ impl Engine {
         } else {
             None
         };
+        let sql = if req.sql {
+            let mut statements = schema.as_ref().map(|s| s.sql()).unwrap_or_default();
+            if let Some(data) = &data {
+                let err = |e: pgfork_diff::DiffError| EngineError::WrongState(e.to_string());
+                let tables = read_tables(&mut new.client).map_err(err)?;
+                let order = fk_order(&mut new.client, &tables).map_err(err)?;
+                statements.extend(data_patch(data, &tables, &order).map_err(err)?);
+            }
+            Some(statements)
+        } else {
+            None
+        };
         let report = DiffReport {
+            sql,
             from: old.label.clone(),
             to: new.label.clone(),
             schema,

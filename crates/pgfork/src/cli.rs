@@ -612,6 +612,8 @@ pub enum DiffFormat {
     Text,
     /// Everything, as JSON.
     Json,
+    /// A SQL patch that turns the old side into the new one (one transaction).
+    Sql,
 }
 
 /// `pgfork diff`.

@@ -16,16 +16,36 @@ pub fn diff(engine: &mut Engine, args: DiffArgs, json: bool) -> Result<()> {
         data: !args.schema_only,
         limit: args.limit,
         full: args.full,
+        sql: args.format == DiffFormat::Sql,
     };
     let report = engine.diff(&req)?;
     if json || args.format == DiffFormat::Json {
         output::json(&report);
         return Ok(());
     }
+    if args.format == DiffFormat::Sql {
+        println!("-- pgfork diff: {} -> {}", report.from, report.to);
+        println!("BEGIN;");
+        for s in report.sql.iter().flatten() {
+            println!("{s};");
+        }
+        println!("COMMIT;");
+        return Ok(());
+    }
     println!(
         "{} -> {}  ({} ms)",
         report.from, report.to, report.elapsed_ms
     );
+    if let Some(schema) = &report.schema {
+        if schema.is_empty() {
+            println!("\nno schema changes");
+        } else {
+            println!("\nschema:\n{schema}");
+        }
+        for w in &schema.warnings {
+            eprintln!("warning: {w}");
+        }
+    }
     if let Some(data) = &report.data {
         if data.tables.is_empty() && data.sequences.is_empty() {
             println!("\nno rows changed");

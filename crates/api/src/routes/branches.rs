@@ -184,6 +184,7 @@ pub fn diff_request(target: String, query: Option<&str>) -> Result<DiffRequest, 
         data,
         limit,
         full: query_flag(query, "full")?,
+        sql: query_flag(query, "sql")?,
     })
 }
 

@@ -19,6 +19,11 @@ pub struct TableInfo {
     pub key: Option<Vec<(String, String)>>,
     /// Generated columns (computed; never written).
     pub generated: Vec<String>,
+    /// Each column's type, as `format_type` writes it.
+    pub types: BTreeMap<String, String>,
+    /// For columns added with a constant default after rows existed: the
+    /// value those rows read (`attmissingval`), as text.
+    pub missing: BTreeMap<String, String>,
 }
 
 impl TableInfo {
@@ -50,7 +55,11 @@ SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
          WHERE i.indrelid = c.oid AND i.indisprimary),
        (SELECT array_agg(a.attname::text) FROM pg_attribute a
-         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> '')
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''),
+       (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT array_agg(CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END ORDER BY a.attnum)
+          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'r' AND c.relpersistence = 'p'
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -78,7 +87,20 @@ pub fn read_tables(
                 .zip(key_types)
                 .map(|(c, t)| c.into_iter().zip(t).collect()),
             generated: r.get::<_, Option<Vec<String>>>(6).unwrap_or_default(),
+            types: BTreeMap::new(),
+            missing: BTreeMap::new(),
         };
+        let mut t = t;
+        let types: Vec<String> = r.get::<_, Option<Vec<String>>>(7).unwrap_or_default();
+        let missing: Vec<Option<String>> = r
+            .get::<_, Option<Vec<Option<String>>>>(8)
+            .unwrap_or_default();
+        for ((col, ty), miss) in t.columns.clone().into_iter().zip(types).zip(missing) {
+            if let Some(m) = miss {
+                t.missing.insert(col.clone(), m);
+            }
+            t.types.insert(col, ty);
+        }
         out.insert(t.display(), t);
     }
     Ok(out)

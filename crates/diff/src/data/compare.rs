@@ -18,18 +18,44 @@ const RUNS_PER_QUERY: usize = 200;
 /// Keys per statement when looking rows up.
 const KEYS_PER_QUERY: usize = 5000;
 
-/// How a table's rows are read on both sides: the columns both have.
+/// How a table's rows are read on both sides. Columns only the old side
+/// has are left out; a column only the new side has is compared too, its
+/// old-side value being what old rows read for it there (the constant
+/// default it was added with, or NULL).
 struct Shape {
     table: String,
     key: Option<Vec<(String, String)>>,
-    /// `to_jsonb(t) - '{uncommon}'`: the row over the common columns.
-    row_expr: String,
+    /// The old side's row as jsonb, over the compared columns.
+    old_row: String,
+    /// The new side's row as jsonb, over the compared columns.
+    new_row: String,
     /// `ARRAY[t.k1::text, ...]`, or NULL without a key.
     key_expr: String,
-    /// `md5(ROW(common columns by name)::text)`: compared instead of rows,
-    /// so that unchanged rows never travel or get parsed.
-    hash_expr: String,
+    /// Columns not compared: the old side's only, and generated ones.
     uncompared: Vec<String>,
+    /// Values old rows take for the new side's added columns.
+    added: serde_json::Map<String, Value>,
+}
+
+impl Shape {
+    /// `md5` of a row's jsonb text: compared instead of rows, so that
+    /// unchanged rows never travel or get parsed.
+    fn old_hash(&self) -> String {
+        format!("md5(({})::text)", self.old_row)
+    }
+    fn new_hash(&self) -> String {
+        format!("md5(({})::text)", self.new_row)
+    }
+    /// An old-side row as fetched whole, over the compared columns.
+    fn old_value(&self, row: Value) -> Value {
+        let mut row = project(row, &self.uncompared);
+        if let Value::Object(map) = &mut row {
+            for (k, v) in &self.added {
+                map.entry(k.clone()).or_insert_with(|| v.clone());
+            }
+        }
+        row
+    }
 }
 
 fn text_array(items: &[String]) -> String {
@@ -40,12 +66,62 @@ fn text_array(items: &[String]) -> String {
     format!("ARRAY[{}]::text[]", quoted.join(", "))
 }
 
-fn shape(a: &TableInfo, b: &TableInfo) -> Shape {
-    let uncommon: Vec<String> = a
+fn json_literal(v: &Value) -> String {
+    format!("'{}'::jsonb", v.to_string().replace('\'', "''"))
+}
+
+/// The values old rows read for columns only `b` has, computed on the new
+/// side (whose types they are).
+fn added_values(
+    client: &mut postgres::Client,
+    a: &TableInfo,
+    b: &TableInfo,
+) -> Result<serde_json::Map<String, Value>, DiffError> {
+    let added: Vec<&String> = b
+        .columns
+        .iter()
+        .filter(|c| !a.columns.contains(c) && !b.generated.contains(c))
+        .collect();
+    if added.is_empty() {
+        return Ok(serde_json::Map::new());
+    }
+    let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
+    let pairs: Vec<String> = added
+        .iter()
+        .map(|c| {
+            let ty = b.types.get(*c).map(String::as_str).unwrap_or("text");
+            let value = match b.missing.get(*c) {
+                Some(m) => format!("{}::{ty}", literal(m)),
+                None => format!("NULL::{ty}"),
+            };
+            format!("{}, {value}", literal(c))
+        })
+        .collect();
+    let row = client
+        .query_one(
+            &format!("SELECT jsonb_build_object({})", pairs.join(", ")),
+            &[],
+        )
+        .map_err(DiffError::sql(format!(
+            "read the defaults of columns added to {}",
+            b.display()
+        )))?;
+    match row.get::<_, Value>(0) {
+        Value::Object(map) => Ok(map),
+        _ => Ok(serde_json::Map::new()),
+    }
+}
+
+fn shape(a: &TableInfo, b: &TableInfo, added: serde_json::Map<String, Value>) -> Shape {
+    let uncompared: Vec<String> = a
         .columns
         .iter()
         .filter(|c| !b.columns.contains(c))
-        .chain(b.columns.iter().filter(|c| !a.columns.contains(c)))
+        .chain(
+            b.columns
+                .iter()
+                .filter(|c| !a.columns.contains(c) && b.generated.contains(c)),
+        )
         .cloned()
         .collect();
     // Compare by key only if both sides agree on it.
@@ -60,23 +136,23 @@ fn shape(a: &TableInfo, b: &TableInfo) -> Shape {
         ),
         None => "NULL::text[]".into(),
     };
-    let mut common: Vec<&String> = b.columns.iter().filter(|c| a.columns.contains(c)).collect();
-    common.sort();
-    let hash_expr = format!(
-        "md5(ROW({})::text)",
-        common
-            .iter()
-            .map(|c| format!("t.{}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    let new_row = format!("(to_jsonb(t) - {})", text_array(&uncompared));
+    let old_row = if added.is_empty() {
+        new_row.clone()
+    } else {
+        format!(
+            "({new_row} || {})",
+            json_literal(&Value::Object(added.clone()))
+        )
+    };
     Shape {
         table: b.sql_name(),
         key,
-        row_expr: format!("to_jsonb(t) - {}", text_array(&uncommon)),
+        old_row,
+        new_row,
         key_expr,
-        hash_expr,
-        uncompared: uncommon,
+        uncompared,
+        added,
     }
 }
 
@@ -129,6 +205,7 @@ fn hashes_of_keys(
 fn rows_in_pages(
     client: &mut postgres::Client,
     s: &Shape,
+    row: &str,
     runs: &[(u64, u64)],
 ) -> Result<Vec<(Key, Value)>, DiffError> {
     let mut out = Vec::new();
@@ -139,7 +216,7 @@ fn rows_in_pages(
                 format!(
                     "SELECT {}, {} FROM ONLY {} t WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({},0)'::tid",
                     s.key_expr,
-                    s.row_expr,
+                    row,
                     s.table,
                     last + 1
                 )
@@ -296,7 +373,7 @@ pub fn compare_table(
     pages: &PageSet,
     opts: &DataOptions,
 ) -> Result<TableDiff, DiffError> {
-    let s = shape(a, b);
+    let s = shape(a, b, added_values(to.client, a, b)?);
     let method = if *pages == PageSet::All {
         Method::Full
     } else {
@@ -373,28 +450,26 @@ pub fn compare_table(
             pair_rows(from, to, a, b, &s, &differing, &mut c)?;
         }
         (None, _) => {
-            let rows = |client: &mut postgres::Client| -> Result<Vec<Value>, DiffError> {
-                Ok(match pages {
-                    PageSet::All => client
-                        .query(
-                            &format!("SELECT {} FROM ONLY {} t", s.row_expr, s.table),
-                            &[],
-                        )
-                        .map_err(DiffError::sql(format!("read {}", s.table)))?
-                        .iter()
-                        .map(|r| r.get(0))
-                        .collect(),
-                    _ => rows_in_pages(client, &s, &pages.runs())?
-                        .into_iter()
-                        .map(|(_, v)| v)
-                        .collect(),
-                })
-            };
+            let rows =
+                |client: &mut postgres::Client, row: &str| -> Result<Vec<Value>, DiffError> {
+                    Ok(match pages {
+                        PageSet::All => client
+                            .query(&format!("SELECT {row} FROM ONLY {} t", s.table), &[])
+                            .map_err(DiffError::sql(format!("read {}", s.table)))?
+                            .iter()
+                            .map(|r| r.get(0))
+                            .collect(),
+                        _ => rows_in_pages(client, &s, row, &pages.runs())?
+                            .into_iter()
+                            .map(|(_, v)| v)
+                            .collect(),
+                    })
+                };
             let mut counts: BTreeMap<String, (i64, Value)> = BTreeMap::new();
-            for row in rows(from.client)? {
+            for row in rows(from.client, &s.old_row)? {
                 counts.entry(row.to_string()).or_insert((0, row)).0 -= 1;
             }
-            for row in rows(to.client)? {
+            for row in rows(to.client, &s.new_row)? {
                 counts.entry(row.to_string()).or_insert((0, row)).0 += 1;
             }
             for (_, (n, row)) in counts {
@@ -436,7 +511,7 @@ fn pair_rows(
     let old = fetch_rows(from.client, a, keys)?;
     let new = fetch_rows(to.client, b, keys)?;
     for key in keys {
-        let o = old.get(key).cloned().map(|r| project(r, &s.uncompared));
+        let o = old.get(key).cloned().map(|r| s.old_value(r));
         let n = new.get(key).cloned().map(|r| project(r, &s.uncompared));
         c.pair(key.clone(), o, n);
     }
@@ -466,13 +541,15 @@ fn ordered_merge(
             }
         })
         .collect();
-    let sql = format!(
-        "SELECT {}, {} FROM ONLY {} t ORDER BY {}",
-        s.key_expr,
-        s.hash_expr,
-        s.table,
-        order.join(", ")
-    );
+    let scan = |hash: String| {
+        format!(
+            "SELECT {}, {hash} FROM ONLY {} t ORDER BY {}",
+            s.key_expr,
+            s.table,
+            order.join(", ")
+        )
+    };
+    let (old_sql, new_sql) = (scan(s.old_hash()), scan(s.new_hash()));
     let sort_key = |key: &Key| -> Vec<SortPart> {
         key.iter()
             .zip(cols)
@@ -488,11 +565,11 @@ fn ordered_merge(
         let empty: [&(dyn postgres::types::ToSql + Sync); 0] = [];
         let mut old = from
             .client
-            .query_raw(&sql, empty)
+            .query_raw(&old_sql, empty)
             .map_err(DiffError::sql(format!("scan {}", s.table)))?;
         let mut new = to
             .client
-            .query_raw(&sql, empty)
+            .query_raw(&new_sql, empty)
             .map_err(DiffError::sql(format!("scan {}", s.table)))?;
         use postgres::fallible_iterator::FallibleIterator;
         let next = |it: &mut postgres::RowIter<'_>| -> Result<Option<(Key, String)>, DiffError> {
