@@ -153,7 +153,7 @@ pub fn audit(home: Home, args: AuditArgs, json: bool) -> Result<()> {
     let engine = open(home)?;
     if args.verify {
         let report = engine.audit_verify()?;
-        if json {
+        if json && report.ok {
             output::json(&report);
         } else if report.ok {
             println!(
@@ -256,8 +256,10 @@ pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
         .enable_all()
         .build()?;
     rt.block_on(async move {
-        eprintln!("pgfork proxy: listening on {}", opts.listen);
-        pgfork_proxy::run(home, opts, shutdown_signal()).await
+        pgfork_proxy::run(home, opts, shutdown_signal(), |addr| {
+            eprintln!("pgfork proxy: listening on {addr}");
+        })
+        .await
     })?;
     Ok(())
 }
@@ -277,22 +279,14 @@ pub fn spawn_proxy(home: Home, listen: &str) -> Result<()> {
         .name("pgfork-proxy".into())
         .spawn(move || {
             rt.block_on(async move {
-                let addr = opts.listen;
-                let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
-                let run = pgfork_proxy::run(home, opts, async move {
-                    let _ = ready_tx.send(());
-                    std::future::pending::<()>().await
-                });
-                tokio::pin!(run);
-                tokio::select! {
-                    r = &mut run => { let _ = tx.send(r.map_err(|e| e.to_string())); }
-                    _ = ready_rx => {
-                        let _ = tx.send(Ok(()));
+                let ready = tx.clone();
+                let run =
+                    pgfork_proxy::run(home, opts, std::future::pending::<()>(), move |addr| {
                         eprintln!("pgfork serve: policy proxy on postgres://{addr}");
-                        if let Err(e) = run.await {
-                            tracing::error!("proxy: {e}");
-                        }
-                    }
+                        let _ = ready.send(Ok(()));
+                    });
+                if let Err(e) = run.await {
+                    let _ = tx.send(Err(e.to_string()));
                 }
             })
         })?;

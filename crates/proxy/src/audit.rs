@@ -18,7 +18,13 @@ pub const MAX_STATEMENT: usize = 16 * 1024;
 /// Where sessions send records.
 #[derive(Clone)]
 pub struct AuditSink {
-    tx: Sender<AuditRow>,
+    tx: Sender<Msg>,
+}
+
+enum Msg {
+    Row(Box<AuditRow>),
+    /// Answered once everything sent before it is written.
+    Flush(Sender<()>),
 }
 
 impl AuditSink {
@@ -33,7 +39,15 @@ impl AuditSink {
             row.statement.push_str(" /* cut by pgfork */");
         }
         // The writer only stops when every sink is gone.
-        let _ = self.tx.send(row);
+        let _ = self.tx.send(Msg::Row(Box::new(row)));
+    }
+
+    /// Waits (up to `timeout`) until every record sent so far is written.
+    pub fn flush(&self, timeout: Duration) {
+        let (tx, rx) = channel();
+        if self.tx.send(Msg::Flush(tx)).is_ok() {
+            let _ = rx.recv_timeout(timeout);
+        }
     }
 }
 
@@ -47,20 +61,25 @@ pub fn start(home: Home) -> (AuditSink, JoinHandle<()>) {
     (AuditSink { tx }, handle)
 }
 
-fn writer(home: Home, rx: Receiver<AuditRow>) {
+fn writer(home: Home, rx: Receiver<Msg>) {
     let mut log = None;
     while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while let Ok(r) = rx.try_recv() {
-            batch.push(r);
-            if batch.len() >= 5000 {
-                break;
+        let mut batch = Vec::new();
+        let mut flushes = Vec::new();
+        let mut next = Some(first);
+        while let Some(msg) = next.take() {
+            match msg {
+                Msg::Row(r) => batch.push(*r),
+                Msg::Flush(ack) => flushes.push(ack),
+            }
+            if batch.len() < 5000 {
+                next = rx.try_recv().ok();
             }
         }
         // Retry until written: records are not dropped because meta.db was
         // busy for a moment.
         let mut attempt = 0;
-        loop {
+        while !batch.is_empty() {
             if log.is_none() {
                 match AuditLog::open(&home) {
                     Ok(l) => log = Some(l),
@@ -78,6 +97,9 @@ fn writer(home: Home, rx: Receiver<AuditRow>) {
             }
             attempt += 1;
             std::thread::sleep(Duration::from_millis(100 * attempt.min(20)));
+        }
+        for ack in flushes {
+            let _ = ack.send(());
         }
     }
 }

@@ -105,13 +105,12 @@ pub async fn hello<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             .filter(|(k, _)| k.starts_with("_pq_."))
             .map(|(k, _)| k.clone())
             .collect();
-        if minor > 0 || !unknown.is_empty() {
-            if w.write_all(&negotiate_protocol_version(3 << 16, &unknown))
+        if (minor > 0 || !unknown.is_empty())
+            && w.write_all(&negotiate_protocol_version(0, &unknown))
                 .await
                 .is_err()
-            {
-                return First::Gone;
-            }
+        {
+            return First::Gone;
         }
         let database = get("database")
             .filter(|d| !d.is_empty())

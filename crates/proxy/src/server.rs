@@ -99,11 +99,12 @@ pub struct Shared {
 }
 
 /// Runs the proxy until `stop` resolves. Binds first, so that a port in
-/// use is an error at once.
+/// use is an error at once; `ready` is called once it listens.
 pub async fn run(
     home: Home,
     opts: ProxyOptions,
     stop: impl std::future::Future<Output = ()>,
+    ready: impl FnOnce(SocketAddr),
 ) -> Result<(), ProxyError> {
     if !opts.listen.ip().is_loopback() {
         return Err(ProxyError::NotLoopback(opts.listen));
@@ -114,6 +115,7 @@ pub async fn run(
             addr: opts.listen,
             source,
         })?;
+    ready(listener.local_addr().unwrap_or(opts.listen));
     let (audit, _writer) = crate::audit::start(home.clone());
     let mut mock_secret = [0u8; 32];
     rand::rng().fill(&mut mock_secret[..]);
@@ -150,8 +152,11 @@ pub async fn run(
     let _ = shared.shutdown.send(true);
     watcher.abort();
     idler.abort();
-    // Give sessions a moment to tell their clients.
+    // Give sessions a moment to tell their clients, then make sure their
+    // statements are in the audit log before the process ends.
     tokio::time::sleep(Duration::from_millis(200)).await;
+    let audit = shared.audit.clone();
+    let _ = tokio::task::spawn_blocking(move || audit.flush(Duration::from_secs(10))).await;
     Ok(())
 }
 
@@ -523,13 +528,16 @@ async fn watch_agents(shared: Arc<Shared>) {
     }
 }
 
+/// A branch to check against its storage budget, and its flag.
+type StorageCheck = (String, u64, Arc<AtomicBool>);
+
 /// Stops branches idle past their agent's idle-stop and checks storage budgets.
 async fn watch_branches(shared: Arc<Shared>) {
     let mut timer = tokio::time::interval(Duration::from_secs(5));
     let mut storage_checked = Instant::now() - Duration::from_secs(60);
     loop {
         timer.tick().await;
-        let (idle, storage): (Vec<String>, Vec<(String, u64, Arc<AtomicBool>)>) = {
+        let (idle, storage): (Vec<String>, Vec<StorageCheck>) = {
             let b = lock(&shared.branches);
             let idle = b
                 .iter()

@@ -188,8 +188,7 @@ pub async fn connect(
     let mut buf = BytesMut::new();
     let mut all: Vec<(&str, &str)> = vec![("user", &login.user), ("database", &login.database)];
     all.extend(params.iter().map(|(k, v)| (k.as_str(), v.as_str())));
-    frontend::startup_message(all.into_iter(), &mut buf)
-        .map_err(|e| UpstreamError::Protocol(e.to_string()))?;
+    frontend::startup_message(all, &mut buf).map_err(|e| UpstreamError::Protocol(e.to_string()))?;
     stream
         .write_all(&buf)
         .await

@@ -472,10 +472,10 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Requests<R, W> {
             Frontend::Query(Query { sql: POISON.into() }).encode(&mut self.out);
             Frontend::Sync.encode(&mut self.out);
             b'E'
-        } else if outcome.exceeded || (wrapped && !open && (dry || outcome.status == b'E')) {
-            self.inject("ROLLBACK", None)?;
-            b'I'
-        } else if dry && !open && outcome.status != b'I' {
+        } else if outcome.exceeded
+            || (wrapped && !open && (dry || outcome.status == b'E'))
+            || (dry && !open && outcome.status != b'I')
+        {
             self.inject("ROLLBACK", None)?;
             b'I'
         } else if wrapped && !open {
