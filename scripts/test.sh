@@ -204,6 +204,16 @@ PGFORK_TEST_PG_BIN=$(pg_bin_dir) || die "no PostgreSQL server binaries after ins
 export PGFORK_TEST_PG_BIN
 df -h "$PGFORK_TEST_XFS" "$PGFORK_TEST_BTRFS" "$PGFORK_TEST_PLAIN" >&2
 
+# One venv for the Python tools the tests use: migra (an independent schema
+# diff the diff tests compare against) and, further down, the Python
+# client, pytest, psycopg and the MCP client.
+step "Python venv (migra; client and MCP test tools)"
+command -v python3 >/dev/null || die "python3 is needed (the schema diff is checked against migra, the client with pytest)"
+python3 -m venv "$WORK/venv" || die "python3 -m venv failed (install python3-venv)"
+"$WORK/venv/bin/pip" install -q --disable-pip-version-check migra psycopg2-binary \
+    || die "pip install migra psycopg2-binary failed (PyPI must be reachable)"
+export PGFORK_TEST_MIGRA=$WORK/venv/bin/migra
+
 step "cargo test (on $RUST_TEST_THREADS threads, at most $TEST_TIMEOUT)"
 if (($#)); then
     timeout -k 30s "$TEST_TIMEOUT" cargo test --no-fail-fast "$@"
@@ -216,8 +226,6 @@ fi
 # Rust tests were asked for, unless PGFORK_TEST_PYTHON=1.
 if ((!$#)) || [[ ${PGFORK_TEST_PYTHON:-} == 1 ]]; then
     step "Python client and MCP tests (pytest, at most $TEST_TIMEOUT)"
-    command -v python3 >/dev/null || die "python3 is needed for the Python client tests"
-    python3 -m venv "$WORK/venv" || die "python3 -m venv failed (install python3-venv)"
     "$WORK/venv/bin/pip" install -q --disable-pip-version-check ./clients/python pytest 'psycopg[binary]' mcp
     PGFORK_BIN=$ROOT/target/debug/pgfork timeout -k 30s "$TEST_TIMEOUT" \
         "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests

@@ -5,10 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use pgfork_diff::data::{
-    DataDiff, DataOptions, Key, RowChange, Side, TableDiff, TableInfo, data_patch, diff_data,
-    fetch_rows, fk_order, read_tables,
+    DataDiff, DataOptions, Key, RowChange, Side, TableDiff, TableInfo, added_values, data_patch,
+    diff_data, fetch_rows, fk_order, read_tables,
 };
-use pgfork_diff::schema::{SchemaDiff, conflicts as schema_conflicts, diff_schema, read_schema};
+use pgfork_diff::schema::{
+    ChangeKind, ObjectKind, SchemaDiff, conflicts as schema_conflicts, diff_schema, read_schema,
+};
 use pgfork_pg::remote::RemoteUrl;
 use pgfork_pool::meta::{PolicyRow, RemoteRow, SnapshotRow};
 use serde::Serialize;
@@ -84,6 +86,31 @@ pub struct PromoteReport {
     pub snapshot: Option<String>,
 }
 
+/// Tables the branch dropped (no columns listed) and columns it dropped
+/// from tables it kept, by `schema.table`.
+fn dropped_by(diff: &SchemaDiff) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for c in &diff.changes {
+        if c.kind != ChangeKind::Removed {
+            continue;
+        }
+        match c.id.kind {
+            ObjectKind::Table => {
+                out.insert(c.id.name.clone(), Vec::new());
+            }
+            ObjectKind::Column if c.implied_by.is_none() => {
+                if let Some((table, column)) = c.id.name.rsplit_once('.') {
+                    out.entry(table.to_string())
+                        .or_default()
+                        .push(column.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Keeps the columns all three sides have.
 fn project(row: Option<&Value>, columns: &[String]) -> Option<Value> {
     row.map(|r| match r {
@@ -157,6 +184,7 @@ impl Engine {
         let dsx: SchemaDiff = diff_schema(&b_schema, &read(&mut x_side.client)?);
         let dss: SchemaDiff = diff_schema(&b_schema, &read(&mut target)?);
         let object_conflicts = schema_conflicts(&dsx, &dss);
+        let dropped = dropped_by(&dsx);
 
         let all = DataOptions {
             limit: usize::MAX,
@@ -201,6 +229,67 @@ impl Engine {
                 source: None,
             })
             .collect();
+        if !dropped.is_empty() {
+            // The branch dropped these: if the source wrote them since the
+            // snapshot, promoting would throw those writes away.
+            let tables: Vec<String> = dropped.keys().cloned().collect();
+            let opts = DataOptions {
+                limit: usize::MAX,
+                full: source.mode == "logical",
+                tables: Some(tables),
+            };
+            let source_dir = self.source_dir(&source.name);
+            let ds = {
+                let mut a = Side {
+                    client: &mut b_side.client,
+                    datadir: &b_side.datadir,
+                };
+                let mut s = Side {
+                    client: &mut target,
+                    datadir: &source_dir,
+                };
+                diff_data(&mut a, &mut s, &opts)
+                    .map_err(|e| EngineError::WrongState(e.to_string()))?
+            };
+            for t in &ds.tables {
+                let Some(columns) = dropped.get(&t.table) else {
+                    continue;
+                };
+                let whole_table = columns.is_empty();
+                let written: Vec<&String> = columns
+                    .iter()
+                    .filter(|c| {
+                        t.rows.iter().any(|r| match r {
+                            RowChange::Update { changes, .. } => changes.contains_key(*c),
+                            RowChange::Insert { row, .. } => {
+                                row.get(*c).is_some_and(|v| !v.is_null())
+                            }
+                            _ => false,
+                        })
+                    })
+                    .collect();
+                if whole_table {
+                    conflicts.push(Conflict {
+                        object: t.table.clone(),
+                        key: None,
+                        reason: "the branch dropped this table, and the source changed its rows since the snapshot".into(),
+                        base: None,
+                        branch: None,
+                        source: None,
+                    });
+                }
+                for c in written {
+                    conflicts.push(Conflict {
+                        object: format!("{}.{c}", t.table),
+                        key: None,
+                        reason: "the branch dropped this column, and the source wrote it since the snapshot".into(),
+                        base: None,
+                        branch: None,
+                        source: None,
+                    });
+                }
+            }
+        }
         let mut plan = DataDiff {
             sequences: dx.sequences.clone(),
             ..DataDiff::default()
@@ -228,12 +317,29 @@ impl Engine {
                 continue;
             }
             self.check_columns(t, bt, st, &mut conflicts);
+            // Compared: the columns all three have, and those the branch
+            // added, which rows elsewhere read as the value they were added
+            // with (the schema patch gives them the same).
+            let added = added_values(&mut x_side.client, bt, xt)
+                .map_err(|e| EngineError::WrongState(e.to_string()))?;
             let columns: Vec<String> = xt
                 .columns
                 .iter()
-                .filter(|c| bt.columns.contains(c) && st.columns.contains(c))
+                .filter(|c| {
+                    (bt.columns.contains(c) && st.columns.contains(c)) || added.contains_key(*c)
+                })
                 .cloned()
                 .collect();
+            let fill = |row: Option<Value>| -> Option<Value> {
+                row.map(|mut r| {
+                    if let Value::Object(m) = &mut r {
+                        for (k, v) in &added {
+                            m.entry(k.clone()).or_insert_with(|| v.clone());
+                        }
+                    }
+                    r
+                })
+            };
             let keys = keys_of(t);
             let fetch = |client: &mut postgres::Client,
                          info: &TableInfo|
@@ -245,9 +351,9 @@ impl Engine {
             let s_rows = fetch(&mut target, st)?;
             let mut rows = Vec::new();
             for key in keys {
-                let b = project(b_rows.get(&key), &columns);
+                let b = fill(project(b_rows.get(&key), &columns));
                 let x = project(x_rows.get(&key), &columns);
-                let s = project(s_rows.get(&key), &columns);
+                let s = fill(project(s_rows.get(&key), &columns));
                 let conflict = s != b && s != x;
                 if conflict {
                     conflicts.push(Conflict {
@@ -310,10 +416,15 @@ impl Engine {
             statements: Vec::new(),
             snapshot: None,
         };
-        let order =
-            fk_order(&mut target, &s_tables).map_err(|e| EngineError::WrongState(e.to_string()))?;
-        report.statements = data_patch(&plan, &s_tables, &order)
+        // Rows are written in the branch's shape, which the schema
+        // statements give the source first.
+        let order = fk_order(&mut x_side.client, &x_tables)
             .map_err(|e| EngineError::WrongState(e.to_string()))?;
+        statements.extend(
+            data_patch(&plan, &x_tables, &order)
+                .map_err(|e| EngineError::WrongState(e.to_string()))?,
+        );
+        report.statements = statements;
         if req.dry_run || (!report.conflicts.is_empty() && req.strategy.is_none()) {
             return Ok(report);
         }

@@ -173,10 +173,11 @@ pub fn promote(engine: &mut Engine, args: PromoteArgs, json: bool) -> Result<()>
         print_promote(&report);
     }
     if !report.conflicts.is_empty() && report.strategy.is_none() {
-        anyhow::bail!(
+        return Err(output::Reported(format!(
             "{} conflicts: nothing was applied; resolve them on the branch or the source, or pass --strategy ours|theirs",
             report.conflicts.len()
-        );
+        ))
+        .into());
     }
     Ok(())
 }

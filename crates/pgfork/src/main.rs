@@ -34,6 +34,10 @@ fn main() -> ExitCode {
     let json = cli.json;
     match commands::run(cli) {
         Ok(code) => code,
+        Err(err) if json && err.downcast_ref::<output::Reported>().is_some() => {
+            // The JSON document already printed says what went wrong.
+            ExitCode::FAILURE
+        }
         Err(err) => {
             let code = err
                 .downcast_ref::<pgfork_engine::EngineError>()

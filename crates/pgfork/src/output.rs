@@ -4,6 +4,19 @@ use pgfork_engine::view::{BranchInfo, SnapshotInfo, SourceInfo};
 use pgfork_pool::space::human_bytes;
 use serde::Serialize;
 
+/// A failure whose details the command already printed (as JSON, when
+/// asked for): only the exit code is left to set.
+#[derive(Debug)]
+pub struct Reported(pub String);
+
+impl std::fmt::Display for Reported {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Reported {}
+
 /// Prints `value` as pretty JSON on stdout.
 pub fn json<T: Serialize>(value: &T) {
     println!(

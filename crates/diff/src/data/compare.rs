@@ -72,7 +72,7 @@ fn json_literal(v: &Value) -> String {
 
 /// The values old rows read for columns only `b` has, computed on the new
 /// side (whose types they are).
-fn added_values(
+pub fn added_values(
     client: &mut postgres::Client,
     a: &TableInfo,
     b: &TableInfo,

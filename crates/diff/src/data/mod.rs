@@ -19,7 +19,7 @@ use serde::Serialize;
 use serde_json::Value;
 
 pub use catalog::{SequenceValue, TableInfo, fk_order, read_sequences, read_tables};
-pub use compare::{compare_table, fetch_rows};
+pub use compare::{added_values, compare_table, fetch_rows};
 pub use pages::{PageSet, changed_heap_pages};
 pub use patch::data_patch;
 

@@ -1,0 +1,396 @@
+//! `diff` and `promote` end to end: a workload of DML and DDL on a branch,
+//! promoted back, must leave the source with the branch's schema (as
+//! `pg_dump --schema-only` prints it) and the branch's rows (every table,
+//! sorted); rows or columns changed on both sides are conflicts.
+
+mod common;
+
+use std::process::Command;
+
+use common::*;
+use serde_json::Value;
+
+/// Tables that exercise keys, composite keys, foreign keys, identity
+/// columns and a table without a key, on top of pgbench's.
+const SCHEMA: &str = "
+CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text UNIQUE, legacy text);
+INSERT INTO customers SELECT g, 'customer ' || g, 'c' || g || '@example.com', 'old ' || g FROM generate_series(1, 500) g;
+CREATE TABLE orders (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+                     customer_id int NOT NULL REFERENCES customers(id) ON UPDATE CASCADE,
+                     amount numeric(10, 2), placed date DEFAULT '2026-01-01');
+INSERT INTO orders (customer_id, amount) SELECT 1 + g % 400, g / 10.0 FROM generate_series(1, 2000) g;
+CREATE TABLE stock (sku text, warehouse int, qty int, PRIMARY KEY (sku, warehouse));
+INSERT INTO stock SELECT 'sku' || g, g % 3, g FROM generate_series(1, 300) g;
+CREATE TABLE events (at int, what text);
+INSERT INTO events SELECT g, 'event ' || g FROM generate_series(1, 100) g;
+";
+
+/// What an agent's migration and data fix do on the branch.
+const WORKLOAD: &str = "
+ALTER TABLE customers ADD COLUMN vip boolean NOT NULL DEFAULT false;
+UPDATE customers SET vip = true WHERE id % 7 = 0;
+ALTER TABLE customers DROP COLUMN legacy;
+UPDATE customers SET id = id + 10000 WHERE id = 450;
+DELETE FROM orders WHERE amount > 190;
+INSERT INTO orders (customer_id, amount) SELECT 1 + g % 50, 99.99 FROM generate_series(1, 25) g;
+UPDATE stock SET qty = qty * 2 WHERE warehouse = 1 AND qty < 100;
+DELETE FROM stock WHERE sku = 'sku7' AND warehouse = 1;
+INSERT INTO events VALUES (1000, 'added by the branch');
+CREATE INDEX orders_by_customer ON orders (customer_id, placed);
+CREATE TABLE coupons (code text PRIMARY KEY, customer_id int REFERENCES customers(id), pct int CHECK (pct BETWEEN 1 AND 90));
+INSERT INTO coupons SELECT 'C' || g, g, 10 + g % 20 FROM generate_series(1, 40) g;
+CREATE VIEW big_spenders AS SELECT customer_id, sum(amount) AS total FROM orders GROUP BY 1 HAVING sum(amount) > 500;
+";
+
+/// `pg_dump --schema-only` of one side's database, as superuser.
+fn schema_dump(socket: &std::path::Path, port: u16) -> String {
+    run_tool(
+        Command::new(pg_tool("pg_dump"))
+            .arg("-h")
+            .arg(socket)
+            .args([
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "--schema-only",
+                "--no-comments",
+                "-d",
+                "shop",
+            ]),
+    )
+    .lines()
+    // pg_dump 15.x on Debian prints nothing variable, but be safe about
+    // a header comment.
+    // pg_dump 15.14+ fences its output with a random \restrict key.
+    .filter(|l| {
+        !l.starts_with("-- Dumped")
+            && !l.starts_with("\\restrict")
+            && !l.starts_with("\\unrestrict")
+    })
+    .collect::<Vec<_>>()
+    .join("\n")
+}
+
+/// A digest of every table's rows, sorted: equal digests, equal data.
+fn data_digest(client: &mut postgres::Client) -> Vec<(String, String)> {
+    let tables: Vec<String> = client
+        .query(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+              WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tables
+        .into_iter()
+        .map(|t| {
+            let digest: String = client
+                .query_one(&format!("SELECT coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '-') FROM {t} x"), &[])
+                .unwrap()
+                .get(0);
+            (t, digest)
+        })
+        .collect()
+}
+
+fn sequences(client: &mut postgres::Client) -> Vec<(String, Option<i64>)> {
+    client
+        .query(
+            "SELECT sequencename::text, last_value FROM pg_sequences ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+fn prepared_source(home: &TestHome) -> String {
+    home.create_source("shop");
+    let dsn = home.source_dsn("shop");
+    pgbench_init(&dsn, 1);
+    exec(&mut connect(&dsn), SCHEMA);
+    home.snapshot("shop");
+    dsn
+}
+
+fn promoted_branch_equals_source(pool: Pool) {
+    let home = TestHome::new(pool, "promote");
+    let source_dsn = prepared_source(&home);
+    let b = home.create_branch("work", "shop", &[]);
+    let branch_dsn = dsn_of(&b);
+    run_tool(
+        Command::new(pg_tool("pgbench"))
+            .args(["-n", "-c", "2", "-t", "200", &branch_dsn])
+            .env("PGCONNECT_TIMEOUT", "10"),
+    );
+    exec(&mut connect(&branch_dsn), WORKLOAD);
+
+    let diff = home.json(&["diff", "work", "--limit", "5"]);
+    let tables: Vec<&str> = diff["data"]["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["table"].as_str().unwrap())
+        .collect();
+    for t in [
+        "public.customers",
+        "public.orders",
+        "public.stock",
+        "public.events",
+        "public.coupons",
+        "public.pgbench_accounts",
+    ] {
+        assert!(tables.contains(&t), "{t} missing from the diff: {tables:?}");
+    }
+    let changed: Vec<&str> = diff["schema"]["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["id"].as_str().unwrap())
+        .collect();
+    for id in [
+        "column public.customers.vip",
+        "column public.customers.legacy",
+        "table public.coupons",
+        "view public.big_spenders",
+    ] {
+        assert!(
+            changed.contains(&id),
+            "{id} missing from the schema diff: {changed:?}"
+        );
+    }
+
+    let dry = home.json(&["promote", "work", "--dry-run"]);
+    assert_eq!(dry["applied"], false);
+    assert!(dry["conflicts"].as_array().unwrap().is_empty(), "{dry:#}");
+    let report = home.json(&["promote", "work"]);
+    assert_eq!(report["applied"], true, "{report:#}");
+    assert!(
+        report["snapshot"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("shop@")),
+        "{report:#}"
+    );
+
+    let src = home.json(&["source", "info", "shop"]);
+    let src_socket = std::path::PathBuf::from(src["socket_dir"].as_str().unwrap());
+    assert_eq!(
+        schema_dump(&src_socket, port_of(&src)),
+        schema_dump(&home.branch_socket("work"), port_of(&home.branch("work"))),
+        "the source's schema differs from the branch's after promote"
+    );
+    let mut s = connect(&source_dsn);
+    let mut x = connect(&branch_dsn);
+    assert_eq!(
+        data_digest(&mut s),
+        data_digest(&mut x),
+        "the source's rows differ from the branch's after promote"
+    );
+    assert_eq!(sequences(&mut s), sequences(&mut x));
+    // Nothing is left to promote.
+    let again = home.json(&[
+        "diff",
+        "work",
+        "--against",
+        report["snapshot"].as_str().unwrap(),
+    ]);
+    assert!(
+        again["data"]["tables"].as_array().unwrap().is_empty(),
+        "{again:#}"
+    );
+    assert!(
+        again["schema"]["changes"].as_array().unwrap().is_empty(),
+        "{again:#}"
+    );
+    home.assert_settled();
+}
+
+on_every_pool!(promoted_branch_equals_source);
+
+#[test]
+fn the_same_row_changed_on_both_sides_is_a_conflict() {
+    let home = TestHome::new(Pool::Btrfs, "conflict");
+    let source_dsn = prepared_source(&home);
+    let b = home.create_branch("agent", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "UPDATE customers SET name = 'branch' WHERE id IN (1, 2); UPDATE stock SET qty = -1 WHERE sku = 'sku3'",
+    );
+    exec(
+        &mut connect(&source_dsn),
+        "UPDATE customers SET name = 'source' WHERE id = 1",
+    );
+
+    let err = home.run(&["--json", "promote", "agent"]);
+    assert_eq!(err.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&err.stdout).expect("one JSON document");
+    assert_eq!(report["applied"], false);
+    let conflicts = report["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{report:#}");
+    assert_eq!(conflicts[0]["object"], "public.customers");
+    assert_eq!(conflicts[0]["key"], serde_json::json!(["1"]));
+    assert_eq!(conflicts[0]["source"]["name"], "source");
+    assert_eq!(conflicts[0]["branch"]["name"], "branch");
+    let name = |id: i32| {
+        text(
+            &mut connect(&source_dsn),
+            &format!("SELECT name FROM customers WHERE id = {id}"),
+        )
+    };
+    assert_eq!(
+        (name(1), name(2)),
+        ("source".to_string(), "customer 2".to_string()),
+        "nothing was applied"
+    );
+
+    home.json(&["promote", "agent", "--strategy", "theirs"]);
+    assert_eq!(
+        (name(1), name(2)),
+        ("source".to_string(), "branch".to_string()),
+        "theirs keeps the source's row"
+    );
+    assert_eq!(
+        scalar(
+            &mut connect(&source_dsn),
+            "SELECT qty FROM stock WHERE sku = 'sku3'"
+        ),
+        -1
+    );
+
+    // Ours: the branch's row wins.
+    let b2 = home.create_branch("agent2", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b2)),
+        "UPDATE customers SET name = 'branch again' WHERE id = 1",
+    );
+    exec(
+        &mut connect(&source_dsn),
+        "UPDATE customers SET name = 'source again' WHERE id = 1",
+    );
+    let out = home.run(&["--json", "promote", "agent2"]);
+    assert_eq!(out.status.code(), Some(1), "a conflict fails the command");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    assert_eq!(
+        report["conflicts"].as_array().unwrap().len(),
+        1,
+        "{report:#}"
+    );
+    home.json(&["promote", "agent2", "--strategy", "ours"]);
+    assert_eq!(name(1), "branch again");
+}
+
+#[test]
+fn a_column_dropped_on_one_side_and_written_on_the_other_is_a_conflict() {
+    let home = TestHome::new(Pool::Xfs, "dropcol");
+    let source_dsn = prepared_source(&home);
+
+    // The source drops a column the branch writes.
+    let b = home.create_branch("writer", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "UPDATE customers SET legacy = 'branch wrote this' WHERE id = 9",
+    );
+    exec(
+        &mut connect(&source_dsn),
+        "ALTER TABLE customers DROP COLUMN legacy",
+    );
+    let out = home.run(&["--json", "promote", "writer"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let objects: Vec<&str> = report["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["object"].as_str().unwrap())
+        .collect();
+    assert!(objects.contains(&"public.customers.legacy"), "{report:#}");
+
+    // The branch drops a column the source writes (on a new snapshot).
+    exec(
+        &mut connect(&source_dsn),
+        "ALTER TABLE customers ADD COLUMN note text",
+    );
+    home.snapshot("shop");
+    let b = home.create_branch("dropper", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "ALTER TABLE customers DROP COLUMN note",
+    );
+    exec(
+        &mut connect(&source_dsn),
+        "UPDATE customers SET note = 'source wrote this' WHERE id = 3",
+    );
+    let out = home.run(&["--json", "promote", "dropper"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let objects: Vec<&str> = report["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["object"].as_str().unwrap())
+        .collect();
+    assert!(objects.contains(&"public.customers.note"), "{report:#}");
+    assert_eq!(
+        scalar(
+            &mut connect(&source_dsn),
+            "SELECT count(*) FROM information_schema.columns WHERE column_name = 'note'"
+        ),
+        1
+    );
+}
+
+#[test]
+fn promote_refuses_what_it_cannot_apply_and_changes_nothing() {
+    let home = TestHome::new(Pool::Btrfs, "refuse");
+    let source_dsn = prepared_source(&home);
+    let before = data_digest(&mut connect(&source_dsn));
+
+    // Rows removed from a table without a primary key.
+    let b = home.create_branch("nokey", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "DELETE FROM events WHERE at = 5; UPDATE customers SET name = 'x' WHERE id = 1",
+    );
+    let err = home.fails(&["promote", "nokey"]);
+    assert!(
+        err.message.contains("public.events has no primary key"),
+        "{err:?}"
+    );
+
+    // A patch that fails on the source rolls back whole and names the statement.
+    let b = home.create_branch("breaks", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "UPDATE customers SET name = 'y' WHERE id = 2; INSERT INTO stock VALUES ('new', 1, 5)",
+    );
+    exec(
+        &mut connect(&source_dsn),
+        "ALTER TABLE stock ADD CONSTRAINT small CHECK (qty < 5) NOT VALID",
+    );
+    let err = home.fails(&["promote", "breaks"]);
+    assert!(
+        err.message.contains("rolled back") && err.message.contains("stock"),
+        "{err:?}"
+    );
+    exec(
+        &mut connect(&source_dsn),
+        "ALTER TABLE stock DROP CONSTRAINT small",
+    );
+    assert_eq!(
+        data_digest(&mut connect(&source_dsn)),
+        before,
+        "a refused promote changed the source"
+    );
+
+    // Sides of different sources cannot be compared; a deleted base is named.
+    home.create_source("other");
+    home.create_branch("elsewhere", "other", &[]);
+    let err = home.fails(&["diff", "breaks", "--against", "elsewhere"]);
+    assert!(err.message.contains("only sides of one source"), "{err:?}");
+    let err = home.fails(&["promote", "missing-branch"]);
+    assert_eq!(err.code, "unknown_branch");
+}
