@@ -557,8 +557,27 @@ pub enum BenchWhat {
     Branches(BenchArgs),
     /// Diff time against the size of the change, and against a full comparison.
     Diff(DiffBenchArgs),
+    /// Sources from a real database: replication lag, --fresh, logical import, masking.
+    Sources(SourcesBenchArgs),
     /// Branch creation over the HTTP API against the CLI (same run, same snapshot), then concurrent creates.
     Api(BenchApiArgs),
+}
+
+/// `pgfork bench sources`.
+#[derive(Debug, Args)]
+pub struct SourcesBenchArgs {
+    /// pgbench scale of the production stand-in (68 is about 1 GB).
+    #[arg(long, default_value_t = 68)]
+    pub scale: u32,
+    /// Rows of fake personal data (masked in the masking figure).
+    #[arg(long, default_value_t = 2_000_000)]
+    pub people: u32,
+    /// Seconds of pgbench on production while lag is sampled.
+    #[arg(long, default_value_t = 30)]
+    pub seconds: u32,
+    /// At most this many --fresh branches during the load.
+    #[arg(long, default_value_t = 10)]
+    pub fresh: usize,
 }
 
 /// `pgfork bench diff`.

@@ -50,6 +50,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     Some(crate::cli::BenchWhat::Api(args)) => {
                         crate::bench::api::run(engine, args, json)
                     }
+                    Some(crate::cli::BenchWhat::Sources(args)) => {
+                        crate::bench::sources::run(engine, args, json)
+                    }
                 },
                 Command::Init(_)
                 | Command::Doctor

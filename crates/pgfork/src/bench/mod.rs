@@ -15,6 +15,8 @@ mod baselines;
 mod child;
 mod conn;
 pub mod diff_cost;
+mod production;
+pub mod sources;
 mod interrupt;
 mod live;
 mod load;
