@@ -12,7 +12,7 @@ use pgfork_pool::meta::{
 };
 use serde::Serialize;
 
-use crate::server::{Target, stop_server};
+use crate::server::{Target, after_start, stop_server};
 use crate::view::BranchInfo;
 use crate::{Engine, EngineError, Result, ServerKind, names, ports};
 
@@ -340,19 +340,7 @@ impl Engine {
         // source's password, not the branch's.
         let started = self.boot_branch(&row, &self.branch_dir(name));
         let pm = started.as_ref().ok().map(|pm| pm.pid);
-        self.meta.write(|c| {
-            BranchRow::set_state(
-                c,
-                name,
-                if pm.is_some() {
-                    RunState::Running
-                } else {
-                    RunState::Stopped
-                },
-                pm,
-            )?;
-            BranchRow::set_op(c, name, None)
-        })?;
+        self.settle(Target::Branch(name), after_start(pm))?;
         started?;
         self.branch_info(name)
     }
@@ -362,12 +350,10 @@ impl Engine {
         let row = self.branch_row(name)?;
         self.claim(Target::Branch(name), OpKind::Stopping)?;
         let stopped = stop_server(row.postmaster, &self.branch_dir(name), StopMode::Fast);
-        self.meta.write(|c| {
-            if stopped.is_ok() {
-                BranchRow::set_state(c, name, RunState::Stopped, None)?;
-            }
-            BranchRow::set_op(c, name, None)
-        })?;
+        self.settle(
+            Target::Branch(name),
+            stopped.is_ok().then_some((RunState::Stopped, None)),
+        )?;
         stopped?;
         self.branch_info(name)
     }
@@ -379,19 +365,7 @@ impl Engine {
         self.claim(Target::Branch(name), OpKind::Resetting)?;
         let result = self.reset_data(&row);
         let pm = result.as_ref().ok().map(|pm| pm.pid);
-        self.meta.write(|c| {
-            BranchRow::set_state(
-                c,
-                name,
-                if pm.is_some() {
-                    RunState::Running
-                } else {
-                    RunState::Stopped
-                },
-                pm,
-            )?;
-            BranchRow::set_op(c, name, None)
-        })?;
+        self.settle(Target::Branch(name), after_start(pm))?;
         result?;
         self.branch_info(name)
     }

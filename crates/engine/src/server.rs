@@ -8,7 +8,7 @@ use pgfork_os::ProcessId;
 use pgfork_pg::conf::{Profile, ServerConf};
 use pgfork_pg::server::{self, StartSpec};
 use pgfork_pg::{PgError, Postmaster, StopMode};
-use pgfork_pool::meta::{BranchRow, Op, OpKind, SourceRow};
+use pgfork_pool::meta::{BranchRow, Op, OpKind, RunState, SourceRow};
 
 use crate::{Engine, EngineError, Result, ServerKind, ports};
 
@@ -36,6 +36,30 @@ impl Target<'_> {
 }
 
 impl Engine {
+    /// Ends this process's operation on `target`, first recording where
+    /// its server now stands, if the operation got that far: the state and
+    /// postmaster of a start (`Running` with its pid, or `Stopped` if it
+    /// did not come up) or of a completed stop.
+    pub(crate) fn settle(
+        &mut self,
+        target: Target,
+        server: Option<(RunState, Option<ProcessId>)>,
+    ) -> Result<()> {
+        self.meta.write(|c| {
+            if let Some((state, pm)) = server {
+                match target {
+                    Target::Source(n) => SourceRow::set_state(c, n, state, pm)?,
+                    Target::Branch(n) => BranchRow::set_state(c, n, state, pm)?,
+                }
+            }
+            match target {
+                Target::Source(n) => SourceRow::set_op(c, n, None),
+                Target::Branch(n) => BranchRow::set_op(c, n, None),
+            }
+        })?;
+        Ok(())
+    }
+
     /// Marks `target` as being worked on by this process. Fails if another
     /// live pgfork process is on it; an interrupted op is reconciled first.
     pub(crate) fn claim(&mut self, target: Target, kind: OpKind) -> Result<()> {
@@ -137,6 +161,18 @@ impl Engine {
             }
         }
     }
+}
+
+/// The state a start leaves: running with its postmaster, or stopped.
+pub(crate) fn after_start(pm: Option<ProcessId>) -> Option<(RunState, Option<ProcessId>)> {
+    Some((
+        if pm.is_some() {
+            RunState::Running
+        } else {
+            RunState::Stopped
+        },
+        pm,
+    ))
 }
 
 /// Stops whatever postmaster serves `datadir`: the recorded one if it

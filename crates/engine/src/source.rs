@@ -8,7 +8,7 @@ use pgfork_pool::meta::{
     self, BranchRow, Op, OpKind, PolicyRow, RemoteRow, RunState, SnapshotRow, SourceRow,
 };
 
-use crate::server::{Target, stop_server};
+use crate::server::{Target, after_start, stop_server};
 use crate::view::{RemoteInfo, SourceInfo};
 use crate::{Engine, EngineError, Result, ServerKind, names, ports};
 
@@ -168,19 +168,7 @@ impl Engine {
         self.claim(Target::Source(name), OpKind::Starting)?;
         let started = self.start_source(&row);
         let pm = started.as_ref().ok().map(|(pm, _)| pm.pid);
-        self.meta.write(|c| {
-            SourceRow::set_state(
-                c,
-                name,
-                if pm.is_some() {
-                    RunState::Running
-                } else {
-                    RunState::Stopped
-                },
-                pm,
-            )?;
-            SourceRow::set_op(c, name, None)
-        })?;
+        self.settle(Target::Source(name), after_start(pm))?;
         started?;
         self.source_info(name)
     }
@@ -190,12 +178,10 @@ impl Engine {
         let row = self.source_row(name)?;
         self.claim(Target::Source(name), OpKind::Stopping)?;
         let stopped = stop_server(row.postmaster, &self.source_dir(name), StopMode::Fast);
-        self.meta.write(|c| {
-            if stopped.is_ok() {
-                SourceRow::set_state(c, name, RunState::Stopped, None)?;
-            }
-            SourceRow::set_op(c, name, None)
-        })?;
+        self.settle(
+            Target::Source(name),
+            stopped.is_ok().then_some((RunState::Stopped, None)),
+        )?;
         stopped?;
         self.source_info(name)
     }
