@@ -2,7 +2,8 @@
 # The main job on the embedded default, end to end: build pgfork, make a
 # home (as root: on a loop-mounted XFS pool image, so clones are
 # copy-on-write), create a local source with sample data, snapshot it,
-# branch it, write on the branch, show the source unchanged, clean up.
+# branch it, write on the branch, show the source unchanged, diff the
+# branch, preview a promote, reset the branch, clean up.
 #
 #   scripts/demo.sh            # or: PGFORK_DEMO_FS=btrfs scripts/demo.sh
 set -euo pipefail
@@ -89,6 +90,12 @@ echo "source: $(psql "$(pgfork source dsn shop)" -Atc "$query")   <- unchanged"
 
 say "pgfork branch list"
 pgfork branch list
+
+say "pgfork diff fix-42 (schema and rows changed, reading only the blocks the branch no longer shares)"
+pgfork diff fix-42 --limit 3
+
+say "pgfork promote fix-42 --dry-run (what would be applied to the source, and conflicts)"
+pgfork promote fix-42 --dry-run | head -n 12 || true
 
 say "pgfork branch reset fix-42 (back to the snapshot)"
 pgfork branch reset fix-42
