@@ -252,7 +252,9 @@ pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
     drop(open(home.clone())?);
     let opts = options(&args.listen, args.max_connections, &args.max_message_size)?;
     pgfork_engine::agents::set_proxy_addr(&home, &args.listen)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // One thread: a proxy's work is short and I/O bound, and on a small
+    // machine waking tasks across threads costs more than it gains.
+    let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
     rt.block_on(async move {
@@ -268,8 +270,7 @@ pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
 pub fn spawn_proxy(home: Home, listen: &str) -> Result<()> {
     let opts = options(listen, 2000, "64M")?;
     pgfork_engine::agents::set_proxy_addr(&home, listen)?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name("pgfork-proxy")
         .enable_all()
         .build()?;

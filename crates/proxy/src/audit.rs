@@ -64,6 +64,11 @@ pub fn start(home: Home) -> (AuditSink, JoinHandle<()>) {
 fn writer(home: Home, rx: Receiver<Msg>) {
     let mut log = None;
     while let Ok(first) = rx.recv() {
+        // Let records gather: one commit for many, and senders do not wake
+        // this thread for each (it is not waiting in recv while it sleeps).
+        if matches!(first, Msg::Row(_)) {
+            std::thread::sleep(Duration::from_millis(20));
+        }
         let mut batch = Vec::new();
         let mut flushes = Vec::new();
         let mut next = Some(first);

@@ -451,11 +451,16 @@ async fn resolve(
                 tracing::info!("proxy: branch for agent {} was {wake:?}", agent.name);
             }
             let name = per_session.unwrap_or_else(|| pgfork_engine::agents::agent_branch(&agent));
+            // The branch's own application role and password, as in its
+            // DSN; over its unix socket rather than TCP, which saves a
+            // loopback TCP hop per message (the socket directory is
+            // pgfork's alone; the role is never a superuser).
+            let socket_dir = engine.branch_info(&name)?.socket_dir;
             return Ok(Target {
                 name,
                 database: dsn.database.clone(),
                 login: Login {
-                    address: Address::Tcp(dsn.host.clone(), dsn.port),
+                    address: Address::Unix(socket_dir, dsn.port),
                     user: dsn.user.clone(),
                     password: Some(dsn.password.clone()),
                     database: dsn.database.clone(),

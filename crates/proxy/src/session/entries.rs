@@ -112,3 +112,65 @@ pub enum Entry {
     /// Bytes for the client, written when they reach the head.
     Synthetic(Bytes),
 }
+
+/// The entries between the halves. Pushing does not wake the server half
+/// (the server's response will), except for bytes it must write on its
+/// own and for the end: on a busy connection that saves a task wake-up
+/// per statement.
+#[derive(Default)]
+pub struct Queue {
+    inner: std::sync::Mutex<QueueState>,
+    notify: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct QueueState {
+    entries: std::collections::VecDeque<Entry>,
+    closed: bool,
+    receiver_gone: bool,
+}
+
+impl Queue {
+    fn state(&self) -> std::sync::MutexGuard<'_, QueueState> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds an entry; false if the server half is gone.
+    pub fn push(&self, e: Entry) -> bool {
+        let wake = matches!(e, Entry::Synthetic(_));
+        {
+            let mut s = self.state();
+            if s.receiver_gone {
+                return false;
+            }
+            s.entries.push_back(e);
+        }
+        if wake {
+            self.notify.notify_one();
+        }
+        true
+    }
+
+    /// The client half is done: no more entries.
+    pub fn close(&self) {
+        self.state().closed = true;
+        self.notify.notify_one();
+    }
+
+    /// The server half is done: pushes fail from now on.
+    pub fn receiver_gone(&self) {
+        self.state().receiver_gone = true;
+    }
+
+    /// Moves every entry into `into`; true once the client half is done.
+    pub fn drain(&self, into: &mut std::collections::VecDeque<Entry>) -> bool {
+        let mut s = self.state();
+        into.extend(s.entries.drain(..));
+        s.closed
+    }
+
+    /// Waits for a wake-up (bytes to write, or the end).
+    pub async fn notified(&self) {
+        self.notify.notified().await
+    }
+}

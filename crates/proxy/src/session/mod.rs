@@ -83,7 +83,8 @@ where
     let (server_stream, buffered) = upstream.reader.into_parts();
     let (server_read, server_write) = server_stream.split();
     let server_reader = FrameReader::with_buffer(server_read, buffered, max_message);
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let tx = Arc::new(entries::Queue::default());
+    let rx = tx.clone();
     let requests = Requests::new(client_reader, server_write, tx, info.clone(), rules, limits);
     let responses = Responses::new(client_writer, rx, info.clone(), info.last_status.clone());
     let mut req_task = tokio::spawn(requests.run());

@@ -13,11 +13,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedSender;
 use tokio::sync::oneshot;
 
 use super::SessionInfo;
-use super::entries::{Draft, Entry, InjectOutcome, Pending, RfqOutcome};
+use super::entries::{Draft, Entry, InjectOutcome, Pending, Queue, RfqOutcome};
 use crate::classify::{Statement, Tx, classify};
 use crate::policy::{Rules, Verdict, ends_transaction};
 use crate::wire::backend::{ErrorFields, ready_for_query};
@@ -75,7 +74,7 @@ pub struct Requests<R, W> {
     client: FrameReader<R>,
     server: W,
     out: BytesMut,
-    tx: UnboundedSender<Entry>,
+    tx: Arc<Queue>,
     info: Arc<SessionInfo>,
     rules: Rules,
     limits: Limits,
@@ -102,7 +101,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Requests<R, W> {
     pub fn new(
         client: FrameReader<R>,
         server: W,
-        tx: UnboundedSender<Entry>,
+        tx: Arc<Queue>,
         info: Arc<SessionInfo>,
         rules: Rules,
         limits: Limits,
@@ -130,7 +129,11 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Requests<R, W> {
     }
 
     fn push(&self, e: Entry) -> Result<(), Closed> {
-        self.tx.send(e).map_err(|_| Closed::ServerGone)
+        if self.tx.push(e) {
+            Ok(())
+        } else {
+            Err(Closed::ServerGone)
+        }
     }
 
     async fn flush(&mut self) -> Result<(), Closed> {
@@ -360,10 +363,44 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Requests<R, W> {
                 ErrorFields::fatal("08P01", format!("invalid frontend message: {e}")).to_error(),
             ));
         }
+        self.tx.close();
         (closed, self.server)
     }
 
+    /// Whether a query string can skip the parser: only in the branch
+    /// policy (the branch is the agent's own), without budgets to check,
+    /// and only if it holds one statement and none of the words the branch
+    /// rules look for (settings the proxy protects, COPY, unicode escapes
+    /// that could spell them). A cheap test that can only err towards parsing.
+    fn trivial(&self, sql: &str) -> bool {
+        if self.rules.policy != pgfork_engine::agents::Policy::Branch
+            || self.limits.max_rows.is_some()
+            || self.limits.storage_exceeded.load(Ordering::Relaxed)
+        {
+            return false;
+        }
+        let body = sql.trim_end_matches(|c: char| c.is_whitespace() || c == ';');
+        if body.contains(';') {
+            return false;
+        }
+        let lower = body.to_ascii_lowercase();
+        !["timeout", "set_config", "copy", "u&"]
+            .iter()
+            .any(|w| lower.contains(w))
+    }
+
     async fn query(&mut self, q: Query, frame: &Frame) -> Result<(), Closed> {
+        if self.trivial(&q.sql) {
+            self.push(Entry::Stmt(self.pending(q.sql.trim().to_string(), None)))?;
+            let (done, rx) = oneshot::channel();
+            self.push(Entry::Rfq {
+                forward: true,
+                done: Some(done),
+            })?;
+            self.last_rfq = Some(rx);
+            self.out.extend_from_slice(&frame.raw);
+            return Ok(());
+        }
         let classified = self.classified(&q.sql);
         let stmts: Vec<Statement> = match &*classified {
             Ok(s) => s.clone(),

@@ -9,10 +9,9 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use bytes::BytesMut;
 use pgfork_pool::meta::AuditRow;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc::UnboundedReceiver;
 
 use super::SessionInfo;
-use super::entries::{Draft, Entry, InjectOutcome, Pending, RfqOutcome, StmtOutcome};
+use super::entries::{Draft, Entry, InjectOutcome, Pending, Queue, RfqOutcome, StmtOutcome};
 use crate::wire::backend::{Completion, ErrorFields, ready_status};
 use crate::wire::{Frame, FrameReader, WireError};
 
@@ -34,7 +33,7 @@ pub struct Responses<W> {
     client: W,
     out: BytesMut,
     queue: VecDeque<Entry>,
-    rx: UnboundedReceiver<Entry>,
+    rx: Arc<Queue>,
     info: Arc<SessionInfo>,
     /// After a statement exceeded its budget: drop everything until ReadyForQuery.
     discard: bool,
@@ -48,12 +47,7 @@ pub struct Responses<W> {
 
 impl<W: AsyncWrite + Unpin> Responses<W> {
     /// A half writing to `client`, reading entries from `rx`.
-    pub fn new(
-        client: W,
-        rx: UnboundedReceiver<Entry>,
-        info: Arc<SessionInfo>,
-        status: Arc<AtomicU8>,
-    ) -> Self {
+    pub fn new(client: W, rx: Arc<Queue>, info: Arc<SessionInfo>, status: Arc<AtomicU8>) -> Self {
         Responses {
             client,
             out: BytesMut::with_capacity(16 * 1024),
@@ -74,11 +68,18 @@ impl<W: AsyncWrite + Unpin> Responses<W> {
         mut server: FrameReader<R>,
         mut kill: tokio::sync::watch::Receiver<bool>,
     ) -> (End, W) {
-        let mut client_half_open = true;
+        let end = self.serve(&mut server, &mut kill).await;
+        self.rx.receiver_gone();
+        (end, self.client)
+    }
+
+    async fn serve<R: AsyncRead + Unpin>(
+        &mut self,
+        server: &mut FrameReader<R>,
+        kill: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> End {
         loop {
-            while let Ok(e) = self.rx.try_recv() {
-                self.queue.push_back(e);
-            }
+            let closed = self.rx.drain(&mut self.queue);
             self.emit_synthetic();
             self.info
                 .busy
@@ -92,44 +93,39 @@ impl<W: AsyncWrite + Unpin> Responses<W> {
                     .to_error(),
                 );
                 let _ = self.client.write_all(&self.out).await;
-                return (End::Killed, self.client);
+                return End::Killed;
             }
             if !self.out.is_empty() && !server.has_buffered_frame() {
                 if self.client.write_all(&self.out).await.is_err() {
-                    return (End::ClientGone, self.client);
+                    return End::ClientGone;
                 }
                 self.out.clear();
             }
-            if !client_half_open && self.queue.is_empty() {
-                return (End::Done, self.client);
+            if closed && self.queue.is_empty() {
+                return End::Done;
             }
             tokio::select! {
                 biased;
                 _ = kill.changed() => {}
-                entry = self.rx.recv(), if client_half_open => match entry {
-                    Some(e) => self.queue.push_back(e),
-                    None => client_half_open = false,
-                },
+                _ = self.rx.notified() => {}
                 frame = server.next() => match frame {
                     Ok(Some(f)) => {
-                        while let Ok(e) = self.rx.try_recv() {
-                            self.queue.push_back(e);
-                        }
+                        self.rx.drain(&mut self.queue);
                         self.handle(f);
                         if self.out.len() > 64 * 1024 {
                             if self.client.write_all(&self.out).await.is_err() {
-                                return (End::ClientGone, self.client);
+                                return End::ClientGone;
                             }
                             self.out.clear();
                         }
                     }
                     Ok(None) => {
                         self.server_gone().await;
-                        return (End::ServerGone(None), self.client);
+                        return End::ServerGone(None);
                     }
                     Err(e) => {
                         self.server_gone().await;
-                        return (End::ServerGone(Some(e)), self.client);
+                        return End::ServerGone(Some(e));
                     }
                 },
             }
