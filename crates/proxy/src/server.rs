@@ -95,6 +95,8 @@ pub struct Shared {
     /// Kill switches of live sessions, by agent.
     sessions: Mutex<HashMap<String, Vec<watch::Sender<bool>>>>,
     branches: Mutex<HashMap<String, BranchUse>>,
+    /// Server parameters last reported per kind of session, for idle clients.
+    hellos: Mutex<HashMap<String, Vec<bytes::Bytes>>>,
     shutdown: watch::Sender<bool>,
 }
 
@@ -128,6 +130,7 @@ pub async fn run(
         cancels: Mutex::default(),
         sessions: Mutex::default(),
         branches: Mutex::default(),
+        hellos: Mutex::default(),
         shutdown: watch::channel(false).0,
     });
     let watcher = tokio::spawn(watch_agents(shared.clone()));
@@ -256,52 +259,99 @@ async fn open_session(
     }
     let mut params = hello.params.clone();
     params.push(("options".into(), server_options(agent, policy)));
-    let connected = upstream::connect(&target.login, &params, shared.opts.max_message).await;
-    let connected = match connected {
-        Err(UpstreamError::Refused(e)) if policy == Policy::ReadOnly && e.code == "28000" => {
-            // The read-only role is missing (a logical source refreshed into
-            // a new cluster): make it again and retry once.
-            let home = shared.home.clone();
-            let source = agent.source.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                Engine::open(home, Arc::new(Quiet))?.ensure_reader_role(&source)
-            })
-            .await;
-            upstream::connect(&target.login, &params, shared.opts.max_message).await
-        }
-        other => other,
-    };
-    let upstream = match connected {
-        Ok(u) => u,
-        Err(e) => {
-            let msg = match &e {
-                UpstreamError::Refused(f) => f.message.clone(),
-                other => other.to_string(),
-            };
-            session::fatal(
-                &mut w,
-                "08006",
-                &format!("pgfork: cannot open a session on {}: {msg}", target.name),
-            )
-            .await;
-            cleanup_branch(shared, agent, per_session.as_deref()).await;
-            return Err(msg);
-        }
-    };
     let (pid, key): (i32, i32) = {
         let mut rng = rand::rng();
         (rng.random_range(1..i32::MAX), rng.random())
     };
-    let mut hello_out = BytesMut::new();
-    for p in &upstream.parameters {
-        hello_out.extend_from_slice(p);
-    }
-    hello_out.extend_from_slice(&backend_key_data(pid, key));
-    hello_out.extend_from_slice(&ready_for_query(b'I'));
-    if w.write_all(&hello_out).await.is_err() {
-        cleanup_branch(shared, agent, per_session.as_deref()).await;
-        return Ok(());
-    }
+    let hello_key = format!("{:?}|{:?}", target.login, params);
+    let cached = lock(&shared.hellos).get(&hello_key).cloned();
+    let mut reader = reader;
+    let upstream = if let Some(frames) = cached {
+        // An idle client costs no server session: it is answered with what
+        // the last session of the same kind was told, and the server
+        // session is opened when its first message arrives.
+        if w.write_all(&welcome(&frames, pid, key)).await.is_err() {
+            cleanup_branch(shared, agent, per_session.as_deref()).await;
+            return Ok(());
+        }
+        let mut stop = shared.shutdown.subscribe();
+        let first = tokio::select! {
+            r = reader.wait_for_data() => r.unwrap_or(false),
+            _ = stop.wait_for(|k| *k) => false,
+        };
+        // A client that only says goodbye needs no server session.
+        if !first || reader.peek_tag() == Some(b'X') {
+            cleanup_branch(shared, agent, per_session.as_deref()).await;
+            return Ok(());
+        }
+        let home = shared.home.clone();
+        let name = agent.name.clone();
+        let active =
+            tokio::task::spawn_blocking(move || pgfork_engine::agents::lookup_agent(&home, &name))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .flatten()
+                .is_some_and(|a| a.revoked_at.is_none());
+        if !active {
+            session::fatal(
+                &mut w,
+                "57P01",
+                "terminating connection: pgfork revoked this agent",
+            )
+            .await;
+            return Ok(());
+        }
+        // Its branch may have been stopped while the client sat idle.
+        let login = match resolve(shared, agent, per_session.clone()).await {
+            Ok(t) => t.login,
+            Err(e) => {
+                session::fatal(
+                    &mut w,
+                    "08006",
+                    &format!("pgfork: the agent's database is not available: {e}"),
+                )
+                .await;
+                return Err(e);
+            }
+        };
+        match connect_upstream(shared, agent, policy, &login, &params).await {
+            Ok(u) => u,
+            Err(msg) => {
+                session::fatal(
+                    &mut w,
+                    "08006",
+                    &format!("pgfork: cannot open a session on {}: {msg}", target.name),
+                )
+                .await;
+                cleanup_branch(shared, agent, per_session.as_deref()).await;
+                return Err(msg);
+            }
+        }
+    } else {
+        let u = match connect_upstream(shared, agent, policy, &target.login, &params).await {
+            Ok(u) => u,
+            Err(msg) => {
+                session::fatal(
+                    &mut w,
+                    "08006",
+                    &format!("pgfork: cannot open a session on {}: {msg}", target.name),
+                )
+                .await;
+                cleanup_branch(shared, agent, per_session.as_deref()).await;
+                return Err(msg);
+            }
+        };
+        lock(&shared.hellos).insert(hello_key, u.parameters.clone());
+        if w.write_all(&welcome(&u.parameters, pid, key))
+            .await
+            .is_err()
+        {
+            cleanup_branch(shared, agent, per_session.as_deref()).await;
+            return Ok(());
+        }
+        u
+    };
     lock(&shared.cancels).insert(
         (pid, key),
         CancelTarget {
@@ -384,6 +434,45 @@ async fn open_session(
     }
     cleanup_branch(shared, agent, per_session.as_deref()).await;
     Ok(())
+}
+
+/// What a client is told once it is in: server parameters, its cancel key, ready.
+fn welcome(parameters: &[bytes::Bytes], pid: i32, key: i32) -> BytesMut {
+    let mut out = BytesMut::new();
+    for p in parameters {
+        out.extend_from_slice(p);
+    }
+    out.extend_from_slice(&backend_key_data(pid, key));
+    out.extend_from_slice(&ready_for_query(b'I'));
+    out
+}
+
+/// Opens the server session; a read-only role that went missing (a logical
+/// source refreshed into a new cluster) is made again, once.
+async fn connect_upstream(
+    shared: &Arc<Shared>,
+    agent: &AgentRow,
+    policy: Policy,
+    login: &Login,
+    params: &[(String, String)],
+) -> Result<upstream::Upstream, String> {
+    let connected = upstream::connect(login, params, shared.opts.max_message).await;
+    let connected = match connected {
+        Err(UpstreamError::Refused(e)) if policy == Policy::ReadOnly && e.code == "28000" => {
+            let home = shared.home.clone();
+            let source = agent.source.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                Engine::open(home, Arc::new(Quiet))?.ensure_reader_role(&source)
+            })
+            .await;
+            upstream::connect(login, params, shared.opts.max_message).await
+        }
+        other => other,
+    };
+    connected.map_err(|e| match e {
+        UpstreamError::Refused(f) => f.message,
+        other => other.to_string(),
+    })
 }
 
 /// Deletes a per-session branch at the end of its session (unless kept).

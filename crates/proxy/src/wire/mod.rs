@@ -219,6 +219,19 @@ impl<R: AsyncRead + Unpin> FrameReader<R> {
         &mut self.inner
     }
 
+    /// Waits until at least one byte is buffered; false at end of stream.
+    pub async fn wait_for_data(&mut self) -> Result<bool, WireError> {
+        if !self.buf.is_empty() {
+            return Ok(true);
+        }
+        Ok(self.inner.read_buf(&mut self.buf).await? > 0)
+    }
+
+    /// The type byte of the next buffered message, if any.
+    pub fn peek_tag(&self) -> Option<u8> {
+        self.buf.first().copied()
+    }
+
     /// Bytes buffered but not yet returned as frames.
     pub fn buffered(&self) -> usize {
         self.buf.len()
