@@ -267,35 +267,39 @@ pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
 }
 
 /// Starts the proxy on its own runtime thread, for `pgfork serve`.
+///
+/// The daemon's first line on stderr stays the API's (programs wait for
+/// it), so the proxy says nothing when it starts, and if its address is
+/// taken (another daemon has it) it says so a moment later and the API
+/// runs without it.
 pub fn spawn_proxy(home: Home, listen: &str) -> Result<()> {
     let opts = options(listen, 2000, "64M")?;
-    pgfork_engine::agents::set_proxy_addr(&home, listen)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name("pgfork-proxy")
         .enable_all()
         .build()?;
-    // Bind now, so that a port in use stops `serve` at once.
-    let (tx, rx) = std::sync::mpsc::channel();
+    let addr = listen.to_string();
     std::thread::Builder::new()
         .name("pgfork-proxy".into())
         .spawn(move || {
             rt.block_on(async move {
-                let ready = tx.clone();
-                let run =
-                    pgfork_proxy::run(home, opts, std::future::pending::<()>(), move |addr| {
-                        eprintln!("pgfork serve: policy proxy on postgres://{addr}");
-                        let _ = ready.send(Ok(()));
-                    });
+                let at = addr.clone();
+                let h = home.clone();
+                let run = pgfork_proxy::run(home, opts, std::future::pending::<()>(), move |_| {
+                    if let Err(e) = pgfork_engine::agents::set_proxy_addr(&h, &at) {
+                        tracing::warn!("proxy: recording its address: {e}");
+                    }
+                    tracing::info!("policy proxy on postgres://{at}");
+                });
                 if let Err(e) = run.await {
-                    let _ = tx.send(Err(e.to_string()));
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    eprintln!(
+                        "pgfork serve: the policy proxy is not running: {e} (choose another address with --proxy-listen, or off)"
+                    );
                 }
             })
         })?;
-    match rx.recv() {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(e)) => bail!("{e}"),
-        Err(_) => bail!("the proxy thread ended"),
-    }
+    Ok(())
 }
 
 async fn shutdown_signal() {
