@@ -154,6 +154,55 @@ fn schemas() -> Value {
                 "masking": string
             }
         },
+        "CreateAgent": {
+            "type": "object", "required": ["name", "source", "policy"], "additionalProperties": false,
+            "properties": {
+                "name": { "type": "string", "description": "Agent name: the user name of its connection string (at most 40 characters)." },
+                "source": { "type": "string" },
+                "policy": { "type": "string", "enum": ["read-only", "dry-run", "branch"] },
+                "branch": { "type": "string", "description": "A named branch to use, possibly shared (branch policy)." },
+                "per_session": { "type": "boolean", "default": false },
+                "keep": { "type": "boolean", "default": false },
+                "fresh": { "type": "boolean", "default": false },
+                "ttl": { "type": "string", "description": "TTL of its branches: 4h." },
+                "max_rows": { "type": "integer", "description": "Most rows one statement may affect." },
+                "statement_timeout": { "type": "string", "description": "30s." },
+                "max_storage": { "type": "integer", "description": "Bytes its branch may stop sharing." },
+                "idle_stop": { "type": "string", "description": "Stop its branch after this long without a session (default 10m; 0: never)." },
+                "audit_params": { "type": "boolean", "default": false }
+            }
+        },
+        "Agent": {
+            "type": "object",
+            "properties": {
+                "name": string, "source": string, "policy": string,
+                "status": { "type": "string", "description": "active or revoked." },
+                "branch": opt_string, "created_at": string, "revoked_at": opt_string
+            },
+            "additionalProperties": true
+        },
+        "AgentSecret": {
+            "type": "object",
+            "description": "An agent with its new secret and postgres:// DSN at the proxy: shown once.",
+            "properties": { "name": string, "policy": string, "secret": string, "dsn": string },
+            "additionalProperties": true
+        },
+        "AuditRecord": {
+            "type": "object",
+            "properties": {
+                "id": { "type": "integer" }, "at_ms": { "type": "integer" }, "agent": string, "session": string,
+                "client": string, "target": string, "policy": string, "statement": string, "params": opt_string,
+                "duration_us": { "type": "integer" }, "tag": opt_string, "rows": { "type": ["integer", "null"] },
+                "sqlstate": opt_string, "message": opt_string, "prev_hash": string, "hash": string
+            }
+        },
+        "AuditVerify": {
+            "type": "object",
+            "properties": {
+                "records": { "type": "integer" }, "ok": { "type": "boolean" },
+                "broken_at": { "type": ["integer", "null"] }, "problem": opt_string
+            }
+        },
         "Snapshot": {
             "type": "object",
             "properties": {
@@ -280,6 +329,35 @@ pub fn document() -> Value {
                 "parameters": [name],
                 "post": op("Stop a branch; data is kept.", "stopBranch",
                     responses!{ "200" => ok("The branch.", branch), "404" => not_found, "409" => conflict })
+            },
+            "/v1/agents": {
+                "get": op("List agents of the policy proxy.", "listAgents", responses!{ "200" => ok("Agents.", array_of("Agent")) }),
+                "post": with(op("Create an agent; the response carries its secret and DSN, once.", "createAgent",
+                    responses!{ "201" => ok("Created.", reference("AgentSecret")), "400" => error_response("A bad field, or options that do not fit the policy."), "404" => error_response("No such source.") }),
+                    "requestBody", body("CreateAgent"))
+            },
+            "/v1/agents/{name}": {
+                "parameters": [path_param("name", "Agent name.")],
+                "get": op("One agent.", "getAgent", responses!{ "200" => ok("The agent.", reference("Agent")), "400" => error_response("No such agent.") })
+            },
+            "/v1/agents/{name}/rotate": {
+                "parameters": [path_param("name", "Agent name.")],
+                "post": op("A new secret; the old one stops working.", "rotateAgent", responses!{ "200" => ok("The agent with its new secret.", reference("AgentSecret")), "400" => error_response("No such agent."), "409" => error_response("The agent is revoked.") })
+            },
+            "/v1/agents/{name}/revoke": {
+                "parameters": [path_param("name", "Agent name.")],
+                "post": op("Revoke an agent: no new logins; a running proxy ends its sessions within a second.", "revokeAgent", responses!{ "200" => ok("The agent.", reference("Agent")), "400" => error_response("No such agent.") })
+            },
+            "/v1/audit": {
+                "get": with(op("The proxy's audit log, oldest first.", "listAudit", responses!{ "200" => ok("Records.", array_of("AuditRecord")), "400" => error_response("A bad query parameter.") }),
+                    "parameters", json!([
+                        { "name": "agent", "in": "query", "required": false, "schema": { "type": "string" } },
+                        { "name": "since", "in": "query", "required": false, "schema": { "type": "string" }, "description": "A duration: 1h." },
+                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "default": 1000 }, "description": "The newest N." }
+                    ]))
+            },
+            "/v1/audit/verify": {
+                "get": op("Recompute the audit log's hash chain.", "verifyAudit", responses!{ "200" => ok("The first broken link, if any.", reference("AuditVerify")) })
             }
         }
     })

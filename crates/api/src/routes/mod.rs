@@ -2,6 +2,7 @@
 //! OpenAPI document is checked against it (see `openapi.rs`), so neither
 //! can list a route the other lacks.
 
+mod agents;
 mod branches;
 mod snapshots;
 mod sources;
@@ -58,6 +59,13 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/v1/branches/{name}/reset", post(branches::reset)),
         route(M::POST, "/v1/branches/{name}/start", post(branches::start)),
         route(M::POST, "/v1/branches/{name}/stop", post(branches::stop)),
+        route(M::GET, "/v1/agents", get(agents::list)),
+        route(M::POST, "/v1/agents", post(agents::create)),
+        route(M::GET, "/v1/agents/{name}", get(agents::info)),
+        route(M::POST, "/v1/agents/{name}/rotate", post(agents::rotate)),
+        route(M::POST, "/v1/agents/{name}/revoke", post(agents::revoke)),
+        route(M::GET, "/v1/audit", get(agents::audit)),
+        route(M::GET, "/v1/audit/verify", get(agents::verify)),
     ]
 }
 

@@ -1,0 +1,167 @@
+//! `/v1/agents` and `/v1/audit`: credentials of the policy proxy and its
+//! audit log, as `pgfork agent` and `pgfork audit` show them.
+
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use pgfork_engine::agents::{AgentCreate, AgentInfo, AgentSecret, Policy};
+use pgfork_engine::audit::{AuditQuery, VerifyReport};
+use pgfork_pool::meta::AuditRow;
+use serde::Deserialize;
+
+use crate::body::{JsonBody, query_pairs};
+use crate::error::ApiError;
+use crate::state::Shared;
+
+/// Body of `POST /v1/agents`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateAgent {
+    /// Agent name (the user name of its connection string).
+    pub name: String,
+    /// Source it works on.
+    pub source: String,
+    /// `read-only`, `dry-run` or `branch`.
+    pub policy: String,
+    /// A named branch (branch policy).
+    pub branch: Option<String>,
+    /// Each connection gets its own branch.
+    #[serde(default)]
+    pub per_session: bool,
+    /// Per-session branches outlive their session.
+    #[serde(default)]
+    pub keep: bool,
+    /// Branches from a new snapshot.
+    #[serde(default)]
+    pub fresh: bool,
+    /// TTL of its branches (`4h`).
+    pub ttl: Option<String>,
+    /// Most rows one statement may affect.
+    pub max_rows: Option<u64>,
+    /// Statement timeout (`30s`).
+    pub statement_timeout: Option<String>,
+    /// Most storage of its branch, in bytes.
+    pub max_storage: Option<u64>,
+    /// Stop its branch after this long without a session (`10m`, `0`: never).
+    pub idle_stop: Option<String>,
+    /// Audit statement parameters.
+    #[serde(default)]
+    pub audit_params: bool,
+}
+
+fn duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, ApiError> {
+    match text.map(str::trim) {
+        None | Some("0") => Ok(None),
+        Some(t) => humantime::parse_duration(t).map(Some).map_err(|_| {
+            ApiError::bad_request(format!(
+                "invalid field '{field}': '{t}' is not a duration like 30s or 2h"
+            ))
+        }),
+    }
+}
+
+/// `GET /v1/agents`.
+pub async fn list(State(s): State<Shared>) -> Result<Json<Vec<AgentInfo>>, ApiError> {
+    Ok(Json(s.engine(|e| e.agent_list()).await?))
+}
+
+/// `POST /v1/agents`: the response carries the secret and DSN, once.
+pub async fn create(
+    State(s): State<Shared>,
+    JsonBody(req): JsonBody<CreateAgent>,
+) -> Result<(StatusCode, Json<AgentSecret>), ApiError> {
+    let policy = Policy::parse(&req.policy)
+        .map_err(|e| ApiError::bad_request(format!("invalid field 'policy': {e}")))?;
+    let ttl = match req.ttl.as_deref() {
+        Some(t) => Some(
+            pgfork_engine::names::parse_ttl(t)
+                .map_err(|e| ApiError::bad_request(format!("invalid field 'ttl': {e}")))?,
+        ),
+        None => None,
+    };
+    let idle = if policy == Policy::Branch {
+        duration("idle_stop", Some(req.idle_stop.as_deref().unwrap_or("10m")))?
+    } else {
+        None
+    };
+    let create = AgentCreate {
+        name: req.name,
+        source: req.source,
+        policy,
+        branch: req.branch,
+        ttl,
+        max_rows: req.max_rows,
+        statement_timeout: duration("statement_timeout", req.statement_timeout.as_deref())?,
+        max_storage: req.max_storage,
+        idle_stop: idle,
+        per_session: req.per_session,
+        keep: req.keep,
+        fresh: req.fresh,
+        audit_params: req.audit_params,
+    };
+    let created = s.engine(move |e| e.agent_create(&create)).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// `GET /v1/agents/{name}`.
+pub async fn info(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<AgentInfo>, ApiError> {
+    Ok(Json(s.engine(move |e| e.agent_info(&name)).await?))
+}
+
+/// `POST /v1/agents/{name}/rotate`: a new secret, returned once.
+pub async fn rotate(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<AgentSecret>, ApiError> {
+    Ok(Json(s.engine(move |e| e.agent_rotate(&name)).await?))
+}
+
+/// `POST /v1/agents/{name}/revoke`: no new logins; a running proxy ends its sessions.
+pub async fn revoke(
+    State(s): State<Shared>,
+    Path(name): Path<String>,
+) -> Result<Json<AgentInfo>, ApiError> {
+    Ok(Json(s.engine(move |e| e.agent_revoke(&name)).await?))
+}
+
+/// `GET /v1/audit?agent=A&since=1h&limit=N`: records, oldest first.
+pub async fn audit(
+    State(s): State<Shared>,
+    RawQuery(q): RawQuery,
+) -> Result<Json<Vec<AuditRow>>, ApiError> {
+    let mut query = AuditQuery {
+        limit: Some(1000),
+        ..AuditQuery::default()
+    };
+    for (k, v) in query_pairs(q.as_deref()) {
+        match k.as_str() {
+            "agent" => query.agent = Some(v),
+            "since" => {
+                let d = duration("since", Some(&v))?.unwrap_or_default();
+                let now = pgfork_pool::meta::now() * 1000;
+                query.since_ms = Some(now - d.as_millis() as i64);
+            }
+            "limit" => {
+                query.limit = Some(v.parse().map_err(|_| {
+                    ApiError::bad_request(format!("invalid query 'limit': '{v}' is not a number"))
+                })?)
+            }
+            other => {
+                return Err(ApiError::bad_request(format!(
+                    "unknown query parameter '{other}'"
+                )));
+            }
+        }
+    }
+    Ok(Json(s.engine(move |e| e.audit_query(&query)).await?))
+}
+
+/// `GET /v1/audit/verify`: the hash chain recomputed.
+pub async fn verify(State(s): State<Shared>) -> Result<Json<VerifyReport>, ApiError> {
+    Ok(Json(s.engine(|e| e.audit_verify()).await?))
+}
