@@ -282,6 +282,14 @@ fn branch_attack_suite_and_budget() {
         .unwrap();
     assert!(tx.execute("UPDATE accounts SET balance = -1", &[]).is_err());
     drop(tx);
+    // Simple protocol inside a transaction: the transaction is aborted.
+    let mut tx = c.transaction().unwrap();
+    let err = tx
+        .batch_execute("UPDATE accounts SET balance = -2")
+        .expect_err("over budget");
+    assert_eq!(err.code().unwrap().code(), "54000");
+    assert_eq!(proxy::fails(&mut tx, "SELECT 1"), "25P02");
+    drop(tx);
     assert_eq!(
         scalar(&mut c, "SELECT count(*) FROM accounts WHERE balance < 0"),
         0

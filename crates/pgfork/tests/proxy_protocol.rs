@@ -146,6 +146,22 @@ fn protocol_through_the_proxy() {
         common::wait_until(Duration::from_secs(10), || scalar(&mut su, running) == 0),
         "the query of a vanished client kept running"
     );
+    // A server session that dies gives its client an error; the proxy goes on.
+    su.batch_execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+          WHERE backend_type = 'client backend' AND pid <> pg_backend_pid() AND usename = 'shop'",
+    )
+    .unwrap();
+    let err = talker
+        .simple_query("SELECT 1")
+        .expect_err("its server session is gone");
+    assert!(
+        err.is_closed() || err.code().is_some(),
+        "{}",
+        common::describe(&err)
+    );
+    let mut fresh = proxy.connect("dev", &secret, "shop");
+    assert_eq!(scalar(&mut fresh, "SELECT count(*) FROM items"), 1500);
     drop(talker);
     drop(listener);
     drop(proxy);
@@ -190,6 +206,22 @@ fn pgbench_and_per_session_branches() {
         0,
         "and not in the source"
     );
+
+    // Two agents sharing one named branch see each other's work.
+    let one = agent(&home, "one", "pgb", "branch", &["--branch", "team"]);
+    let two = agent(&home, "two", "pgb", "branch", &["--branch", "team"]);
+    proxy
+        .connect("one", &one, "pgb")
+        .batch_execute("CREATE TABLE shared (a int)")
+        .unwrap();
+    assert_eq!(
+        scalar(
+            &mut proxy.connect("two", &two, "pgb"),
+            "SELECT count(*) FROM shared"
+        ),
+        0
+    );
+    assert_eq!(home.branch("team")["status"], "running");
 
     let secret = agent(&home, "solo", "pgb", "branch", &["--per-session"]);
     let mut c1 = proxy.connect("solo", &secret, "pgb");

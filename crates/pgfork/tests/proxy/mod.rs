@@ -132,7 +132,7 @@ pub fn psql(url: &str, statements: &[&str]) -> (String, String) {
 }
 
 /// The SQLSTATE of a failed statement (asserting it failed).
-pub fn fails(client: &mut postgres::Client, sql: &str) -> String {
+pub fn fails(client: &mut impl postgres::GenericClient, sql: &str) -> String {
     match client.batch_execute(sql) {
         Ok(()) => panic!("`{sql}` should have failed through the proxy"),
         Err(e) => e

@@ -461,7 +461,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Requests<R, W> {
             status != b'I'
         };
         let starts_with_begin = matches!(stmts.first().and_then(|s| s.tx), Some(Tx::Begin { .. }));
-        let wrap = !in_tx && !starts_with_begin;
+        // Session settings are not wrapped: a rollback would undo them,
+        // and they change no data (the protected ones were refused above).
+        let settings_only = !stmts.is_empty()
+            && stmts.iter().all(|s| {
+                matches!(
+                    s.command.as_str(),
+                    "SET" | "RESET" | "SHOW" | "LISTEN" | "UNLISTEN" | "DEALLOCATE"
+                )
+            });
+        let wrap = !in_tx && !starts_with_begin && !settings_only;
         if wrap {
             self.inject("BEGIN", None)?;
         }
@@ -507,7 +516,6 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Requests<R, W> {
             // The client's own transaction: abort it, as an error would.
             self.push(Entry::Injected { done: None })?;
             Frontend::Query(Query { sql: POISON.into() }).encode(&mut self.out);
-            Frontend::Sync.encode(&mut self.out);
             b'E'
         } else if outcome.exceeded
             || (wrapped && !open && (dry || outcome.status == b'E'))
