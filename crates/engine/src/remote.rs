@@ -180,36 +180,7 @@ impl Engine {
         self.progress.stage(&format!("checking {}", url.redacted()));
         let facts = self.remote_facts(&url, password.as_deref())?;
         let local = self.config.bins.version.major;
-        match req.mode {
-            Mode::Physical if facts.major != local => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "{} runs PostgreSQL {}, but the local binaries are PostgreSQL {local}: a physical copy needs \
-                     the same major version; install PostgreSQL {} and point pgfork at it (pgfork init --pg-bin \
-                     DIR), or use --mode logical",
-                    url.redacted(),
-                    facts.major,
-                    facts.major
-                )));
-            }
-            Mode::Physical if !facts.can_replicate => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "the role on {} has no REPLICATION privilege, which --mode physical needs: grant it \
-                     (ALTER ROLE ... REPLICATION and a 'replication' line in pg_hba.conf), or use --mode logical \
-                     (managed services usually allow only that)",
-                    url.redacted()
-                )));
-            }
-            Mode::Logical if facts.major > local => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "{} runs PostgreSQL {}, newer than the local binaries (PostgreSQL {local}); pg_dump cannot \
-                     dump a newer server: install PostgreSQL {} or newer and run pgfork init --pg-bin DIR",
-                    url.redacted(),
-                    facts.major,
-                    facts.major
-                )));
-            }
-            _ => {}
-        }
+        check_compatible(req.mode, &facts, local, &url.redacted())?;
         let role = req.role.clone().unwrap_or_else(|| facts.db_owner.clone());
         self.check_branch_role(&url, password.as_deref(), &role)?;
 
@@ -514,6 +485,31 @@ impl Engine {
     }
 }
 
+/// Whether a remote can be a source of `mode` for local binaries of major
+/// version `local`: a physical copy needs the same major and the
+/// REPLICATION privilege; `pg_dump` cannot dump a newer server.
+fn check_compatible(mode: Mode, facts: &RemoteFacts, local: u32, remote: &str) -> Result<()> {
+    let remote_major = facts.major;
+    match mode {
+        Mode::Physical if remote_major != local => Err(EngineError::InvalidArgument(format!(
+            "{remote} runs PostgreSQL {remote_major}, but the local binaries are PostgreSQL {local}: a \
+             physical copy needs the same major version; install PostgreSQL {remote_major} and point pgfork \
+             at it (pgfork init --pg-bin DIR), or use --mode logical"
+        ))),
+        Mode::Physical if !facts.can_replicate => Err(EngineError::InvalidArgument(format!(
+            "the role on {remote} has no REPLICATION privilege, which --mode physical needs: grant it \
+             (ALTER ROLE ... REPLICATION and a 'replication' line in pg_hba.conf), or use --mode logical \
+             (managed services usually allow only that)"
+        ))),
+        Mode::Logical if remote_major > local => Err(EngineError::InvalidArgument(format!(
+            "{remote} runs PostgreSQL {remote_major}, newer than the local binaries (PostgreSQL {local}); \
+             pg_dump cannot dump a newer server: install PostgreSQL {remote_major} or newer and run pgfork \
+             init --pg-bin DIR"
+        ))),
+        _ => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -525,5 +521,47 @@ mod tests {
             Some("s:e\\cret")
         );
         assert_eq!(passfile_password("*:*:*:rep"), None);
+    }
+
+    fn facts(major: u32, can_replicate: bool) -> RemoteFacts {
+        RemoteFacts {
+            major,
+            can_replicate,
+            db_owner: "app".into(),
+            encoding: "UTF8".into(),
+            collate: "C".into(),
+            ctype: "C".into(),
+        }
+    }
+
+    #[test]
+    fn versions_and_privileges_decide_the_mode() {
+        let remote = "postgres://rep@db/shop";
+        let err = check_compatible(Mode::Physical, &facts(16, true), 15, remote)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PostgreSQL 16")
+                && err.contains("PostgreSQL 15")
+                && err.contains("--mode logical"),
+            "{err}"
+        );
+        let err = check_compatible(Mode::Physical, &facts(15, false), 15, remote)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("REPLICATION") && err.contains("--mode logical"),
+            "{err}"
+        );
+        let err = check_compatible(Mode::Logical, &facts(17, false), 15, remote)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("PostgreSQL 17") && err.contains("newer"),
+            "{err}"
+        );
+        // pg_dump 15 dumps older servers; a physical copy of the same major works.
+        check_compatible(Mode::Logical, &facts(13, false), 15, remote).unwrap();
+        check_compatible(Mode::Physical, &facts(15, true), 15, remote).unwrap();
     }
 }

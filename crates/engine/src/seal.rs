@@ -121,6 +121,10 @@ impl Engine {
                 log.display()
             )));
         }
+        // Segments recycled by the seal's checkpoints would be cloned into
+        // every branch; a clean start needs none of them.
+        let pruned = control::prune_wal(dir, &control)?;
+        tracing::debug!(pruned, "WAL segments removed from the sealed copy");
         self.remove_server_files(ServerKind::Seal, &key);
         Ok(control)
     }

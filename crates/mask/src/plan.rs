@@ -110,6 +110,10 @@ const LAST_NAMES: &[&str] = &[
 /// The HMAC-SHA256 of the value as text, keyed by the source's secret,
 /// computed by the server with built-in `sha256` (no extension needed), in
 /// temporary functions that vanish with the session.
+///
+/// They are declared STABLE, not IMMUTABLE, because `convert_to` is
+/// stable: the planner inlines a SQL function only if its body is no more
+/// volatile than it, and inlined they mask about twice as fast.
 fn setup_sql(secret: &[u8]) -> Vec<String> {
     let mut key = [0u8; 64];
     if secret.len() > 64 {
@@ -120,12 +124,12 @@ fn setup_sql(secret: &[u8]) -> Vec<String> {
     let opad: Vec<u8> = key.iter().map(|b| b ^ 0x5c).collect();
     vec![
         format!(
-            "CREATE FUNCTION pg_temp.pgfork_mac(v text) RETURNS bytea LANGUAGE sql IMMUTABLE STRICT AS \
+            "CREATE FUNCTION pg_temp.pgfork_mac(v text) RETURNS bytea LANGUAGE sql STABLE STRICT AS \
              $$ SELECT sha256('\\x{}'::bytea || sha256('\\x{}'::bytea || convert_to(v, 'UTF8'))) $$",
             hex(&opad),
             hex(&ipad)
         ),
-        "CREATE FUNCTION pg_temp.pgfork_hash(v text) RETURNS text LANGUAGE sql IMMUTABLE STRICT AS \
+        "CREATE FUNCTION pg_temp.pgfork_hash(v text) RETURNS text LANGUAGE sql STABLE STRICT AS \
          $$ SELECT encode(pg_temp.pgfork_mac(v), 'hex') $$"
             .to_string(),
     ]

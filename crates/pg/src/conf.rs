@@ -95,6 +95,11 @@ impl ServerConf<'_> {
                 ("hot_standby", "on"),
                 ("hot_standby_feedback", "off"),
                 ("max_wal_size", "1GB"),
+                // A standby can restart only at the primary's checkpoint
+                // records; taking every one keeps the WAL that a --fresh
+                // snapshot's seal replays to what the primary wrote since
+                // its own last checkpoint.
+                ("checkpoint_timeout", "30s"),
                 ("archive_mode", "off"),
             ],
             Profile::Import => &[

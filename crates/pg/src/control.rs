@@ -12,6 +12,8 @@ pub struct ControlData {
     pub state: String,
     /// `Latest checkpoint location`.
     pub checkpoint_lsn: String,
+    /// `Latest checkpoint's REDO WAL file`: the first segment a start reads.
+    pub redo_wal_file: String,
 }
 
 impl ControlData {
@@ -79,7 +81,50 @@ fn parse(text: &str) -> ControlData {
     ControlData {
         state: field("Database cluster state"),
         checkpoint_lsn: field("Latest checkpoint location"),
+        redo_wal_file: field("Latest checkpoint's REDO WAL file"),
     }
+}
+
+/// Whether `name` is a WAL segment file name (timeline, log, segment).
+fn is_segment(name: &str) -> bool {
+    name.len() == 24 && name.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Removes from the `pg_wal` of a cleanly shut down cluster every segment
+/// but the one its shutdown checkpoint starts in and the next (the record
+/// may cross into it), and returns how many went.
+///
+/// A clean start reads nothing older, and the rest are segments that
+/// checkpoints recycled under future names: hundreds of megabytes after a
+/// seal that replayed much WAL. Left in a snapshot, every branch would
+/// clone them, and on XFS each clone first writes back whatever of them is
+/// still dirty in the page cache.
+pub fn prune_wal(datadir: &Path, control: &ControlData) -> Result<usize, PgError> {
+    if !control.is_clean() || !is_segment(&control.redo_wal_file) {
+        return Ok(0);
+    }
+    let wal = datadir.join("pg_wal");
+    let mut segments: Vec<String> = std::fs::read_dir(&wal)
+        .map_err(PgError::io("read directory", &wal))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter(|n| is_segment(n))
+        .collect();
+    segments.sort();
+    let keep_from = segments.iter().position(|n| *n == control.redo_wal_file);
+    let Some(first) = keep_from else {
+        // The control file names a segment that is not there: not ours to fix.
+        return Ok(0);
+    };
+    let mut removed = 0;
+    for (i, name) in segments.iter().enumerate() {
+        if i == first || i == first + 1 {
+            continue;
+        }
+        let path = wal.join(name);
+        std::fs::remove_file(&path).map_err(PgError::io("remove", &path))?;
+        removed += 1;
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]
@@ -90,10 +135,12 @@ mod tests {
     fn parses_state_and_checkpoint() {
         let text = "pg_control version number:            1300\n\
                     Database cluster state:               shut down\n\
-                    Latest checkpoint location:           0/1570F20\n";
+                    Latest checkpoint location:           0/1570F20\n\
+                    Latest checkpoint's REDO WAL file:    000000010000000000000001\n";
         let c = parse(text);
         assert!(c.is_clean());
         assert_eq!(c.checkpoint_lsn, "0/1570F20");
+        assert_eq!(c.redo_wal_file, "000000010000000000000001");
         assert!(!parse("Database cluster state: in production").is_clean());
         let limits = standby_limits(
             "max_connections setting:              500\nmax_wal_senders setting:              10\n",
@@ -105,5 +152,48 @@ mod tests {
                 ("max_wal_senders".into(), "10".into())
             ]
         );
+    }
+
+    #[test]
+    fn prune_keeps_the_checkpoint_segment_and_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let wal = dir.path().join("pg_wal");
+        std::fs::create_dir_all(wal.join("archive_status")).unwrap();
+        let names = [
+            "00000001000000000000005E",
+            "00000001000000000000005F",
+            "000000010000000000000060",
+            "000000010000000000000061",
+            "00000001000000000000007E",
+            "00000002.history",
+        ];
+        for n in names {
+            std::fs::write(wal.join(n), b"x").unwrap();
+        }
+        let mut control = ControlData {
+            state: "shut down".into(),
+            checkpoint_lsn: "0/5FE85268".into(),
+            redo_wal_file: "00000001000000000000005F".into(),
+        };
+        assert_eq!(prune_wal(dir.path(), &control).unwrap(), 3);
+        let mut left: Vec<String> = std::fs::read_dir(&wal)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        left.sort();
+        assert_eq!(
+            left,
+            [
+                "00000001000000000000005F",
+                "000000010000000000000060",
+                "00000002.history",
+                "archive_status"
+            ]
+        );
+        // A cluster that was not shut down cleanly keeps all its WAL.
+        std::fs::write(wal.join("000000010000000000000070"), b"x").unwrap();
+        control.state = "in production".into();
+        assert_eq!(prune_wal(dir.path(), &control).unwrap(), 0);
+        assert!(wal.join("000000010000000000000070").exists());
     }
 }

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use pgfork_engine::{BranchCreate, Engine, Mode, SourceAdd};
+use pgfork_engine::{BranchCreate, CreateTimings, Engine, Mode, SourceAdd};
 use serde::Serialize;
 
 use super::conn::{AppConn, PATIENCE, first_query};
@@ -36,6 +36,11 @@ struct Report {
     basebackup_ms: f64,
     lag_seconds: Option<Summary>,
     fresh_branch: Option<Summary>,
+    /// Parts of `--fresh`: the snapshot (wait for replay, clone the
+    /// standby, seal), the branch's clone, its start.
+    fresh_snapshot: Option<Summary>,
+    fresh_clone: Option<Summary>,
+    fresh_start: Option<Summary>,
     logical_import_ms: f64,
     dump_restore_ms: f64,
     import_speed_ratio: f64,
@@ -83,6 +88,18 @@ pub fn run(engine: Engine, args: SourcesBenchArgs, json: bool) -> Result<()> {
         (
             "branch create --fresh",
             ms(&r.fresh_branch).unwrap_or("-".into()),
+        ),
+        (
+            "  of which: snapshot (replay wait, clone, seal)",
+            ms(&r.fresh_snapshot).unwrap_or("-".into()),
+        ),
+        (
+            "  of which: branch clone",
+            ms(&r.fresh_clone).unwrap_or("-".into()),
+        ),
+        (
+            "  of which: branch start",
+            ms(&r.fresh_start).unwrap_or("-".into()),
         ),
         (
             "logical import (source add)",
@@ -154,6 +171,14 @@ fn measure(
     })?;
     let basebackup_ms = millis(began.elapsed());
     let (lag, fresh) = lag_and_fresh(engine, &prod, args, progress)?;
+    let part = |f: fn(&CreateTimings) -> u64| {
+        Summary::of_ms(&fresh.parts.iter().map(|t| f(t) as f64).collect::<Vec<_>>())
+    };
+    let (fresh_snapshot, fresh_clone, fresh_start) = (
+        part(|t| t.snapshot_ms.unwrap_or(0)),
+        part(|t| t.clone_ms),
+        part(|t| t.start_ms),
+    );
 
     // Logical: the plain baseline first, then pgfork's import.
     progress.step("pg_dump -Fc | pg_restore (baseline)");
@@ -197,7 +222,10 @@ fn measure(
         database_bytes: database_bytes as u64,
         basebackup_ms,
         lag_seconds: lag,
-        fresh_branch: fresh,
+        fresh_branch: Summary::of(&fresh.total),
+        fresh_snapshot,
+        fresh_clone,
+        fresh_start,
         logical_import_ms,
         dump_restore_ms,
         import_speed_ratio: dump_restore_ms / logical_import_ms,
@@ -207,6 +235,14 @@ fn measure(
     })
 }
 
+/// The `--fresh` branches made under load: each one's time to its first
+/// query, and where the engine spent it.
+#[derive(Default)]
+struct FreshTimes {
+    total: Vec<Duration>,
+    parts: Vec<CreateTimings>,
+}
+
 /// Replication lag sampled every 100 ms on the primary while pgbench
 /// writes, and `--fresh` branches made meanwhile.
 fn lag_and_fresh(
@@ -214,7 +250,7 @@ fn lag_and_fresh(
     prod: &Production,
     args: &SourcesBenchArgs,
     progress: &BenchProgress,
-) -> Result<(Option<Summary>, Option<Summary>)> {
+) -> Result<(Option<Summary>, FreshTimes)> {
     progress.step(format!(
         "pgbench on production for {} s, sampling lag, --fresh branches",
         args.seconds
@@ -253,7 +289,7 @@ fn lag_and_fresh(
             samples
         })
     };
-    let mut fresh = Vec::new();
+    let mut fresh = FreshTimes::default();
     let deadline = Instant::now() + Duration::from_secs(args.seconds as u64);
     let mut n = 0;
     while Instant::now() < deadline && n < args.fresh {
@@ -270,7 +306,8 @@ fn lag_and_fresh(
             &AppConn::parse(&info.dsn_with_password().context("dsn")?)?,
             PATIENCE,
         )?;
-        fresh.push(began.elapsed());
+        fresh.total.push(began.elapsed());
+        fresh.parts.extend(info.timings);
         engine.branch_delete(&name, true)?;
         // The snapshot --fresh made goes too: one per branch would pile up.
         if let Some(snap) = engine.snapshot_list(Some(PHYSICAL))?.last() {
@@ -282,11 +319,11 @@ fn lag_and_fresh(
     stop.store(true, Ordering::Relaxed);
     let lag: Vec<f64> = sampler.join().unwrap_or_default();
     // Summaries are in "ms" units; lag is kept in seconds.
-    Ok((Summary::of_ms(&lag), Summary::of(&fresh)))
+    Ok((Summary::of_ms(&lag), fresh))
 }
 
-/// `pg_dump -Fc | pg_restore` of production's database into a fresh
-/// cluster with default settings: the plain way to copy a database.
+/// `pg_dump -Fc | pg_restore` of production's database into a new
+/// database of the production cluster: the plain way to copy a database.
 fn dump_restore_baseline(prod: &Production) -> Result<f64> {
     let mut su = prod.superuser()?;
     su.batch_execute("DROP DATABASE IF EXISTS baseline")?;
