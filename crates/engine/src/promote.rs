@@ -295,7 +295,12 @@ impl Engine {
             ..DataDiff::default()
         };
         for t in &dx.tables {
-            let (Some(bt), Some(xt)) = (b_tables.get(&t.table), x_tables.get(&t.table)) else {
+            let Some(xt) = x_tables.get(&t.table) else {
+                // Dropped on the branch: the schema patch's DROP TABLE takes
+                // its rows (a source that changed them is a conflict above).
+                continue;
+            };
+            let Some(bt) = b_tables.get(&t.table) else {
                 // New on the branch: the schema patch creates it; its rows
                 // are all inserts.
                 plan.tables.push(t.clone());

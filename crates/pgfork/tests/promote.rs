@@ -23,6 +23,8 @@ CREATE TABLE stock (sku text, warehouse int, qty int, PRIMARY KEY (sku, warehous
 INSERT INTO stock SELECT 'sku' || g, g % 3, g FROM generate_series(1, 300) g;
 CREATE TABLE events (at int, what text);
 INSERT INTO events SELECT g, 'event ' || g FROM generate_series(1, 100) g;
+CREATE TABLE scratch (id int PRIMARY KEY, memo text);
+INSERT INTO scratch SELECT g, 'scratch ' || g FROM generate_series(1, 50) g;
 ";
 
 /// What an agent's migration and data fix do on the branch.
@@ -40,6 +42,7 @@ CREATE INDEX orders_by_customer ON orders (customer_id, placed);
 CREATE TABLE coupons (code text PRIMARY KEY, customer_id int REFERENCES customers(id), pct int CHECK (pct BETWEEN 1 AND 90));
 INSERT INTO coupons SELECT 'C' || g, g, 10 + g % 20 FROM generate_series(1, 40) g;
 CREATE VIEW big_spenders AS SELECT customer_id, sum(amount) AS total FROM orders GROUP BY 1 HAVING sum(amount) > 500;
+DROP TABLE scratch;
 ";
 
 /// `pg_dump --schema-only` of one side's database, as superuser.
@@ -157,6 +160,7 @@ fn promoted_branch_equals_source(pool: Pool) {
         "column public.customers.legacy",
         "table public.coupons",
         "view public.big_spenders",
+        "table public.scratch",
     ] {
         assert!(
             changed.contains(&id),
