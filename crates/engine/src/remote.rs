@@ -537,25 +537,24 @@ mod tests {
     #[test]
     fn versions_and_privileges_decide_the_mode() {
         let remote = "postgres://rep@db/shop";
-        let err = check_compatible(Mode::Physical, &facts(16, true), 15, remote)
-            .unwrap_err()
-            .to_string();
+        let refusal = |mode, f: RemoteFacts| {
+            check_compatible(mode, &f, 15, remote)
+                .unwrap_err()
+                .to_string()
+        };
+        let err = refusal(Mode::Physical, facts(16, true));
         assert!(
             err.contains("PostgreSQL 16")
                 && err.contains("PostgreSQL 15")
                 && err.contains("--mode logical"),
             "{err}"
         );
-        let err = check_compatible(Mode::Physical, &facts(15, false), 15, remote)
-            .unwrap_err()
-            .to_string();
+        let err = refusal(Mode::Physical, facts(15, false));
         assert!(
             err.contains("REPLICATION") && err.contains("--mode logical"),
             "{err}"
         );
-        let err = check_compatible(Mode::Logical, &facts(17, false), 15, remote)
-            .unwrap_err()
-            .to_string();
+        let err = refusal(Mode::Logical, facts(17, false));
         assert!(
             err.contains("PostgreSQL 17") && err.contains("newer"),
             "{err}"

@@ -113,7 +113,7 @@ const LAST_NAMES: &[&str] = &[
 ///
 /// They are declared STABLE, not IMMUTABLE, because `convert_to` is
 /// stable: the planner inlines a SQL function only if its body is no more
-/// volatile than it, and inlined they mask about twice as fast.
+/// volatile than it, and inlined the hashing runs about twice as fast.
 fn setup_sql(secret: &[u8]) -> Vec<String> {
     let mut key = [0u8; 64];
     if secret.len() > 64 {

@@ -110,8 +110,7 @@ pub fn prune_wal(datadir: &Path, control: &ControlData) -> Result<usize, PgError
         .filter(|n| is_segment(n))
         .collect();
     segments.sort();
-    let keep_from = segments.iter().position(|n| *n == control.redo_wal_file);
-    let Some(first) = keep_from else {
+    let Some(first) = segments.iter().position(|n| *n == control.redo_wal_file) else {
         // The control file names a segment that is not there: not ours to fix.
         return Ok(0);
     };
