@@ -57,7 +57,9 @@ pub fn status_of(e: &EngineError) -> StatusCode {
     }
     match e.code() {
         "invalid_name" | "invalid_argument" => StatusCode::BAD_REQUEST,
-        "name_taken" | "has_dependents" | "busy" | "wrong_state" => StatusCode::CONFLICT,
+        "name_taken" | "has_dependents" | "busy" | "wrong_state" | "unsafe_content" => {
+            StatusCode::CONFLICT
+        }
         "quota_exceeded" => StatusCode::TOO_MANY_REQUESTS,
         "disk_floor" | "no_space" => StatusCode::INSUFFICIENT_STORAGE,
         "no_free_port" => StatusCode::SERVICE_UNAVAILABLE,

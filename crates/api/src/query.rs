@@ -192,9 +192,23 @@ fn kind_name(relkind: i8) -> &'static str {
 const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema') \
                             AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'";
 
+/// A read-only client for a branch's DSN whose settings the branch cannot
+/// change (see `pgfork_pg::untrusted`): the catalog queries below then
+/// see only pg_catalog's functions and operators.
+fn connect_pinned(dsn: &str) -> Result<postgres::Client, postgres::Error> {
+    let mut config: postgres::Config = dsn.parse()?;
+    config
+        .application_name("pgfork-mcp")
+        .options(&pgfork_pg::untrusted::session::pinned_options(
+            pgfork_pg::untrusted::session::Access::ReadOnly,
+        ))
+        .connect_timeout(Duration::from_secs(10));
+    config.connect(postgres::NoTls)
+}
+
 /// Tables, columns, types, keys and indexes of the branch at `dsn`.
 pub fn describe_schema(dsn: &str) -> Result<Vec<Table>, postgres::Error> {
-    let mut client = connect(dsn)?;
+    let mut client = connect_pinned(dsn)?;
     let mut tables: BTreeMap<(String, String), Table> = BTreeMap::new();
     for row in client.query(
         &format!(

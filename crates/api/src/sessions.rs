@@ -1,17 +1,23 @@
 //! Who is using a branch: client sessions counted from `pg_stat_activity`
-//! over the branch's superuser socket, and the last time anyone was seen.
+//! (as the superuser, in the maintenance database), and the last time
+//! anyone was seen.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Instant;
 
 use pgfork_engine::view::BranchInfo;
+use pgfork_pg::untrusted::session::Endpoint;
 
 /// Client sessions on a running branch, not counting pgfork's own
 /// connections (application name `pgfork`) or this query's.
 pub fn count(branch: &BranchInfo) -> Result<i64, postgres::Error> {
-    let mut client =
-        pgfork_pg::server::connect_superuser(&branch.socket_dir, branch.port, &branch.database)?;
+    // pg_stat_activity is cluster-wide: read it from the maintenance
+    // database, where nothing of the agent's lives.
+    let mut client = pgfork_pg::untrusted::session::maintenance(&Endpoint {
+        socket_dir: branch.socket_dir.clone(),
+        port: branch.port,
+    })?;
     let row = client.query_one(
         "SELECT count(*) FROM pg_stat_activity
           WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()

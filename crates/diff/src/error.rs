@@ -4,7 +4,7 @@
 #[derive(Debug, thiserror::Error)]
 pub enum DiffError {
     /// A query failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", pgfork_pg::describe(source))]
     Sql {
         /// What was being read or applied.
         context: String,

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use pgfork_diff::data::{DataOptions, Method, Side, data_patch, diff_data, fk_order, read_tables};
 use pgfork_os::RunAs;
-use pgfork_pg::server::{StartSpec, connect_superuser, start, stop};
+use pgfork_pg::server::{StartSpec, start, stop};
+use pgfork_pg::untrusted::session::{self, Endpoint};
 use pgfork_pg::{PgBinaries, StopMode, conf, initdb};
 use pgfork_pool::Driver;
 
@@ -53,7 +54,14 @@ fn run(bins: &PgBinaries, dir: &Path, work: &Path, name: &str) -> Cluster {
 }
 
 fn client(c: &Cluster) -> postgres::Client {
-    connect_superuser(&c.socket, 5432, "postgres").unwrap()
+    session::superuser_in(
+        &Endpoint {
+            socket_dir: c.socket.clone(),
+            port: 5432,
+        },
+        "postgres",
+    )
+    .unwrap()
 }
 
 fn work_dir(var: &str, name: &str) -> PathBuf {
@@ -129,12 +137,15 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
         full: false,
         tables: None,
     };
+    let (mut vm, mut bm) = (client(&view), client(&branch));
     let mut old = Side {
         client: &mut v,
+        maintenance: Some(&mut vm),
         datadir: &origin,
     };
     let mut new = Side {
         client: &mut b,
+        maintenance: Some(&mut bm),
         datadir: &branch_dir,
     };
     let diff = diff_data(&mut old, &mut new, &opts).unwrap();

@@ -6,6 +6,8 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use pgfork_pg::untrusted::session;
+
 use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
 use pgfork_pool::meta::{self, AgentRow, BranchRow, SourceRow};
 use pgfork_pool::{Home, Meta};
@@ -384,7 +386,7 @@ impl Engine {
         if row.mode == "physical" {
             // A standby's catalog is the primary's: read-only agents log in
             // as the source's application role, which must not be a superuser.
-            let mut client = self.source_superuser(&row)?;
+            let mut client = self.source_maintenance(&row)?;
             let sql = format!(
                 "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = {}",
                 quote_literal(&row.role)
@@ -410,7 +412,7 @@ impl Engine {
                 row.pg_major
             )));
         }
-        let mut client = self.source_superuser(&row)?;
+        let mut client = self.source_maintenance(&row)?;
         let role = quote_ident(READER_ROLE);
         let sql = format!(
             "DO $$BEGIN
@@ -429,19 +431,17 @@ impl Engine {
         Ok(())
     }
 
-    fn source_superuser(&self, row: &SourceRow) -> Result<postgres::Client> {
+    /// The source's superuser in its maintenance database: roles are
+    /// cluster-wide, and nothing of an agent's lives there.
+    fn source_maintenance(&self, row: &SourceRow) -> Result<postgres::Client> {
         if !row.postmaster.is_some_and(|p| p.is_alive()) {
             return Err(EngineError::WrongState(format!(
                 "source '{}' is not running: `pgfork source start {}`",
                 row.name, row.name
             )));
         }
-        pgfork_pg::server::connect_superuser(
-            &self.socket_dir(ServerKind::Source, &row.name),
-            row.port,
-            &row.database,
-        )
-        .map_err(EngineError::sql("connect to the source"))
+        session::maintenance(&self.endpoint(ServerKind::Source, &row.name, row.port))
+            .map_err(EngineError::sql("connect to the source"))
     }
 
     /// How a read-only or dry-run session of `agent` reaches its source.

@@ -5,6 +5,9 @@ use std::process::{Command, Stdio};
 
 use pgfork_pool::meta::BranchRow;
 
+use pgfork_pg::untrusted::hazards::{Work, superuser_hazards};
+use pgfork_pg::untrusted::session;
+
 use crate::{Engine, EngineError, Result, ServerKind};
 
 /// Empties every user table (partitions through their parents), large
@@ -35,6 +38,17 @@ END
 $$;
 "#;
 
+/// What [`EMPTY_TABLES`] truncates, and the materialized views it
+/// refreshes whose owner is a superuser (REFRESH runs the query as the
+/// owner: a non-superuser's runs with that role's rights only).
+const EMPTIED: &str = r#"
+SELECT c.oid, c.relkind = 'm'
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace JOIN pg_roles o ON o.oid = c.relowner
+ WHERE n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname NOT LIKE 'pg\_toast%'
+   AND c.relpersistence <> 't'
+   AND (c.relkind IN ('r', 'p') OR (c.relkind = 'm' AND c.relispopulated AND o.rolsuper))
+"#;
+
 /// Formats `pg_dump` can write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DumpFormat {
@@ -45,20 +59,49 @@ pub enum DumpFormat {
 }
 
 impl Engine {
-    /// Leaves a new branch with its schema and no rows.
+    /// Leaves a new branch with its schema and no rows. As superuser (the
+    /// application role may not own every table), with triggers and rules
+    /// off; refused if emptying would still run code of a role that is not
+    /// a superuser (a TRUNCATE trigger enabled ALWAYS, the query of a
+    /// superuser's materialized view calling such code).
     pub(crate) fn empty_tables(&mut self, row: &BranchRow) -> Result<()> {
         let source = self.source_row(&row.source)?;
-        let mut client = pgfork_pg::server::connect_superuser(
-            &self.socket_dir(ServerKind::Branch, &row.name),
-            row.port,
-            &source.database,
-        )
-        .map_err(EngineError::sql("connect to empty the branch"))?;
+        let ep = self.endpoint(ServerKind::Branch, &row.name, row.port);
+        let mut client = session::superuser_in(&ep, &source.database)
+            .map_err(EngineError::sql("connect to empty the branch"))?;
+        let targets: Vec<(u32, Work)> = client
+            .query(EMPTIED, &[])
+            .map_err(EngineError::sql("list what emptying touches"))?
+            .iter()
+            .map(|r| {
+                let refresh: bool = r.get(1);
+                (
+                    r.get(0),
+                    if refresh {
+                        Work::Refresh
+                    } else {
+                        Work::Truncate
+                    },
+                )
+            })
+            .collect();
+        let hazards = superuser_hazards(&mut client, &targets, &[])
+            .map_err(EngineError::sql("check what emptying would run"))?;
+        if let Some(first) = hazards.first() {
+            return Err(EngineError::UnsafeContent(format!(
+                "--schema-only would run, as superuser, {first}{}: drop or disable it on the origin, \
+                 or make the branch without --schema-only and empty it as its own role",
+                crate::masking::more(hazards.len())
+            )));
+        }
+        client
+            .batch_execute("SET session_replication_role = replica")
+            .map_err(EngineError::sql("disable triggers for emptying"))?;
         client
             .batch_execute(EMPTY_TABLES)
             .map_err(EngineError::sql("empty the branch's tables"))?;
-        client
-            .batch_execute("CHECKPOINT")
+        session::maintenance(&ep)
+            .and_then(|mut m| m.batch_execute("CHECKPOINT"))
             .map_err(EngineError::sql("checkpoint"))?;
         Ok(())
     }
@@ -78,8 +121,10 @@ impl Engine {
             .args([
                 "-p",
                 &row.port.to_string(),
+                // As the application role, like all reading of content:
+                // pg_dump plans queries on the agent's tables.
                 "-U",
-                pgfork_pg::SUPERUSER,
+                &source.role,
                 "-d",
                 &source.database,
             ])

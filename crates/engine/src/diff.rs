@@ -11,6 +11,7 @@ use pgfork_diff::data::{
 use pgfork_diff::schema::{SchemaDiff, diff_schema, read_schema};
 use pgfork_os::ProcessId;
 use pgfork_pg::server::{self, StartSpec};
+use pgfork_pg::untrusted::session::{self, Access, Endpoint};
 use pgfork_pg::{Postmaster, StopMode};
 use pgfork_pool::meta::{BranchRow, SnapshotRow};
 use serde::Serialize;
@@ -65,7 +66,11 @@ pub(crate) enum Resolved {
 
 /// A running server on one side: a branch's own, or a view of a snapshot.
 pub(crate) struct Opened {
+    /// The application database as the application role, read-only: all
+    /// reading of content goes through this one.
     pub client: postgres::Client,
+    /// The superuser in the maintenance database (CHECKPOINT).
+    pub maintenance: postgres::Client,
     /// The directory whose extents stand for this side.
     pub datadir: PathBuf,
     pub label: String,
@@ -107,8 +112,9 @@ impl Engine {
         Err(EngineError::UnknownOrigin(text.into()))
     }
 
-    /// Connects to a side (as superuser, to the source's database),
-    /// starting a private view of it if it is a snapshot.
+    /// Connects to a side as its application role (never as superuser:
+    /// the content is the agent's), starting a private view of it if it is
+    /// a snapshot.
     pub(crate) fn open_side(&mut self, side: &Resolved) -> Result<Opened> {
         match side {
             Resolved::Branch(b) => {
@@ -118,24 +124,22 @@ impl Engine {
                         b.name, b.name
                     )));
                 }
-                let db = self.source_row(&b.source)?.database;
-                let client = server::connect_superuser(
-                    &self.socket_dir(ServerKind::Branch, &b.name),
-                    b.port,
-                    &db,
-                )
-                .map_err(EngineError::sql(&format!("connect to branch {}", b.name)))?;
+                let ep = self.endpoint(ServerKind::Branch, &b.name, b.port);
+                let (client, maintenance) = self.connect_side(&ep, &b.source)?;
                 Ok(Opened {
                     client,
+                    maintenance,
                     datadir: self.branch_dir(&b.name),
                     label: format!("branch {}", b.name),
                     view: None,
                 })
             }
             Resolved::Snapshot(s) => {
-                let (client, view) = self.start_view(s)?;
+                let (ep, view) = self.start_view(s)?;
+                let (client, maintenance) = self.connect_side(&ep, &s.source)?;
                 Ok(Opened {
                     client,
+                    maintenance,
                     datadir: self.snapshot_dir(s.id),
                     label: format!("snapshot {}", s.label()),
                     view: Some(view),
@@ -144,9 +148,28 @@ impl Engine {
         }
     }
 
+    /// The two sessions a side needs: content as the source's application
+    /// role (read-only), and maintenance.
+    fn connect_side(
+        &self,
+        ep: &Endpoint,
+        source: &str,
+    ) -> Result<(postgres::Client, postgres::Client)> {
+        let source = self.source_row(source)?;
+        let client = session::as_role(ep, &source.database, &source.role, Access::ReadOnly)
+            .map_err(EngineError::sql(&format!(
+                "connect to {} as {}",
+                ep.socket_dir.display(),
+                source.role
+            )))?;
+        let maintenance =
+            session::maintenance(ep).map_err(EngineError::sql("connect for a checkpoint"))?;
+        Ok((client, maintenance))
+    }
+
     /// Clones a snapshot (copy-on-write: cheap) and starts it on a unix
     /// socket only, to read it without touching the immutable original.
-    fn start_view(&mut self, s: &SnapshotRow) -> Result<(postgres::Client, View)> {
+    fn start_view(&mut self, s: &SnapshotRow) -> Result<(Endpoint, View)> {
         let me = ProcessId::current();
         let key = format!(
             "{}.{}.{}",
@@ -199,10 +222,13 @@ impl Engine {
             log,
         };
         drop(pm.client);
-        let db = self.source_row(&s.source)?.database;
-        let client = server::connect_superuser(&run, 5432, &db)
-            .map_err(EngineError::sql("connect to the snapshot view"))?;
-        Ok((client, view))
+        Ok((
+            Endpoint {
+                socket_dir: run,
+                port: 5432,
+            },
+            view,
+        ))
     }
 
     /// Which source a side's data came from.
@@ -260,10 +286,12 @@ impl Engine {
             };
             let mut a = Side {
                 client: &mut old.client,
+                maintenance: Some(&mut old.maintenance),
                 datadir: &old.datadir,
             };
             let mut b = Side {
                 client: &mut new.client,
+                maintenance: Some(&mut new.maintenance),
                 datadir: &new.datadir,
             };
             Some(

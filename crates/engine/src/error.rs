@@ -112,6 +112,10 @@ pub enum EngineError {
     /// The home was initialised differently.
     #[error("{0}")]
     Config(String),
+    /// Content pgfork was asked to work on holds code it must not run
+    /// (see SECURITY.md); the message names it and says what to do.
+    #[error("{0}")]
+    UnsafeContent(String),
     /// A TTL, label or other option value is malformed.
     #[error("{0}")]
     InvalidArgument(String),
@@ -173,6 +177,7 @@ impl EngineError {
             EngineError::DiskFloor { .. } => "disk_floor",
             EngineError::DriverUnavailable { .. } => "driver_unavailable",
             EngineError::Config(_) => "config",
+            EngineError::UnsafeContent(_) => "unsafe_content",
             EngineError::InvalidArgument(_) => "invalid_argument",
             EngineError::Pg(PgError::NoBinaries { .. }) => "no_postgres",
             EngineError::Pg(PgError::StartFailed { .. }) => "start_failed",

@@ -30,6 +30,7 @@ pub mod view;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use pgfork_pg::untrusted::session::Endpoint;
 use pgfork_pool::{Home, Meta, PoolImage};
 
 pub use branch::{BranchCreate, CreateTimings, GcReport};
@@ -139,6 +140,14 @@ impl Engine {
 
     pub(crate) fn socket_dir(&self, kind: ServerKind, name: &str) -> PathBuf {
         self.home.run().join(format!("{}-{name}", kind.prefix()))
+    }
+
+    /// The unix socket of a server of `kind` named `name`.
+    pub(crate) fn endpoint(&self, kind: ServerKind, name: &str, port: u16) -> Endpoint {
+        Endpoint {
+            socket_dir: self.socket_dir(kind, name),
+            port,
+        }
     }
 
     pub(crate) fn log_path(&self, kind: ServerKind, name: &str) -> PathBuf {

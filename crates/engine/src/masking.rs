@@ -5,11 +5,22 @@
 use std::path::Path;
 
 use pgfork_mask::{CATALOG_QUERY, ColumnInfo, MaskRules, plan};
+use pgfork_pg::untrusted::hazards::{Work, superuser_hazards};
+use pgfork_pg::untrusted::session::{self, Access};
 use pgfork_pool::meta::PolicyRow;
 use rand::RngExt;
 use serde::Serialize;
 
 use crate::{Engine, EngineError, Result, ServerKind};
+
+/// " (and N more)" for a list of findings of which the first is shown.
+pub(crate) fn more(count: usize) -> String {
+    if count > 1 {
+        format!(" (and {} more)", count - 1)
+    } else {
+        String::new()
+    }
+}
 
 /// A fresh per-source masking key.
 pub(crate) fn new_secret() -> Vec<u8> {
@@ -51,11 +62,49 @@ pub(crate) fn catalog(client: &mut postgres::Client) -> Result<Vec<ColumnInfo>> 
         .collect())
 }
 
+/// What masking writes, for [`superuser_hazards`].
+struct Masked {
+    /// The tables it updates, with their partitions.
+    relations: Vec<(u32, Work)>,
+    /// The types of the columns it writes.
+    types: Vec<u32>,
+}
+
+fn masked_objects(client: &mut postgres::Client, rules: &MaskRules) -> Result<Masked> {
+    let mut relations = Vec::new();
+    let mut types = Vec::new();
+    for rule in &rules.columns {
+        let rows = client
+            .query(
+                "SELECT p.relid::pg_catalog.oid, a.atttypid
+                   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                   CROSS JOIN LATERAL pg_catalog.pg_partition_tree(c.oid) p
+                   LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND NOT a.attisdropped
+                  WHERE n.nspname = $1 AND c.relname = $2",
+                &[&rule.schema, &rule.table, &rule.column],
+            )
+            .map_err(EngineError::sql("find the tables masking writes"))?;
+        for r in rows {
+            relations.push((r.get::<_, u32>(0), Work::Write));
+            types.extend(r.get::<_, Option<u32>>(1));
+        }
+    }
+    relations.sort_unstable_by_key(|(oid, _)| *oid);
+    relations.dedup();
+    types.sort_unstable();
+    types.dedup();
+    Ok(Masked { relations, types })
+}
+
 /// Applies masking rules to the database `client` is connected to (as
-/// superuser), then rewrites what could still hold old values: the masked
-/// tables and their indexes, and the statistics catalogs. Triggers and
-/// foreign keys are off meanwhile (`session_replication_role = replica`):
-/// the transforms are deterministic, so keys still match afterwards.
+/// superuser, in the private server that seals a snapshot), then rewrites
+/// what could still hold old values: the masked tables and their indexes,
+/// and the statistics catalogs. Triggers and foreign keys are off
+/// meanwhile (`session_replication_role = replica`): the transforms are
+/// deterministic, so keys still match afterwards. Refused if the updates
+/// would run code of a role that is not a superuser (an index expression,
+/// a check constraint, a trigger enabled ALWAYS, a cast of a masked
+/// column's type): that code could be an agent's, promoted earlier.
 pub(crate) fn apply(
     client: &mut postgres::Client,
     rules: &MaskRules,
@@ -64,6 +113,16 @@ pub(crate) fn apply(
     let columns = catalog(client)?;
     let plan =
         plan(rules, &columns, secret).map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
+    let masked = masked_objects(client, rules)?;
+    let hazards = superuser_hazards(client, &masked.relations, &masked.types)
+        .map_err(EngineError::sql("check what masking would run"))?;
+    if let Some(first) = hazards.first() {
+        return Err(EngineError::UnsafeContent(format!(
+            "masking would run, as superuser, {first}{}: make that function's owner a superuser \
+             or drop the object that calls it in the source, or mask those columns another way",
+            more(hazards.len())
+        )));
+    }
     for sql in &plan.setup {
         client
             .batch_execute(sql)
@@ -101,10 +160,13 @@ impl Engine {
             std::fs::read_to_string(rules_file).map_err(EngineError::io("read", rules_file))?;
         let rules = MaskRules::parse(&rules_file.display().to_string(), &text)
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
-        let mut client = pgfork_pg::server::connect_superuser(
-            &self.socket_dir(ServerKind::Source, name),
-            row.port,
+        // Only the catalog is read: as the application role, like
+        // everything that reads content.
+        let mut client = session::as_role(
+            &self.endpoint(ServerKind::Source, name, row.port),
             &row.database,
+            &row.role,
+            Access::ReadOnly,
         )
         .map_err(|e| {
             EngineError::WrongState(format!(

@@ -17,6 +17,8 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::diff::Resolved;
+use pgfork_pg::untrusted::session::{self, Access};
+
 use crate::{Engine, EngineError, Result, ServerKind};
 
 /// How conflicts are resolved.
@@ -194,10 +196,12 @@ impl Engine {
         let dx = {
             let mut a = Side {
                 client: &mut b_side.client,
+                maintenance: Some(&mut b_side.maintenance),
                 datadir: &b_side.datadir,
             };
             let mut x = Side {
                 client: &mut x_side.client,
+                maintenance: Some(&mut x_side.maintenance),
                 datadir: &x_side.datadir,
             };
             diff_data(&mut a, &mut x, &all).map_err(|e| EngineError::WrongState(e.to_string()))?
@@ -239,13 +243,29 @@ impl Engine {
                 tables: Some(tables),
             };
             let source_dir = self.source_dir(&source.name);
+            // The local copy's blocks stand for a local or physical source;
+            // a logical one is compared whole.
+            let mut source_maintenance = if source.mode == "logical" {
+                None
+            } else {
+                Some(
+                    session::maintenance(&self.endpoint(
+                        ServerKind::Source,
+                        &source.name,
+                        source.port,
+                    ))
+                    .map_err(EngineError::sql("connect to the source for a checkpoint"))?,
+                )
+            };
             let ds = {
                 let mut a = Side {
                     client: &mut b_side.client,
+                    maintenance: Some(&mut b_side.maintenance),
                     datadir: &b_side.datadir,
                 };
                 let mut s = Side {
                     client: &mut target,
+                    maintenance: source_maintenance.as_mut(),
                     datadir: &source_dir,
                 };
                 diff_data(&mut a, &mut s, &opts)
@@ -476,8 +496,10 @@ impl Engine {
         }
     }
 
-    /// A superuser connection to a local source, or a connection to a
-    /// remote source's database with its URL's role.
+    /// The source's database as its application role (a local source), or
+    /// as the URL's role (a remote one, which must not be a superuser):
+    /// never with more rights than the changes need, since the patch
+    /// carries the agent's values and runs their types' and tables' code.
     fn connect_target(&self, source: &pgfork_pool::meta::SourceRow) -> Result<postgres::Client> {
         if source.mode == "local" {
             if !source.postmaster.is_some_and(|p| p.is_alive()) {
@@ -486,10 +508,11 @@ impl Engine {
                     source.name, source.name
                 )));
             }
-            return pgfork_pg::server::connect_superuser(
-                &self.socket_dir(ServerKind::Source, &source.name),
-                source.port,
+            return session::as_role(
+                &self.endpoint(ServerKind::Source, &source.name, source.port),
                 &source.database,
+                &source.role,
+                Access::ReadWrite,
             )
             .map_err(EngineError::sql("connect to the source"));
         }
@@ -510,19 +533,36 @@ impl Engine {
         config
             .host(url.host.as_deref().unwrap_or("localhost"))
             .port(url.port.unwrap_or(5432))
-            .dbname(&url.database());
+            .dbname(&url.database())
+            .options(&session::pinned_options(Access::ReadWrite));
         if let Some(u) = &url.user {
             config.user(u);
         }
         if let Some(p) = self.remote_password(&remote) {
             config.password(p);
         }
-        config
+        let mut client = config
             .connect_timeout(std::time::Duration::from_secs(10))
             .connect(postgres::NoTls)
             .map_err(|e| {
                 EngineError::WrongState(format!("cannot reach {} to promote: {e}", url.redacted()))
-            })
+            })?;
+        let superuser: bool = client
+            .query_one(
+                "SELECT rolsuper FROM pg_roles WHERE rolname OPERATOR(pg_catalog.=) current_user",
+                &[],
+            )
+            .map_err(EngineError::sql("read the role promote connects as"))?
+            .get(0);
+        if superuser {
+            return Err(EngineError::WrongState(format!(
+                "{} connects as a superuser; promote writes an agent's changes, which would then run \
+                 the agent's code (triggers, domain checks, casts) as superuser: give the source a URL \
+                 whose role owns the application's tables and is not a superuser (pgfork source add)",
+                url.redacted()
+            )));
+        }
+        Ok(client)
     }
 
     /// Runs `statements` in one transaction; on failure nothing stays and

@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use pgfork_pg::conf::{self, Profile, conf_value, write_owned};
 use pgfork_pg::remote::{self, RemoteUrl};
+use pgfork_pg::untrusted::session;
 use pgfork_pg::{Postmaster, control, transfer};
 use pgfork_pool::meta::{self, Op, OpKind, PolicyRow, RemoteRow, RunState, SourceRow};
 use serde::Serialize;
@@ -399,12 +400,8 @@ impl Engine {
                 row.mode
             )));
         }
-        let mut client = pgfork_pg::server::connect_superuser(
-            &self.socket_dir(ServerKind::Source, name),
-            row.port,
-            "postgres",
-        )
-        .map_err(|e| {
+        let mut client = session::maintenance(&self.endpoint(ServerKind::Source, name, row.port))
+            .map_err(|e| {
             EngineError::WrongState(format!(
                 "standby {name} is not answering ({e}): pgfork source start {name}"
             ))
@@ -448,12 +445,8 @@ impl Engine {
         .ok_or_else(|| {
             EngineError::WrongState("the primary did not report its WAL position".into())
         })?;
-        let mut client = pgfork_pg::server::connect_superuser(
-            &self.socket_dir(ServerKind::Source, name),
-            row.port,
-            "postgres",
-        )
-        .map_err(EngineError::sql("connect to the standby"))?;
+        let mut client = session::maintenance(&self.endpoint(ServerKind::Source, name, row.port))
+            .map_err(EngineError::sql("connect to the standby"))?;
         let deadline = Instant::now() + Duration::from_secs(60);
         self.progress.stage(&format!(
             "waiting for standby {name} to replay up to {target}"

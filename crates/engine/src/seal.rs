@@ -7,6 +7,7 @@ use std::time::Duration;
 use pgfork_mask::MaskRules;
 use pgfork_pg::control::{self, ControlData};
 use pgfork_pg::server::{self, StartSpec};
+use pgfork_pg::untrusted::session::{self, Endpoint};
 use pgfork_pg::{StopMode, transfer};
 use pgfork_pool::driver::TreeEntry;
 
@@ -97,7 +98,11 @@ impl Engine {
         drop(pm.client);
         let masked = mask.map(|(rules, secret, database)| {
             self.progress.stage(&format!("masking {database}"));
-            let mut client = server::connect_superuser(&socket_dir, 5432, database)
+            let ep = Endpoint {
+                socket_dir: socket_dir.clone(),
+                port: 5432,
+            };
+            let mut client = session::superuser_in(&ep, database)
                 .map_err(EngineError::sql("connect to mask"))?;
             let (_, warnings) = crate::masking::apply(&mut client, rules, secret)?;
             for w in warnings {

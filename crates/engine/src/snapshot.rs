@@ -7,6 +7,7 @@ use pgfork_mask::MaskRules;
 use pgfork_os::ProcessId;
 use pgfork_pg::backup::{self, OnlineBackup};
 use pgfork_pg::conf::{Profile, ServerConf, write_owned};
+use pgfork_pg::untrusted::session::{self, Endpoint};
 use pgfork_pg::{StopMode, control};
 use pgfork_pool::driver::TreeEntry;
 use pgfork_pool::meta::{BranchRow, Op, OpKind, PolicyRow, SnapshotRow, SourceRow};
@@ -117,11 +118,10 @@ impl Engine {
             Some(_) if driver.clones_atomically(&origin.dir) => {
                 // A checkpoint (a restartpoint on a standby) first keeps the
                 // WAL that sealing replays short.
-                let mut client = pgfork_pg::server::connect_superuser(
-                    &origin.socket_dir,
-                    origin.port,
-                    "postgres",
-                )
+                let mut client = session::maintenance(&Endpoint {
+                    socket_dir: origin.socket_dir.clone(),
+                    port: origin.port,
+                })
                 .map_err(EngineError::sql("connect for a checkpoint"))?;
                 client
                     .batch_execute("CHECKPOINT")

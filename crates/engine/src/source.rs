@@ -3,6 +3,7 @@
 use pgfork_pg::conf;
 use pgfork_pg::remote::RemoteUrl;
 use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
+use pgfork_pg::untrusted::session;
 use pgfork_pg::{StopMode, initdb};
 use pgfork_pool::meta::{
     self, BranchRow, Op, OpKind, PolicyRow, RemoteRow, RunState, SnapshotRow, SourceRow,
@@ -127,9 +128,9 @@ impl Engine {
         }
         if row.pg_major < 15 {
             // Before 15 the public schema belongs to the bootstrap superuser.
-            let mut db = pgfork_pg::server::connect_superuser(
-                &self.socket_dir(ServerKind::Source, &row.name),
-                row.port,
+            // The database was made a moment ago: nothing in it but ours.
+            let mut db = session::superuser_in(
+                &self.endpoint(ServerKind::Source, &row.name, row.port),
                 &row.database,
             )
             .map_err(EngineError::sql("connect to the new database"))?;

@@ -3,7 +3,8 @@
 
 use std::path::Path;
 
-use crate::{PgError, server};
+use crate::PgError;
+use crate::untrusted::session::{self, Endpoint};
 
 /// A backup in progress. Its session holds a temporary replication slot,
 /// so the server keeps every WAL segment the copy will need.
@@ -28,8 +29,11 @@ pub struct BackupEnd {
 impl OnlineBackup {
     /// Starts a non-exclusive backup with an immediate checkpoint.
     pub fn start(socket_dir: &Path, port: u16, label: &str) -> Result<OnlineBackup, PgError> {
-        let mut client = server::connect_superuser(socket_dir, port, "postgres")
-            .map_err(PgError::sql("connect for a backup"))?;
+        let mut client = session::maintenance(&Endpoint {
+            socket_dir: socket_dir.to_path_buf(),
+            port,
+        })
+        .map_err(PgError::sql("connect for a backup"))?;
         let version: i32 = client
             .query_one("SELECT current_setting('server_version_num')::int", &[])
             .map_err(PgError::sql("read server version"))?

@@ -57,7 +57,7 @@ pub enum PgError {
     #[error("unix socket path {0} is longer than 107 bytes: use a shorter --home")]
     SocketPathTooLong(String),
     /// SQL failed.
-    #[error("{context}: {source}")]
+    #[error("{context}: {}", describe(source))]
     Sql {
         /// What pgfork was doing.
         context: String,
@@ -88,5 +88,23 @@ impl PgError {
     pub(crate) fn sql(context: impl Into<String>) -> impl FnOnce(postgres::Error) -> PgError {
         let context = context.into();
         move |source| PgError::Sql { context, source }
+    }
+}
+
+/// A client error with the server's own words: `Display` of a
+/// `postgres::Error` says only "db error" for everything the server said.
+pub fn describe(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} ({})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => e.to_string(),
     }
 }

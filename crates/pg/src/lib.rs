@@ -12,9 +12,10 @@ pub mod remote;
 pub mod server;
 pub mod sql;
 pub mod transfer;
+pub mod untrusted;
 
 pub use bin::{PgBinaries, PgVersion};
-pub use error::PgError;
+pub use error::{PgError, describe};
 pub use server::{Postmaster, StartSpec, StopMode};
 
 /// The bootstrap superuser of every cluster pgfork makes. pgfork alone uses

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::Signal;
 use pgfork_os::{ProcessId, RunAs};
 
+use crate::untrusted::session::{self, Endpoint};
 use crate::{PgBinaries, PgError, SUPERUSER};
 
 /// Longest unix socket path the kernel accepts (sun_path minus NUL).
@@ -40,7 +41,8 @@ pub struct StartSpec<'a> {
 pub struct Postmaster {
     /// The postmaster process.
     pub pid: ProcessId,
-    /// Superuser connection over the unix socket, to database `postgres`.
+    /// Superuser connection over the unix socket, to the maintenance
+    /// database `postgres` (see [`session::maintenance`]).
     pub client: postgres::Client,
     /// Time from spawn to the first accepted connection.
     pub ready_after: Duration,
@@ -67,22 +69,6 @@ pub fn check_socket_path(socket_dir: &Path, port: u16) -> Result<(), PgError> {
         return Err(PgError::SocketPathTooLong(path.display().to_string()));
     }
     Ok(())
-}
-
-/// Connects as the superuser over the unix socket.
-pub fn connect_superuser(
-    socket_dir: &Path,
-    port: u16,
-    dbname: &str,
-) -> Result<postgres::Client, postgres::Error> {
-    postgres::Config::new()
-        .host_path(socket_dir)
-        .port(port)
-        .user(SUPERUSER)
-        .dbname(dbname)
-        .application_name("pgfork")
-        .connect_timeout(Duration::from_secs(10))
-        .connect(postgres::NoTls)
 }
 
 /// Starts a postmaster and waits until it accepts a connection.
@@ -157,7 +143,11 @@ pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
     }
     let mut pause = Duration::from_millis(1);
     loop {
-        match connect_superuser(spec.socket_dir, spec.port, "postgres") {
+        let ep = Endpoint {
+            socket_dir: spec.socket_dir.to_path_buf(),
+            port: spec.port,
+        };
+        match session::maintenance(&ep) {
             Ok(client) => {
                 let ready_after = spawned.elapsed();
                 guard.release();

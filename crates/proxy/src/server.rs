@@ -690,8 +690,11 @@ fn stop_if_unused(home: Home, name: &str) -> Result<bool, pgfork_engine::EngineE
         return Ok(false);
     }
     let mut client =
-        pgfork_pg::server::connect_superuser(&info.socket_dir, info.port, &info.database)
-            .map_err(|e| pgfork_engine::EngineError::WrongState(e.to_string()))?;
+        pgfork_pg::untrusted::session::maintenance(&pgfork_pg::untrusted::session::Endpoint {
+            socket_dir: info.socket_dir.clone(),
+            port: info.port,
+        })
+        .map_err(|e| pgfork_engine::EngineError::WrongState(e.to_string()))?;
     let row = client
         .query_one(
             "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()

@@ -1,6 +1,8 @@
 //! The tables and sequences of one side, from its catalog.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use pgfork_pg::untrusted::expr::{Column, InputFn, TypeCatalog};
 
 use crate::DiffError;
 
@@ -19,8 +21,14 @@ pub struct TableInfo {
     pub key: Option<Vec<(String, String)>>,
     /// Generated columns (computed; never written).
     pub generated: Vec<String>,
-    /// Each column's type, as `format_type` writes it.
+    /// Each column's type, as `format_type` writes it (qualified unless in
+    /// `pg_catalog`).
     pub types: BTreeMap<String, String>,
+    /// Columns whose type is opaque: read through the type's output
+    /// function, never cast (see [`pgfork_pg::untrusted::expr`]).
+    pub opaque: BTreeSet<String>,
+    /// For opaque key columns: the type's input function, to look keys up.
+    pub inputs: BTreeMap<String, InputFn>,
     /// For columns added with a constant default after rows existed: the
     /// value those rows read (`attmissingval`), as text.
     pub missing: BTreeMap<String, String>,
@@ -35,6 +43,20 @@ impl TableInfo {
     pub fn display(&self) -> String {
         format!("{}.{}", self.schema, self.name)
     }
+    /// Every column, with whether it is opaque.
+    pub fn typed_columns(&self) -> Vec<Column> {
+        self.columns
+            .iter()
+            .map(|c| Column {
+                name: c.clone(),
+                opaque: self.opaque.contains(c),
+            })
+            .collect()
+    }
+    /// Whether column `c` is opaque.
+    pub fn is_opaque(&self, c: &str) -> bool {
+        self.opaque.contains(c)
+    }
 }
 
 /// Quotes an identifier.
@@ -42,6 +64,9 @@ pub(crate) fn ident(s: &str) -> String {
     format!("\"{}\"", s.replace('"', "\"\""))
 }
 
+/// Runs in a session with the pinned `search_path` (pg_catalog only), so
+/// `format_type` qualifies every type outside it and no operator here can
+/// be anyone's but pg_catalog's.
 const TABLES: &str = "
 SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
        (SELECT array_agg(a.attname::text ORDER BY a.attnum) FROM pg_attribute a
@@ -59,7 +84,22 @@ SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
        (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FROM pg_attribute a
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT array_agg(CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END ORDER BY a.attnum)
-          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+          FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT array_agg(a.atttypid ORDER BY a.attnum) FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT array_agg(quote_ident(pn.nspname) || '.' || quote_ident(p.proname) ORDER BY k.ord)
+          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+          JOIN pg_type ty ON ty.oid = a.atttypid JOIN pg_proc p ON p.oid = ty.typinput
+          JOIN pg_namespace pn ON pn.oid = p.pronamespace
+         WHERE i.indrelid = c.oid AND i.indisprimary),
+       (SELECT array_agg(p.pronargs ORDER BY k.ord)
+          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
+          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+          JOIN pg_type ty ON ty.oid = a.atttypid JOIN pg_proc p ON p.oid = ty.typinput
+         WHERE i.indrelid = c.oid AND i.indisprimary),
+       (SELECT array_agg(a.atttypmod ORDER BY a.attnum) FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'r' AND c.relpersistence = 'p'
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
@@ -71,35 +111,61 @@ SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
 pub fn read_tables(
     client: &mut postgres::Client,
 ) -> Result<BTreeMap<String, TableInfo>, DiffError> {
+    let types = TypeCatalog::load(client).map_err(DiffError::sql("read the types"))?;
     let mut out = BTreeMap::new();
     for r in client
         .query(TABLES, &[])
         .map_err(DiffError::sql("read the tables"))?
     {
+        let list = |i: usize| r.get::<_, Option<Vec<String>>>(i).unwrap_or_default();
+        let columns = list(3);
         let key_cols: Option<Vec<String>> = r.get(4);
         let key_types: Option<Vec<String>> = r.get(5);
-        let t = TableInfo {
-            schema: r.get(0),
-            name: r.get(1),
-            file: r.get(2),
-            columns: r.get::<_, Option<Vec<String>>>(3).unwrap_or_default(),
-            key: key_cols
-                .zip(key_types)
-                .map(|(c, t)| c.into_iter().zip(t).collect()),
-            generated: r.get::<_, Option<Vec<String>>>(6).unwrap_or_default(),
-            types: BTreeMap::new(),
-            missing: BTreeMap::new(),
-        };
-        let mut t = t;
-        let types: Vec<String> = r.get::<_, Option<Vec<String>>>(7).unwrap_or_default();
+        let type_names = list(7);
         let missing: Vec<Option<String>> = r
             .get::<_, Option<Vec<Option<String>>>>(8)
             .unwrap_or_default();
-        for ((col, ty), miss) in t.columns.clone().into_iter().zip(types).zip(missing) {
-            if let Some(m) = miss {
-                t.missing.insert(col.clone(), m);
+        let type_oids: Vec<u32> = r.get::<_, Option<Vec<u32>>>(9).unwrap_or_default();
+        let inputs: Vec<String> = list(10);
+        let nargs: Vec<i16> = r.get::<_, Option<Vec<i16>>>(11).unwrap_or_default();
+        let typmods: Vec<i32> = r.get::<_, Option<Vec<i32>>>(12).unwrap_or_default();
+        let mut t = TableInfo {
+            schema: r.get(0),
+            name: r.get(1),
+            file: r.get(2),
+            columns: columns.clone(),
+            key: key_cols
+                .clone()
+                .zip(key_types)
+                .map(|(c, t)| c.into_iter().zip(t).collect()),
+            generated: list(6),
+            types: BTreeMap::new(),
+            opaque: BTreeSet::new(),
+            inputs: BTreeMap::new(),
+            missing: BTreeMap::new(),
+        };
+        for (i, col) in columns.iter().enumerate() {
+            if let Some(Some(m)) = missing.get(i) {
+                t.missing.insert(col.clone(), m.clone());
             }
-            t.types.insert(col, ty);
+            if let Some(ty) = type_names.get(i) {
+                t.types.insert(col.clone(), ty.clone());
+            }
+            let oid = type_oids.get(i).copied().unwrap_or(0);
+            if types.is_opaque(oid) {
+                t.opaque.insert(col.clone());
+                if let Some(k) = key_cols.iter().flatten().position(|k| k == col) {
+                    t.inputs.insert(
+                        col.clone(),
+                        InputFn {
+                            function: inputs.get(k).cloned().unwrap_or_default(),
+                            nargs: nargs.get(k).copied().unwrap_or(1),
+                            type_oid: oid,
+                            typmod: typmods.get(i).copied().unwrap_or(-1),
+                        },
+                    );
+                }
+            }
         }
         out.insert(t.display(), t);
     }

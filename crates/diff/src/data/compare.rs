@@ -5,13 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
+use pgfork_pg::untrusted::expr::{from_text, json_object, json_value, op, row_json, text_of};
+
 use super::catalog::{TableInfo, ident};
 use super::pages::PageSet;
 use super::{DataOptions, Key, Method, RowChange, Side, TableDiff};
 use crate::DiffError;
 
 /// Where a tuple version is and which transaction made it.
-const FINGERPRINT: &str = "t.ctid::text || '/' || t.xmin::text";
+const FINGERPRINT: &str = "(t.ctid::pg_catalog.text OPERATOR(pg_catalog.||) '/' \
+     OPERATOR(pg_catalog.||) t.xmin::pg_catalog.text)";
 
 /// Page runs per statement when reading changed pages.
 const RUNS_PER_QUERY: usize = 200;
@@ -29,7 +32,7 @@ struct Shape {
     old_row: String,
     /// The new side's row as jsonb, over the compared columns.
     new_row: String,
-    /// `ARRAY[t.k1::text, ...]`, or NULL without a key.
+    /// The key as a text array (see [`key_expr`]), or NULL without a key.
     key_expr: String,
     /// Columns not compared: the old side's only, and generated ones.
     uncompared: Vec<String>,
@@ -41,10 +44,10 @@ impl Shape {
     /// `md5` of a row's jsonb text: compared instead of rows, so that
     /// unchanged rows never travel or get parsed.
     fn old_hash(&self) -> String {
-        format!("md5(({})::text)", self.old_row)
+        format!("pg_catalog.md5(({})::pg_catalog.text)", self.old_row)
     }
     fn new_hash(&self) -> String {
-        format!("md5(({})::text)", self.new_row)
+        format!("pg_catalog.md5(({})::pg_catalog.text)", self.new_row)
     }
     /// An old-side row as fetched whole, over the compared columns.
     fn old_value(&self, row: Value) -> Value {
@@ -58,16 +61,17 @@ impl Shape {
     }
 }
 
-fn text_array(items: &[String]) -> String {
-    let quoted: Vec<String> = items
-        .iter()
-        .map(|s| format!("'{}'", s.replace('\'', "''")))
-        .collect();
-    format!("ARRAY[{}]::text[]", quoted.join(", "))
+fn json_literal(v: &Value) -> String {
+    format!("'{}'::pg_catalog.jsonb", v.to_string().replace('\'', "''"))
 }
 
-fn json_literal(v: &Value) -> String {
-    format!("'{}'::jsonb", v.to_string().replace('\'', "''"))
+/// `ARRAY[k1 as text, ...]`: a row's key as text, for both sides alike.
+fn key_expr(t: &TableInfo, cols: &[(String, String)]) -> String {
+    let parts: Vec<String> = cols
+        .iter()
+        .map(|(c, _)| text_of(&format!("t.{}", ident(c)), t.is_opaque(c)))
+        .collect();
+    format!("ARRAY[{}]", parts.join(", "))
 }
 
 /// The values old rows read for columns only `b` has, computed on the new
@@ -86,22 +90,20 @@ pub fn added_values(
         return Ok(serde_json::Map::new());
     }
     let literal = |s: &str| format!("'{}'", s.replace('\'', "''"));
-    let pairs: Vec<String> = added
+    let pairs: Vec<(String, String)> = added
         .iter()
         .map(|c| {
             let ty = b.types.get(*c).map(String::as_str).unwrap_or("text");
+            // A literal is read by the type's input function, never a cast.
             let value = match b.missing.get(*c) {
                 Some(m) => format!("{}::{ty}", literal(m)),
                 None => format!("NULL::{ty}"),
             };
-            format!("{}, {value}", literal(c))
+            (c.to_string(), json_value(&value, b.is_opaque(c)))
         })
         .collect();
     let row = client
-        .query_one(
-            &format!("SELECT jsonb_build_object({})", pairs.join(", ")),
-            &[],
-        )
+        .query_one(&format!("SELECT {}", json_object(&pairs)), &[])
         .map_err(DiffError::sql(format!(
             "read the defaults of columns added to {}",
             b.display()
@@ -127,21 +129,17 @@ fn shape(a: &TableInfo, b: &TableInfo, added: serde_json::Map<String, Value>) ->
     // Compare by key only if both sides agree on it.
     let key = if a.key == b.key { b.key.clone() } else { None };
     let key_expr = match &key {
-        Some(cols) => format!(
-            "ARRAY[{}]",
-            cols.iter()
-                .map(|(c, _)| format!("t.{}::text", ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        None => "NULL::text[]".into(),
+        Some(cols) => key_expr(b, cols),
+        None => "NULL::pg_catalog.text[]".into(),
     };
-    let new_row = format!("(to_jsonb(t) - {})", text_array(&uncompared));
+    let new_row = row_json("t", &b.typed_columns(), &uncompared);
+    let old_base = row_json("t", &a.typed_columns(), &uncompared);
     let old_row = if added.is_empty() {
-        new_row.clone()
+        old_base
     } else {
         format!(
-            "({new_row} || {})",
+            "({old_base} {} {})",
+            op("||"),
             json_literal(&Value::Object(added.clone()))
         )
     };
@@ -169,11 +167,14 @@ fn hashes_in_pages(
             .iter()
             .map(|(first, last)| {
                 format!(
-                    "SELECT {}, {} FROM ONLY {} t WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({},0)'::tid",
+                    "SELECT {}, {} FROM ONLY {} t WHERE t.ctid {ge} '({first},0)'::pg_catalog.tid \
+                     AND t.ctid {lt} '({},0)'::pg_catalog.tid",
                     s.key_expr,
                     expr,
                     s.table,
-                    last + 1
+                    last + 1,
+                    ge = op(">="),
+                    lt = op("<"),
                 )
             })
             .collect();
@@ -195,10 +196,12 @@ fn hashes_of_keys(
     expr: &str,
     keys: &[Key],
 ) -> Result<HashMap<Key, String>, DiffError> {
-    Ok(by_keys(client, t, keys, expr)?
-        .into_iter()
-        .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
-        .collect())
+    Ok(
+        by_keys(client, t, keys, &format!("pg_catalog.to_jsonb({expr})"))?
+            .into_iter()
+            .map(|(k, v)| (k, v.as_str().unwrap_or_default().to_string()))
+            .collect(),
+    )
 }
 
 /// Rows of the pages in `runs`, keyed (or all under one empty key list).
@@ -214,11 +217,14 @@ fn rows_in_pages(
             .iter()
             .map(|(first, last)| {
                 format!(
-                    "SELECT {}, {} FROM ONLY {} t WHERE t.ctid >= '({first},0)'::tid AND t.ctid < '({},0)'::tid",
+                    "SELECT {}, {} FROM ONLY {} t WHERE t.ctid {ge} '({first},0)'::pg_catalog.tid \
+                     AND t.ctid {lt} '({},0)'::pg_catalog.tid",
                     s.key_expr,
                     row,
                     s.table,
-                    last + 1
+                    last + 1,
+                    ge = op(">="),
+                    lt = op("<"),
                 )
             })
             .collect();
@@ -240,64 +246,76 @@ pub fn fetch_rows(
     t: &TableInfo,
     keys: &[Key],
 ) -> Result<HashMap<Key, Value>, DiffError> {
-    by_keys(client, t, keys, "to_jsonb(t)")
+    by_keys(client, t, keys, &row_json("t", &t.typed_columns(), &[]))
 }
 
-/// `expr` (jsonb, or text wrapped as a JSON string) of the rows of `t`
-/// with the given keys.
+/// `value` (a jsonb expression over row `t`) of the rows of `t` with the
+/// given keys. Keys travel as text and become values of the key's type
+/// by a cast for built-in types and by the type's input function for the
+/// others; they are compared with pg_catalog's `=`, so the key's index
+/// serves the lookup.
 fn by_keys(
     client: &mut postgres::Client,
     t: &TableInfo,
     keys: &[Key],
-    expr: &str,
+    value: &str,
 ) -> Result<HashMap<Key, Value>, DiffError> {
     let cols = t
         .key
         .as_ref()
         .ok_or_else(|| DiffError::Refused(format!("{} has no primary key", t.display())))?;
     let mut out = HashMap::new();
-    let key_expr = format!(
-        "ARRAY[{}]",
-        cols.iter()
-            .map(|(c, _)| format!("t.{}::text", ident(c)))
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
-    let value = format!("to_jsonb({expr})");
+    let key_expr = key_expr(t, cols);
+    // The key value a text `input` stands for, in column `c`'s type.
+    let typed = |c: &str, ty: &str, input: &str| -> String {
+        match t.inputs.get(c) {
+            Some(f) => from_text(input, f),
+            None => format!("({input})::{ty}"),
+        }
+    };
+    let eq = op("=");
     for batch in keys.chunks(KEYS_PER_QUERY) {
         let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
             .map(|i| batch.iter().map(|k| k.get(i).cloned().flatten()).collect())
             .collect();
+        // unnest(a, b) is special syntax for ROWS FROM, which names no
+        // function and so cannot be qualified: write it out.
+        let rows_from = format!(
+            "ROWS FROM ({})",
+            (1..=cols.len())
+                .map(|i| format!("pg_catalog.unnest(${i}::pg_catalog.text[])"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let names = (0..cols.len())
+            .map(|i| format!("c{i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let sql = if cols.len() == 1 {
+            let (c, ty) = &cols[0];
             format!(
-                "SELECT {key_expr}, {value} FROM ONLY {} t WHERE t.{} = ANY($1::text[]::{}[])",
+                "SELECT {key_expr}, {value} FROM ONLY {} t WHERE t.{} {eq} ANY \
+                 (ARRAY(SELECT {} FROM {rows_from} AS u(c0)))",
                 t.sql_name(),
-                ident(&cols[0].0),
-                cols[0].1
+                ident(c),
+                typed(c, ty, "u.c0"),
             )
         } else {
-            let targets = cols
-                .iter()
-                .map(|(c, _)| format!("t.{}", ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let casts = cols
+            let values = cols
                 .iter()
                 .enumerate()
-                .map(|(i, (_, ty))| format!("u.c{i}::{ty}"))
+                .map(|(i, (c, ty))| typed(c, ty, &format!("u.c{i}")))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let params = (1..=cols.len())
-                .map(|i| format!("${i}::text[]"))
+            let on = cols
+                .iter()
+                .enumerate()
+                .map(|(i, (c, _))| format!("t.{} {eq} k.c{i}", ident(c)))
                 .collect::<Vec<_>>()
-                .join(", ");
-            let names = (0..cols.len())
-                .map(|i| format!("c{i}"))
-                .collect::<Vec<_>>()
-                .join(", ");
+                .join(" AND ");
             format!(
-                "SELECT {key_expr}, {value} FROM ONLY {} t WHERE ({targets}) IN \
-                 (SELECT {casts} FROM unnest({params}) AS u({names}))",
+                "SELECT {key_expr}, {value} FROM ONLY {} t JOIN \
+                 (SELECT {values} FROM {rows_from} AS u({names})) AS k({names}) ON {on}",
                 t.sql_name()
             )
         };
@@ -537,7 +555,8 @@ fn ordered_merge(
             if is_integer(ty) {
                 format!("t.{}", ident(col))
             } else {
-                format!("t.{}::text COLLATE \"C\"", ident(col))
+                let value = text_of(&format!("t.{}", ident(col)), b.is_opaque(col));
+                format!("{value} COLLATE \"C\"")
             }
         })
         .collect();
@@ -625,24 +644,22 @@ pub(super) fn one_side(
 ) -> Result<TableDiff, DiffError> {
     let count: i64 = side
         .client
-        .query_one(&format!("SELECT count(*) FROM ONLY {}", t.sql_name()), &[])
+        .query_one(
+            &format!("SELECT pg_catalog.count(*) FROM ONLY {}", t.sql_name()),
+            &[],
+        )
         .map_err(DiffError::sql(format!("count {}", t.display())))?
         .get(0);
     let key_expr = match &t.key {
-        Some(cols) => format!(
-            "ARRAY[{}]",
-            cols.iter()
-                .map(|(c, _)| format!("t.{}::text", ident(c)))
-                .collect::<Vec<_>>()
-                .join(", ")
-        ),
-        None => "NULL::text[]".into(),
+        Some(cols) => key_expr(t, cols),
+        None => "NULL::pg_catalog.text[]".into(),
     };
     let sample = side
         .client
         .query(
             &format!(
-                "SELECT {key_expr}, to_jsonb(t) FROM ONLY {} t LIMIT {}",
+                "SELECT {key_expr}, {} FROM ONLY {} t LIMIT {}",
+                row_json("t", &t.typed_columns(), &[]),
                 t.sql_name(),
                 opts.limit.min(i64::MAX as usize)
             ),

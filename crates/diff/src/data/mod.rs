@@ -25,13 +25,30 @@ pub use patch::data_patch;
 
 use crate::DiffError;
 
-/// One side of a comparison: a connection to its database (as superuser)
-/// and its data directory, whose files are compared block by block.
+/// One side of a comparison: connections to its server and its data
+/// directory, whose files are compared block by block.
 pub struct Side<'a> {
-    /// Connection to the database being compared.
+    /// The database being compared, as its application role with pinned
+    /// settings ([`pgfork_pg::untrusted::session::as_role`]): every query
+    /// on content goes through this one.
     pub client: &'a mut postgres::Client,
+    /// The superuser in the maintenance database, for `CHECKPOINT` only
+    /// (none for a remote database, whose blocks are not compared).
+    pub maintenance: Option<&'a mut postgres::Client>,
     /// The cluster's data directory (files read for extent maps only).
     pub datadir: &'a Path,
+}
+
+impl Side<'_> {
+    /// Flushes shared buffers, so that the extent maps show every change.
+    fn checkpoint(&mut self) -> Result<(), DiffError> {
+        if let Some(client) = self.maintenance.as_deref_mut() {
+            client
+                .batch_execute("CHECKPOINT")
+                .map_err(DiffError::sql("checkpoint before diffing"))?;
+        }
+        Ok(())
+    }
 }
 
 /// What to compare and how much to show.
@@ -168,11 +185,8 @@ pub fn diff_data(
     opts: &DataOptions,
 ) -> Result<DataDiff, DiffError> {
     // Changes still in shared buffers are invisible to extent maps.
-    for client in [&mut *from.client, &mut *to.client] {
-        client
-            .batch_execute("CHECKPOINT")
-            .map_err(DiffError::sql("checkpoint before diffing"))?;
-    }
+    from.checkpoint()?;
+    to.checkpoint()?;
     let old_tables = read_tables(from.client)?;
     let new_tables = read_tables(to.client)?;
     let mut diff = DataDiff::default();

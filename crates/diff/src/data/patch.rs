@@ -2,11 +2,15 @@
 //!
 //! Rows travel as JSON and are turned back into rows by the target itself
 //! (`jsonb_populate_recordset(NULL::table, ...)`), so every type converts
-//! exactly as the server's own input functions do.
+//! exactly as the server's own input functions do (opaque values travel as
+//! their output text, which the input function reads back). Functions and
+//! operators are pg_catalog's by name, whatever the search path.
 
 use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
+
+use pgfork_pg::untrusted::expr::op;
 
 use super::catalog::{TableInfo, ident};
 use super::{DataDiff, RowChange, TableDiff};
@@ -16,7 +20,17 @@ use crate::DiffError;
 const BATCH: usize = 500;
 
 fn literal(v: &Value) -> String {
-    format!("'{}'::jsonb", v.to_string().replace('\'', "''"))
+    format!("'{}'::pg_catalog.jsonb", v.to_string().replace('\'', "''"))
+}
+
+/// `t.c = r.c AND ...` over the key columns, with pg_catalog's `=`: the
+/// patch may run where the search path shows someone else's operators.
+fn key_match(key_cols: &[String]) -> String {
+    key_cols
+        .iter()
+        .map(|c| format!("t.{0} {1} r.{0}", ident(c), op("=")))
+        .collect::<Vec<_>>()
+        .join(" AND ")
 }
 
 fn key_object(cols: &[String], key: &[Option<String>]) -> Map<String, Value> {
@@ -77,13 +91,9 @@ fn table_patch(t: &TableDiff, info: &TableInfo) -> Result<(Vec<String>, Vec<Stri
         }
     }
     for batch in removes.chunks(BATCH) {
-        let on = key_cols
-            .iter()
-            .map(|c| format!("t.{0} = r.{0}", ident(c)))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        let on = key_match(&key_cols);
         deletes.push(format!(
-            "DELETE FROM {name} t USING jsonb_populate_recordset(NULL::{name}, {}) r WHERE {on}",
+            "DELETE FROM {name} t USING pg_catalog.jsonb_populate_recordset(NULL::{name}, {}) r WHERE {on}",
             literal(&Value::Array(batch.to_vec()))
         ));
     }
@@ -94,7 +104,7 @@ fn table_patch(t: &TableDiff, info: &TableInfo) -> Result<(Vec<String>, Vec<Stri
             .collect::<Vec<_>>()
             .join(", ");
         writes.push(format!(
-            "INSERT INTO {name} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM jsonb_populate_recordset(NULL::{name}, {})",
+            "INSERT INTO {name} ({cols}) OVERRIDING SYSTEM VALUE SELECT {cols} FROM pg_catalog.jsonb_populate_recordset(NULL::{name}, {})",
             literal(&Value::Array(batch.to_vec()))
         ));
     }
@@ -105,13 +115,9 @@ fn table_patch(t: &TableDiff, info: &TableInfo) -> Result<(Vec<String>, Vec<Stri
                 .map(|c| format!("{0} = r.{0}", ident(c)))
                 .collect::<Vec<_>>()
                 .join(", ");
-            let on = key_cols
-                .iter()
-                .map(|c| format!("t.{0} = r.{0}", ident(c)))
-                .collect::<Vec<_>>()
-                .join(" AND ");
+            let on = key_match(&key_cols);
             writes.push(format!(
-                "UPDATE {name} t SET {set} FROM jsonb_populate_recordset(NULL::{name}, {}) r WHERE {on}",
+                "UPDATE {name} t SET {set} FROM pg_catalog.jsonb_populate_recordset(NULL::{name}, {}) r WHERE {on}",
                 literal(&Value::Array(batch.to_vec()))
             ));
         }
@@ -165,7 +171,7 @@ pub fn data_patch(
                 .unwrap_or(("public", &s.sequence));
             let name = format!("{}.{}", ident(schema), ident(seq));
             sql.push(format!(
-                "SELECT setval('{}'::regclass, greatest({to}, (SELECT last_value FROM {name})))",
+                "SELECT pg_catalog.setval('{}'::pg_catalog.regclass, greatest({to}, (SELECT last_value FROM {name})))",
                 name.replace('\'', "''")
             ));
         }

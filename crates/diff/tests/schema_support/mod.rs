@@ -104,8 +104,14 @@ impl Cluster {
 
     /// A superuser connection to `db`.
     pub fn connect(&self, db: &str) -> postgres::Client {
-        server::connect_superuser(&self.socket_dir, self.port, db)
-            .unwrap_or_else(|e| panic!("connect to {db}: {e}"))
+        pgfork_pg::untrusted::session::superuser_in(
+            &pgfork_pg::untrusted::session::Endpoint {
+                socket_dir: self.socket_dir.clone(),
+                port: self.port,
+            },
+            db,
+        )
+        .unwrap_or_else(|e| panic!("connect to {db}: {e}"))
     }
 
     /// Runs SQL (several statements) in `db`, panicking with the error.

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 use pgfork_engine::Engine;
+use pgfork_pg::untrusted::session::{self, Endpoint};
 
 /// A running cluster on 127.0.0.1 with a replication role, an application
 /// role and its database `shop`.
@@ -115,8 +116,13 @@ impl Production {
 
     /// Superuser over the unix socket.
     pub fn superuser(&self) -> Result<postgres::Client> {
-        pgfork_pg::server::connect_superuser(&self.dir, self.port, "shop")
-            .or_else(|_| pgfork_pg::server::connect_superuser(&self.dir, self.port, "postgres"))
+        // The benchmark's own stand-in: nothing in it but what it loaded.
+        let ep = Endpoint {
+            socket_dir: self.dir.clone(),
+            port: self.port,
+        };
+        session::superuser_in(&ep, "shop")
+            .or_else(|_| session::superuser_in(&ep, "postgres"))
             .context("connect to the production stand-in")
     }
 

@@ -15,8 +15,11 @@ pub const DB_PREFIX: &str = "pgfork_bench_";
 
 /// A superuser connection to the source over its unix socket.
 pub fn superuser(src: &SourceInfo) -> Result<postgres::Client> {
-    pgfork_pg::server::connect_superuser(&src.socket_dir, src.port, "postgres")
-        .with_context(|| format!("connect to source {} as superuser", src.name))
+    pgfork_pg::untrusted::session::maintenance(&pgfork_pg::untrusted::session::Endpoint {
+        socket_dir: src.socket_dir.clone(),
+        port: src.port,
+    })
+    .with_context(|| format!("connect to source {} as superuser", src.name))
 }
 
 /// Drops a database the benchmark made, sessions and all.
