@@ -62,7 +62,7 @@ pub fn status_of(e: &EngineError) -> StatusCode {
         }
         "quota_exceeded" => StatusCode::TOO_MANY_REQUESTS,
         "disk_floor" | "no_space" => StatusCode::INSUFFICIENT_STORAGE,
-        "no_free_port" => StatusCode::SERVICE_UNAVAILABLE,
+        "no_free_port" | "no_free_uid" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     }
 }

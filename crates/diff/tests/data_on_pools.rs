@@ -89,8 +89,10 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
     {
         let c = run(&bins, &origin, &work, "origin");
         let mut db = client(&c);
+        // Sessions pin search_path to pg_catalog; the test's own objects go to public.
         db.batch_execute(
-            "CREATE TABLE items (id int PRIMARY KEY, v text, n int);
+            "SET search_path = public;
+             CREATE TABLE items (id int PRIMARY KEY, v text, n int);
              INSERT INTO items SELECT g, 'item ' || g, g % 100 FROM generate_series(1, 50000) g;
              CREATE TABLE pairs (a int, b text, v int, PRIMARY KEY (a, b));
              INSERT INTO pairs SELECT g, 'k' || (g % 3), g FROM generate_series(1, 3000) g;
@@ -115,7 +117,8 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
     let view = run(&bins, &view_dir, &work, "view");
     let mut b = client(&branch);
     b.batch_execute(
-        "UPDATE items SET v = 'changed' WHERE id IN (5, 17, 25000, 49999);
+        "SET search_path = public;
+         UPDATE items SET v = 'changed' WHERE id IN (5, 17, 25000, 49999);
          UPDATE items SET n = n + 1 WHERE id BETWEEN 30000 AND 30005;
          DELETE FROM items WHERE id IN (7, 8, 40000, 40001, 40002);
          INSERT INTO items SELECT g, 'new', 0 FROM generate_series(60001, 60007) g;
@@ -227,7 +230,7 @@ fn exactly_the_changed_rows_are_found(var: &str, driver: Driver) {
     )
     .unwrap();
     old.client
-        .batch_execute("CREATE TABLE fresh (id int PRIMARY KEY); ALTER TABLE items ADD COLUMN tag text DEFAULT 'none'")
+        .batch_execute("CREATE TABLE public.fresh (id int PRIMARY KEY); ALTER TABLE public.items ADD COLUMN tag text DEFAULT 'none'")
         .unwrap();
     let tables = read_tables(old.client).unwrap();
     let order = fk_order(old.client, &tables).unwrap();

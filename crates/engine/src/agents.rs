@@ -531,6 +531,9 @@ impl Engine {
                     ttl: agent.ttl.map(|s| Duration::from_secs(s.max(1) as u64)),
                     labels,
                     fresh: agent.fresh,
+                    // Only the proxy may reach it: no TCP port, so a
+                    // password the agent sets on its role opens nothing.
+                    proxy_only: true,
                     ..BranchCreate::default()
                 };
                 self.branch_create(&req)?;

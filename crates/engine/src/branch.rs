@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+use pgfork_os::RunAs;
 use pgfork_pg::conf::Profile;
 use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
 use pgfork_pg::{Postmaster, StopMode};
@@ -38,6 +39,9 @@ pub struct BranchCreate {
     pub schema_only: bool,
     /// Allow an unmasked snapshot of a remote source without rules.
     pub unmasked: bool,
+    /// Listen only on the unix socket: a branch for the proxy's agents,
+    /// which no password the agent sets can open from elsewhere.
+    pub proxy_only: bool,
 }
 
 /// Where the time of a `branch create` went, in milliseconds.
@@ -177,6 +181,7 @@ impl Engine {
         let snapshot_ms = took_snapshot.then(|| ms(began.elapsed()));
         let range = self.config.ports;
         let quota = self.config.max_branches_per_source;
+        let uids = self.config.uids;
         let row = self.meta.write(|c| {
             if let Some(kind) = meta::name_taken(c, &req.name)? {
                 return Err(EngineError::NameTaken {
@@ -204,6 +209,14 @@ impl Engine {
                 return Err(EngineError::UnknownSnapshot(snapshot.label()));
             }
             let now = meta::now();
+            let uid = match uids {
+                Some(range) => Some(
+                    range
+                        .free(&BranchRow::uids(c)?)
+                        .ok_or(EngineError::NoFreeUid { range })?,
+                ),
+                None => None,
+            };
             let row = BranchRow {
                 name: req.name.clone(),
                 source: snapshot.source.clone(),
@@ -220,6 +233,8 @@ impl Engine {
                 durable: req.durable,
                 labels: req.labels.clone(),
                 timings: None,
+                uid,
+                tcp: !req.proxy_only,
             };
             row.insert(c)?;
             Ok(row)
@@ -275,13 +290,32 @@ impl Engine {
             .map_err(EngineError::io("read the extent maps of", &dir))
     }
 
+    /// The OS user a branch's server runs as and its files belong to: its
+    /// own sandbox uid, or the home's OS user.
+    pub(crate) fn branch_owner(&self, row: &BranchRow) -> RunAs {
+        match row.uid {
+            Some(uid) => RunAs::sandbox(uid),
+            None => self.config.run_as.clone(),
+        }
+    }
+
+    /// Clones a branch's base snapshot into its directory, owned by the
+    /// branch's OS user.
+    fn clone_base(&self, row: &BranchRow, dir: &std::path::Path) -> Result<()> {
+        let owner = self.branch_owner(row);
+        self.config.driver.clone_dir_owned(
+            &self.snapshot_dir(row.snapshot_id),
+            dir,
+            (owner.uid, owner.gid),
+        )?;
+        Ok(())
+    }
+
     /// Clones, starts and arms a branch row in state `creating`.
     fn build_branch(&mut self, row: &BranchRow) -> Result<(Duration, Duration)> {
         let dir = self.branch_dir(&row.name);
         let began = Instant::now();
-        self.config
-            .driver
-            .clone_dir(&self.snapshot_dir(row.snapshot_id), &dir)?;
+        self.clone_base(row, &dir)?;
         let cloned = began.elapsed();
         tracing::debug!(?cloned, "cloned");
         crate::failpoint::hit("branch-create:after-clone");
@@ -295,21 +329,63 @@ impl Engine {
         Ok((cloned, pm.ready_after))
     }
 
-    /// Starts a freshly cloned branch and sets its credentials.
+    /// Starts a branch's server as its own OS user (giving an older
+    /// branch a sandbox uid first) and sets its credentials.
     fn boot_branch(&mut self, row: &BranchRow, dir: &std::path::Path) -> Result<Postmaster> {
         let profile = if row.durable {
             Profile::DurableBranch
         } else {
             Profile::Branch
         };
+        let row = self.sandboxed(row, dir)?;
         let role = self.source_row(&row.source)?.role;
-        let (mut pm, _) =
-            self.start_server(Target::Branch(&row.name), dir, profile, &[], row.port)?;
+        let owner = self.branch_owner(&row);
+        // A branch for the proxy listens on its unix socket only.
+        let extra: Vec<(String, String)> = if row.tcp {
+            Vec::new()
+        } else {
+            vec![("listen_addresses".into(), "''".into())]
+        };
+        let (mut pm, _) = self.start_server(
+            Target::Branch(&row.name),
+            dir,
+            &owner,
+            profile,
+            &extra,
+            row.port,
+        )?;
         if let Err(e) = arm_app_role(&mut pm.client, &role, &row.password) {
             let _ = stop_server(Some(pm.pid), dir, StopMode::Immediate);
             return Err(e);
         }
         Ok(pm)
+    }
+
+    /// `row` with a sandbox uid that owns its directory: a branch made
+    /// before sandboxes (or by a pgfork not run as root) is given one now.
+    fn sandboxed(&mut self, row: &BranchRow, dir: &std::path::Path) -> Result<BranchRow> {
+        let Some(range) = self.config.uids else {
+            return Ok(row.clone());
+        };
+        let mut row = row.clone();
+        if row.uid.is_none() {
+            let name = row.name.clone();
+            row.uid = Some(self.meta.write(|c| {
+                let uid = range
+                    .free(&BranchRow::uids(c)?)
+                    .ok_or(EngineError::NoFreeUid { range })?;
+                BranchRow::set_uid(c, &name, uid)?;
+                Ok::<_, EngineError>(uid)
+            })?);
+        }
+        let owner = self.branch_owner(&row);
+        let owned = std::fs::symlink_metadata(dir)
+            .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == owner.uid)
+            .map_err(EngineError::io("stat", dir))?;
+        if !owned {
+            self.config.driver.give(dir, (owner.uid, owner.gid))?;
+        }
+        Ok(row)
     }
 
     /// Every branch, optionally only those carrying all `labels`.
@@ -375,9 +451,7 @@ impl Engine {
         stop_server(row.postmaster, &dir, StopMode::Immediate)?;
         self.config.driver.remove(&dir)?;
         crate::failpoint::hit("branch-reset:after-remove");
-        self.config
-            .driver
-            .clone_dir(&self.snapshot_dir(row.snapshot_id), &dir)?;
+        self.clone_base(row, &dir)?;
         self.boot_branch(row, &dir)
     }
 

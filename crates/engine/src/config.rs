@@ -1,8 +1,8 @@
 //! What `init` decided, as stored in meta.db's settings.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
-use pgfork_os::RunAs;
+use pgfork_os::{RunAs, UidRange};
 use pgfork_pg::{PgBinaries, PgVersion};
 use pgfork_pool::{Driver, FsKind, Meta};
 use serde::Serialize;
@@ -30,6 +30,10 @@ pub struct Config {
     /// Free bytes the pool must keep: below, new branches are refused
     /// (`init --min-free`).
     pub min_free: Option<u64>,
+    /// OS uids for sandboxed servers, one per branch (run as root only;
+    /// `None`: every server runs as `run_as`, with no isolation between
+    /// them).
+    pub uids: Option<UidRange>,
 }
 
 /// Setting keys.
@@ -43,6 +47,7 @@ pub(crate) mod key {
     pub const MAX_BRANCHES_PER_SOURCE: &str = "max_branches_per_source";
     pub const MIN_FREE: &str = "min_free";
     pub const API_TOKEN_SHA256: &str = "api_token_sha256";
+    pub const BRANCH_UIDS: &str = "branch_uids";
 }
 
 fn required(meta: &Meta, key: &str) -> Result<String> {
@@ -74,8 +79,9 @@ pub fn parse_ports(text: &str) -> Result<(u16, u16)> {
 }
 
 impl Config {
-    /// Loads the settings without running any program: commands must start fast.
-    pub fn load(meta: &Meta) -> Result<Config> {
+    /// Loads the settings of the home at `home` without running any
+    /// program: commands must start fast.
+    pub fn load(meta: &Meta, home: &Path) -> Result<Config> {
         let driver_name = required(meta, key::DRIVER)?;
         let driver = Driver::parse(&driver_name).ok_or_else(|| {
             EngineError::Config(format!("unknown driver '{driver_name}' in meta.db"))
@@ -116,6 +122,25 @@ impl Config {
                 .filter(|n| *n > 0)
                 .map(|n| n.min(u32::MAX as u64) as u32),
             min_free: number(key::MIN_FREE)?.filter(|n| *n > 0),
+            uids: uid_range(meta, home)?,
         })
+    }
+}
+
+/// The sandbox uids in force: those `init` recorded, else the home's
+/// default range (a home made before sandboxes existed); none unless
+/// pgfork runs as root, the only one who can switch to them.
+fn uid_range(meta: &Meta, home: &Path) -> Result<Option<UidRange>> {
+    if !RunAs::we_are_root() {
+        return Ok(None);
+    }
+    match meta.setting(key::BRANCH_UIDS)? {
+        Some(text) => UidRange::parse(&text).map(Some).map_err(|e| {
+            EngineError::Config(format!(
+                "{e} (setting {} in meta.db): run `pgfork init --branch-uids FIRST-LAST`",
+                key::BRANCH_UIDS
+            ))
+        }),
+        None => Ok(Some(UidRange::default_for(home))),
     }
 }

@@ -64,7 +64,7 @@ pub fn doctor(home: &Home) -> DoctorReport {
             None
         }
     };
-    let config = meta.as_ref().map(Config::load);
+    let config = meta.as_ref().map(|m| Config::load(m, home.root()));
 
     // PostgreSQL: what is configured, else what would be found.
     match &config {

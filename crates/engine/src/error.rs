@@ -71,6 +71,15 @@ pub enum EngineError {
         /// Highest port of the range.
         max: u16,
     },
+    /// Every sandbox uid of the home is held by a branch.
+    #[error(
+        "every sandbox uid of this home ({range}) is held by a branch: delete branches, or give \
+         the home a wider range (pgfork init --branch-uids FIRST-LAST)"
+    )]
+    NoFreeUid {
+        /// The home's range.
+        range: pgfork_os::UidRange,
+    },
     /// A source has as many branches as the quota allows.
     #[error(
         "source '{source_name}' has {count} branches, the most allowed (max_branches_per_source = {max}): \
@@ -173,6 +182,7 @@ impl EngineError {
             EngineError::Busy { .. } => "busy",
             EngineError::WrongState(_) => "wrong_state",
             EngineError::NoFreePort { .. } => "no_free_port",
+            EngineError::NoFreeUid { .. } => "no_free_uid",
             EngineError::QuotaExceeded { .. } => "quota_exceeded",
             EngineError::DiskFloor { .. } => "disk_floor",
             EngineError::DriverUnavailable { .. } => "driver_unavailable",

@@ -81,7 +81,7 @@ impl Engine {
     /// again if needed (after a reboot) and reconciles interrupted work.
     pub fn open(home: Home, progress: Arc<dyn Progress>) -> Result<Engine> {
         let meta = Meta::open(&home.meta_db(), false)?;
-        let config = Config::load(&meta)?;
+        let config = Config::load(&meta, home.root())?;
         if config.image.is_some() {
             let image = PoolImage {
                 file: home.image(),

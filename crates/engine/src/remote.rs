@@ -371,7 +371,15 @@ impl Engine {
             "physical" => (Profile::Standby, self.standby_settings(row)?),
             _ => (Profile::Source, Vec::new()),
         };
-        self.start_server(Target::Source(&row.name), &dir, profile, &extra, row.port)
+        let owner = self.config.run_as.clone();
+        self.start_server(
+            Target::Source(&row.name),
+            &dir,
+            &owner,
+            profile,
+            &extra,
+            row.port,
+        )
     }
 
     /// Drops a physical source's slot on its primary, so the primary stops

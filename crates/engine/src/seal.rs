@@ -8,6 +8,8 @@ use pgfork_mask::MaskRules;
 use pgfork_pg::control::{self, ControlData};
 use pgfork_pg::server::{self, StartSpec};
 use pgfork_pg::untrusted::session::{self, Endpoint};
+use pgfork_os::RunAs;
+use pgfork_pg::sql::quote_ident;
 use pgfork_pg::{StopMode, transfer};
 use pgfork_pool::driver::TreeEntry;
 
@@ -60,15 +62,21 @@ pub(crate) fn atomic_filter(rel: &Path) -> TreeEntry {
     }
 }
 
+/// How to seal a copy.
+pub(crate) struct Seal<'a> {
+    /// Masking to apply: rules, key and database.
+    pub mask: Option<&'a (MaskRules, Vec<u8>, String)>,
+    /// The OS user that owns the copy and runs its server.
+    pub owner: &'a RunAs,
+    /// A role whose password the copy must not keep.
+    pub forget_password_of: Option<&'a str>,
+}
+
 impl Engine {
     /// Starts the copy in `dir` privately (no TCP, its own socket), lets
-    /// it recover, and shuts it down cleanly.
-    pub(crate) fn seal(
-        &self,
-        dir: &Path,
-        id: i64,
-        mask: Option<&(MaskRules, Vec<u8>, String)>,
-    ) -> Result<ControlData> {
+    /// it recover, applies what `how` asks, and shuts it down cleanly.
+    pub(crate) fn seal(&self, dir: &Path, id: i64, how: &Seal) -> Result<ControlData> {
+        let mask = how.mask;
         let key = id.to_string();
         let socket_dir = self.socket_dir(ServerKind::Seal, &key);
         let log = self.log_path(ServerKind::Seal, &key);
@@ -88,13 +96,23 @@ impl Engine {
             bins: &self.config.bins,
             datadir: dir,
             log: &log,
-            run_as: &self.config.run_as,
+            run_as: how.owner,
             socket_dir: &socket_dir,
             port: 5432,
             overrides: &overrides,
             timeout: SEAL_TIMEOUT,
         };
-        let pm = server::start(&spec)?;
+        let mut pm = server::start(&spec)?;
+        if let Some(role) = how.forget_password_of {
+            let forgotten = pm
+                .client
+                .batch_execute(&format!("ALTER ROLE {} PASSWORD NULL", quote_ident(role)))
+                .map_err(EngineError::sql("remove the branch password from its copy"));
+            if let Err(e) = forgotten {
+                let _ = server::stop(pm.pid, StopMode::Immediate, SEAL_TIMEOUT);
+                return Err(e);
+            }
+        }
         drop(pm.client);
         let masked = mask.map(|(rules, secret, database)| {
             self.progress.stage(&format!("masking {database}"));
@@ -115,7 +133,7 @@ impl Engine {
             result?;
             // WAL still holds the values masking replaced (full page images,
             // the UPDATEs themselves): start it afresh.
-            transfer::reset_wal(&self.config.bins, dir, &self.config.run_as)?;
+            transfer::reset_wal(&self.config.bins, dir, how.owner)?;
         }
         let control = control::read(&self.config.bins, dir)?;
         if !control.is_clean() {

@@ -4,7 +4,7 @@
 use std::path::Path;
 use std::time::Duration;
 
-use pgfork_os::ProcessId;
+use pgfork_os::{ProcessId, RunAs};
 use pgfork_pg::conf::{Profile, ServerConf};
 use pgfork_pg::server::{self, StartSpec};
 use pgfork_pg::{PgError, Postmaster, StopMode};
@@ -110,13 +110,14 @@ impl Engine {
         )))
     }
 
-    /// Writes `pgfork.conf` and starts the server, waiting for it by
-    /// connecting. If its port was taken meanwhile (another program, or a
-    /// pgfork of another home), picks a new one, records it, retries.
+    /// Writes `pgfork.conf` and starts the server as `owner`, waiting for
+    /// it by connecting. If its port was taken meanwhile (another program,
+    /// or a pgfork of another home), picks a new one, records it, retries.
     pub(crate) fn start_server(
         &mut self,
         target: Target,
         datadir: &Path,
+        owner: &RunAs,
         profile: Profile,
         extra: &[(String, String)],
         mut port: u16,
@@ -131,12 +132,12 @@ impl Engine {
         loop {
             let mut conf = ServerConf::new(port, &socket_dir, profile);
             conf.extra = extra.to_vec();
-            conf.write(datadir, &self.config.run_as)?;
+            conf.write(datadir, owner)?;
             let spec = StartSpec {
                 bins: &self.config.bins,
                 datadir,
                 log: &log,
-                run_as: &self.config.run_as,
+                run_as: owner,
                 socket_dir: &socket_dir,
                 port,
                 overrides: &[],

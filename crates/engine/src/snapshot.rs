@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use pgfork_mask::MaskRules;
-use pgfork_os::ProcessId;
+use pgfork_os::{ProcessId, RunAs};
 use pgfork_pg::backup::{self, OnlineBackup};
 use pgfork_pg::conf::{Profile, ServerConf, write_owned};
 use pgfork_pg::untrusted::session::{self, Endpoint};
@@ -12,7 +12,7 @@ use pgfork_pg::{StopMode, control};
 use pgfork_pool::driver::TreeEntry;
 use pgfork_pool::meta::{BranchRow, Op, OpKind, PolicyRow, SnapshotRow, SourceRow};
 
-use crate::seal::{atomic_filter, backup_filter};
+use crate::seal::{Seal, atomic_filter, backup_filter};
 use crate::server::stop_server;
 use crate::view::SnapshotInfo;
 use crate::{Engine, EngineError, Result, ServerKind};
@@ -29,6 +29,11 @@ struct Origin {
     standby: bool,
     /// Masking to apply while sealing: rules, key and database.
     mask: Option<(MaskRules, Vec<u8>, String)>,
+    /// The OS user that owns the origin's files (and seals the copy).
+    owner: RunAs,
+    /// For a branch: its application role, whose password the copy must
+    /// not keep (the agent knows it).
+    app_role: Option<String>,
 }
 
 impl Engine {
@@ -66,6 +71,8 @@ impl Engine {
                 source: s.name,
                 branch: None,
                 mask,
+                owner: self.config.run_as.clone(),
+                app_role: None,
             }
         } else if let Some(b) = BranchRow::get(self.meta.conn(), of)? {
             if b.op.is_some_and(|op| op.owner.is_alive()) {
@@ -76,7 +83,10 @@ impl Engine {
                 });
             }
             // A branch's data came from a (masked, if so) snapshot already.
+            let app_role = self.source_row(&b.source)?.role;
             Origin {
+                owner: self.branch_owner(&b),
+                app_role: Some(app_role),
                 dir: self.branch_dir(&b.name),
                 socket_dir: self.socket_dir(ServerKind::Branch, &b.name),
                 port: b.port,
@@ -160,13 +170,13 @@ impl Engine {
                 write_owned(
                     &dst.join("backup_label"),
                     end.label_file.as_bytes(),
-                    &self.config.run_as,
+                    &origin.owner,
                 )?;
                 if !end.spcmap_file.is_empty() {
                     write_owned(
                         &dst.join("tablespace_map"),
                         end.spcmap_file.as_bytes(),
-                        &self.config.run_as,
+                        &origin.owner,
                     )?;
                 }
                 ("online-backup", Some(end.lsn))
@@ -178,18 +188,34 @@ impl Engine {
         };
         // The copy must not carry its origin's settings (a standby's
         // primary_conninfo, say): branches write their own.
-        ServerConf::new(5432, &self.home.run(), Profile::Branch)
-            .write(&dst, &self.config.run_as)?;
+        ServerConf::new(5432, &self.home.run(), Profile::Branch).write(&dst, &origin.owner)?;
         crate::failpoint::hit("snapshot-create:before-seal");
         let started = Instant::now();
         let mut state = control::read(&self.config.bins, &dst)?;
         let masked = origin.mask.is_some();
-        if method != "stopped" || !state.is_clean() || origin.standby || masked {
+        // A branch's copy is always sealed: sealing also removes the
+        // password the branch's agent knows from the role.
+        if method != "stopped"
+            || !state.is_clean()
+            || origin.standby
+            || masked
+            || origin.app_role.is_some()
+        {
             self.progress.stage(&format!("sealing {label}"));
-            state = self.seal(&dst, id, origin.mask.as_ref())?;
+            let seal = Seal {
+                mask: origin.mask.as_ref(),
+                owner: &origin.owner,
+                forget_password_of: origin.app_role.as_deref(),
+            };
+            state = self.seal(&dst, id, &seal)?;
         }
         let seal_ms = started.elapsed().as_millis() as i64;
         lsn.get_or_insert(state.checkpoint_lsn);
+        if origin.branch.is_some() && self.config.uids.is_some() {
+            // The copy of a branch must not stay its branch's to write:
+            // other branches will be made from it.
+            driver.give(&dst, (0, 0))?;
+        }
         driver.make_readonly(&dst)?;
         self.meta
             .write(|c| SnapshotRow::finish(c, id, lsn.as_deref(), method, seal_ms, masked))?;

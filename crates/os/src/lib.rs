@@ -5,4 +5,4 @@ pub mod process;
 pub mod user;
 
 pub use process::ProcessId;
-pub use user::{RunAs, UserError};
+pub use user::{RunAs, UidRange, UserError};

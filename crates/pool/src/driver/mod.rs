@@ -137,18 +137,50 @@ impl Driver {
         self.clone_filtered(src, dst, &|_| TreeEntry::Include)
     }
 
+    /// Like [`Driver::clone_dir`], but everything in the clone belongs to
+    /// `owner` (uid, gid) when run as root: a server's own copy. File
+    /// clones set it as they go; a btrfs snapshot is given to it after.
+    pub fn clone_dir_owned(
+        self,
+        src: &Path,
+        dst: &Path,
+        owner: (u32, u32),
+    ) -> Result<(), CloneError> {
+        self.clone_with(
+            src,
+            dst,
+            &|_| TreeEntry::Include,
+            tree::Owner::Set(owner.0, owner.1),
+        )
+    }
+
     /// Like [`Driver::clone_dir`], but `filter` may skip entries or keep a
     /// directory empty. A btrfs snapshot cannot skip, so it snapshots whole
     /// and then removes what the filter excludes.
     pub fn clone_filtered(self, src: &Path, dst: &Path, filter: Filter) -> Result<(), CloneError> {
+        self.clone_with(src, dst, filter, tree::Owner::Keep)
+    }
+
+    fn clone_with(
+        self,
+        src: &Path,
+        dst: &Path,
+        filter: Filter,
+        owner: tree::Owner,
+    ) -> Result<(), CloneError> {
         let result = match self {
-            Driver::Btrfs if btrfs::is_subvolume(src) => {
-                btrfs::snapshot(src, dst, false).and_then(|()| tree::prune(dst, filter))
-            }
+            Driver::Btrfs if btrfs::is_subvolume(src) => btrfs::snapshot(src, dst, false)
+                .and_then(|()| tree::prune(dst, filter))
+                .and_then(|()| match owner {
+                    tree::Owner::Set(uid, gid) if pgfork_os::RunAs::we_are_root() => {
+                        tree::chown_tree(dst, uid, gid)
+                    }
+                    _ => Ok(()),
+                }),
             Driver::Btrfs | Driver::Reflink => {
-                tree::clone_tree(src, dst, tree::FileCopy::Reflink, filter)
+                tree::clone_tree(src, dst, tree::FileCopy::Reflink, filter, owner)
             }
-            Driver::Copy => tree::clone_tree(src, dst, tree::FileCopy::Bytes, filter),
+            Driver::Copy => tree::clone_tree(src, dst, tree::FileCopy::Bytes, filter, owner),
         };
         result.map_err(|e| {
             let _ = self.remove(dst);
@@ -180,6 +212,15 @@ impl Driver {
             tree::clone_file(&src.join(name), &to, how)?;
         }
         Ok(())
+    }
+
+    /// Gives a finished clone, every entry of it, to `owner` (uid, gid).
+    /// Only root can; for others this does nothing.
+    pub fn give(self, path: &Path, owner: (u32, u32)) -> Result<(), CloneError> {
+        if !pgfork_os::RunAs::we_are_root() {
+            return Ok(());
+        }
+        tree::chown_tree(path, owner.0, owner.1)
     }
 
     /// Makes a finished clone immutable where the filesystem can (btrfs

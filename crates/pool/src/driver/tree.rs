@@ -33,20 +33,60 @@ pub(crate) enum FileCopy {
     Bytes,
 }
 
+/// Who owns what a clone creates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    /// Whoever owns the original (as root; else the caller).
+    Keep,
+    /// This uid and gid (as root; else the caller).
+    Set(u32, u32),
+}
+
+impl Owner {
+    /// The uid and gid to give an entry like `like`, if any is to be given
+    /// (only root can).
+    fn of(self, like: &fs::Metadata) -> Option<(u32, u32)> {
+        if !pgfork_os::RunAs::we_are_root() {
+            return None;
+        }
+        Some(match self {
+            Owner::Keep => (like.uid(), like.gid()),
+            Owner::Set(uid, gid) => (uid, gid),
+        })
+    }
+}
+
 pub(crate) fn clone_tree(
     src: &Path,
     dst: &Path,
     how: FileCopy,
     filter: Filter,
+    owner: Owner,
 ) -> Result<(), CloneError> {
-    let root = pgfork_os::RunAs::we_are_root();
     let meta = fs::symlink_metadata(src).map_err(CloneError::io("stat", src))?;
-    make_dir(dst, &meta, root)?;
+    make_dir(dst, &meta, owner)?;
     // Directories and links first, in one pass; then the files, which are
     // most of the work (one FICLONE or copy each), on a few threads.
     let mut files = Vec::new();
-    walk(src, dst, Path::new(""), filter, root, &mut files)?;
-    clone_files_parallel(&files, how, root)
+    walk(src, dst, Path::new(""), filter, owner, &mut files)?;
+    clone_files_parallel(&files, how, owner)
+}
+
+/// Gives every entry under `root` (itself included) to `uid`:`gid`,
+/// without following symbolic links.
+pub(crate) fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), CloneError> {
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid)).map_err(CloneError::io("chown", root))?;
+    for entry in fs::read_dir(root).map_err(CloneError::io("read directory", root))? {
+        let entry = entry.map_err(CloneError::io("read directory", root))?;
+        let path = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            chown_tree(&path, uid, gid)?;
+        } else {
+            std::os::unix::fs::lchown(&path, Some(uid), Some(gid))
+                .map_err(CloneError::io("chown", &path))?;
+        }
+    }
+    Ok(())
 }
 
 /// Clones `files` (source, destination) on up to four threads; the first
@@ -54,7 +94,7 @@ pub(crate) fn clone_tree(
 fn clone_files_parallel(
     files: &[(PathBuf, PathBuf)],
     how: FileCopy,
-    root: bool,
+    owner: Owner,
 ) -> Result<(), CloneError> {
     let threads = std::thread::available_parallelism()
         .map(|n| n.get())
@@ -63,7 +103,7 @@ fn clone_files_parallel(
     if threads == 1 || files.len() < 64 {
         return files
             .iter()
-            .try_for_each(|(from, to)| clone_one(from, to, how, root));
+            .try_for_each(|(from, to)| clone_one(from, to, how, owner));
     }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -76,7 +116,7 @@ fn clone_files_parallel(
                     let Some((from, to)) = files.get(i) else {
                         return;
                     };
-                    if let Err(e) = clone_one(from, to, how, root) {
+                    if let Err(e) = clone_one(from, to, how, owner) {
                         failed.store(true, Ordering::Relaxed);
                         first_error
                             .lock()
@@ -95,8 +135,8 @@ fn clone_files_parallel(
 
 /// Clones one file, tolerating one that a live cluster removed meanwhile
 /// (an online backup restores it from WAL).
-fn clone_one(from: &Path, to: &Path, how: FileCopy, root: bool) -> Result<(), CloneError> {
-    match clone_file_as(from, to, how, root) {
+fn clone_one(from: &Path, to: &Path, how: FileCopy, owner: Owner) -> Result<(), CloneError> {
+    match clone_file_as(from, to, how, owner) {
         Err(CloneError::Io {
             source, op: "open", ..
         }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
@@ -109,7 +149,7 @@ fn walk(
     dst: &Path,
     rel: &Path,
     filter: Filter,
-    root: bool,
+    owner: Owner,
     files: &mut Vec<(PathBuf, PathBuf)>,
 ) -> Result<(), CloneError> {
     let dir = src.join(rel);
@@ -150,29 +190,29 @@ fn walk(
             }
         };
         if kind.is_dir() {
-            make_dir(&to, &meta, root)?;
+            make_dir(&to, &meta, owner)?;
             if decision == TreeEntry::Include {
-                walk(src, dst, &rel, filter, root, files)?;
+                walk(src, dst, &rel, filter, owner, files)?;
             }
         } else if kind.is_symlink() {
             let target = fs::read_link(&from).map_err(CloneError::io("read link", &from))?;
             std::os::unix::fs::symlink(&target, &to).map_err(CloneError::io("symlink", &to))?;
-            lchown_like(&to, &meta, root)?;
+            lchown_like(&to, &meta, owner)?;
         }
     }
     Ok(())
 }
 
-fn make_dir(path: &Path, like: &fs::Metadata, root: bool) -> Result<(), CloneError> {
+fn make_dir(path: &Path, like: &fs::Metadata, owner: Owner) -> Result<(), CloneError> {
     fs::create_dir(path).map_err(CloneError::io("create directory", path))?;
     fs::set_permissions(path, fs::Permissions::from_mode(like.mode() & 0o7777))
         .map_err(CloneError::io("chmod", path))?;
-    lchown_like(path, like, root)
+    lchown_like(path, like, owner)
 }
 
-fn lchown_like(path: &Path, like: &fs::Metadata, root: bool) -> Result<(), CloneError> {
-    if root {
-        std::os::unix::fs::lchown(path, Some(like.uid()), Some(like.gid()))
+fn lchown_like(path: &Path, like: &fs::Metadata, owner: Owner) -> Result<(), CloneError> {
+    if let Some((uid, gid)) = owner.of(like) {
+        std::os::unix::fs::lchown(path, Some(uid), Some(gid))
             .map_err(CloneError::io("chown", path))?;
     }
     Ok(())
@@ -180,10 +220,10 @@ fn lchown_like(path: &Path, like: &fs::Metadata, root: bool) -> Result<(), Clone
 
 /// Clones one regular file, keeping mode and (as root) owner.
 pub(crate) fn clone_file(from: &Path, to: &Path, how: FileCopy) -> Result<(), CloneError> {
-    clone_file_as(from, to, how, pgfork_os::RunAs::we_are_root())
+    clone_file_as(from, to, how, Owner::Keep)
 }
 
-fn clone_file_as(from: &Path, to: &Path, how: FileCopy, root: bool) -> Result<(), CloneError> {
+fn clone_file_as(from: &Path, to: &Path, how: FileCopy, owner: Owner) -> Result<(), CloneError> {
     let mut src = File::open(from).map_err(CloneError::io("open", from))?;
     let meta = src.metadata().map_err(CloneError::io("stat", from))?;
     let mut dst = OpenOptions::new()
@@ -192,8 +232,8 @@ fn clone_file_as(from: &Path, to: &Path, how: FileCopy, root: bool) -> Result<()
         .mode(meta.mode() & 0o7777)
         .open(to)
         .map_err(CloneError::io("create", to))?;
-    if root {
-        std::os::unix::fs::fchown(&dst, Some(meta.uid()), Some(meta.gid()))
+    if let Some((uid, gid)) = owner.of(&meta) {
+        std::os::unix::fs::fchown(&dst, Some(uid), Some(gid))
             .map_err(CloneError::io("chown", to))?;
     }
     if meta.len() == 0 {
@@ -303,7 +343,7 @@ mod tests {
             Some("pg_wal") => TreeEntry::EmptyDir,
             _ => TreeEntry::Include,
         };
-        clone_tree(&src, &dst, FileCopy::Bytes, &filter).unwrap();
+        clone_tree(&src, &dst, FileCopy::Bytes, &filter, Owner::Keep).unwrap();
         assert_eq!(fs::read(dst.join("base/1/1259")).unwrap(), b"heap");
         assert_eq!(
             fs::metadata(dst.join("base/1/1259")).unwrap().mode() & 0o777,
@@ -316,7 +356,14 @@ mod tests {
 
         // Pruning a full copy with the same filter gives the same tree.
         let full = tmp.path().join("full");
-        clone_tree(&src, &full, FileCopy::Bytes, &|_| TreeEntry::Include).unwrap();
+        clone_tree(
+            &src,
+            &full,
+            FileCopy::Bytes,
+            &|_| TreeEntry::Include,
+            Owner::Keep,
+        )
+        .unwrap();
         prune(&full, &filter).unwrap();
         assert!(!full.join("postmaster.pid").exists());
         assert!(
@@ -335,6 +382,7 @@ mod tests {
             &tmp.path().join("b"),
             FileCopy::Bytes,
             &|_| TreeEntry::Include,
+            Owner::Keep,
         );
         assert!(err.is_err());
     }

@@ -472,6 +472,12 @@ pub struct BranchRow {
     pub labels: BTreeMap<String, String>,
     /// How long its creation took, once it is made.
     pub timings: Option<BranchTimings>,
+    /// The OS uid its server runs as and its files belong to (a sandbox
+    /// uid of its own, as root); `None`: the home's OS user.
+    pub uid: Option<u32>,
+    /// Whether it listens on TCP. Branches made for the proxy's agents do
+    /// not: only the proxy reaches them, over the unix socket.
+    pub tcp: bool,
 }
 
 /// Where the time of a branch's creation went, in milliseconds.
@@ -489,7 +495,7 @@ pub struct BranchTimings {
 
 const BRANCH_COLS: &str = "name, source, snapshot_id, parent_branch, state, op, op_pid, op_start, port, password, \
                            pm_pid, pm_start, created_at, expires_at, protected, durable, labels, \
-                           snapshot_ms, clone_ms, start_ms, total_ms";
+                           snapshot_ms, clone_ms, start_ms, total_ms, uid, tcp";
 
 impl BranchRow {
     fn from_row(r: &Row) -> Result<BranchRow, rusqlite::Error> {
@@ -532,6 +538,8 @@ impl BranchRow {
                     _ => None,
                 }
             },
+            uid: r.get::<_, Option<i64>>(21)?.map(|u| u as u32),
+            tcp: r.get(22)?,
         })
     }
 
@@ -541,12 +549,13 @@ impl BranchRow {
         let (pm_pid, pm_start) = pm_params(self.postmaster);
         let labels = serde_json::to_string(&self.labels).expect("labels serialise");
         conn.execute(
-            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21)"),
+            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"),
             params![
                 self.name, self.source, self.snapshot_id, self.parent_branch, self.state.as_str(), op, op_pid,
                 op_start, self.port as i64, self.password, pm_pid, pm_start, self.created_at, self.expires_at,
                 self.protected, self.durable, labels, self.timings.and_then(|t| t.snapshot_ms),
-                self.timings.map(|t| t.clone_ms), self.timings.map(|t| t.start_ms), self.timings.map(|t| t.total_ms)
+                self.timings.map(|t| t.clone_ms), self.timings.map(|t| t.start_ms), self.timings.map(|t| t.total_ms),
+                self.uid.map(i64::from), self.tcp
             ],
         )?;
         Ok(())
@@ -616,6 +625,24 @@ impl BranchRow {
             params![name, t.snapshot_ms, t.clone_ms, t.start_ms, t.total_ms],
         )?;
         Ok(())
+    }
+
+    /// Records the sandbox uid of a branch.
+    pub fn set_uid(conn: &Connection, name: &str, uid: u32) -> Result<(), MetaError> {
+        conn.execute(
+            "UPDATE branches SET uid = ?2 WHERE name = ?1",
+            params![name, i64::from(uid)],
+        )?;
+        Ok(())
+    }
+
+    /// The sandbox uids branches hold.
+    pub fn uids(conn: &Connection) -> Result<std::collections::BTreeSet<u32>, MetaError> {
+        let mut stmt = conn.prepare("SELECT uid FROM branches WHERE uid IS NOT NULL")?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, i64>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows.into_iter().map(|u| u as u32).collect())
     }
 
     /// Records a new port.

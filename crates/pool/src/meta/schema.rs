@@ -145,6 +145,14 @@ CREATE TRIGGER audit_no_update BEFORE UPDATE ON audit
 CREATE TRIGGER audit_no_delete BEFORE DELETE ON audit
     BEGIN SELECT RAISE(ABORT, 'audit records are append-only'); END;
 "#,
+    r#"
+-- Each branch's server runs as an OS uid of its own (as root; NULL: the
+-- home's OS user), and branches made for proxy agents listen on no TCP
+-- port (tcp = 0): only the proxy reaches them, over the unix socket.
+ALTER TABLE branches ADD COLUMN uid INTEGER;
+ALTER TABLE branches ADD COLUMN tcp INTEGER NOT NULL DEFAULT 1;
+CREATE UNIQUE INDEX branches_uid ON branches(uid);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
