@@ -83,6 +83,7 @@ pub fn branch_create(req: CreateBranch) -> Result<BranchCreate, ApiError> {
         fresh: req.fresh,
         schema_only: req.schema_only,
         unmasked: req.unmasked,
+        proxy_only: false,
     })
 }
 
