@@ -5,11 +5,11 @@ use std::path::Path;
 use std::time::Duration;
 
 use pgfork_mask::MaskRules;
+use pgfork_os::RunAs;
 use pgfork_pg::control::{self, ControlData};
 use pgfork_pg::server::{self, StartSpec};
-use pgfork_pg::untrusted::session::{self, Endpoint};
-use pgfork_os::RunAs;
 use pgfork_pg::sql::quote_ident;
+use pgfork_pg::untrusted::session::{self, Endpoint};
 use pgfork_pg::{StopMode, transfer};
 use pgfork_pool::driver::TreeEntry;
 

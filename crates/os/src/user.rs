@@ -187,8 +187,14 @@ mod tests {
     #[test]
     fn default_ranges_are_stable_and_in_bounds() {
         let a = UidRange::default_for(std::path::Path::new("/var/lib/pgfork"));
-        assert_eq!(a, UidRange::default_for(std::path::Path::new("/var/lib/pgfork")));
-        assert_ne!(a, UidRange::default_for(std::path::Path::new("/srv/pgfork")));
+        assert_eq!(
+            a,
+            UidRange::default_for(std::path::Path::new("/var/lib/pgfork"))
+        );
+        assert_ne!(
+            a,
+            UidRange::default_for(std::path::Path::new("/srv/pgfork"))
+        );
         assert!(a.first > 65_535 && a.last < 1 << 31 && a.last - a.first == 65_535);
         assert_eq!(UidRange::parse(&a.to_string()), Ok(a));
     }

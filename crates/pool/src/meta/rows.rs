@@ -746,6 +746,8 @@ mod tests {
                     start_ms: 40,
                     total_ms: 50,
                 }),
+                uid: Some(1_900_000_001),
+                tcp: false,
             }
             .insert(c)
         })
@@ -755,6 +757,14 @@ mod tests {
         assert_eq!(b.timings.map(|t| t.start_ms), Some(40));
         assert!(b.protected);
         assert_eq!(b.postmaster, Some(pgfork_os::ProcessId::current()));
+        assert_eq!((b.uid, b.tcp), (Some(1_900_000_001), false));
+        assert_eq!(
+            BranchRow::uids(meta.conn())
+                .unwrap()
+                .into_iter()
+                .collect::<Vec<_>>(),
+            vec![1_900_000_001]
+        );
         assert_eq!(name_taken(meta.conn(), "shop").unwrap(), Some("source"));
         assert_eq!(name_taken(meta.conn(), "fix-42").unwrap(), Some("branch"));
         assert_eq!(name_taken(meta.conn(), "nope").unwrap(), None);
