@@ -443,6 +443,7 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 fresh: args.fresh,
                 schema_only: args.schema_only,
                 unmasked: args.unmasked,
+                proxy_only: false,
             };
             if engine.config().driver == Driver::Copy && !json {
                 eprintln!("note: copy driver: this clone copies every byte (see `pgfork doctor`)");
