@@ -299,6 +299,15 @@ impl Engine {
         }
     }
 
+    /// The OS user of short-lived private servers (views of snapshots):
+    /// the home's scratch uid, or the home's OS user.
+    pub(crate) fn scratch_owner(&self) -> RunAs {
+        match self.config.uids {
+            Some(range) => RunAs::sandbox(range.scratch()),
+            None => self.config.run_as.clone(),
+        }
+    }
+
     /// Clones a branch's base snapshot into its directory, owned by the
     /// branch's OS user.
     fn clone_base(&self, row: &BranchRow, dir: &std::path::Path) -> Result<()> {

@@ -180,9 +180,14 @@ impl Engine {
         std::fs::create_dir_all(self.home.views())
             .map_err(EngineError::io("create", &self.home.views()))?;
         let dir = self.home.views().join(&key);
-        self.config
-            .driver
-            .clone_dir(&self.snapshot_dir(s.id), &dir)?;
+        // Views run as the home's scratch uid: fenced from every source
+        // and branch, whatever the snapshot holds.
+        let owner = self.scratch_owner();
+        self.config.driver.clone_dir_owned(
+            &self.snapshot_dir(s.id),
+            &dir,
+            (owner.uid, owner.gid),
+        )?;
         let run = self.socket_dir(ServerKind::View, &key);
         let log = self.log_path(ServerKind::View, &key);
         let socket = run.display().to_string();
@@ -198,7 +203,7 @@ impl Engine {
             bins: &self.config.bins,
             datadir: &dir,
             log: &log,
-            run_as: &self.config.run_as,
+            run_as: &owner,
             socket_dir: &run,
             port: 5432,
             overrides: &overrides,
