@@ -13,6 +13,7 @@ use pgfork_os::ProcessId;
 use pgfork_pg::server::{self, StartSpec};
 use pgfork_pg::{Postmaster, StopMode};
 use pgfork_pool::meta::{BranchRow, SnapshotRow};
+use pgfork_pool::{home, hygiene};
 use serde::Serialize;
 
 use crate::server::stop_server;
@@ -154,7 +155,7 @@ impl Engine {
             me.start_ticks,
             VIEWS.fetch_add(1, Ordering::SeqCst)
         );
-        std::fs::create_dir_all(self.home.views())
+        hygiene::make_dir(&self.home.views(), home::TRAVERSE_DIR)
             .map_err(EngineError::io("create", &self.home.views()))?;
         let dir = self.home.views().join(&key);
         self.config
