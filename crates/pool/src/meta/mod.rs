@@ -146,7 +146,10 @@ impl Meta {
 fn check_file(path: &Path, create: bool) -> Result<(), MetaError> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
     let mut options = std::fs::OpenOptions::new();
-    options.read(true).custom_flags(libc::O_NOFOLLOW);
+    // NONBLOCK: a FIFO in its place must not hang the open.
+    options
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
     if create {
         options
             .write(true)
@@ -164,7 +167,12 @@ fn check_file(path: &Path, create: bool) -> Result<(), MetaError> {
             return Err(MetaError::NotInitialised(home));
         }
         Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
-            return Err(unsafe_file(path, "is a symbolic link: pgfork follows no link in its home and someone may have planted it; remove the link (if you made it, replace it by the file it points to)".into()));
+            return Err(unsafe_file(
+                path,
+                "is a symbolic link: pgfork follows no link in its home and someone may have \
+                 planted it; remove the link (if you made it, replace it by the file it points to)"
+                    .into(),
+            ));
         }
         Err(e) => return Err(io(e)),
     };
@@ -179,7 +187,8 @@ fn check_file(path: &Path, create: bool) -> Result<(), MetaError> {
         return Err(unsafe_file(
             path,
             format!(
-                "is owned by uid {}, not by you or root: someone else made it; check it, then chown it to yourself, or remove it",
+                "is owned by uid {}, not by you or root: someone else made it; \
+                 check it, then chown it to yourself, or remove it",
                 meta.uid()
             ),
         ));
