@@ -14,6 +14,7 @@ use pgfork_pg::server::{self, StartSpec};
 use pgfork_pg::untrusted::session::{self, Access, Endpoint};
 use pgfork_pg::{Postmaster, StopMode};
 use pgfork_pool::meta::{BranchRow, SnapshotRow};
+use pgfork_pool::{home, hygiene};
 use serde::Serialize;
 
 use crate::server::stop_server;
@@ -177,7 +178,7 @@ impl Engine {
             me.start_ticks,
             VIEWS.fetch_add(1, Ordering::SeqCst)
         );
-        std::fs::create_dir_all(self.home.views())
+        hygiene::make_dir(&self.home.views(), home::TRAVERSE_DIR)
             .map_err(EngineError::io("create", &self.home.views()))?;
         let dir = self.home.views().join(&key);
         // Views run as the home's scratch uid: fenced from every source

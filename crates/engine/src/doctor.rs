@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use pgfork_pg::PgBinaries;
+use pgfork_pool::hygiene::{self, Finding, Severity};
 use pgfork_pool::meta::{BranchRow, RunState, SnapshotRow, SourceRow};
 use pgfork_pool::{Driver, Home, Meta, PoolImage, driver, image, space};
 use serde::Serialize;
@@ -44,12 +45,48 @@ impl DoctorReport {
     }
 }
 
+/// Owners, links and modes of the home, the directories above it and what
+/// pgfork keeps in it: `home safety` fails where another user could have
+/// changed the home (every command refuses it), `home modes` where a mode
+/// is wider than needed (`pgfork init` narrows it).
+fn hygiene_checks(home: &Home, r: &mut DoctorReport) {
+    if std::fs::symlink_metadata(home.root()).is_err() {
+        return; // The "home" check says it is missing.
+    }
+    let (unsafe_, loose): (Vec<Finding>, Vec<Finding>) = hygiene::audit(home)
+        .into_iter()
+        .partition(|f| f.severity == Severity::Unsafe);
+    if unsafe_.is_empty() {
+        r.push(
+            "home safety",
+            "ok",
+            "the home and the directories above it are writable only by you and root; no links in it"
+                .into(),
+        );
+    }
+    for f in unsafe_ {
+        r.push("home safety", "fail", f.message);
+    }
+    if loose.is_empty() {
+        r.push(
+            "home modes",
+            "ok",
+            "nothing wider than needed (home 0711, logs 0700, files 0600)".into(),
+        );
+    }
+    for f in loose {
+        r.push("home modes", "fail", f.message);
+    }
+}
+
 /// Examines a home.
 pub fn doctor(home: &Home) -> DoctorReport {
     let mut r = DoctorReport {
         home: home.root().to_path_buf(),
         checks: Vec::new(),
     };
+    // Before meta.db is opened: the report shows the home as found.
+    hygiene_checks(home, &mut r);
     let meta = match Meta::open(&home.meta_db(), false) {
         Ok(m) => {
             r.push(

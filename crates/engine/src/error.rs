@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 use pgfork_pg::PgError;
+use pgfork_pool::hygiene::Finding;
 use pgfork_pool::{CloneError, ImageError, MetaError};
 
 /// Errors of engine operations.
@@ -118,6 +119,13 @@ pub enum EngineError {
         /// What to do.
         hint: &'static str,
     },
+    /// Someone other than the invoking user and root could have changed
+    /// the home: pgfork refuses to use it.
+    #[error(
+        "pgfork refuses this home, because another user could have changed it: {}",
+        .0.iter().map(|f| f.message.as_str()).collect::<Vec<_>>().join("; ")
+    )]
+    UnsafeHome(Vec<Finding>),
     /// The home was initialised differently.
     #[error("{0}")]
     Config(String),
@@ -186,6 +194,7 @@ impl EngineError {
             EngineError::QuotaExceeded { .. } => "quota_exceeded",
             EngineError::DiskFloor { .. } => "disk_floor",
             EngineError::DriverUnavailable { .. } => "driver_unavailable",
+            EngineError::UnsafeHome(_) => "unsafe_home",
             EngineError::Config(_) => "config",
             EngineError::UnsafeContent(_) => "unsafe_content",
             EngineError::InvalidArgument(_) => "invalid_argument",
@@ -195,6 +204,7 @@ impl EngineError {
             EngineError::Clone(e) if e.is_no_space() => "no_space",
             EngineError::Clone(_) => "clone_failed",
             EngineError::Meta(MetaError::NotInitialised(_)) => "not_initialised",
+            EngineError::Meta(MetaError::Unsafe(_)) => "unsafe_home",
             EngineError::Meta(_) => "meta",
             EngineError::Image(_) => "pool_image",
             EngineError::User(_) => "os_user",

@@ -12,6 +12,7 @@ use pgfork_pg::sql::{quote_ident, quote_literal};
 use pgfork_pg::transfer::{self, LocalDb};
 use pgfork_pg::{StopMode, initdb};
 use pgfork_pool::meta::{self, OpKind, RemoteRow, RunState, SourceRow};
+use pgfork_pool::{home, hygiene};
 
 use crate::remote::RemoteFacts;
 use crate::server::{Target, stop_server};
@@ -204,7 +205,8 @@ impl Engine {
             .and_then(|r| r.first())
             .and_then(|n| n.parse().ok())
             .unwrap_or(0);
-        std::fs::create_dir_all(self.home.dumps())
+        // pg_dump runs as us: nobody else needs to see the dumps.
+        hygiene::make_dir(&self.home.dumps(), home::PRIVATE_DIR)
             .map_err(EngineError::io("create", &self.home.dumps()))?;
         let dump_dir = self
             .home
@@ -250,7 +252,7 @@ impl Engine {
         let url = RemoteUrl::parse(&remote.url).map_err(EngineError::InvalidArgument)?;
         let password = self.remote_password(&remote);
         self.claim(Target::Source(name), OpKind::Refreshing)?;
-        std::fs::create_dir_all(self.home.staging())
+        hygiene::make_dir(&self.home.staging(), home::TRAVERSE_DIR)
             .map_err(EngineError::io("create", &self.home.staging()))?;
         let staging = self.home.staging().join(name);
         let result = self.refresh_into(&row, &url, password.as_deref(), &staging);

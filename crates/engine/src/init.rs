@@ -1,11 +1,13 @@
 //! `pgfork init`: make a home, probe its pool, remember the decisions.
 
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use pgfork_os::RunAs;
 use pgfork_pg::sql::random_password;
 use pgfork_pg::{PgBinaries, PgVersion};
+use pgfork_pool::home::{PRIVATE_DIR, TRAVERSE_DIR};
+use pgfork_pool::hygiene::{self, Finding, Severity};
 use pgfork_pool::{Driver, FsKind, Home, Meta, PoolImage, driver, space};
 use serde::Serialize;
 
@@ -70,9 +72,41 @@ pub struct InitReport {
 }
 
 fn mkdir(path: &Path, mode: u32) -> Result<()> {
-    std::fs::create_dir_all(path).map_err(EngineError::io("create directory", path))?;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(EngineError::io("chmod", path))
+    hygiene::make_dir(path, mode).map_err(EngineError::io("create directory", path))
+}
+
+/// Refuses the home if any finding says another user could have changed it.
+pub(crate) fn refuse_unsafe(findings: Vec<Finding>) -> Result<()> {
+    let unsafe_: Vec<Finding> = findings
+        .into_iter()
+        .filter(|f| f.severity == Severity::Unsafe)
+        .collect();
+    if unsafe_.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::UnsafeHome(unsafe_))
+    }
+}
+
+/// Checks a home before anything is written to it, then narrows modes that
+/// are wider than needed (homes of older versions have 0644 files).
+/// Returns a warning naming what was narrowed, if anything was.
+fn adopt(home: &Home) -> Result<Option<String>> {
+    // The directories above the home count too: whoever can write there
+    // can swap the home for their own after these checks (see hygiene).
+    refuse_unsafe(hygiene::audit(home))?;
+    let narrowed =
+        hygiene::tighten(home).map_err(EngineError::io("narrow the modes in", home.root()))?;
+    Ok((!narrowed.is_empty()).then(|| {
+        let list: Vec<String> = narrowed
+            .iter()
+            .map(|(path, old, new)| format!("{} {old:04o} -> {new:04o}", path.display()))
+            .collect();
+        format!(
+            "narrowed modes wider than pgfork needs: {}",
+            list.join(", ")
+        )
+    }))
 }
 
 /// The server user must be able to walk down to the pool; a home under
@@ -105,9 +139,12 @@ fn check_reachable(path: &Path, run_as: &RunAs) -> Result<()> {
 }
 
 /// Creates or updates a home.
+/// Refuses, before writing anything, a home that another user could have
+/// prepared or can change (see [`pgfork_pool::hygiene`]).
 pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
+    let narrowed = adopt(home)?;
     let existed = home.meta_db().exists();
-    mkdir(home.root(), 0o711)?;
+    mkdir(home.root(), TRAVERSE_DIR)?;
     let mut meta = Meta::open(&home.meta_db(), true)?;
     let had_objects = existed && !pgfork_pool::meta::SourceRow::list(meta.conn())?.is_empty();
 
@@ -142,8 +179,7 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
                     home.image().display()
                 )));
             }
-            std::fs::create_dir_all(home.pool())
-                .map_err(EngineError::io("create directory", &home.pool()))?;
+            mkdir(&home.pool(), TRAVERSE_DIR)?;
             if std::fs::read_dir(home.pool())
                 .map(|mut d| d.next().is_some())
                 .unwrap_or(false)
@@ -167,11 +203,14 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         home.sources(),
         home.snapshots(),
         home.branches(),
+        home.staging(),
+        home.views(),
         home.run(),
     ] {
-        mkdir(&dir, 0o711)?;
+        mkdir(&dir, TRAVERSE_DIR)?;
     }
-    mkdir(&home.logs(), 0o700)?;
+    mkdir(&home.dumps(), PRIVATE_DIR)?;
+    mkdir(&home.logs(), PRIVATE_DIR)?;
 
     let probe = driver::probe(&home.pool()).map_err(EngineError::io("probe", &home.pool()))?;
     let previous_driver = meta.setting(key::DRIVER)?.and_then(|d| Driver::parse(&d));
@@ -227,7 +266,7 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         Ok::<_, EngineError>(())
     })?;
 
-    let mut warnings = Vec::new();
+    let mut warnings: Vec<String> = narrowed.into_iter().collect();
     if !driver.is_copy_on_write() {
         warnings.push(copy_driver_warning(&home.pool(), probe.filesystem));
     }

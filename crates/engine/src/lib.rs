@@ -79,7 +79,9 @@ pub(crate) enum ServerKind {
 impl Engine {
     /// Opens an initialised home: loads its settings, mounts the pool image
     /// again if needed (after a reboot) and reconciles interrupted work.
+    /// Refuses a home whose entries are links or another user's.
     pub fn open(home: Home, progress: Arc<dyn Progress>) -> Result<Engine> {
+        init::refuse_unsafe(pgfork_pool::hygiene::audit_layout(&home))?;
         let meta = Meta::open(&home.meta_db(), false)?;
         let config = Config::load(&meta, home.root())?;
         if config.image.is_some() {

@@ -9,6 +9,7 @@ use pgfork_pg::remote::{self, RemoteUrl};
 use pgfork_pg::untrusted::session;
 use pgfork_pg::{Postmaster, control, transfer};
 use pgfork_pool::meta::{self, Op, OpKind, PolicyRow, RemoteRow, RunState, SourceRow};
+use pgfork_pool::{home, hygiene};
 use serde::Serialize;
 
 use crate::server::Target;
@@ -286,7 +287,14 @@ impl Engine {
         conf::install(&dir, &self.config.run_as)?;
         write_owned(&dir.join("standby.signal"), b"", &self.config.run_as)?;
         if let Some(password) = password {
-            std::fs::create_dir_all(self.home.secrets())
+            // A standby running as another OS user must pass through to
+            // its passfile; otherwise nobody but us needs in.
+            let mode = if self.config.run_as.needs_switch() {
+                home::TRAVERSE_DIR
+            } else {
+                home::PRIVATE_DIR
+            };
+            hygiene::make_dir(&self.home.secrets(), mode)
                 .map_err(EngineError::io("create", &self.home.secrets()))?;
             let file = self.passfile(&row.name);
             let escape = |s: &str| s.replace('\\', "\\\\").replace(':', "\\:");
@@ -295,10 +303,8 @@ impl Engine {
                 escape(url.user.as_deref().unwrap_or("*")),
                 escape(password)
             );
+            // 0600, owned by the server's user, who reads it to reconnect.
             write_owned(&file, line.as_bytes(), &self.config.run_as)?;
-            use std::os::unix::fs::PermissionsExt;
-            std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600))
-                .map_err(EngineError::io("chmod", &file))?;
         }
         self.progress
             .stage(&format!("starting standby {}", row.name));

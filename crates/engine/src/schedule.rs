@@ -3,6 +3,7 @@
 //! file makes sure two ticks never run at once.
 
 use std::fs::{File, OpenOptions, TryLockError};
+use std::os::unix::fs::OpenOptionsExt;
 use std::time::Duration;
 
 use pgfork_pool::meta::{self, BranchRow, PolicyRow, RemoteRow, SnapshotRow, SourceRow};
@@ -61,11 +62,15 @@ impl Engine {
     /// Runs what is due: refreshes, then scheduled snapshots and pruning.
     /// Refuses to run while another tick runs.
     pub fn tick(&mut self) -> Result<TickReport> {
-        let lock_path = self.home.root().join("tick.lock");
+        // Owner only: anyone who can open the lock can hold it (a shared
+        // flock needs only read access) and keep every tick out.
+        let lock_path = self.home.tick_lock();
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(pgfork_pool::home::PRIVATE_FILE)
+            .custom_flags(libc::O_NOFOLLOW)
             .open(&lock_path)
             .map_err(EngineError::io("open", &lock_path))?;
         match lock.try_lock() {

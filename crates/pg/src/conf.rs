@@ -194,11 +194,19 @@ pub fn install(datadir: &Path, owner: &RunAs) -> Result<(), PgError> {
     Ok(())
 }
 
-/// Writes a file by rename, so a crash never leaves half of it.
+/// Writes a file by rename, so a crash never leaves half of it. The file
+/// is made 0600 (a passfile among them) and never through a link: a stale
+/// temporary file, or a link in its place, is removed first.
 pub fn write_owned(path: &Path, content: &[u8], owner: &RunAs) -> Result<(), PgError> {
+    use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension("pgfork-tmp");
     let result = (|| {
-        let mut f = std::fs::File::create(&tmp)?;
+        let _ = std::fs::remove_file(&tmp);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
         f.write_all(content)?;
         owner.chown(&tmp)?;
         std::fs::rename(&tmp, path)

@@ -2,6 +2,7 @@
 //! stopping it: SIGINT (fast shutdown), then SIGQUIT, then SIGKILL.
 
 use std::fs::OpenOptions;
+use std::os::unix::fs::OpenOptionsExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -83,9 +84,13 @@ pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
     kill_leftovers(spec.datadir);
     remove_stale_socket(spec.socket_dir, spec.port);
 
+    // The server writes through this descriptor, so the file can be
+    // pgfork's own and owner-only; no link is followed to open it.
     let log = OpenOptions::new()
         .create(true)
         .append(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
         .open(spec.log)
         .map_err(PgError::io("open log", spec.log))?;
     let log_err = log.try_clone().map_err(PgError::io("open log", spec.log))?;

@@ -204,7 +204,8 @@ fn doctor(home: &Home, json: bool) -> Result<()> {
         );
     }
     if report.failed() {
-        bail!("doctor found problems (status fail above)");
+        // With --json the report is the one document printed.
+        return Err(output::Reported("doctor found problems (status fail above)".into()).into());
     }
     Ok(())
 }

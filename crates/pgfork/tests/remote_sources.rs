@@ -5,6 +5,7 @@
 mod common;
 
 use std::fs;
+use std::os::unix::fs::MetadataExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -269,6 +270,18 @@ fn physical_fresh_branch_sees_latest_commit(pool: Pool) {
         format!("postgres://replicator@127.0.0.1:{}/shop", prod.port)
     );
     assert_eq!(info["lag"]["receiver"], "streaming", "{info:#}");
+    // The standby (as postgres) reads its passfile by name; nobody else
+    // reads it, and nobody but root lists or adds to the directory.
+    let secrets = home.root.join("secrets");
+    assert_eq!(
+        fs::symlink_metadata(&secrets).unwrap().mode() & 0o777,
+        0o711
+    );
+    let passfile = fs::symlink_metadata(secrets.join("prod.pgpass")).unwrap();
+    assert_eq!(
+        (passfile.mode() & 0o777, passfile.uid()),
+        (0o600, postgres_uid().0)
+    );
 
     // No rules yet: a snapshot would hand out personal data.
     let err = home.fails(&["snapshot", "create", "prod"]);

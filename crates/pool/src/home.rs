@@ -5,21 +5,34 @@ use std::path::{Path, PathBuf};
 /// Environment variable that overrides the default home.
 pub const HOME_ENV: &str = "PGFORK_HOME";
 
+/// Mode of the home and of the directories that servers, running as another
+/// OS user, must pass through to reach their data and sockets.
+pub const TRAVERSE_DIR: u32 = 0o711;
+/// Mode of directories only pgfork itself reads.
+pub const PRIVATE_DIR: u32 = 0o700;
+/// Mode of every file pgfork keeps in the home.
+pub const PRIVATE_FILE: u32 = 0o600;
+
 /// The directory holding meta.db, the pool, logs and sockets.
 ///
-/// Layout:
+/// Layout, with modes (see [`crate::hygiene`] for why and how they are
+/// checked):
 /// ```text
-/// HOME/meta.db              metadata (SQLite)
-/// HOME/pool.img             optional pool image, loop-mounted on HOME/pool
-/// HOME/pool/sources/NAME    source data directories
-/// HOME/pool/snapshots/ID    sealed, immutable snapshots
-/// HOME/pool/branches/NAME   branch data directories
-/// HOME/pool/staging/NAME    a logical source's next import
-/// HOME/pool/dumps/NAME      dumps in transit
-/// HOME/pool/views/KEY       short-lived readable clones of snapshots
-/// HOME/secrets/NAME.pgpass  a standby's replication password
-/// HOME/logs/                server logs
-/// HOME/run/                 unix socket directories
+/// HOME/                     0711  owned by the user running pgfork
+/// HOME/meta.db              0600  metadata (SQLite; also -wal, -shm)
+/// HOME/pool.img             0600  optional pool image, loop-mounted on HOME/pool
+/// HOME/tick.lock            0600  held while `pgfork tick` runs
+/// HOME/pool/                0711  the pool (and its directories below, except dumps)
+/// HOME/pool/sources/NAME          source data directories (0700, server user)
+/// HOME/pool/snapshots/ID          sealed, immutable snapshots
+/// HOME/pool/branches/NAME         branch data directories
+/// HOME/pool/staging/NAME          a logical source's next import
+/// HOME/pool/dumps/NAME      0700  dumps in transit (pg_dump runs as pgfork's user)
+/// HOME/pool/views/KEY             short-lived readable clones of snapshots
+/// HOME/secrets/NAME.pgpass  0600  a standby's replication password (dir 0700,
+///                                 0711 when servers run as another OS user)
+/// HOME/logs/                0700  server logs (files 0600)
+/// HOME/run/                 0711  unix socket directories (0700, server user)
 /// ```
 #[derive(Debug, Clone)]
 pub struct Home {
@@ -94,7 +107,7 @@ impl Home {
     pub fn dumps(&self) -> PathBuf {
         self.pool().join("dumps")
     }
-    /// Credentials a standby needs to reconnect on its own (0700).
+    /// Credentials a standby needs to reconnect on its own.
     pub fn secrets(&self) -> PathBuf {
         self.root.join("secrets")
     }
@@ -105,6 +118,10 @@ impl Home {
     /// Unix socket directories.
     pub fn run(&self) -> PathBuf {
         self.root.join("run")
+    }
+    /// The lock `pgfork tick` holds while it runs.
+    pub fn tick_lock(&self) -> PathBuf {
+        self.root.join("tick.lock")
     }
 }
 

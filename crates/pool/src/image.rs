@@ -2,6 +2,7 @@
 //! loop-mounted on the pool directory, so any Linux box gets real
 //! copy-on-write. Needs root.
 
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -151,9 +152,11 @@ impl PoolImage {
         }
         let (tool, args, package) = fs.mkfs();
         let mkfs = find_tool(tool).ok_or(ImageError::MissingTool { tool, package })?;
+        // Every source's rows and every verifier are in it: owner only.
         let image = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(crate::home::PRIVATE_FILE)
             .open(file)
             .map_err(|source| ImageError::Io {
                 op: "create pool image",

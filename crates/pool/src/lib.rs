@@ -4,6 +4,7 @@
 pub mod driver;
 pub mod extents;
 pub mod home;
+pub mod hygiene;
 pub mod image;
 pub mod meta;
 pub mod space;

@@ -51,6 +51,17 @@ pub enum MetaError {
         /// The value.
         value: String,
     },
+    /// meta.db is a link, not a regular file, or another user's.
+    #[error("{0}")]
+    Unsafe(crate::hygiene::Finding),
+    /// meta.db could not be opened.
+    #[error("open {}: {source}: check that you run pgfork as the home's owner", path.display())]
+    Io {
+        /// meta.db.
+        path: std::path::PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// SQLite failed.
     #[error("meta.db: {0}")]
     Sqlite(#[from] rusqlite::Error),
@@ -64,12 +75,13 @@ pub struct Meta {
 impl Meta {
     /// Opens (and creates, if `create`) the metadata database and brings
     /// its schema up to date.
+    /// Refuses a meta.db that is a symbolic link or another user's.
     pub fn open(path: &Path, create: bool) -> Result<Meta, MetaError> {
-        if !create && !path.exists() {
-            let home = path.parent().unwrap_or(path).display().to_string();
-            return Err(MetaError::NotInitialised(home));
-        }
-        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        check_file(path, create)?;
+        // NOFOLLOW: SQLite too refuses a link put there after the check.
+        let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_NOFOLLOW;
         if create {
             flags |= OpenFlags::SQLITE_OPEN_CREATE;
         }
@@ -83,12 +95,6 @@ impl Meta {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         let mut meta = Meta { conn };
         schema::migrate(&mut meta.conn)?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            // Branch passwords live here: owner only.
-            let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
-        }
         Ok(meta)
     }
 
@@ -130,6 +136,72 @@ impl Meta {
         )?;
         Ok(())
     }
+}
+
+/// Opens meta.db without following a link (creating it 0600 if asked:
+/// branch passwords live there, and SQLite gives its -wal and -shm files
+/// the database's mode) and checks that it is a regular file of the
+/// invoking user or root. An existing file's mode is left alone: `pgfork
+/// init` narrows it, `pgfork doctor` reports it.
+fn check_file(path: &Path, create: bool) -> Result<(), MetaError> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+    let mut options = std::fs::OpenOptions::new();
+    // NONBLOCK: a FIFO in its place must not hang the open.
+    options
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK);
+    if create {
+        options
+            .write(true)
+            .create(true)
+            .mode(crate::home::PRIVATE_FILE);
+    }
+    let io = |source| MetaError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = match options.open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let home = path.parent().unwrap_or(path).display().to_string();
+            return Err(MetaError::NotInitialised(home));
+        }
+        Err(e) if e.raw_os_error() == Some(libc::ELOOP) => {
+            return Err(unsafe_file(
+                path,
+                "is a symbolic link: pgfork follows no link in its home and someone may have \
+                 planted it; remove the link (if you made it, replace it by the file it points to)"
+                    .into(),
+            ));
+        }
+        Err(e) => return Err(io(e)),
+    };
+    let meta = file.metadata().map_err(io)?;
+    if !meta.is_file() {
+        return Err(unsafe_file(
+            path,
+            "is not a regular file: move it away".into(),
+        ));
+    }
+    if !crate::hygiene::trusted(meta.uid()) {
+        return Err(unsafe_file(
+            path,
+            format!(
+                "is owned by uid {}, not by you or root: someone else made it; \
+                 check it, then chown it to yourself, or remove it",
+                meta.uid()
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn unsafe_file(path: &Path, what: String) -> MetaError {
+    MetaError::Unsafe(crate::hygiene::Finding {
+        path: path.to_path_buf(),
+        severity: crate::hygiene::Severity::Unsafe,
+        message: format!("{} {what}", path.display()),
+    })
 }
 
 /// Seconds since the Unix epoch.
