@@ -549,6 +549,7 @@ impl Engine {
         let source = self.source_row(&row.source)?;
         Ok(Dsn {
             host: "127.0.0.1".into(),
+            socket_dir: (!row.tcp).then(|| self.socket_dir(ServerKind::Branch, name)),
             port: row.port,
             user: source.role,
             password: row.password,

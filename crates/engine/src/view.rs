@@ -15,6 +15,9 @@ use crate::CreateTimings;
 pub struct Dsn {
     /// Host (always loopback).
     pub host: String,
+    /// The unix socket directory instead, for a branch without TCP (one
+    /// made for the proxy's agents; only root and pgfork can enter it).
+    pub socket_dir: Option<PathBuf>,
     /// Port.
     pub port: u16,
     /// Role.
@@ -28,17 +31,26 @@ pub struct Dsn {
 impl Dsn {
     /// The full URL, password included: a secret.
     pub fn url(&self) -> String {
-        format!(
-            "postgres://{}:{}@{}:{}/{}",
-            self.user, self.password, self.host, self.port, self.database
-        )
+        self.render(&self.password)
     }
     /// The URL with the password masked, for display and logs.
     pub fn redacted(&self) -> String {
-        format!(
-            "postgres://{}:********@{}:{}/{}",
-            self.user, self.host, self.port, self.database
-        )
+        self.render("********")
+    }
+    fn render(&self, password: &str) -> String {
+        match &self.socket_dir {
+            Some(dir) => format!(
+                "postgresql://{}:{password}@/{}?host={}&port={}",
+                self.user,
+                self.database,
+                dir.display(),
+                self.port
+            ),
+            None => format!(
+                "postgres://{}:{password}@{}:{}/{}",
+                self.user, self.host, self.port, self.database
+            ),
+        }
     }
 }
 
@@ -92,6 +104,12 @@ pub struct BranchInfo {
     pub socket_dir: PathBuf,
     /// Server log.
     pub log: PathBuf,
+    /// Whether it listens on TCP (false: only the proxy reaches it, over
+    /// the unix socket).
+    pub tcp: bool,
+    /// The OS uid its server runs as, when it has a sandbox uid of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub os_uid: Option<u32>,
     /// Creation time.
     pub created_at: String,
     /// Expiry time, if it has a TTL.
@@ -123,6 +141,7 @@ impl BranchInfo {
         let alive = row.postmaster.is_some_and(|p| p.is_alive());
         let dsn = Dsn {
             host: "127.0.0.1".into(),
+            socket_dir: (!row.tcp).then(|| socket_dir.clone()),
             port: row.port,
             user: source.role.clone(),
             password: row.password.clone(),
@@ -142,6 +161,8 @@ impl BranchInfo {
             data_dir: dir,
             socket_dir,
             log,
+            tcp: row.tcp,
+            os_uid: row.uid,
             created_at: timestamp(row.created_at),
             expires_at: row.expires_at.map(timestamp),
             protected: row.protected,
@@ -241,6 +262,7 @@ impl SourceInfo {
         let alive = row.postmaster.is_some_and(|p| p.is_alive());
         let dsn = Dsn {
             host: "127.0.0.1".into(),
+            socket_dir: None,
             port: row.port,
             user: row.role.clone(),
             password: row.password.clone(),
@@ -341,6 +363,7 @@ mod tests {
     fn dsn_debug_hides_the_password() {
         let dsn = Dsn {
             host: "127.0.0.1".into(),
+            socket_dir: None,
             port: 5,
             user: "u".into(),
             password: "s3cret".into(),
@@ -349,5 +372,13 @@ mod tests {
         assert!(!format!("{dsn:?}").contains("s3cret"));
         assert!(dsn.url().contains("s3cret"));
         assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        let unix = Dsn {
+            socket_dir: Some("/h/run/branch-a".into()),
+            ..dsn
+        };
+        assert_eq!(
+            unix.redacted(),
+            "postgresql://u:********@/d?host=/h/run/branch-a&port=5"
+        );
     }
 }

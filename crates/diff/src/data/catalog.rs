@@ -2,7 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use pgfork_pg::untrusted::expr::{Column, InputFn, TypeCatalog};
+use pgfork_pg::untrusted::expr::{Column, TypeCatalog};
 
 use crate::DiffError;
 
@@ -27,8 +27,6 @@ pub struct TableInfo {
     /// Columns whose type is opaque: read through the type's output
     /// function, never cast (see [`pgfork_pg::untrusted::expr`]).
     pub opaque: BTreeSet<String>,
-    /// For opaque key columns: the type's input function, to look keys up.
-    pub inputs: BTreeMap<String, InputFn>,
     /// For columns added with a constant default after rows existed: the
     /// value those rows read (`attmissingval`), as text.
     pub missing: BTreeMap<String, String>,
@@ -86,19 +84,6 @@ SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
        (SELECT array_agg(CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END ORDER BY a.attnum)
           FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT array_agg(a.atttypid ORDER BY a.attnum) FROM pg_attribute a
-         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
-       (SELECT array_agg(quote_ident(pn.nspname) || '.' || quote_ident(p.proname) ORDER BY k.ord)
-          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-          JOIN pg_type ty ON ty.oid = a.atttypid JOIN pg_proc p ON p.oid = ty.typinput
-          JOIN pg_namespace pn ON pn.oid = p.pronamespace
-         WHERE i.indrelid = c.oid AND i.indisprimary),
-       (SELECT array_agg(p.pronargs ORDER BY k.ord)
-          FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
-          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-          JOIN pg_type ty ON ty.oid = a.atttypid JOIN pg_proc p ON p.oid = ty.typinput
-         WHERE i.indrelid = c.oid AND i.indisprimary),
-       (SELECT array_agg(a.atttypmod ORDER BY a.attnum) FROM pg_attribute a
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
  WHERE c.relkind = 'r' AND c.relpersistence = 'p'
@@ -126,22 +111,17 @@ pub fn read_tables(
             .get::<_, Option<Vec<Option<String>>>>(8)
             .unwrap_or_default();
         let type_oids: Vec<u32> = r.get::<_, Option<Vec<u32>>>(9).unwrap_or_default();
-        let inputs: Vec<String> = list(10);
-        let nargs: Vec<i16> = r.get::<_, Option<Vec<i16>>>(11).unwrap_or_default();
-        let typmods: Vec<i32> = r.get::<_, Option<Vec<i32>>>(12).unwrap_or_default();
         let mut t = TableInfo {
             schema: r.get(0),
             name: r.get(1),
             file: r.get(2),
             columns: columns.clone(),
             key: key_cols
-                .clone()
                 .zip(key_types)
                 .map(|(c, t)| c.into_iter().zip(t).collect()),
             generated: list(6),
             types: BTreeMap::new(),
             opaque: BTreeSet::new(),
-            inputs: BTreeMap::new(),
             missing: BTreeMap::new(),
         };
         for (i, col) in columns.iter().enumerate() {
@@ -151,20 +131,8 @@ pub fn read_tables(
             if let Some(ty) = type_names.get(i) {
                 t.types.insert(col.clone(), ty.clone());
             }
-            let oid = type_oids.get(i).copied().unwrap_or(0);
-            if types.is_opaque(oid) {
+            if types.is_opaque(type_oids.get(i).copied().unwrap_or(0)) {
                 t.opaque.insert(col.clone());
-                if let Some(k) = key_cols.iter().flatten().position(|k| k == col) {
-                    t.inputs.insert(
-                        col.clone(),
-                        InputFn {
-                            function: inputs.get(k).cloned().unwrap_or_default(),
-                            nargs: nargs.get(k).copied().unwrap_or(1),
-                            type_oid: oid,
-                            typmod: typmods.get(i).copied().unwrap_or(-1),
-                        },
-                    );
-                }
             }
         }
         out.insert(t.display(), t);

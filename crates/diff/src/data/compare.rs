@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use serde_json::Value;
 
-use pgfork_pg::untrusted::expr::{from_text, json_object, json_value, op, row_json, text_of};
+use pgfork_pg::untrusted::expr::{array_literal, json_object, json_value, op, row_json, text_of};
 
 use super::catalog::{TableInfo, ident};
 use super::pages::PageSet;
@@ -250,10 +250,10 @@ pub fn fetch_rows(
 }
 
 /// `value` (a jsonb expression over row `t`) of the rows of `t` with the
-/// given keys. Keys travel as text and become values of the key's type
-/// by a cast for built-in types and by the type's input function for the
-/// others; they are compared with pg_catalog's `=`, so the key's index
-/// serves the lookup.
+/// given keys. Keys travel as typed array literals, which the key types'
+/// input functions read (never a cast the branch could have made), and
+/// are compared with pg_catalog's `=`, so the key's index serves the
+/// lookup.
 fn by_keys(
     client: &mut postgres::Client,
     t: &TableInfo,
@@ -266,45 +266,34 @@ fn by_keys(
         .ok_or_else(|| DiffError::Refused(format!("{} has no primary key", t.display())))?;
     let mut out = HashMap::new();
     let key_expr = key_expr(t, cols);
-    // The key value a text `input` stands for, in column `c`'s type.
-    let typed = |c: &str, ty: &str, input: &str| -> String {
-        match t.inputs.get(c) {
-            Some(f) => from_text(input, f),
-            None => format!("({input})::{ty}"),
-        }
-    };
     let eq = op("=");
     for batch in keys.chunks(KEYS_PER_QUERY) {
-        let arrays: Vec<Vec<Option<String>>> = (0..cols.len())
-            .map(|i| batch.iter().map(|k| k.get(i).cloned().flatten()).collect())
+        let arrays: Vec<String> = cols
+            .iter()
+            .enumerate()
+            .map(|(i, (_, ty))| {
+                let values: Vec<Option<String>> =
+                    batch.iter().map(|k| k.get(i).cloned().flatten()).collect();
+                array_literal(&values, ty)
+            })
             .collect();
-        // unnest(a, b) is special syntax for ROWS FROM, which names no
-        // function and so cannot be qualified: write it out.
-        let rows_from = format!(
-            "ROWS FROM ({})",
-            (1..=cols.len())
-                .map(|i| format!("pg_catalog.unnest(${i}::pg_catalog.text[])"))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
-        let names = (0..cols.len())
-            .map(|i| format!("c{i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
         let sql = if cols.len() == 1 {
-            let (c, ty) = &cols[0];
             format!(
-                "SELECT {key_expr}, {value} FROM ONLY {} t WHERE t.{} {eq} ANY \
-                 (ARRAY(SELECT {} FROM {rows_from} AS u(c0)))",
+                "SELECT {key_expr}, {value} FROM ONLY {} t WHERE t.{} {eq} ANY ({})",
                 t.sql_name(),
-                ident(c),
-                typed(c, ty, "u.c0"),
+                ident(&cols[0].0),
+                arrays[0]
             )
         } else {
-            let values = cols
+            // unnest(a, b) is special syntax for ROWS FROM, which names no
+            // function and so cannot be qualified: write it out.
+            let rows_from = arrays
                 .iter()
-                .enumerate()
-                .map(|(i, (c, ty))| typed(c, ty, &format!("u.c{i}")))
+                .map(|a| format!("pg_catalog.unnest({a})"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let names = (0..cols.len())
+                .map(|i| format!("c{i}"))
                 .collect::<Vec<_>>()
                 .join(", ");
             let on = cols
@@ -314,17 +303,13 @@ fn by_keys(
                 .collect::<Vec<_>>()
                 .join(" AND ");
             format!(
-                "SELECT {key_expr}, {value} FROM ONLY {} t JOIN \
-                 (SELECT {values} FROM {rows_from} AS u({names})) AS k({names}) ON {on}",
+                "SELECT {key_expr}, {value} FROM ONLY {} t \
+                 JOIN ROWS FROM ({rows_from}) AS k({names}) ON {on}",
                 t.sql_name()
             )
         };
-        let params: Vec<&(dyn postgres::types::ToSql + Sync)> = arrays
-            .iter()
-            .map(|a| a as &(dyn postgres::types::ToSql + Sync))
-            .collect();
         for r in client
-            .query(&sql, &params)
+            .query(&sql, &[])
             .map_err(DiffError::sql(format!("look up rows of {}", t.display())))?
         {
             out.insert(r.get::<_, Key>(0), r.get(1));

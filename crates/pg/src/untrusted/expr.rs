@@ -7,7 +7,8 @@
 //! the built-in ones. Any other value is *opaque*: enums, composites,
 //! ranges and types of extensions. Opaque values are turned into text by
 //! their type's output function (`format('%s', v)` calls it directly) and
-//! back by its input function, never by `::`.
+//! back by its input function (a typed literal), never by `::` applied to
+//! a value.
 
 use std::collections::HashMap;
 
@@ -104,35 +105,22 @@ pub fn text_array(items: &[String]) -> String {
     format!("ARRAY[{}]::pg_catalog.text[]", quoted.join(", "))
 }
 
-/// How values of a type are read from text: its input function.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InputFn {
-    /// The function, qualified (`pg_catalog.enum_in`).
-    pub function: String,
-    /// How many arguments it takes (1, or 3 with type OID and typmod; 2
-    /// for `enum_in`).
-    pub nargs: i16,
-    /// The type's OID.
-    pub type_oid: u32,
-    /// The column's type modifier.
-    pub typmod: i32,
-}
-
-/// `text` (an expression of type text) converted to a value of the type of
-/// `input` by calling the input function, as a literal would be.
-pub fn from_text(text: &str, input: &InputFn) -> String {
-    let arg = format!("({text})::pg_catalog.cstring");
-    match input.nargs {
-        1 => format!("{}({arg})", input.function),
-        2 => format!(
-            "{}({arg}, {}::pg_catalog.oid)",
-            input.function, input.type_oid
-        ),
-        _ => format!(
-            "{}({arg}, {}::pg_catalog.oid, {})",
-            input.function, input.type_oid, input.typmod
-        ),
-    }
+/// An array of type `ty[]` holding `values` (text, NULL for None), written
+/// as a typed literal: the array's and its elements' input functions read
+/// it, as for any literal, where `$1::text[]::ty[]` would look for a cast
+/// from text, which the type's owner may have made.
+pub fn array_literal(values: &[Option<String>], ty: &str) -> String {
+    let elements: Vec<String> = values
+        .iter()
+        .map(|v| match v {
+            None => "NULL".to_string(),
+            Some(v) => format!("\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")),
+        })
+        .collect();
+    format!(
+        "{}::{ty}[]",
+        quote_literal(&format!("{{{}}}", elements.join(",")))
+    )
 }
 
 /// Quotes an identifier.
@@ -231,15 +219,12 @@ mod tests {
             "{}",
             text_of("t.a", true)
         );
-        let enum_in = InputFn {
-            function: "pg_catalog.enum_in".into(),
-            nargs: 2,
-            type_oid: 16400,
-            typmod: -1,
-        };
         assert_eq!(
-            from_text("x", &enum_in),
-            "pg_catalog.enum_in((x)::pg_catalog.cstring, 16400::pg_catalog.oid)"
+            array_literal(
+                &[Some("a".into()), Some("it's \"q\" \\".into()), None],
+                "public.mood"
+            ),
+            r#"'{"a","it''s \"q\" \\",NULL}'::public.mood[]"#
         );
     }
 

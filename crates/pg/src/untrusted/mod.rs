@@ -28,9 +28,10 @@
 //! 4. **No cast of a value whose type the branch defined**: casts are
 //!    found by type, not by search path, so a user `CREATE CAST` would be
 //!    picked. Such values are read through their type's own output
-//!    function ([`expr::text_of`]) and looked up through its input
-//!    function ([`expr::from_text`]); `to_jsonb` of a row is used only
-//!    when every column is of a built-in type ([`expr::row_json`]).
+//!    function ([`expr::text_of`]) and written as typed literals, which
+//!    its input function reads ([`expr::array_literal`]); `to_jsonb` of a
+//!    row is used only when every column is of a built-in type
+//!    ([`expr::row_json`]).
 
 pub mod expr;
 pub mod hazards;
