@@ -118,6 +118,9 @@ fn branch_summary(b: &pgfork_engine::BranchInfo, dsn: Option<String>) -> Value {
     if let Some(dsn) = dsn {
         v["dsn"] = json!(dsn);
     }
+    if let Some(error) = &b.error {
+        v["error"] = json!(error);
+    }
     v
 }
 
@@ -181,7 +184,7 @@ impl PgforkMcp {
     }
 
     #[tool(
-        description = "List branches, optionally only those with all the given labels. Returns {\"branches\": [{name, status (running/stopped/crashed), source, snapshot, port, database, user, created_at, expires_at, protected, labels}]}; passwords are not included."
+        description = "List branches, optionally only those with all the given labels. Returns {\"branches\": [{name, status (running/stopped/crashed), source, snapshot, port, database, user, created_at, expires_at, protected, labels, error}]}; passwords are not included; `error` appears only on a branch whose stored record cannot be shown whole, saying what to do."
     )]
     async fn list_branches(
         &self,

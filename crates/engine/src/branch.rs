@@ -109,14 +109,14 @@ impl Engine {
     }
 
     fn branch_info_of(&self, row: &BranchRow) -> Result<BranchInfo> {
-        let source = self.source_row(&row.source)?;
-        let label = SnapshotRow::get(self.meta.conn(), row.snapshot_id)?
-            .map(|s| s.label())
-            .unwrap_or_else(|| row.snapshot_id.to_string());
+        // A missing source or snapshot row is shown as the branch's error,
+        // never fails the listing of the others.
+        let source = SourceRow::get(self.meta.conn(), &row.source)?;
+        let snapshot = SnapshotRow::get(self.meta.conn(), row.snapshot_id)?;
         Ok(BranchInfo::new(
             row,
-            &source,
-            label,
+            source.as_ref(),
+            snapshot.as_ref(),
             (
                 self.branch_dir(&row.name),
                 self.socket_dir(ServerKind::Branch, &row.name),
@@ -220,6 +220,7 @@ impl Engine {
                 durable: req.durable,
                 labels: req.labels.clone(),
                 timings: None,
+                problems: Vec::new(),
             };
             row.insert(c)?;
             Ok(row)

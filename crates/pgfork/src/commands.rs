@@ -459,7 +459,8 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
             if json {
                 output::json(&list)
             } else {
-                output::branches(&list)
+                output::branches(&list);
+                output::branch_errors(&list);
             }
         }
         BranchCommand::Info {
