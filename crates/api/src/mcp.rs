@@ -26,10 +26,10 @@ pub struct CreateBranchParams {
     pub name: String,
     /// What to clone: a source name (its latest snapshot), a snapshot id such as "shop@3", or an existing branch name (snapshotted now).
     pub from: String,
-    /// Time to live, such as "30m", "2h" or "7d"; the branch is deleted after it. Omit for no expiry.
+    /// Time to live, such as "30m", "2h" or "7d" (at most "10y"); the branch is deleted after it. Omit for no expiry.
     #[serde(default)]
     pub ttl: Option<String>,
-    /// Labels to attach, such as {"agent": "a1"}.
+    /// Labels to attach, such as {"agent": "a1"}: at most 32; keys like "team" or "example.com/team" (a name of 1-63 letters, digits, '-', '_', '.', after an optional DNS-subdomain prefix and '/'); values at most 256 characters, no control characters.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }

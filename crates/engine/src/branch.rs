@@ -166,6 +166,10 @@ impl Engine {
     pub fn branch_create(&mut self, req: &BranchCreate) -> Result<BranchInfo> {
         let began = Instant::now();
         names::validate(&req.name)?;
+        if let Some(ttl) = req.ttl {
+            names::check_duration("ttl", ttl, names::TTL)?;
+        }
+        names::validate_labels(&req.labels)?;
         if let Some(kind) = meta::name_taken(self.meta.conn(), &req.name)? {
             return Err(EngineError::NameTaken {
                 name: req.name.clone(),
@@ -215,7 +219,7 @@ impl Engine {
                 password: random_password(),
                 postmaster: None,
                 created_at: now,
-                expires_at: req.ttl.map(|t| now + t.as_secs().max(1) as i64),
+                expires_at: req.ttl.map(|t| names::expiry(now, t)).transpose()?,
                 protected: req.protect,
                 durable: req.durable,
                 labels: req.labels.clone(),
@@ -393,15 +397,11 @@ impl Engine {
     ) -> Result<BranchInfo> {
         let row = self.branch_row(name)?;
         let expires_at = match ttl {
-            Some(Some(t)) => Some(meta::now() + t.as_secs().max(1) as i64),
+            Some(Some(t)) => Some(names::expiry(meta::now(), t)?),
             Some(None) => None,
             None => row.expires_at,
         };
-        let mut labels = row.labels.clone();
-        labels.extend(add_labels.clone());
-        for key in remove_labels {
-            labels.remove(key);
-        }
+        let labels = names::merge_labels(&row.labels, add_labels, remove_labels)?;
         let protected = protect.unwrap_or(row.protected);
         self.meta
             .write(|c| BranchRow::set_options(c, name, expires_at, protected, &labels))?;

@@ -283,7 +283,7 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
                 refresh_every: args
                     .refresh_every
                     .as_deref()
-                    .map(names::parse_ttl)
+                    .map(|t| names::parse_duration("--refresh-every", t, names::INTERVAL))
                     .transpose()?,
                 role: args.role,
                 save_password: args.save_password,
@@ -412,7 +412,10 @@ fn snapshot(engine: &mut Engine, cmd: SnapshotCommand, json: bool) -> Result<()>
             let every = if off {
                 None
             } else {
-                every.as_deref().map(names::parse_ttl).transpose()?
+                every
+                    .as_deref()
+                    .map(|t| names::parse_duration("--every", t, names::INTERVAL))
+                    .transpose()?
             };
             let policy = engine.snapshot_schedule(&source, every, keep)?;
             if json {
