@@ -96,6 +96,15 @@ def test_errors_are_clear(client: Client, server):
     with pytest.raises(PgforkError) as e:
         client.create_branch("fine", "shop", ttl="soon")
     assert e.value.status == 400 and "ttl" in e.value.message
+    # Out of bounds is refused before anything is stored.
+    with pytest.raises(PgforkError) as e:
+        client.create_branch("fine", "shop", ttl="300000y")
+    assert (e.value.status, e.value.code) == (400, "invalid_argument") and "'ttl'" in e.value.message
+    with pytest.raises(PgforkError) as e:
+        client.create_branch("fine", "shop", labels={"../etc": "x"})
+    assert (e.value.status, e.value.code) == (400, "invalid_argument") and "'labels'" in e.value.message
+    assert "fine" not in [b.name for b in client.branches()]
+    assert all(b.error is None for b in client.branches())
 
 
 def test_openapi_lists_the_branch_routes(client: Client):

@@ -78,6 +78,14 @@ async def exercise(session: ClientSession, source_dsn: str) -> None:
     r = await session.call_tool("run_sql", {"branch": "shop", "sql": "SELECT 1"})
     assert r.is_error and r.structured_content["error"]["code"] == "unknown_branch"
 
+    # The time limit holds even when the SQL turns its own timeout off:
+    # pgfork cancels from outside the session.
+    r = await session.call_tool("run_sql", {"branch": name, "sql": "SET statement_timeout = 0; SELECT pg_sleep(30)", "timeout_seconds": 2})
+    assert r.is_error and r.structured_content["error"]["code"] == "canceled", r.structured_content
+    assert "canceled after 2 s" in r.structured_content["error"]["message"]
+    r = await session.call_tool("run_sql", {"branch": name, "sql": "SELECT 1", "timeout_seconds": 61})
+    assert r.is_error and r.structured_content["error"]["code"] == "invalid_argument"
+
     r = await session.call_tool("list_branches", {"labels": {}})
     assert name in [b["name"] for b in r.structured_content["branches"]]
     assert all("dsn" not in b for b in r.structured_content["branches"])

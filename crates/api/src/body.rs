@@ -11,6 +11,10 @@ use crate::error::ApiError;
 /// Largest request body read (requests are small JSON documents).
 const MAX_BODY: usize = 1 << 20;
 
+/// Most changed rows a diff lists per table, through the API or MCP (the
+/// counts are complete whatever the limit).
+pub const MAX_DIFF_ROWS: usize = 10_000;
+
 /// A JSON request body.
 pub struct JsonBody<T>(pub T);
 
@@ -64,6 +68,55 @@ pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
             (decode(k), decode(v))
         })
         .collect()
+}
+
+/// Refuses query parameters a route does not take, naming the first, so
+/// that a mistyped one is not silently ignored.
+pub fn known_params(query: Option<&str>, known: &[&str]) -> Result<(), ApiError> {
+    match query_pairs(query)
+        .into_iter()
+        .find(|(k, _)| !known.contains(&k.as_str()))
+    {
+        None => Ok(()),
+        Some((k, _)) => Err(ApiError::bad_request(format!(
+            "unknown query parameter '{k}': this route takes {}",
+            if known.is_empty() {
+                "none".to_string()
+            } else {
+                known.join(", ")
+            }
+        ))),
+    }
+}
+
+/// A whole-number query parameter within `range`, or `default` if absent.
+pub fn query_number(
+    query: Option<&str>,
+    key: &str,
+    range: std::ops::RangeInclusive<u64>,
+    default: u64,
+) -> Result<u64, ApiError> {
+    match query_pairs(query).into_iter().find(|(k, _)| k == key) {
+        None => Ok(default),
+        Some((_, v)) => number_in(key, &v, range),
+    }
+}
+
+/// The whole number in query parameter `key`'s value `v`, within `range`.
+pub fn number_in(
+    key: &str,
+    v: &str,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ApiError> {
+    match v.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(ApiError::bad_request(format!(
+            "query parameter '{key}' must be a whole number from {} to {}, not '{}'",
+            range.start(),
+            range.end(),
+            v.chars().take(40).collect::<String>()
+        ))),
+    }
 }
 
 /// A boolean query parameter (`force=true`); absent is false.
@@ -142,5 +195,19 @@ mod tests {
         assert!(query_flag(Some("force=true"), "force").unwrap());
         assert!(!query_flag(None, "force").unwrap());
         assert!(query_flag(Some("force=maybe"), "force").is_err());
+        known_params(Some("force=true"), &["force"]).unwrap();
+        let e = known_params(Some("force=true&forse=1"), &["force"]).unwrap_err();
+        assert!(e.message.contains("'forse'"), "{}", e.message);
+        assert_eq!(query_number(None, "limit", 1..=10, 5).unwrap(), 5);
+        assert_eq!(
+            query_number(Some("limit=10"), "limit", 1..=10, 5).unwrap(),
+            10
+        );
+        for bad in ["limit=11", "limit=0", "limit=-1", "limit=x"] {
+            assert!(
+                query_number(Some(bad), "limit", 1..=10, 5).is_err(),
+                "{bad}"
+            );
+        }
     }
 }

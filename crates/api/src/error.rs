@@ -34,6 +34,16 @@ impl ApiError {
         ApiError::new(StatusCode::BAD_REQUEST, "bad_request", message)
     }
 
+    /// An engine's refusal of one field of a request, naming the field
+    /// (400 with the engine's code, such as `invalid_argument`).
+    pub fn field(field: &str, e: EngineError) -> ApiError {
+        ApiError {
+            status: status_of(&e),
+            code: e.code(),
+            message: format!("invalid field '{field}': {e}"),
+        }
+    }
+
     /// 401, the same for a missing and a wrong token: saying which would
     /// help someone guessing.
     pub fn unauthorized() -> ApiError {

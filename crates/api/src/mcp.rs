@@ -7,7 +7,10 @@
 //! errors are left for requests the server cannot route at all.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use axum::http::StatusCode;
+use pgfork_engine::EngineError;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
@@ -15,8 +18,9 @@ use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crate::body::MAX_DIFF_ROWS;
 use crate::error::ApiError;
-use crate::query::{self, DEFAULT_ROWS, MAX_ROWS_LIMIT};
+use crate::query::{self, DEFAULT_ROWS, MAX_ROWS_LIMIT, MAX_TIMEOUT_SECS, QueryError};
 use crate::state::Shared;
 
 /// Parameters of `create_branch`.
@@ -26,10 +30,10 @@ pub struct CreateBranchParams {
     pub name: String,
     /// What to clone: a source name (its latest snapshot), a snapshot id such as "shop@3", or an existing branch name (snapshotted now).
     pub from: String,
-    /// Time to live, such as "30m", "2h" or "7d"; the branch is deleted after it. Omit for no expiry.
+    /// Time to live, such as "30m", "2h" or "7d" (at most "10y"); the branch is deleted after it. Omit for no expiry.
     #[serde(default)]
     pub ttl: Option<String>,
-    /// Labels to attach, such as {"agent": "a1"}.
+    /// Labels to attach, such as {"agent": "a1"}: at most 32; keys like "team" or "example.com/team" (a name of 1-63 letters, digits, '-', '_', '.', after an optional DNS-subdomain prefix and '/'); values at most 256 characters, no control characters.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
 }
@@ -69,6 +73,9 @@ pub struct RunSqlParams {
     /// Most rows to return (default 100, at most 1000); the result says when rows were cut.
     #[serde(default)]
     pub max_rows: Option<usize>,
+    /// Time limit in seconds, 1 to 60 (default 60): past it the SQL is canceled and the call fails with code "canceled".
+    #[serde(default)]
+    pub timeout_seconds: Option<u64>,
 }
 
 /// Parameters of `diff_branch`.
@@ -79,7 +86,7 @@ pub struct DiffBranchParams {
     /// Compare against this branch or snapshot id of the same source instead of the branch's base snapshot.
     #[serde(default)]
     pub against: Option<String>,
-    /// Changed rows listed per table (default 20); the counts are always complete.
+    /// Changed rows listed per table (default 20, at most 10000); the counts are always complete.
     #[serde(default)]
     pub limit: Option<usize>,
 }
@@ -118,7 +125,25 @@ fn branch_summary(b: &pgfork_engine::BranchInfo, dsn: Option<String>) -> Value {
     if let Some(dsn) = dsn {
         v["dsn"] = json!(dsn);
     }
+    if let Some(error) = &b.error {
+        v["error"] = json!(error);
+    }
     v
+}
+
+/// An argument outside what a tool takes.
+fn bad_argument(message: String) -> CallToolResult {
+    failed(ApiError::from(EngineError::InvalidArgument(message)))
+}
+
+/// What a failed `run_sql` tells the agent.
+fn query_error(e: QueryError) -> ApiError {
+    match e {
+        QueryError::Sql(e) => sql_error(e),
+        e @ QueryError::Canceled(_) => {
+            ApiError::new(StatusCode::REQUEST_TIMEOUT, "canceled", e.to_string())
+        }
+    }
 }
 
 #[tool_router]
@@ -181,7 +206,7 @@ impl PgforkMcp {
     }
 
     #[tool(
-        description = "List branches, optionally only those with all the given labels. Returns {\"branches\": [{name, status (running/stopped/crashed), source, snapshot, port, database, user, created_at, expires_at, protected, labels}]}; passwords are not included."
+        description = "List branches, optionally only those with all the given labels. Returns {\"branches\": [{name, status (running/stopped/crashed), source, snapshot, port, database, user, created_at, expires_at, protected, labels, error}]}; passwords are not included; `error` appears only on a branch whose stored record cannot be shown whole, saying what to do."
     )]
     async fn list_branches(
         &self,
@@ -217,24 +242,34 @@ impl PgforkMcp {
     }
 
     #[tool(
-        description = "Run SQL on a branch (never on a source), as the branch's own non-superuser role, with a 60 s statement timeout. Returns {columns, rows (text values, null for NULL), truncated, statements (row counts per statement), note}: the rows of the last statement that returned any, at most max_rows (default 100, at most 1000); `note` says when rows were cut. Starts the branch if it was stopped."
+        description = "Run SQL on a branch (never on a source), as the branch's own non-superuser role, within a time limit (timeout_seconds, default and most 60): past it pgfork cancels the SQL from outside its session and the call fails with code \"canceled\". Returns {columns, rows (text values, null for NULL), truncated, statements (row counts per statement), note}: the rows of the last statement that returned any, at most max_rows (default 100, at most 1000); `note` says when rows were cut. Starts the branch if it was stopped."
     )]
     async fn run_sql(
         &self,
         Parameters(p): Parameters<RunSqlParams>,
     ) -> Result<CallToolResult, ErrorData> {
         let max_rows = p.max_rows.unwrap_or(DEFAULT_ROWS).clamp(1, MAX_ROWS_LIMIT);
+        let secs = p.timeout_seconds.unwrap_or(MAX_TIMEOUT_SECS);
+        if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
+            return Ok(bad_argument(format!(
+                "timeout_seconds must be 1 to {MAX_TIMEOUT_SECS}, not {secs}; leave it out for {MAX_TIMEOUT_SECS}"
+            )));
+        }
+        let limit = Duration::from_secs(secs);
         let dsn = match self.awake_dsn(p.branch).await {
             Ok(d) => d,
             Err(e) => return Ok(failed(e)),
         };
         let sql = p.sql;
-        let result =
-            tokio::task::spawn_blocking(move || query::run_sql(&dsn, &sql, max_rows)).await;
+        let work = tokio::task::spawn_blocking(move || query::run_sql(&dsn, &sql, max_rows, limit));
+        // The worker cancels and then ends the session itself; this only
+        // keeps the agent's answer bounded should even that hang.
+        let result = tokio::time::timeout(limit + 3 * query::GRACE, work).await;
         Ok(match result {
-            Ok(Ok(r)) => done(serde_json::to_value(r).expect("serialisable")),
-            Ok(Err(e)) => failed(sql_error(e)),
-            Err(e) => failed(ApiError::internal(e.to_string())),
+            Ok(Ok(Ok(r))) => done(serde_json::to_value(r).expect("serialisable")),
+            Ok(Ok(Err(e))) => failed(query_error(e)),
+            Ok(Err(e)) => failed(ApiError::internal(e.to_string())),
+            Err(_) => failed(query_error(QueryError::Canceled(secs))),
         })
     }
 
@@ -245,12 +280,18 @@ impl PgforkMcp {
         &self,
         Parameters(p): Parameters<DiffBranchParams>,
     ) -> Result<CallToolResult, ErrorData> {
+        let limit = p.limit.unwrap_or(20);
+        if limit > MAX_DIFF_ROWS {
+            return Ok(bad_argument(format!(
+                "limit must be at most {MAX_DIFF_ROWS}, not {limit}; the counts are complete whatever it is"
+            )));
+        }
         let req = pgfork_engine::DiffRequest {
             target: p.branch,
             against: p.against,
             schema: true,
             data: true,
-            limit: p.limit.unwrap_or(20),
+            limit,
             full: false,
             sql: false,
         };
@@ -305,7 +346,7 @@ fn sql_error(e: postgres::Error) -> ApiError {
         Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
         None => e.to_string(),
     };
-    ApiError::new(axum::http::StatusCode::BAD_REQUEST, "sql_error", message)
+    ApiError::new(StatusCode::BAD_REQUEST, "sql_error", message)
 }
 
 #[tool_handler(router = self.tool_router)]

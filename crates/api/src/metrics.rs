@@ -222,6 +222,20 @@ impl Metrics {
         for (state, n) in states {
             let _ = writeln!(out, "pgfork_branches{{state=\"{state}\"}} {n}");
         }
+        head(
+            &mut out,
+            "pgfork_branch_row_error",
+            "gauge",
+            "1 for each branch whose stored row cannot be shown whole (`pgfork branch list` says why and what to do).",
+        );
+        for b in branches.iter().filter(|b| b.error.is_some()) {
+            let _ = writeln!(
+                out,
+                "pgfork_branch_row_error{{branch=\"{}\",source=\"{}\"}} 1",
+                esc(&b.name),
+                esc(&b.source)
+            );
+        }
 
         head(
             &mut out,

@@ -65,6 +65,12 @@ macro_rules! responses {
 fn schemas() -> Value {
     let string = json!({ "type": "string" });
     let opt_string = json!({ "type": ["string", "null"] });
+    let ttl = |what: &str| json!({ "type": "string", "description": format!("{what}: 30m, 2h, 7d; longer than zero and at most 10y.") });
+    let labels = json!({
+        "type": "object", "maxProperties": 32,
+        "description": "At most 32. Keys like Kubernetes label keys: an optional DNS-subdomain prefix (at most 253 characters of lowercase letters, digits, '-' and '.') and '/', then a name of 1-63 letters, digits, '-', '_' and '.' starting and ending with a letter or digit (team, example.com/team). Values at most 256 characters, no control characters.",
+        "additionalProperties": { "type": "string", "maxLength": 256 }
+    });
     json!({
         "Error": {
             "type": "object", "required": ["error"],
@@ -95,8 +101,8 @@ fn schemas() -> Value {
             "properties": {
                 "name": { "type": "string", "description": "Lowercase letters, digits, - and _; starts with a letter; at most 48." },
                 "from": { "type": "string", "description": "A source (its latest snapshot), a snapshot id (shop@3) or a branch." },
-                "ttl": { "type": "string", "description": "Time to live: 30m, 2h, 7d." },
-                "labels": { "type": "object", "additionalProperties": { "type": "string" } },
+                "ttl": ttl("Time to live"),
+                "labels": labels.clone(),
                 "protect": { "type": "boolean", "default": false },
                 "durable": { "type": "boolean", "default": false },
                 "fresh": { "type": "boolean", "default": false },
@@ -107,10 +113,11 @@ fn schemas() -> Value {
         "SetBranch": {
             "type": "object", "additionalProperties": false,
             "properties": {
-                "ttl": { "type": "string", "description": "New TTL from now." },
+                "ttl": ttl("New TTL from now"),
                 "clear_ttl": { "type": "boolean" },
                 "protect": { "type": "boolean" },
-                "labels": { "type": "object", "additionalProperties": { "type": "string" } },
+                "labels": { "type": "object", "additionalProperties": { "type": "string", "maxLength": 256 },
+                            "description": "Labels to add or change, by the rules of CreateBranch.labels; the branch carries at most 32 afterwards." },
                 "unlabel": { "type": "array", "items": { "type": "string" } }
             }
         },
@@ -142,7 +149,8 @@ fn schemas() -> Value {
                 "protected": { "type": "boolean" },
                 "labels": { "type": "object", "additionalProperties": { "type": "string" } },
                 "timings": reference("Timings"),
-                "unshared_bytes": { "type": "integer", "description": "Bytes no longer shared with the base snapshot." }
+                "unshared_bytes": { "type": "integer", "description": "Bytes no longer shared with the base snapshot." },
+                "error": { "type": "string", "description": "Present only when the branch's stored record cannot be shown whole (an expiry past the year 9999, unreadable labels, a missing snapshot or source row): what is wrong and what to do. The other fields show what could be read." }
             }
         },
         "Source": {
@@ -164,11 +172,11 @@ fn schemas() -> Value {
                 "per_session": { "type": "boolean", "default": false },
                 "keep": { "type": "boolean", "default": false },
                 "fresh": { "type": "boolean", "default": false },
-                "ttl": { "type": "string", "description": "TTL of its branches: 4h." },
+                "ttl": ttl("TTL of its branches"),
                 "max_rows": { "type": "integer", "description": "Most rows one statement may affect." },
-                "statement_timeout": { "type": "string", "description": "30s." },
+                "statement_timeout": { "type": "string", "description": "30s; at most 1d (0: none)." },
                 "max_storage": { "type": "integer", "description": "Bytes its branch may stop sharing." },
-                "idle_stop": { "type": "string", "description": "Stop its branch after this long without a session (default 10m; 0: never)." },
+                "idle_stop": { "type": "string", "description": "Stop its branch after this long without a session (default 10m, at most 10y; 0: never)." },
                 "audit_params": { "type": "boolean", "default": false }
             }
         },
@@ -227,7 +235,7 @@ pub fn document() -> Value {
         "info": {
             "title": "pgfork",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Instant, isolated copy-on-write branches of real PostgreSQL databases. Every route but /health needs `Authorization: Bearer TOKEN` (made by `pgfork init`, replaced by `pgfork token rotate`). Errors are {\"error\": {\"code\", \"message\"}}. The MCP server is at /mcp (streamable HTTP)."
+            "description": "Instant, isolated copy-on-write branches of real PostgreSQL databases. Every route but /health needs `Authorization: Bearer TOKEN` (made by `pgfork init`, replaced by `pgfork token rotate`). Errors are {\"error\": {\"code\", \"message\"}}. Every value is checked before anything is written: a value out of bounds is a 400 (code invalid_argument) whose message names the field, and a query parameter a route does not take is a 400 too. The MCP server is at /mcp (streamable HTTP)."
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -272,7 +280,7 @@ pub fn document() -> Value {
             },
             "/v1/branches": {
                 "get": with(op("List branches.", "listBranches", responses!{ "200" => ok("Branches.", array_of("Branch")), "400" => bad.clone() }),
-                    "parameters", json!([{ "name": "label", "in": "query", "required": false, "description": "KEY=VALUE; repeatable, all must match.",
+                    "parameters", json!([{ "name": "label", "in": "query", "required": false, "description": "KEY=VALUE; repeatable, all must match. Other query parameters are refused (400).",
                         "schema": { "type": "array", "items": { "type": "string" } }, "style": "form", "explode": true }])),
                 "post": with(op("Create a branch; the response's dsn carries its password.", "createBranch",
                     responses!{
@@ -310,7 +318,7 @@ pub fn document() -> Value {
                         { "name": "against", "in": "query", "required": false, "schema": { "type": "string" }, "description": "A branch or snapshot of the same source (default: the branch's base snapshot)." },
                         { "name": "schema", "in": "query", "required": false, "schema": { "type": "boolean", "default": true }, "description": "Compare the schema." },
                         { "name": "data", "in": "query", "required": false, "schema": { "type": "boolean", "default": true }, "description": "Compare the rows." },
-                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "default": 20 }, "description": "Changed rows listed per table (counts are complete)." },
+                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "default": 20, "minimum": 0, "maximum": 10000 }, "description": "Changed rows listed per table (counts are complete)." },
                         { "name": "full", "in": "query", "required": false, "schema": { "type": "boolean", "default": false }, "description": "Compare every table whole instead of only changed blocks (slow)." },
                         { "name": "sql", "in": "query", "required": false, "schema": { "type": "boolean", "default": false }, "description": "Also return the SQL patch that turns the base into the branch (lists every changed row)." }
                     ]))
@@ -353,7 +361,7 @@ pub fn document() -> Value {
                     "parameters", json!([
                         { "name": "agent", "in": "query", "required": false, "schema": { "type": "string" } },
                         { "name": "since", "in": "query", "required": false, "schema": { "type": "string" }, "description": "A duration: 1h." },
-                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "default": 1000 }, "description": "The newest N." }
+                        { "name": "limit", "in": "query", "required": false, "schema": { "type": "integer", "default": 1000, "minimum": 1, "maximum": 100000 }, "description": "The newest N." }
                     ]))
             },
             "/v1/audit/verify": {

@@ -2,15 +2,35 @@
 //! the application role, never a superuser, never a source.
 
 use std::collections::BTreeMap;
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
 use std::time::Duration;
 
-use postgres::SimpleQueryMessage;
+use postgres::{NoTls, SimpleQueryMessage};
 use serde::Serialize;
 
 /// Most rows a `run_sql` result may carry.
 pub const MAX_ROWS_LIMIT: usize = 1000;
 /// Rows returned when the caller does not say.
 pub const DEFAULT_ROWS: usize = 100;
+/// The longest time limit of `run_sql`, in seconds, and its default.
+pub const MAX_TIMEOUT_SECS: u64 = 60;
+/// How long a canceled query has to stop before its session is ended.
+pub const GRACE: Duration = Duration::from_secs(2);
+
+/// Why SQL on a branch failed.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// The server refused or failed it.
+    #[error(transparent)]
+    Sql(#[from] postgres::Error),
+    /// It ran past its time limit and was canceled from outside the session.
+    #[error(
+        "canceled after {0} s: the time limit of run_sql (timeout_seconds, at most 60); \
+         add a LIMIT or WHERE, or split the work into smaller statements"
+    )]
+    Canceled(u64),
+}
 
 /// The result of `run_sql`.
 #[derive(Debug, Serialize)]
@@ -28,15 +48,75 @@ pub struct SqlResult {
     pub note: Option<String>,
 }
 
-/// A client for a branch's DSN, with a statement timeout so that a
-/// runaway query cannot hold the caller forever.
-fn connect(dsn: &str) -> Result<postgres::Client, postgres::Error> {
+/// A client for a branch's DSN. Its statement timeout (a little past
+/// `limit`) is only a first line: the SQL it runs can change it, so
+/// `run_sql` also cancels from outside (see [`Watchdog`]).
+fn connect(dsn: &str, limit: Duration) -> Result<postgres::Client, postgres::Error> {
     let mut config: postgres::Config = dsn.parse()?;
     config
         .application_name("pgfork-mcp")
-        .options("-c statement_timeout=60000")
+        .options(&format!(
+            "-c statement_timeout={}",
+            (limit + GRACE).as_millis()
+        ))
         .connect_timeout(Duration::from_secs(10));
-    config.connect(postgres::NoTls)
+    config.connect(NoTls)
+}
+
+/// Enforces a time limit on a session from outside it: when the limit
+/// passes, the running query is canceled (a cancel request on a separate
+/// connection, which no setting of the session can refuse); if it has not
+/// stopped [`GRACE`] later (SQL can catch a cancel), the session is ended
+/// with `pg_terminate_backend`, which a role may do to its own sessions.
+struct Watchdog {
+    done: mpsc::Sender<()>,
+    thread: JoinHandle<bool>,
+}
+
+impl Watchdog {
+    /// Starts the clock for the SQL `client` is about to run.
+    fn start(
+        client: &mut postgres::Client,
+        dsn: &str,
+        limit: Duration,
+    ) -> Result<Watchdog, postgres::Error> {
+        let pid: i32 = client.query_one("SELECT pg_backend_pid()", &[])?.get(0);
+        let token = client.cancel_token();
+        let dsn = dsn.to_string();
+        let (done, finished) = mpsc::channel::<()>();
+        let thread = std::thread::spawn(move || {
+            if finished.recv_timeout(limit) != Err(RecvTimeoutError::Timeout) {
+                return false;
+            }
+            if let Err(e) = token.cancel_query(NoTls) {
+                tracing::warn!("run_sql: cancel after the time limit: {e}");
+            }
+            if finished.recv_timeout(GRACE) == Err(RecvTimeoutError::Timeout) {
+                terminate(&dsn, pid);
+            }
+            true
+        });
+        Ok(Watchdog { done, thread })
+    }
+
+    /// Stops the clock; whether the limit had passed.
+    fn finish(self) -> bool {
+        drop(self.done);
+        self.thread.join().unwrap_or(true)
+    }
+}
+
+/// Ends session `pid` of the branch at `dsn`, as the same role.
+fn terminate(dsn: &str, pid: i32) {
+    let ended = connect(dsn, GRACE).and_then(|mut c| {
+        let ended = c.query_one("SELECT pg_terminate_backend($1)", &[&pid]);
+        let _ = c.close();
+        ended
+    });
+    match ended {
+        Ok(_) => tracing::info!("run_sql: ended session {pid}, which ignored its cancel"),
+        Err(e) => tracing::warn!("run_sql: could not end session {pid} past its time limit: {e}"),
+    }
 }
 
 /// Whether `sql` is one statement that a cursor can run: a query that
@@ -51,9 +131,33 @@ fn cursor_friendly(sql: &str) -> bool {
     matches!(first.as_str(), "select" | "with" | "values" | "table") && !body.contains(';')
 }
 
-/// Runs `sql` on the branch at `dsn`, returning at most `max_rows` rows.
-pub fn run_sql(dsn: &str, sql: &str, max_rows: usize) -> Result<SqlResult, postgres::Error> {
-    let mut client = connect(dsn)?;
+/// Runs `sql` on the branch at `dsn`, returning at most `max_rows` rows,
+/// canceled from outside once it has run for `limit`. The session is
+/// closed afterwards, whatever happened.
+pub fn run_sql(
+    dsn: &str,
+    sql: &str,
+    max_rows: usize,
+    limit: Duration,
+) -> Result<SqlResult, QueryError> {
+    let mut client = connect(dsn, limit)?;
+    let watchdog = Watchdog::start(&mut client, dsn, limit)?;
+    let result = execute(&mut client, sql, max_rows);
+    let fired = watchdog.finish();
+    let _ = client.close();
+    match result {
+        Err(_) if fired => Err(QueryError::Canceled(limit.as_secs())),
+        other => Ok(other?),
+    }
+}
+
+/// Runs `sql` on an open session: a single query through a cursor (so
+/// only the rows shown are read), anything else as it is.
+fn execute(
+    client: &mut postgres::Client,
+    sql: &str,
+    max_rows: usize,
+) -> Result<SqlResult, postgres::Error> {
     if cursor_friendly(sql) {
         // A cursor reads only the rows shown (plus one, to know whether
         // there are more), however large the table.
@@ -194,21 +298,26 @@ const USER_SCHEMAS: &str = "n.nspname NOT IN ('pg_catalog', 'information_schema'
 
 /// A read-only client for a branch's DSN whose settings the branch cannot
 /// change (see `pgfork_pg::untrusted`): the catalog queries below then
-/// see only pg_catalog's functions and operators.
-fn connect_pinned(dsn: &str) -> Result<postgres::Client, postgres::Error> {
+/// see only pg_catalog's functions and operators. Its statements stop at
+/// `limit` (the later `-c` wins over the pinned one).
+fn connect_pinned(dsn: &str, limit: Duration) -> Result<postgres::Client, postgres::Error> {
     let mut config: postgres::Config = dsn.parse()?;
+    let pinned = pgfork_pg::untrusted::session::pinned_options(
+        pgfork_pg::untrusted::session::Access::ReadOnly,
+    );
     config
         .application_name("pgfork-mcp")
-        .options(&pgfork_pg::untrusted::session::pinned_options(
-            pgfork_pg::untrusted::session::Access::ReadOnly,
+        .options(&format!(
+            "{pinned} -c statement_timeout={}",
+            limit.as_millis()
         ))
         .connect_timeout(Duration::from_secs(10));
-    config.connect(postgres::NoTls)
+    config.connect(NoTls)
 }
 
 /// Tables, columns, types, keys and indexes of the branch at `dsn`.
 pub fn describe_schema(dsn: &str) -> Result<Vec<Table>, postgres::Error> {
-    let mut client = connect_pinned(dsn)?;
+    let mut client = connect_pinned(dsn, Duration::from_secs(MAX_TIMEOUT_SECS))?;
     let mut tables: BTreeMap<(String, String), Table> = BTreeMap::new();
     for row in client.query(
         &format!(

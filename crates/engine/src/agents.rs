@@ -222,8 +222,9 @@ pub struct SourceEndpoint {
     pub running: bool,
 }
 
-fn duration_secs(d: Option<Duration>) -> Option<i64> {
-    d.map(|d| d.as_secs().max(1) as i64)
+/// A duration setting as stored seconds, within its bound.
+fn duration_secs(field: &str, d: Option<Duration>, limit: names::Limit) -> Result<Option<i64>> {
+    d.map(|d| names::stored_secs(field, d, limit)).transpose()
 }
 
 impl Engine {
@@ -239,6 +240,13 @@ impl Engine {
     /// Creates an agent and returns it with its secret (shown once).
     pub fn agent_create(&mut self, req: &AgentCreate) -> Result<AgentSecret> {
         names::validate(&req.name)?;
+        // Every stored value is checked before anything is written (a
+        // read-only agent creates a role in the source below).
+        let ttl = duration_secs("ttl", req.ttl, names::TTL)?;
+        let idle_stop = duration_secs("idle_stop", req.idle_stop, names::IDLE)?;
+        if let Some(t) = req.statement_timeout {
+            names::check_duration("statement_timeout", t, names::STATEMENT_TIMEOUT)?;
+        }
         if req.name.len() > MAX_AGENT_NAME {
             return Err(EngineError::InvalidName {
                 name: req.name.clone(),
@@ -304,11 +312,11 @@ impl Engine {
             policy: req.policy.as_str().into(),
             verifier: scram_verifier(&secret),
             branch: req.branch.clone(),
-            ttl: duration_secs(req.ttl),
+            ttl,
             max_rows: req.max_rows.map(|n| n.min(i64::MAX as u64) as i64),
             statement_timeout_ms: req.statement_timeout.map(|d| d.as_millis().max(1) as i64),
             max_storage: req.max_storage.map(|n| n.min(i64::MAX as u64) as i64),
-            idle_stop: duration_secs(req.idle_stop),
+            idle_stop,
             per_session: req.per_session,
             keep: req.keep,
             fresh: req.fresh,

@@ -113,14 +113,14 @@ impl Engine {
     }
 
     fn branch_info_of(&self, row: &BranchRow) -> Result<BranchInfo> {
-        let source = self.source_row(&row.source)?;
-        let label = SnapshotRow::get(self.meta.conn(), row.snapshot_id)?
-            .map(|s| s.label())
-            .unwrap_or_else(|| row.snapshot_id.to_string());
+        // A missing source or snapshot row is shown as the branch's error,
+        // never fails the listing of the others.
+        let source = SourceRow::get(self.meta.conn(), &row.source)?;
+        let snapshot = SnapshotRow::get(self.meta.conn(), row.snapshot_id)?;
         Ok(BranchInfo::new(
             row,
-            &source,
-            label,
+            source.as_ref(),
+            snapshot.as_ref(),
             (
                 self.branch_dir(&row.name),
                 self.socket_dir(ServerKind::Branch, &row.name),
@@ -170,6 +170,10 @@ impl Engine {
     pub fn branch_create(&mut self, req: &BranchCreate) -> Result<BranchInfo> {
         let began = Instant::now();
         names::validate(&req.name)?;
+        if let Some(ttl) = req.ttl {
+            names::check_duration("ttl", ttl, names::TTL)?;
+        }
+        names::validate_labels(&req.labels)?;
         if let Some(kind) = meta::name_taken(self.meta.conn(), &req.name)? {
             return Err(EngineError::NameTaken {
                 name: req.name.clone(),
@@ -228,13 +232,14 @@ impl Engine {
                 password: random_password(),
                 postmaster: None,
                 created_at: now,
-                expires_at: req.ttl.map(|t| now + t.as_secs().max(1) as i64),
+                expires_at: req.ttl.map(|t| names::expiry(now, t)).transpose()?,
                 protected: req.protect,
                 durable: req.durable,
                 labels: req.labels.clone(),
                 timings: None,
                 uid,
                 tcp: !req.proxy_only,
+                problems: Vec::new(),
             };
             row.insert(c)?;
             Ok(row)
@@ -475,15 +480,11 @@ impl Engine {
     ) -> Result<BranchInfo> {
         let row = self.branch_row(name)?;
         let expires_at = match ttl {
-            Some(Some(t)) => Some(meta::now() + t.as_secs().max(1) as i64),
+            Some(Some(t)) => Some(names::expiry(meta::now(), t)?),
             Some(None) => None,
             None => row.expires_at,
         };
-        let mut labels = row.labels.clone();
-        labels.extend(add_labels.clone());
-        for key in remove_labels {
-            labels.remove(key);
-        }
+        let labels = names::merge_labels(&row.labels, add_labels, remove_labels)?;
         let protected = protect.unwrap_or(row.protected);
         self.meta
             .write(|c| BranchRow::set_options(c, name, expires_at, protected, &labels))?;

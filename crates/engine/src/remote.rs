@@ -175,6 +175,10 @@ impl Engine {
                 "--refresh-every is for logical sources; a physical source is always fresh".into(),
             ));
         }
+        let refresh_every = req
+            .refresh_every
+            .map(|d| names::stored_secs("refresh_every", d, names::INTERVAL))
+            .transpose()?;
         let password = url
             .password
             .clone()
@@ -218,7 +222,7 @@ impl Engine {
                 } else {
                     None
                 },
-                refresh_every: req.refresh_every.map(|d| d.as_secs() as i64),
+                refresh_every,
                 refreshed_at: None,
                 refresh_error: None,
             }

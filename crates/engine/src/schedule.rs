@@ -9,7 +9,7 @@ use std::time::Duration;
 use pgfork_pool::meta::{self, BranchRow, PolicyRow, RemoteRow, SnapshotRow, SourceRow};
 use serde::Serialize;
 
-use crate::{Engine, EngineError, Result};
+use crate::{Engine, EngineError, Result, names};
 
 /// What one tick did.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -39,7 +39,9 @@ impl Engine {
             ));
         }
         let mut policy = PolicyRow::get(self.meta.conn(), name)?;
-        policy.snapshot_every = every.map(|d| d.as_secs().max(1) as i64);
+        policy.snapshot_every = every
+            .map(|d| names::stored_secs("every", d, names::INTERVAL))
+            .transpose()?;
         policy.snapshot_keep = every.map(|_| keep as i64);
         self.meta.write(|c| policy.put(c))?;
         Ok(policy)
@@ -54,7 +56,9 @@ impl Engine {
                     .unwrap_or(false)
             })
             .ok_or_else(|| EngineError::WrongState(format!("'{name}' is not a logical source")))?;
-        remote.refresh_every = every.map(|d| d.as_secs().max(1) as i64);
+        remote.refresh_every = every
+            .map(|d| names::stored_secs("refresh_every", d, names::INTERVAL))
+            .transpose()?;
         self.meta.write(|c| remote.put(c))?;
         Ok(())
     }

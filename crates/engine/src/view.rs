@@ -60,10 +60,21 @@ impl std::fmt::Debug for Dsn {
     }
 }
 
-/// Unix seconds as RFC 3339.
+/// The last second RFC 3339 can write (9999-12-31T23:59:59Z).
+const LAST_SECOND: i64 = 253_402_300_799;
+
+/// Unix seconds as RFC 3339, or `None` before 1970 or after the year 9999
+/// (which RFC 3339 cannot write).
+pub fn try_timestamp(secs: i64) -> Option<String> {
+    (0..=LAST_SECOND).contains(&secs).then(|| {
+        humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs as u64)).to_string()
+    })
+}
+
+/// Unix seconds as RFC 3339, clamped into the range it can write: never a
+/// panic, whatever a row holds.
 pub fn timestamp(secs: i64) -> String {
-    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64))
-        .to_string()
+    try_timestamp(secs.clamp(0, LAST_SECOND)).unwrap_or_default()
 }
 
 fn status(op: Option<Op>, state: RunState, alive: bool) -> &'static str {
@@ -127,36 +138,85 @@ pub struct BranchInfo {
     /// [`crate::Engine::branch_unshared_bytes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unshared_bytes: Option<u64>,
+    /// What is wrong with its stored row, and what to do, when part of it
+    /// cannot be shown (the rest is shown as well as it can be).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
     #[serde(skip)]
     pub(crate) secret: Option<Dsn>,
 }
 
+/// What is wrong with a branch row that cannot be shown whole, and what
+/// to do about it; `None` for a sound row.
+fn row_error(
+    row: &BranchRow,
+    source: Option<&SourceRow>,
+    snapshot: Option<&SnapshotRow>,
+) -> Option<String> {
+    let name = &row.name;
+    let mut problems = row.problems.clone();
+    if source.is_none() {
+        problems.push(format!(
+            "its source '{}' is missing from meta.db, so it has no connection string",
+            row.source
+        ));
+    }
+    if snapshot.is_none() {
+        problems.push(format!(
+            "its base snapshot (number {}) is missing from meta.db, so `pgfork branch reset {name}` cannot work",
+            row.snapshot_id
+        ));
+    }
+    if try_timestamp(row.created_at).is_none() {
+        problems.push(format!(
+            "its creation time (Unix {}) is out of range",
+            row.created_at
+        ));
+    }
+    if let Some(at) = row.expires_at.filter(|t| try_timestamp(*t).is_none()) {
+        problems.push(format!(
+            "its expiry (Unix {at}) is out of range (stored by a pgfork without TTL bounds), so it is \
+             shown without one: `pgfork branch set {name} --ttl 7d` (or --no-ttl) stores a sound one"
+        ));
+    }
+    (!problems.is_empty()).then(|| {
+        format!(
+            "{}; to remove it: `pgfork branch delete {name}`",
+            problems.join("; ")
+        )
+    })
+}
+
 impl BranchInfo {
+    /// A branch as shown: `source` and `snapshot` are its rows, if they
+    /// still exist; whatever cannot be shown is said in `error`.
     pub(crate) fn new(
         row: &BranchRow,
-        source: &SourceRow,
-        snapshot_label: String,
+        source: Option<&SourceRow>,
+        snapshot: Option<&SnapshotRow>,
         (dir, socket_dir, log): (PathBuf, PathBuf, PathBuf),
     ) -> Self {
         let alive = row.postmaster.is_some_and(|p| p.is_alive());
-        let dsn = Dsn {
+        let dsn = source.map(|source| Dsn {
             host: "127.0.0.1".into(),
             socket_dir: (!row.tcp).then(|| socket_dir.clone()),
             port: row.port,
             user: source.role.clone(),
             password: row.password.clone(),
             database: source.database.clone(),
-        };
+        });
         BranchInfo {
             name: row.name.clone(),
             source: row.source.clone(),
-            snapshot: snapshot_label,
+            snapshot: snapshot
+                .map(SnapshotRow::label)
+                .unwrap_or_else(|| row.snapshot_id.to_string()),
             parent_branch: row.parent_branch.clone(),
             status: status(row.op, row.state, alive),
             port: row.port,
-            dsn: dsn.redacted(),
-            database: source.database.clone(),
-            user: source.role.clone(),
+            dsn: dsn.as_ref().map(Dsn::redacted).unwrap_or_default(),
+            database: source.map(|s| s.database.clone()).unwrap_or_default(),
+            user: source.map(|s| s.role.clone()).unwrap_or_default(),
             pid: row.postmaster.filter(|_| alive).map(|p| p.pid),
             data_dir: dir,
             socket_dir,
@@ -164,7 +224,7 @@ impl BranchInfo {
             tcp: row.tcp,
             os_uid: row.uid,
             created_at: timestamp(row.created_at),
-            expires_at: row.expires_at.map(timestamp),
+            expires_at: row.expires_at.and_then(try_timestamp),
             protected: row.protected,
             labels: row.labels.clone(),
             timings: row.timings.map(|t| CreateTimings {
@@ -174,7 +234,8 @@ impl BranchInfo {
                 total_ms: t.total_ms.max(0) as u64,
             }),
             unshared_bytes: None,
-            secret: Some(dsn),
+            error: row_error(row, source, snapshot),
+            secret: dsn,
         }
     }
 
@@ -379,6 +440,18 @@ mod tests {
         assert_eq!(
             unix.redacted(),
             "postgresql://u:********@/d?host=/h/run/branch-a&port=5"
+        );
+    }
+
+    #[test]
+    fn timestamps_never_panic() {
+        assert_eq!(timestamp(-5), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(9_999_999_999_999), "9999-12-31T23:59:59Z");
+        assert_eq!(timestamp(i64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(try_timestamp(9_999_999_999_999), None);
+        assert_eq!(
+            try_timestamp(LAST_SECOND).as_deref(),
+            Some("9999-12-31T23:59:59Z")
         );
     }
 }

@@ -5,21 +5,24 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
-use pgfork_engine::Engine;
 use pgfork_engine::agents::{AgentCreate, AgentInfo, AgentSecret, Policy};
 use pgfork_engine::audit::AuditQuery;
+use pgfork_engine::{Engine, names};
 use pgfork_pool::Home;
 
 use crate::cli::{AgentCommand, AgentCreateArgs, AuditArgs, PolicyArg, ProxyArgs};
 use crate::output;
 
-fn duration(flag: &str, text: &str) -> Result<Option<Duration>> {
+/// A duration flag within `limit`, where `0` means none.
+fn duration(flag: &str, text: &str, limit: names::Limit) -> Result<Option<Duration>> {
     if text.trim() == "0" {
         return Ok(None);
     }
-    let d = humantime::parse_duration(text)
-        .with_context(|| format!("--{flag} '{text}' is not a duration like 30s, 10m or 2h"))?;
-    Ok((!d.is_zero()).then_some(d))
+    Ok(Some(names::parse_duration(
+        &format!("--{flag}"),
+        text,
+        limit,
+    )?))
 }
 
 fn open(home: Home) -> Result<Engine> {
@@ -85,7 +88,7 @@ fn create_request(a: AgentCreateArgs) -> Result<AgentCreate> {
         .map(pgfork_engine::names::parse_ttl)
         .transpose()?;
     let statement_timeout = match a.statement_timeout.as_deref() {
-        Some(t) => duration("statement-timeout", t)?,
+        Some(t) => duration("statement-timeout", t, names::STATEMENT_TIMEOUT)?,
         None => None,
     };
     let max_storage = a
@@ -95,7 +98,7 @@ fn create_request(a: AgentCreateArgs) -> Result<AgentCreate> {
         .transpose()?;
     // Scale to zero only concerns branches.
     let idle_stop = if policy == Policy::Branch {
-        duration("idle-stop", &a.idle_stop)?
+        duration("idle-stop", &a.idle_stop, names::IDLE)?
     } else {
         None
     };
@@ -177,10 +180,7 @@ pub fn audit(home: Home, args: AuditArgs, json: bool) -> Result<()> {
         Some(s) => {
             let d = humantime::parse_duration(s)
                 .with_context(|| format!("--since '{s}' is not a duration like 1h"))?;
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)?
-                .as_millis() as i64;
-            Some(now - d.as_millis() as i64)
+            Some(names::since_ms(pgfork_pool::meta::now() * 1000, d))
         }
         None => None,
     };

@@ -284,7 +284,7 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
                 refresh_every: args
                     .refresh_every
                     .as_deref()
-                    .map(names::parse_ttl)
+                    .map(|t| names::parse_duration("--refresh-every", t, names::INTERVAL))
                     .transpose()?,
                 role: args.role,
                 save_password: args.save_password,
@@ -413,7 +413,10 @@ fn snapshot(engine: &mut Engine, cmd: SnapshotCommand, json: bool) -> Result<()>
             let every = if off {
                 None
             } else {
-                every.as_deref().map(names::parse_ttl).transpose()?
+                every
+                    .as_deref()
+                    .map(|t| names::parse_duration("--every", t, names::INTERVAL))
+                    .transpose()?
             };
             let policy = engine.snapshot_schedule(&source, every, keep)?;
             if json {
@@ -461,7 +464,8 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
             if json {
                 output::json(&list)
             } else {
-                output::branches(&list)
+                output::branches(&list);
+                output::branch_errors(&list);
             }
         }
         BranchCommand::Info {

@@ -142,6 +142,19 @@ pub fn branch(b: &BranchInfo) {
         ("data", b.data_dir.display().to_string()),
         ("log", b.log.display().to_string()),
     ]);
+    if let Some(error) = &b.error {
+        fields(&[("error", error.clone())]);
+    }
+}
+
+/// After a table of branches, what is wrong with the rows that could not
+/// be shown whole (on stderr: the table stays one row per branch).
+pub fn branch_errors(list: &[BranchInfo]) {
+    for b in list {
+        if let Some(error) = &b.error {
+            eprintln!("warning: branch {}: {error}", b.name);
+        }
+    }
 }
 
 /// Branches as a table.
@@ -154,10 +167,10 @@ pub fn branches(list: &[BranchInfo]) {
             .map(|b| {
                 vec![
                     b.name.clone(),
-                    if b.protected {
-                        format!("{} (protected)", b.status)
-                    } else {
-                        b.status.to_string()
+                    match (b.protected, b.error.is_some()) {
+                        (_, true) => format!("{} (error)", b.status),
+                        (true, false) => format!("{} (protected)", b.status),
+                        (false, false) => b.status.to_string(),
                     },
                     b.source.clone(),
                     b.snapshot.clone(),

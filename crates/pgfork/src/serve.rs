@@ -4,19 +4,21 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use pgfork_api::{ReaperOptions, ServeOptions};
+use pgfork_engine::names;
 use pgfork_pool::Home;
 
 use crate::cli::ServeArgs;
 
-/// A duration flag where `0` means never.
-fn optional_duration(flag: &str, text: &str) -> Result<Option<Duration>> {
+/// A duration flag within `limit`, where `0` means never.
+fn optional_duration(flag: &str, text: &str, limit: names::Limit) -> Result<Option<Duration>> {
     if text.trim() == "0" {
         return Ok(None);
     }
-    let d = humantime::parse_duration(text).with_context(|| {
-        format!("--{flag} '{text}' is not a duration like 30s, 10m or 2h (0: never)")
-    })?;
-    Ok((!d.is_zero()).then_some(d))
+    Ok(Some(names::parse_duration(
+        &format!("--{flag}"),
+        text,
+        limit,
+    )?))
 }
 
 /// Runs the daemon until SIGINT or SIGTERM.
@@ -27,15 +29,15 @@ pub fn serve(home: Home, args: ServeArgs) -> Result<()> {
             args.listen
         )
     })?;
-    let every = optional_duration("reap-every", &args.reap_every)?
+    let every = optional_duration("reap-every", &args.reap_every, names::REAP_EVERY)?
         .context("--reap-every must be longer than zero")?;
     let opts = ServeOptions {
         listen,
         allow_remote: args.allow_remote,
         reaper: ReaperOptions {
             every,
-            idle_stop: optional_duration("idle-stop", &args.idle_stop)?,
-            idle_delete: optional_duration("idle-delete", &args.idle_delete)?,
+            idle_stop: optional_duration("idle-stop", &args.idle_stop, names::IDLE)?,
+            idle_delete: optional_duration("idle-delete", &args.idle_delete, names::IDLE)?,
         },
     };
     if args.max_branches_per_source.is_some() || args.min_free.is_some() {

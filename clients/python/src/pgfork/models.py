@@ -49,6 +49,9 @@ class Branch:
     labels: Dict[str, str] = field(default_factory=dict)
     timings: Optional[Timings] = None
     unshared_bytes: Optional[int] = None
+    #: Set only when the branch's stored record cannot be shown whole
+    #: (written by an older pgfork or by hand): what is wrong, what to do.
+    error: Optional[str] = None
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> "Branch":

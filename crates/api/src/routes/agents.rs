@@ -8,10 +8,11 @@ use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use pgfork_engine::agents::{AgentCreate, AgentInfo, AgentSecret, Policy};
 use pgfork_engine::audit::{AuditQuery, VerifyReport};
+use pgfork_engine::names::{self, Limit};
 use pgfork_pool::meta::AuditRow;
 use serde::Deserialize;
 
-use crate::body::{JsonBody, query_pairs};
+use crate::body::{JsonBody, number_in, query_pairs};
 use crate::error::ApiError;
 use crate::state::Shared;
 
@@ -51,16 +52,18 @@ pub struct CreateAgent {
     pub audit_params: bool,
 }
 
-fn duration(field: &str, text: Option<&str>) -> Result<Option<Duration>, ApiError> {
+/// A duration field within `limit`; absent or `0` is none.
+fn duration(field: &str, text: Option<&str>, limit: Limit) -> Result<Option<Duration>, ApiError> {
     match text.map(str::trim) {
         None | Some("0") => Ok(None),
-        Some(t) => humantime::parse_duration(t).map(Some).map_err(|_| {
-            ApiError::bad_request(format!(
-                "invalid field '{field}': '{t}' is not a duration like 30s or 2h"
-            ))
-        }),
+        Some(t) => names::parse_duration(field, t, limit)
+            .map(Some)
+            .map_err(|e| ApiError::field(field, e)),
     }
 }
+
+/// Most audit records one request returns.
+const MAX_AUDIT_ROWS: u64 = 100_000;
 
 /// `GET /v1/agents`.
 pub async fn list(State(s): State<Shared>) -> Result<Json<Vec<AgentInfo>>, ApiError> {
@@ -74,18 +77,25 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<AgentSecret>), ApiError> {
     let policy = Policy::parse(&req.policy)
         .map_err(|e| ApiError::bad_request(format!("invalid field 'policy': {e}")))?;
+    names::validate(&req.name).map_err(|e| ApiError::field("name", e))?;
     let ttl = match req.ttl.as_deref() {
-        Some(t) => Some(
-            pgfork_engine::names::parse_ttl(t)
-                .map_err(|e| ApiError::bad_request(format!("invalid field 'ttl': {e}")))?,
-        ),
+        Some(t) => Some(names::parse_ttl(t).map_err(|e| ApiError::field("ttl", e))?),
         None => None,
     };
     let idle = if policy == Policy::Branch {
-        duration("idle_stop", Some(req.idle_stop.as_deref().unwrap_or("10m")))?
+        duration(
+            "idle_stop",
+            Some(req.idle_stop.as_deref().unwrap_or("10m")),
+            names::IDLE,
+        )?
     } else {
         None
     };
+    let statement_timeout = duration(
+        "statement_timeout",
+        req.statement_timeout.as_deref(),
+        names::STATEMENT_TIMEOUT,
+    )?;
     let create = AgentCreate {
         name: req.name,
         source: req.source,
@@ -93,7 +103,7 @@ pub async fn create(
         branch: req.branch,
         ttl,
         max_rows: req.max_rows,
-        statement_timeout: duration("statement_timeout", req.statement_timeout.as_deref())?,
+        statement_timeout,
         max_storage: req.max_storage,
         idle_stop: idle,
         per_session: req.per_session,
@@ -142,15 +152,15 @@ pub async fn audit(
         match k.as_str() {
             "agent" => query.agent = Some(v),
             "since" => {
-                let d = duration("since", Some(&v))?.unwrap_or_default();
-                let now = pgfork_pool::meta::now() * 1000;
-                query.since_ms = Some(now - d.as_millis() as i64);
+                let d = humantime::parse_duration(v.trim()).map_err(|_| {
+                    ApiError::bad_request(format!(
+                        "query parameter 'since' must be a duration like 1h, not '{}'",
+                        v.chars().take(40).collect::<String>()
+                    ))
+                })?;
+                query.since_ms = Some(names::since_ms(pgfork_pool::meta::now() * 1000, d));
             }
-            "limit" => {
-                query.limit = Some(v.parse().map_err(|_| {
-                    ApiError::bad_request(format!("invalid query 'limit': '{v}' is not a number"))
-                })?)
-            }
+            "limit" => query.limit = Some(number_in("limit", &v, 1..=MAX_AUDIT_ROWS)? as i64),
             other => {
                 return Err(ApiError::bad_request(format!(
                     "unknown query parameter '{other}'"

@@ -10,7 +10,7 @@ use pgfork_engine::view::BranchInfo;
 use pgfork_engine::{BranchCreate, DiffRequest, names};
 use serde::Deserialize;
 
-use crate::body::{JsonBody, query_flag, query_pairs};
+use crate::body::{JsonBody, MAX_DIFF_ROWS, known_params, query_flag, query_number, query_pairs};
 use crate::error::ApiError;
 use crate::state::Shared;
 
@@ -66,15 +66,18 @@ pub struct SetBranch {
     pub unlabel: Vec<String>,
 }
 
-/// The engine's request for a create body.
+/// The engine's request for a create body, every field checked (the
+/// engine checks again; here the refusal names the field).
 pub fn branch_create(req: CreateBranch) -> Result<BranchCreate, ApiError> {
+    names::validate(&req.name).map_err(|e| ApiError::field("name", e))?;
+    names::validate_labels(&req.labels).map_err(|e| ApiError::field("labels", e))?;
     Ok(BranchCreate {
         ttl: req
             .ttl
             .as_deref()
             .map(names::parse_ttl)
             .transpose()
-            .map_err(|e| ApiError::bad_request(format!("invalid field 'ttl': {e}")))?,
+            .map_err(|e| ApiError::field("ttl", e))?,
         name: req.name,
         from: req.from,
         labels: req.labels,
@@ -92,12 +95,12 @@ pub async fn list(
     State(s): State<Shared>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Vec<BranchInfo>>, ApiError> {
+    known_params(q.as_deref(), &["label"])?;
     let labels: Vec<String> = query_pairs(q.as_deref())
         .into_iter()
-        .filter(|(k, _)| k == "label")
         .map(|(_, v)| v)
         .collect();
-    let labels = names::parse_labels(&labels)?;
+    let labels = names::parse_labels(&labels).map_err(|e| ApiError::field("label", e))?;
     Ok(Json(s.engine(move |e| e.branch_list(&labels)).await?))
 }
 
@@ -153,6 +156,10 @@ pub async fn diff(
 /// The engine's diff request from a query string; both schema and data
 /// unless one is turned off.
 pub fn diff_request(target: String, query: Option<&str>) -> Result<DiffRequest, ApiError> {
+    known_params(
+        query,
+        &["against", "schema", "data", "limit", "full", "sql"],
+    )?;
     let pairs = query_pairs(query);
     let value = |key: &str| pairs.iter().find(|(k, _)| k == key).map(|(_, v)| v.clone());
     let on = |key: &str| -> Result<bool, ApiError> {
@@ -164,14 +171,7 @@ pub fn diff_request(target: String, query: Option<&str>) -> Result<DiffRequest, 
             ))),
         }
     };
-    let limit = match value("limit") {
-        None => 20,
-        Some(v) => v.parse().map_err(|_| {
-            ApiError::bad_request(format!(
-                "query parameter 'limit' must be a number, not '{v}'"
-            ))
-        })?,
-    };
+    let limit = query_number(query, "limit", 0..=MAX_DIFF_ROWS as u64, 20)? as usize;
     let (schema, data) = (on("schema")?, on("data")?);
     if !schema && !data {
         return Err(ApiError::bad_request(
@@ -201,14 +201,13 @@ pub async fn set(
         ));
     }
     let ttl = match (&req.ttl, req.clear_ttl) {
-        (Some(t), _) => {
-            Some(Some(names::parse_ttl(t).map_err(|e| {
-                ApiError::bad_request(format!("invalid field 'ttl': {e}"))
-            })?))
-        }
+        (Some(t), _) => Some(Some(
+            names::parse_ttl(t).map_err(|e| ApiError::field("ttl", e))?,
+        )),
         (None, true) => Some(None),
         (None, false) => None,
     };
+    names::validate_labels(&req.labels).map_err(|e| ApiError::field("labels", e))?;
     let info = s
         .engine(move |e| e.branch_set(&name, ttl, req.protect, &req.labels, &req.unlabel))
         .await?;
@@ -221,6 +220,7 @@ pub async fn remove(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    known_params(q.as_deref(), &["force"])?;
     let force = query_flag(q.as_deref(), "force")?;
     let deleted = s.engine(move |e| e.branch_delete(&name, force)).await?;
     Ok(Json(serde_json::json!({ "deleted": deleted })))

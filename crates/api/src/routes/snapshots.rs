@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use pgfork_engine::view::SnapshotInfo;
 use serde::Deserialize;
 
-use crate::body::{JsonBody, query_flag, query_pairs};
+use crate::body::{JsonBody, known_params, query_flag, query_pairs};
 use crate::error::ApiError;
 use crate::state::Shared;
 
@@ -26,6 +26,7 @@ pub async fn list(
     State(s): State<Shared>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Vec<SnapshotInfo>>, ApiError> {
+    known_params(q.as_deref(), &["source"])?;
     let source = query_pairs(q.as_deref())
         .into_iter()
         .find(|(k, _)| k == "source")
@@ -61,6 +62,7 @@ pub async fn remove(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    known_params(q.as_deref(), &["force"])?;
     let force = query_flag(q.as_deref(), "force")?;
     let deleted = s.engine(move |e| e.snapshot_delete(&id, force)).await?;
     Ok(Json(serde_json::json!({ "deleted": deleted })))

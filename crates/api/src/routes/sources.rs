@@ -6,7 +6,7 @@ use axum::http::StatusCode;
 use pgfork_engine::view::SourceInfo;
 use serde::Deserialize;
 
-use crate::body::{JsonBody, query_flag};
+use crate::body::{JsonBody, known_params, query_flag};
 use crate::error::ApiError;
 use crate::state::Shared;
 
@@ -46,6 +46,7 @@ pub async fn remove(
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
+    known_params(q.as_deref(), &["force"])?;
     let force = query_flag(q.as_deref(), "force")?;
     let deleted = s.engine(move |e| e.source_delete(&name, force)).await?;
     Ok(Json(serde_json::json!({ "deleted": deleted })))

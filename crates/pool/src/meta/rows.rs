@@ -478,6 +478,10 @@ pub struct BranchRow {
     /// Whether it listens on TCP. Branches made for the proxy's agents do
     /// not: only the proxy reaches them, over the unix socket.
     pub tcp: bool,
+    /// Stored values that could not be read (written by an older pgfork,
+    /// or by hand) and were replaced by their defaults: the row is still
+    /// listed, with these as its error, instead of breaking every listing.
+    pub problems: Vec<String>,
 }
 
 /// Where the time of a branch's creation went, in milliseconds.
@@ -497,10 +501,53 @@ const BRANCH_COLS: &str = "name, source, snapshot_id, parent_branch, state, op, 
                            pm_pid, pm_start, created_at, expires_at, protected, durable, labels, \
                            snapshot_ms, clone_ms, start_ms, total_ms, uid, tcp";
 
+/// A column read leniently: a value that cannot be read is recorded in
+/// `problems` and left out, rather than failing the whole listing.
+fn lenient<T: rusqlite::types::FromSql>(
+    r: &Row,
+    at: usize,
+    column: &str,
+    problems: &mut Vec<String>,
+) -> Option<T> {
+    r.get(at)
+        .map_err(|e| problems.push(format!("its {column} cannot be read ({e})")))
+        .ok()
+}
+
+/// Labels stored as a JSON object of strings.
+fn labels_from(text: Option<String>, problems: &mut Vec<String>) -> BTreeMap<String, String> {
+    let Some(text) = text else {
+        return BTreeMap::new();
+    };
+    serde_json::from_str(&text).unwrap_or_else(|e| {
+        problems.push(format!(
+            "its labels are not a JSON object of strings ({e}), so none are shown"
+        ));
+        BTreeMap::new()
+    })
+}
+
 impl BranchRow {
     fn from_row(r: &Row) -> Result<BranchRow, rusqlite::Error> {
         let state: String = r.get(4)?;
-        let labels: String = r.get(16)?;
+        // The columns pgfork needs to manage the branch are read strictly;
+        // those that only describe it are read leniently.
+        let mut problems = Vec::new();
+        let labels = lenient(r, 16, "labels", &mut problems);
+        let labels = labels_from(labels, &mut problems);
+        let created_at = lenient(r, 12, "creation time", &mut problems).unwrap_or(0);
+        let expires_at = lenient(r, 13, "expiry time", &mut problems).flatten();
+        let timings = lenient(r, 17, "timings", &mut problems).and_then(|snapshot_ms| {
+            let clone: Option<i64> = lenient(r, 18, "timings", &mut problems).flatten();
+            let start: Option<i64> = lenient(r, 19, "timings", &mut problems).flatten();
+            let total: Option<i64> = lenient(r, 20, "timings", &mut problems).flatten();
+            Some(BranchTimings {
+                snapshot_ms,
+                clone_ms: clone?,
+                start_ms: start?,
+                total_ms: total?,
+            })
+        });
         Ok(BranchRow {
             name: r.get(0)?,
             source: r.get(1)?,
@@ -511,35 +558,15 @@ impl BranchRow {
             port: r.get::<_, i64>(8)? as u16,
             password: r.get(9)?,
             postmaster: pid_from(r, 10)?,
-            created_at: r.get(12)?,
-            expires_at: r.get(13)?,
+            created_at,
+            expires_at,
             protected: r.get(14)?,
             durable: r.get(15)?,
-            labels: serde_json::from_str(&labels).map_err(|_| {
-                to_sql_err(
-                    16,
-                    MetaError::Corrupt {
-                        table: "branches",
-                        column: "labels",
-                        value: labels.clone(),
-                    },
-                )
-            })?,
-            timings: {
-                let (clone, start, total): (Option<i64>, Option<i64>, Option<i64>) =
-                    (r.get(18)?, r.get(19)?, r.get(20)?);
-                match (clone, start, total) {
-                    (Some(clone_ms), Some(start_ms), Some(total_ms)) => Some(BranchTimings {
-                        snapshot_ms: r.get(17)?,
-                        clone_ms,
-                        start_ms,
-                        total_ms,
-                    }),
-                    _ => None,
-                }
-            },
+            labels,
+            timings,
             uid: r.get::<_, Option<i64>>(21)?.map(|u| u as u32),
             tcp: r.get(22)?,
+            problems,
         })
     }
 
@@ -748,6 +775,7 @@ mod tests {
                 }),
                 uid: Some(1_900_000_001),
                 tcp: false,
+                problems: Vec::new(),
             }
             .insert(c)
         })
@@ -773,5 +801,22 @@ mod tests {
         assert_eq!(ports, vec![15433, 15434]);
         let s = SourceRow::get(meta.conn(), "shop").unwrap().unwrap();
         assert_eq!(s.op, Some(me));
+        assert!(b.problems.is_empty());
+
+        // Values an older pgfork (or a hand edit) stored are reported, not
+        // fatal to the listing.
+        meta.conn()
+            .execute(
+                "UPDATE branches SET labels = '{not json', expires_at = 'soon' WHERE name = 'fix-42'",
+                [],
+            )
+            .unwrap();
+        let listed = BranchRow::list(meta.conn()).unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].name, "fix-42");
+        assert!(listed[0].labels.is_empty());
+        assert_eq!(listed[0].expires_at, None);
+        assert_eq!(listed[0].problems.len(), 2, "{:?}", listed[0].problems);
+        assert!(listed[0].problems[0].contains("labels"));
     }
 }
