@@ -11,6 +11,7 @@ use pgfork_diff::data::{
 use pgfork_diff::schema::{SchemaDiff, diff_schema, read_schema};
 use pgfork_os::ProcessId;
 use pgfork_pg::server::{self, StartSpec};
+use pgfork_pg::sql::random_password;
 use pgfork_pg::untrusted::session::{self, Access, Endpoint};
 use pgfork_pg::{Postmaster, StopMode};
 use pgfork_pool::meta::{BranchRow, SnapshotRow};
@@ -227,7 +228,13 @@ impl Engine {
             run: run.clone(),
             log,
         };
-        drop(pm.client);
+        // The view is read as the application role, which must be able to
+        // log in (a logical source's copy keeps it NOLOGIN) and must hold
+        // no more than a branch's does.
+        let role = self.source_row(&s.source)?.role;
+        let mut client = pm.client;
+        crate::branch::arm_app_role(&mut client, &role, &random_password())?;
+        drop(client);
         Ok((
             Endpoint {
                 socket_dir: run,

@@ -266,6 +266,11 @@ pub fn doctor(home: &Home) -> DoctorReport {
         let sources = SourceRow::list(conn).unwrap_or_default();
         let snapshots = SnapshotRow::list(conn).unwrap_or_default();
         let branches = BranchRow::list(conn).unwrap_or_default();
+        if let Some(Ok(c)) = &config {
+            for (status, detail) in crate::isolation::check(c, &branches) {
+                r.push("isolation", status, detail);
+            }
+        }
         let running = branches
             .iter()
             .filter(|b| b.postmaster.is_some_and(|p| p.is_alive()))

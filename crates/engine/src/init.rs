@@ -3,7 +3,7 @@
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
-use pgfork_os::RunAs;
+use pgfork_os::{RunAs, UidRange};
 use pgfork_pg::sql::random_password;
 use pgfork_pg::{PgBinaries, PgVersion};
 use pgfork_pool::home::{PRIVATE_DIR, TRAVERSE_DIR};
@@ -32,6 +32,9 @@ pub struct InitOptions {
     /// Free bytes the pool must keep; below, new branches are refused (0
     /// removes the floor).
     pub min_free: Option<u64>,
+    /// OS uids for sandboxed servers (root only; default: a range picked
+    /// from the home's path).
+    pub branch_uids: Option<UidRange>,
 }
 
 /// What `init` found and decided.
@@ -53,8 +56,12 @@ pub struct InitReport {
     pub postgres: PgVersion,
     /// PostgreSQL bin directory.
     pub pg_bin: PathBuf,
-    /// OS user running servers.
+    /// OS user running sources (and, without root, every server).
     pub os_user: String,
+    /// OS uids of sandboxed servers, when pgfork runs as root.
+    pub branch_uids: Option<UidRange>,
+    /// What is isolated from what.
+    pub isolation: String,
     /// TCP port range.
     pub ports: (u16, u16),
     /// Most branches per source, if limited.
@@ -250,6 +257,7 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         .map(|p| config::parse_ports(&p))
         .transpose()?;
     let ports = opts.ports.or(previous_ports).unwrap_or(DEFAULT_PORTS);
+    let uids = sandbox_uids(&meta, home, opts.branch_uids)?;
     let had_token = meta.setting(key::API_TOKEN_SHA256)?.is_some();
     let api_token = (!had_token).then(new_api_token);
 
@@ -263,12 +271,18 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         Meta::set_setting(c, key::PG_VERSION, &bins.version.to_string())?;
         Meta::set_setting(c, key::OS_USER, &run_as.name)?;
         Meta::set_setting(c, key::PORTS, &format!("{}-{}", ports.0, ports.1))?;
+        if let Some(range) = uids {
+            Meta::set_setting(c, key::BRANCH_UIDS, &range.to_string())?;
+        }
         Ok::<_, EngineError>(())
     })?;
 
     let mut warnings: Vec<String> = narrowed.into_iter().collect();
     if !driver.is_copy_on_write() {
         warnings.push(copy_driver_warning(&home.pool(), probe.filesystem));
+    }
+    if uids.is_none() {
+        warnings.push(crate::isolation::not_root(&run_as));
     }
     if bins.version.major < 13 {
         warnings.push(format!(
@@ -294,6 +308,8 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
             .map(|_| home.image()),
         postgres: bins.version,
         pg_bin: bins.dir,
+        isolation: crate::isolation::describe(uids, &run_as),
+        branch_uids: uids,
         os_user: run_as.name,
         ports,
         max_branches_per_source: meta
@@ -308,6 +324,28 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         created: !existed,
         warnings,
     })
+}
+
+/// The sandbox uid range to record: the one asked for, else the one
+/// recorded, else the home's default; none without root, which alone can
+/// run servers as other users.
+fn sandbox_uids(meta: &Meta, home: &Home, asked: Option<UidRange>) -> Result<Option<UidRange>> {
+    if !RunAs::we_are_root() {
+        if asked.is_some() {
+            return Err(EngineError::InvalidArgument(
+                "--branch-uids needs root: only root can run servers as other users".into(),
+            ));
+        }
+        return Ok(None);
+    }
+    let recorded = meta
+        .setting(key::BRANCH_UIDS)?
+        .and_then(|t| UidRange::parse(&t).ok());
+    let range = asked
+        .or(recorded)
+        .unwrap_or_else(|| UidRange::default_for(home.root()));
+    crate::isolation::check_range(range)?;
+    Ok(Some(range))
 }
 
 fn store_limits(

@@ -13,6 +13,7 @@ mod error;
 pub mod failpoint;
 mod import;
 mod init;
+pub mod isolation;
 mod masking;
 pub mod names;
 mod ports;

@@ -6,7 +6,7 @@ use std::path::Path;
 
 use pgfork_mask::{CATALOG_QUERY, ColumnInfo, MaskRules, plan};
 use pgfork_pg::untrusted::hazards::{Work, superuser_hazards};
-use pgfork_pg::untrusted::session::{self, Access};
+use pgfork_pg::untrusted::session;
 use pgfork_pool::meta::PolicyRow;
 use rand::RngExt;
 use serde::Serialize;
@@ -160,17 +160,16 @@ impl Engine {
             std::fs::read_to_string(rules_file).map_err(EngineError::io("read", rules_file))?;
         let rules = MaskRules::parse(&rules_file.display().to_string(), &text)
             .map_err(|e| EngineError::InvalidArgument(e.to_string()))?;
-        // Only the catalog is read: as the application role, like
-        // everything that reads content.
-        let mut client = session::as_role(
+        // Only the catalog is read (no user table is planned): the
+        // superuser sees every table, whoever owns it.
+        let mut client = session::superuser_in(
             &self.endpoint(ServerKind::Source, name, row.port),
             &row.database,
-            &row.role,
-            Access::ReadOnly,
         )
         .map_err(|e| {
             EngineError::WrongState(format!(
-                "source '{name}' must be running to check masking rules against it ({e}): pgfork source start {name}"
+                "source '{name}' must be running to check masking rules against it ({}): pgfork source start {name}",
+                pgfork_pg::describe(&e)
             ))
         })?;
         let mut policy = PolicyRow::get(self.meta.conn(), name)?;

@@ -264,6 +264,11 @@ pub struct InitArgs {
     /// Refuse new branches while the pool has less than SIZE free (e.g. 2G; 0: no floor).
     #[arg(long, value_name = "SIZE")]
     pub min_free: Option<String>,
+    /// As root: OS uids for sandboxed servers, one per branch (each branch's server runs as a
+    /// uid of its own, with no passwd entry) [default: 65536 uids from 1900000000 up, picked by
+    /// the home's path].
+    #[arg(long, value_name = "FIRST-LAST")]
+    pub branch_uids: Option<String>,
 }
 
 /// `pgfork source ...`.

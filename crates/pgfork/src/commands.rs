@@ -98,6 +98,12 @@ fn init(home: &Home, args: crate::cli::InitArgs, json: bool) -> Result<()> {
             .transpose()?,
         max_branches_per_source: args.max_branches_per_source,
         min_free: args.min_free.as_deref().map(parse_size).transpose()?,
+        branch_uids: args
+            .branch_uids
+            .as_deref()
+            .map(pgfork_os::UidRange::parse)
+            .transpose()
+            .map_err(pgfork_engine::EngineError::InvalidArgument)?,
     };
     let report = pgfork_engine::init(home, opts)?;
     if json {
@@ -136,6 +142,13 @@ fn init(home: &Home, args: crate::cli::InitArgs, json: bool) -> Result<()> {
             format!("{} in {}", report.postgres, report.pg_bin.display()),
         ),
         ("os user", report.os_user.clone()),
+        (
+            "branch uids",
+            report
+                .branch_uids
+                .map(|r| r.to_string())
+                .unwrap_or_else(|| "none (not root: no isolation between servers)".into()),
+        ),
         ("ports", format!("{}-{}", report.ports.0, report.ports.1)),
         (
             "quota",

@@ -442,6 +442,19 @@ fn logical_refresh_swaps_in_new_data_and_old_branches_keep_working() {
         write_rules(&home).to_str().unwrap(),
     ]);
     let before = home.create_branch("before", "crm", &[]);
+    // A diff reads the base (a view of the imported copy, whose role the
+    // import made NOLOGIN) and the branch as the application role.
+    exec(
+        &mut connect(&dsn_of(&before)),
+        "UPDATE orders SET amount = -1 WHERE id = (SELECT min(id) FROM orders)",
+    );
+    let diff = home.json(&["diff", "before"]);
+    let orders = &diff["data"]["tables"][0];
+    assert_eq!(
+        (orders["table"].as_str(), orders["updated"].as_u64()),
+        (Some("public.orders"), Some(1)),
+        "{diff:#}"
+    );
 
     exec(
         &mut prod.app(),
