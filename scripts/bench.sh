@@ -15,6 +15,10 @@
 #   PGFORK_BENCH_FS     filesystems to run on, in order ["xfs btrfs"]
 #   PGFORK_BENCH_IMAGE  pool image size (e.g. 40G) [from the largest scale]
 #   PGFORK_BENCH_PORTS  TCP ports for the bench servers [26000-26999]
+#   PGFORK_BENCH_BASELINE  an older pgfork binary to measure first, on the same
+#                       home and the same loaded data (--keep-sources), so that a
+#                       change is compared with what came before in one run; its
+#                       report is saved as <fs>-<time>-baseline.txt
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -114,8 +118,16 @@ for fs in $filesystems; do
     teardown  # a home left by an earlier, killed run
     home=$dir/$fs
     say "$fs: pgfork init --pool-image $image --fs $fs (home $home)"
-    "$bin" --home "$home" init --pool-image "$image" --fs "$fs" --ports "$ports" >&2
+    # The baseline, if any, makes the home: it would refuse a newer meta.db.
+    "${PGFORK_BENCH_BASELINE:-$bin}" --home "$home" init --pool-image "$image" --fs "$fs" --ports "$ports" >&2
     report=$out/$fs-$stamp
+    if [ -n "${PGFORK_BENCH_BASELINE:-}" ]; then
+        # The baseline goes first: a newer pgfork migrates meta.db, which an
+        # older one then refuses. It loads the data, the newer one reuses it.
+        say "$fs: baseline $PGFORK_BENCH_BASELINE bench ${args[*]} --keep-sources"
+        "$PGFORK_BENCH_BASELINE" --home "$home" bench "${args[@]}" --keep-sources \
+            --json-out "$report-baseline.json" | tee "$report-baseline.txt"
+    fi
     say "$fs: pgfork bench ${args[*]}"
     "$bin" --home "$home" bench "${args[@]}" --json-out "$report.json" | tee "$report.txt"
     echo "saved $report.txt and $report.json" >&2

@@ -51,7 +51,8 @@ async def exercise(session: ClientSession, source_dsn: str) -> None:
     assert {"customers", "orders"} <= set(tables)
     orders = tables["orders"]
     assert orders["primary_key"]["definition"] == "PRIMARY KEY (id)"
-    assert "REFERENCES customers(id)" in orders["foreign_keys"][0]["definition"]
+    # Read with search_path pinned to pg_catalog: names come qualified.
+    assert "REFERENCES public.customers(id)" in orders["foreign_keys"][0]["definition"]
     assert {c["name"]: c["type"] for c in orders["columns"]}["total"] == "numeric(10,2)"
 
     r = await session.call_tool("run_sql", {"branch": name, "sql": "SELECT id, email FROM customers ORDER BY id", "max_rows": 5})
