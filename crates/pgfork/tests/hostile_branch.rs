@@ -114,6 +114,24 @@ impl Trapped {
             .unwrap_or(0)
     }
 
+    /// Runs `pgfork --json ARGS` and checks, whether it succeeded or not,
+    /// that no trap ran as a superuser; then asserts success and returns
+    /// its JSON. (Checked first so that a run that failed after a trap
+    /// fired says so.)
+    fn json_checked(&self, args: &[&str]) -> Value {
+        let mut all = vec!["--json"];
+        all.extend_from_slice(args);
+        let out = self.home.run(&all);
+        self.assert_never_superuser(&args.join(" "));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "pgfork {} failed: {stdout}",
+            args.join(" ")
+        );
+        serde_json::from_str(&stdout).expect("JSON")
+    }
+
     fn log(&self, branch: &str) -> PathBuf {
         self.home
             .root
@@ -199,7 +217,7 @@ fn expected_feelings() -> Vec<(String, String)> {
 fn diff_and_promote_dry_run_never_run_the_agents_code_as_superuser() {
     let t = Trapped::new("hb-cli");
     let mark = t.log_mark("evil");
-    let diff = t.home.json(&["diff", "evil", "--limit", "50"]);
+    let diff = t.json_checked(&["diff", "evil", "--limit", "50"]);
     // (The schema part quotes the trap functions' bodies, HIJACKED included.)
     let data = diff["data"].to_string();
     assert!(
@@ -228,7 +246,7 @@ fn diff_and_promote_dry_run_never_run_the_agents_code_as_superuser() {
     t.assert_never_superuser("diff");
 
     let mark = t.log_mark("evil");
-    let plan = t.home.json(&["promote", "evil", "--dry-run"]);
+    let plan = t.json_checked(&["promote", "evil", "--dry-run"]);
     assert_eq!(plan["applied"], false, "{plan:#}");
     let rows: Vec<&str> = plan["statements"]
         .as_array()
@@ -275,7 +293,14 @@ fn diff_and_promote_dry_run_never_run_the_agents_code_as_superuser() {
 #[test]
 fn schema_only_never_fires_the_agents_triggers() {
     let t = Trapped::new("hb-so");
-    let info = t.home.create_branch("empty", "evil", &["--schema-only"]);
+    let info = t.json_checked(&[
+        "branch",
+        "create",
+        "empty",
+        "--from",
+        "evil",
+        "--schema-only",
+    ]);
     let mut e = connect(&dsn_of(&info));
     assert_eq!(scalar(&mut e, "SELECT count(*) FROM plain"), 0);
     assert_eq!(scalar(&mut e, "SELECT count(*) FROM feelings"), 0);
@@ -329,6 +354,7 @@ fn api_and_mcp_diff_and_describe_never_run_the_agents_code_as_superuser() {
     let serve = Serve::start(&t.home);
     let mark = t.log_mark("evil");
     let (status, body) = serve.get("/v1/branches/evil/diff?limit=50");
+    t.assert_never_superuser("GET /v1/branches/evil/diff");
     assert_eq!(status, 200, "{body:#}");
     assert!(!body["data"].to_string().contains("HIJACKED"), "{body}");
     assert_eq!(feelings_changes(&body["data"]), expected_feelings());
