@@ -76,9 +76,12 @@ fn masked_objects(client: &mut postgres::Client, rules: &MaskRules) -> Result<Ma
     for rule in &rules.columns {
         let rows = client
             .query(
-                "SELECT p.relid::pg_catalog.oid, a.atttypid
+                "SELECT p.relid, a.atttypid
                    FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-                   CROSS JOIN LATERAL pg_catalog.pg_partition_tree(c.oid) p
+                   -- The table, and its partitions if it has any (the tree
+                   -- of a plain table is empty).
+                   CROSS JOIN LATERAL (SELECT c.oid AS relid UNION
+                       SELECT t.relid::pg_catalog.oid FROM pg_catalog.pg_partition_tree(c.oid) t) p
                    LEFT JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = $3 AND NOT a.attisdropped
                   WHERE n.nspname = $1 AND c.relname = $2",
                 &[&rule.schema, &rule.table, &rule.column],

@@ -643,6 +643,19 @@ fn a_branch_superuser_reaches_nothing_but_its_own_files() {
         ),
     );
     assert!(err.contains("Permission denied"), "{err}");
+    // doctor sees every running branch under its own uid.
+    let out = home.run(&["--json", "doctor"]);
+    let report: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
+    let isolation: Vec<&Value> = report["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["name"] == "isolation")
+        .collect();
+    assert!(
+        !isolation.is_empty() && isolation.iter().all(|c| c["status"] == "ok"),
+        "{report:#}"
+    );
 }
 
 /// A branch made for a proxy agent has no TCP listener: a password the

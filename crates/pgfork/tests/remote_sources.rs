@@ -606,6 +606,52 @@ fn masking_leaves_no_original_value_in_results_or_files() {
     );
 }
 
+/// Masking updates the source's copy as superuser; code of a role that is
+/// not a superuser that those updates would run (here an expression index
+/// calling the application role's function, which could be an agent's,
+/// promoted earlier) makes the snapshot refuse, naming it.
+#[test]
+fn masking_refuses_to_run_a_non_superusers_code() {
+    let prod = Production::start("maskhaz");
+    let home = TestHome::new(Pool::Xfs, "maskhaz");
+    exec(
+        &mut prod.app(),
+        "CREATE FUNCTION public.shout(text) RETURNS text LANGUAGE sql IMMUTABLE AS 'SELECT upper($1)';
+         CREATE INDEX people_shout ON people (public.shout(email));",
+    );
+    home.json(&[
+        "source",
+        "add",
+        "crm",
+        "--from",
+        &prod.url("app", "app-secret-pw"),
+        "--mode",
+        "logical",
+    ]);
+    home.json(&[
+        "source",
+        "mask",
+        "crm",
+        "--rules",
+        write_rules(&home).to_str().unwrap(),
+    ]);
+    let before = home.json(&["snapshot", "list"]).as_array().unwrap().len();
+    let err = home.fails(&["snapshot", "create", "crm"]);
+    assert_eq!(err.code, "unsafe_content", "{err:?}");
+    assert!(
+        err.message.contains("public.shout(text)")
+            && err.message.contains("owned by app")
+            && err.message.contains("people_shout"),
+        "{err:?}"
+    );
+    assert_eq!(
+        home.json(&["snapshot", "list"]).as_array().unwrap().len(),
+        before,
+        "a refused snapshot leaves nothing"
+    );
+    home.assert_settled();
+}
+
 #[test]
 fn remote_source_bad_input_is_refused_clearly_and_leaves_nothing() {
     let prod = Production::start("bad");
