@@ -85,7 +85,9 @@ impl Engine {
             // A branch's data came from a (masked, if so) snapshot already.
             let app_role = self.source_row(&b.source)?.role;
             Origin {
-                owner: self.branch_owner(&b),
+                // Not the branch's own uid: its server runs meanwhile, and
+                // must not reach the copy being sealed.
+                owner: self.scratch_owner(),
                 app_role: Some(app_role),
                 dir: self.branch_dir(&b.name),
                 socket_dir: self.socket_dir(ServerKind::Branch, &b.name),
@@ -124,6 +126,12 @@ impl Engine {
             origin.branch.as_deref().unwrap_or(&origin.source)
         );
         self.progress.stage(&format!("copying {label}"));
+        // A source's copy keeps its owner; a branch's is made the sealing
+        // user's as it is cloned.
+        let copy_owner = origin
+            .branch
+            .is_some()
+            .then_some((origin.owner.uid, origin.owner.gid));
         let (method, mut lsn) = match origin.postmaster {
             Some(_) if driver.clones_atomically(&origin.dir) => {
                 // A checkpoint (a restartpoint on a standby) first keeps the
@@ -136,7 +144,7 @@ impl Engine {
                 client
                     .batch_execute("CHECKPOINT")
                     .map_err(EngineError::sql("checkpoint"))?;
-                driver.clone_filtered(&origin.dir, &dst, &atomic_filter)?;
+                driver.clone_filtered_as(&origin.dir, &dst, &atomic_filter, copy_owner)?;
                 ("atomic", None)
             }
             Some(_) => {
@@ -154,7 +162,7 @@ impl Engine {
                         backup_filter(rel)
                     }
                 };
-                driver.clone_filtered(&origin.dir, &dst, &skip_control)?;
+                driver.clone_filtered_as(&origin.dir, &dst, &skip_control, copy_owner)?;
                 crate::failpoint::hit("snapshot-create:during-backup");
                 let start_wal = backup.start_wal_file.clone();
                 let end = backup.stop()?;
@@ -162,11 +170,12 @@ impl Engine {
                     &origin.dir.join("global"),
                     &dst.join("global"),
                     &["pg_control".to_string()],
+                    copy_owner,
                 )?;
                 let pg_wal = origin.dir.join("pg_wal");
                 let wal = backup::wal_files_from(&pg_wal, &start_wal)
                     .map_err(EngineError::io("list", &pg_wal))?;
-                driver.clone_files(&pg_wal, &dst.join("pg_wal"), &wal)?;
+                driver.clone_files(&pg_wal, &dst.join("pg_wal"), &wal, copy_owner)?;
                 write_owned(
                     &dst.join("backup_label"),
                     end.label_file.as_bytes(),
@@ -182,7 +191,7 @@ impl Engine {
                 ("online-backup", Some(end.lsn))
             }
             None => {
-                driver.clone_filtered(&origin.dir, &dst, &atomic_filter)?;
+                driver.clone_filtered_as(&origin.dir, &dst, &atomic_filter, copy_owner)?;
                 ("stopped", None)
             }
         };

@@ -4,106 +4,14 @@
 //! the reaper, and the metrics.
 
 mod common;
+mod daemon;
 
-use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use common::*;
-use reqwest::blocking::{Client, RequestBuilder, Response};
+use daemon::Serve;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-/// A running `pgfork serve` on a free loopback port, stopped on drop
-/// (declare it after its [`TestHome`], so that it goes first).
-struct Serve {
-    child: Child,
-    url: String,
-    token: String,
-    http: Client,
-}
-
-impl Serve {
-    fn start(h: &TestHome, extra: &[&str]) -> Serve {
-        let token = h.json(&["token", "rotate"])["api_token"]
-            .as_str()
-            .expect("api_token")
-            .to_string();
-        let mut cmd = h.command(&["serve", "--listen", "127.0.0.1:0"]);
-        cmd.args(extra).stderr(Stdio::piped()).stdout(Stdio::null());
-        let mut child = cmd.spawn().expect("start pgfork serve");
-        let mut stderr = std::io::BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        std::io::BufRead::read_line(&mut stderr, &mut line).expect("read serve's stderr");
-        let url = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("serve did not start: {line}"))
-            .to_string();
-        // Keep draining stderr so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let http = Client::builder()
-            .timeout(Duration::from_secs(300))
-            .build()
-            .expect("http client");
-        Serve {
-            child,
-            url,
-            token,
-            http,
-        }
-    }
-
-    fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-    }
-
-    /// Sends and returns (status, JSON body or Null).
-    fn send(&self, req: RequestBuilder) -> (StatusCode, Value) {
-        let resp: Response = req.send().expect("request");
-        let status = resp.status();
-        let text = resp.text().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.req(Method::GET, path))
-    }
-
-    fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.req(Method::POST, path).json(&body))
-    }
-
-    fn metrics(&self) -> String {
-        self.req(Method::GET, "/metrics")
-            .send()
-            .expect("metrics")
-            .text()
-            .expect("metrics text")
-    }
-
-    /// The value of one sample line of the metrics, or 0.
-    fn metric(&self, series: &str) -> f64 {
-        self.metrics()
-            .lines()
-            .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-            .unwrap_or(0.0)
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        if !wait_until(Duration::from_secs(20), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        }) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
 
 fn error_code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("<no error code>")
@@ -485,7 +393,7 @@ fn reaper_stops_idle_deletes_expired_and_idle_and_metrics_show_it() {
 
     // Metrics: states, creation histogram, snapshot age, unshared bytes
     // (sampled at start), and `branch info` shows the same per branch.
-    let text = s.metrics();
+    let text = s.metrics().1;
     assert!(
         text.contains("pgfork_branches{state=\"running\"}"),
         "{text}"

@@ -11,206 +11,17 @@
 //! - `run_sql` whose SQL turns its own timeout off, or catches the cancel.
 
 mod common;
+mod daemon;
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, ChildStdin, ChildStdout, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
-use reqwest::blocking::{Client, RequestBuilder};
-use reqwest::{Method, StatusCode};
+use daemon::{Mcp, Serve};
+use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 const HUGE_TTLS: [&str; 2] = ["300000y", "9223372036854775807s"];
-
-/// A running `pgfork serve` on a free loopback port, stopped on drop
-/// (declare it after its [`TestHome`], so that it goes first).
-struct Serve {
-    child: Child,
-    url: String,
-    token: String,
-    http: Client,
-}
-
-impl Serve {
-    fn start(h: &TestHome) -> Serve {
-        let token = h.json(&["token", "rotate"])["api_token"]
-            .as_str()
-            .expect("api_token")
-            .to_string();
-        let mut cmd = h.command(&[
-            "serve",
-            "--listen",
-            "127.0.0.1:0",
-            "--proxy-listen",
-            "off",
-            "--idle-stop",
-            "0",
-        ]);
-        cmd.stderr(Stdio::piped()).stdout(Stdio::null());
-        let mut child = cmd.spawn().expect("start pgfork serve");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        stderr.read_line(&mut line).expect("read serve's stderr");
-        let url = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("serve did not start: {line}"))
-            .to_string();
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        let http = Client::builder()
-            .timeout(Duration::from_secs(120))
-            .build()
-            .expect("http client");
-        Serve {
-            child,
-            url,
-            token,
-            http,
-        }
-    }
-
-    fn req(&self, method: Method, path: &str) -> RequestBuilder {
-        self.http
-            .request(method, format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-    }
-
-    fn send(&self, req: RequestBuilder) -> (StatusCode, Value) {
-        let resp = req.send().expect("request");
-        let status = resp.status();
-        let text = resp.text().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(self.req(Method::GET, path))
-    }
-
-    fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.req(Method::POST, path).json(&body))
-    }
-
-    fn patch(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(self.req(Method::PATCH, path).json(&body))
-    }
-
-    fn metrics(&self) -> (StatusCode, String) {
-        let resp = self.req(Method::GET, "/metrics").send().expect("metrics");
-        (resp.status(), resp.text().expect("metrics text"))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        if !wait_until(Duration::from_secs(20), || {
-            matches!(self.child.try_wait(), Ok(Some(_)))
-        }) {
-            let _ = self.child.kill();
-        }
-        let _ = self.child.wait();
-    }
-}
-
-/// `pgfork mcp` driven over stdio with newline-delimited JSON-RPC, as an
-/// agent client launches it.
-struct Mcp {
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
-    next_id: u64,
-}
-
-impl Mcp {
-    fn start(h: &TestHome) -> Mcp {
-        let mut child = h
-            .command(&["mcp"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pgfork mcp");
-        let stdin = child.stdin.take().expect("stdin");
-        let stdout = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut mcp = Mcp {
-            child,
-            stdin,
-            stdout,
-            next_id: 1,
-        };
-        let init = mcp.request(
-            "initialize",
-            json!({
-                "protocolVersion": "2025-06-18",
-                "capabilities": {},
-                "clientInfo": { "name": "pgfork-bounds-test", "version": "0" }
-            }),
-        );
-        assert!(init["result"]["serverInfo"].is_object(), "{init:#}");
-        mcp.write(&json!({ "jsonrpc": "2.0", "method": "notifications/initialized" }));
-        mcp
-    }
-
-    fn write(&mut self, message: &Value) {
-        writeln!(self.stdin, "{message}").expect("write to pgfork mcp");
-        self.stdin.flush().expect("flush");
-    }
-
-    /// Sends a request and returns its response (skipping notifications).
-    fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.write(&json!({ "jsonrpc": "2.0", "id": id, "method": method, "params": params }));
-        loop {
-            let mut line = String::new();
-            let n = self.stdout.read_line(&mut line).expect("read pgfork mcp");
-            assert!(n > 0, "pgfork mcp closed its output");
-            let Ok(message) = serde_json::from_str::<Value>(&line) else {
-                continue;
-            };
-            if message["id"] == json!(id) {
-                return message;
-            }
-        }
-    }
-
-    /// Calls a tool; returns (is_error, structured content).
-    fn call(&mut self, tool: &str, arguments: Value) -> (bool, Value) {
-        let response = self.request(
-            "tools/call",
-            json!({ "name": tool, "arguments": arguments }),
-        );
-        let result = &response["result"];
-        assert!(result.is_object(), "{tool}: no result: {response:#}");
-        (
-            result["isError"].as_bool().unwrap_or(false),
-            result["structuredContent"].clone(),
-        )
-    }
-
-    /// Calls a tool that must fail; returns (code, message).
-    fn refused(&mut self, tool: &str, arguments: Value) -> (String, String) {
-        let (is_error, content) = self.call(tool, arguments.clone());
-        assert!(is_error, "{tool} {arguments} must fail: {content:#}");
-        (
-            content["error"]["code"].as_str().unwrap_or("").to_string(),
-            content["error"]["message"]
-                .as_str()
-                .unwrap_or("")
-                .to_string(),
-        )
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 fn shop(h: &TestHome) {
     h.create_source("shop");
@@ -282,7 +93,7 @@ fn ttls_past_ten_years_are_refused_everywhere_and_nothing_is_stored() {
     );
 
     // API: 400 naming the field, for create and set.
-    let s = Serve::start(&h);
+    let s = Serve::start(&h, &["--idle-stop", "0"]);
     for ttl in HUGE_TTLS {
         assert_400(
             ttl,
@@ -496,7 +307,7 @@ fn bad_labels_are_refused_everywhere_and_good_ones_kept() {
     );
 
     // API: 400 naming the field.
-    let s = Serve::start(&h);
+    let s = Serve::start(&h, &["--idle-stop", "0"]);
     let thousands: serde_json::Map<String, Value> =
         (0..5000).map(|i| (format!("k{i}"), json!("v"))).collect();
     for (what, labels) in [
@@ -656,7 +467,7 @@ fn a_row_that_cannot_be_shown_never_breaks_listing_the_others() {
     h.json(&["gc"]);
 
     // The API and the metrics.
-    let s = Serve::start(&h);
+    let s = Serve::start(&h, &["--idle-stop", "0"]);
     let (st, list) = s.get("/v1/branches");
     assert_eq!(st, StatusCode::OK, "{list:#}");
     assert_listing(&list, &bad);

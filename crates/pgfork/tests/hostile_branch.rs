@@ -14,13 +14,13 @@
 //! at the end runs one trapped read as superuser and sees the trap fire.
 
 mod common;
+mod daemon;
 mod proxy;
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use common::*;
+use daemon::{Mcp, Serve};
 use proxy::Proxy;
 use serde_json::{Value, json};
 
@@ -351,7 +351,7 @@ fn schema_only_never_fires_the_agents_triggers() {
 #[test]
 fn api_and_mcp_diff_and_describe_never_run_the_agents_code_as_superuser() {
     let t = Trapped::new("hb-api");
-    let serve = Serve::start(&t.home);
+    let serve = Serve::start(&t.home, &[]);
     let mark = t.log_mark("evil");
     let (status, body) = serve.get("/v1/branches/evil/diff?limit=50");
     t.assert_never_superuser("GET /v1/branches/evil/diff");
@@ -364,138 +364,15 @@ fn api_and_mcp_diff_and_describe_never_run_the_agents_code_as_superuser() {
 
     let mut mcp = Mcp::start(&t.home);
     let mark = t.log_mark("evil");
-    let diff = mcp.call("diff_branch", json!({"branch": "evil", "limit": 50}));
+    let diff = mcp.ok("diff_branch", json!({"branch": "evil", "limit": 50}));
     assert!(!diff["data"].to_string().contains("HIJACKED"), "{diff}");
     assert_eq!(feelings_changes(&diff["data"]), expected_feelings());
     assert!(t.log_since("evil", mark).contains("ran as shop"));
     t.assert_never_superuser("MCP diff_branch");
-    let schema = mcp.call("describe_schema", json!({"branch": "evil"}));
+    let schema = mcp.ok("describe_schema", json!({"branch": "evil"}));
     let tables = schema["tables"].as_array().expect("tables");
     assert!(tables.iter().any(|t| t["name"] == "feelings"), "{schema:#}");
     t.assert_never_superuser("MCP describe_schema");
-}
-
-/// A running `pgfork serve` on a free loopback port, stopped on drop.
-struct Serve {
-    child: std::process::Child,
-    url: String,
-    token: String,
-}
-
-impl Serve {
-    fn start(h: &TestHome) -> Serve {
-        let token = h.json(&["token", "rotate"])["api_token"]
-            .as_str()
-            .expect("api_token")
-            .to_string();
-        let mut child = h
-            .command(&["serve", "--listen", "127.0.0.1:0", "--proxy-listen", "off"])
-            .stderr(Stdio::piped())
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("start pgfork serve");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        stderr.read_line(&mut line).expect("read serve's stderr");
-        let url = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("serve did not start: {line}"))
-            .to_string();
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-        Serve { child, url, token }
-    }
-
-    fn get(&self, path: &str) -> (u16, Value) {
-        let resp = reqwest::blocking::Client::builder()
-            .timeout(std::time::Duration::from_secs(120))
-            .build()
-            .unwrap()
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-            .send()
-            .expect("request");
-        let status = resp.status().as_u16();
-        (status, resp.json().unwrap_or(Value::Null))
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let _ = self.child.wait();
-    }
-}
-
-/// `pgfork mcp` over stdio, spoken to as an agent client does:
-/// newline-delimited JSON-RPC.
-struct Mcp {
-    child: std::process::Child,
-    out: BufReader<std::process::ChildStdout>,
-    next: u64,
-}
-
-impl Mcp {
-    fn start(h: &TestHome) -> Mcp {
-        let mut child = h
-            .command(&["mcp"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start pgfork mcp");
-        let out = BufReader::new(child.stdout.take().expect("stdout"));
-        let mut mcp = Mcp {
-            child,
-            out,
-            next: 1,
-        };
-        mcp.request(
-            "initialize",
-            json!({"protocolVersion": "2025-03-26", "capabilities": {},
-                   "clientInfo": {"name": "pgfork-test", "version": "0"}}),
-        );
-        mcp.send(&json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
-        mcp
-    }
-
-    fn send(&mut self, msg: &Value) {
-        let stdin = self.child.stdin.as_mut().expect("stdin");
-        writeln!(stdin, "{msg}").expect("write to mcp");
-        stdin.flush().expect("flush");
-    }
-
-    fn request(&mut self, method: &str, params: Value) -> Value {
-        let id = self.next;
-        self.next += 1;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
-        loop {
-            let mut line = String::new();
-            let n = self.out.read_line(&mut line).expect("read from mcp");
-            assert!(n > 0, "pgfork mcp closed its output");
-            let msg: Value = serde_json::from_str(&line).expect("JSON-RPC line");
-            if msg["id"] == json!(id) {
-                return msg;
-            }
-        }
-    }
-
-    /// Calls a tool and returns its structured result, asserting success.
-    fn call(&mut self, tool: &str, args: Value) -> Value {
-        let resp = self.request("tools/call", json!({"name": tool, "arguments": args}));
-        let result = &resp["result"];
-        assert_ne!(result["isError"], json!(true), "{tool}: {resp:#}");
-        result["structuredContent"].clone()
-    }
-}
-
-impl Drop for Mcp {
-    fn drop(&mut self) {
-        drop(self.child.stdin.take());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// Lines a program prints, run by the branch's server as its OS user

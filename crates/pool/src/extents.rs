@@ -4,6 +4,7 @@
 //! origin until one side writes it; comparing the two maps finds exactly
 //! what changed, at the cost of reading metadata, not data.
 
+use crate::beneath::Beneath;
 use std::fs::File;
 use std::io;
 use std::os::fd::AsRawFd;
@@ -152,8 +153,8 @@ pub enum Changes {
 /// Which `page_size` pages of `clone` no longer share blocks with `origin`
 /// (pages past the end of `origin` count as changed).
 pub fn changed_pages(clone: &Path, origin: &Path, page_size: u64) -> io::Result<Changes> {
-    let a = File::open(clone)?;
-    let b = match File::open(origin) {
+    let a = open_plain(clone)?;
+    let b = match open_plain(origin) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Changes::All),
         Err(e) => return Err(e),
@@ -174,11 +175,32 @@ pub fn changed_pages(clone: &Path, origin: &Path, page_size: u64) -> io::Result<
     Ok(Changes::Pages(pages))
 }
 
+/// Opens a regular file to read its extent map: a symbolic link or a FIFO
+/// that a server planted in its data directory is refused, never followed
+/// or waited on.
+fn open_plain(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)?;
+    if !file.metadata()?.is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a regular file", path.display()),
+        ));
+    }
+    Ok(file)
+}
+
 /// Bytes of `clone` that no longer share blocks with `origin`.
 pub fn unshared_bytes(clone: &Path, origin: &Path) -> io::Result<u64> {
-    let a = File::open(clone)?;
+    unshared(open_plain(clone)?, origin)
+}
+
+fn unshared(a: File, origin: &Path) -> io::Result<u64> {
     let size = a.metadata()?.len();
-    let b = match File::open(origin) {
+    let b = match open_plain(origin) {
         Ok(f) => f,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(size),
         Err(e) => return Err(e),
@@ -188,19 +210,24 @@ pub fn unshared_bytes(clone: &Path, origin: &Path) -> io::Result<u64> {
 }
 
 /// Bytes of every file under `clone` that no longer share blocks with the
-/// same file under `origin`: what a branch costs its pool.
+/// same file under `origin`: what a branch costs its pool. The branch's
+/// tree is read through [`Beneath`]: its server may be changing it.
 pub fn unshared_tree_bytes(clone: &Path, origin: &Path) -> io::Result<u64> {
+    let tree = Beneath::open(clone)?;
     let mut total = 0;
     let mut stack = vec![std::path::PathBuf::new()];
     while let Some(rel) = stack.pop() {
-        for entry in std::fs::read_dir(clone.join(&rel))? {
+        for entry in tree.read_dir(&rel)? {
             let entry = entry?;
             let rel = rel.join(entry.file_name());
             let kind = entry.file_type()?;
             if kind.is_dir() {
                 stack.push(rel);
             } else if kind.is_file() {
-                match unshared_bytes(&clone.join(&rel), &origin.join(&rel)) {
+                match tree
+                    .file(&rel)
+                    .and_then(|a| unshared(a, &origin.join(&rel)))
+                {
                     Ok(n) => total += n,
                     // A file the server removed meanwhile costs nothing.
                     Err(e) if e.kind() == io::ErrorKind::NotFound => {}

@@ -1,6 +1,7 @@
 //! Where pgfork keeps everything (home), what it remembers (meta.db) and how
 //! it copies data directories (clone drivers, pool images).
 
+pub mod beneath;
 pub mod driver;
 pub mod extents;
 pub mod home;

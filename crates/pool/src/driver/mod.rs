@@ -161,6 +161,22 @@ impl Driver {
         self.clone_with(src, dst, filter, tree::Owner::Keep)
     }
 
+    /// [`Driver::clone_filtered`] whose clone belongs to `owner` (uid, gid)
+    /// if one is given (as root), else keeps its origin's owners.
+    pub fn clone_filtered_as(
+        self,
+        src: &Path,
+        dst: &Path,
+        filter: Filter,
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), CloneError> {
+        let owner = match owner {
+            Some((uid, gid)) => tree::Owner::Set(uid, gid),
+            None => tree::Owner::Keep,
+        };
+        self.clone_with(src, dst, filter, owner)
+    }
+
     fn clone_with(
         self,
         src: &Path,
@@ -169,14 +185,9 @@ impl Driver {
         owner: tree::Owner,
     ) -> Result<(), CloneError> {
         let result = match self {
-            Driver::Btrfs if btrfs::is_subvolume(src) => btrfs::snapshot(src, dst, false)
-                .and_then(|()| tree::prune(dst, filter))
-                .and_then(|()| match owner {
-                    tree::Owner::Set(uid, gid) if pgfork_os::RunAs::we_are_root() => {
-                        tree::chown_tree(dst, uid, gid)
-                    }
-                    _ => Ok(()),
-                }),
+            Driver::Btrfs if btrfs::is_subvolume(src) => {
+                btrfs::snapshot(src, dst, false).and_then(|()| snapshot_owned(dst, filter, owner))
+            }
             Driver::Btrfs | Driver::Reflink => {
                 tree::clone_tree(src, dst, tree::FileCopy::Reflink, filter, owner)
             }
@@ -199,8 +210,19 @@ impl Driver {
     }
 
     /// Clones single files `names` from directory `src` into existing `dst`
-    /// (used to add the WAL written during an online backup).
-    pub fn clone_files(self, src: &Path, dst: &Path, names: &[String]) -> Result<(), CloneError> {
+    /// (used to add the WAL written during an online backup), owned by
+    /// `owner` if one is given (as root), else by the originals' owners.
+    pub fn clone_files(
+        self,
+        src: &Path,
+        dst: &Path,
+        names: &[String],
+        owner: Option<(u32, u32)>,
+    ) -> Result<(), CloneError> {
+        let owner = match owner {
+            Some((uid, gid)) => tree::Owner::Set(uid, gid),
+            None => tree::Owner::Keep,
+        };
         let how = if self == Driver::Copy {
             tree::FileCopy::Bytes
         } else {
@@ -209,7 +231,7 @@ impl Driver {
         for name in names {
             let to = dst.join(name);
             let _ = std::fs::remove_file(&to);
-            tree::clone_file(&src.join(name), &to, how)?;
+            tree::clone_file(src, name, &to, how, owner)?;
         }
         Ok(())
     }
@@ -250,6 +272,27 @@ impl Driver {
             }),
         }
     }
+}
+
+/// Finishes a btrfs snapshot that is to belong to `owner`. The snapshot
+/// keeps its origin's owners, and the origin's server (a branch's, perhaps
+/// run by an agent) could enter it and swap entries for links while root
+/// prunes and re-owns it: so root takes its top directory first, and gives
+/// it to the new owner last.
+fn snapshot_owned(dst: &Path, filter: Filter, owner: tree::Owner) -> Result<(), CloneError> {
+    let root = pgfork_os::RunAs::we_are_root();
+    let new = match owner {
+        tree::Owner::Set(uid, gid) if root => Some((uid, gid)),
+        _ => None,
+    };
+    if new.is_some() {
+        std::os::unix::fs::lchown(dst, Some(0), Some(0)).map_err(CloneError::io("chown", dst))?;
+    }
+    tree::prune(dst, filter)?;
+    if let Some((uid, gid)) = new {
+        tree::chown_tree(dst, uid, gid)?;
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for Driver {

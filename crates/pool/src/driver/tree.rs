@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 
 use super::CloneError;
+use crate::beneath::Beneath;
 
 /// What to do with one entry, by its path relative to the clone's root.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +57,10 @@ impl Owner {
     }
 }
 
+/// Clones the tree at `src` into `dst`. The source is read through
+/// [`Beneath`]: its owner (a branch's server, perhaps run by an agent) may
+/// swap entries for symbolic links while pgfork copies it, and no link is
+/// ever followed.
 pub(crate) fn clone_tree(
     src: &Path,
     dst: &Path,
@@ -63,19 +68,31 @@ pub(crate) fn clone_tree(
     filter: Filter,
     owner: Owner,
 ) -> Result<(), CloneError> {
-    let meta = fs::symlink_metadata(src).map_err(CloneError::io("stat", src))?;
+    let tree = Beneath::open(src).map_err(CloneError::io("open", src))?;
+    let meta = tree
+        .metadata(Path::new(""))
+        .map_err(CloneError::io("stat", src))?;
     make_dir(dst, &meta, owner)?;
     // Directories and links first, in one pass; then the files, which are
     // most of the work (one FICLONE or copy each), on a few threads.
     let mut files = Vec::new();
-    walk(src, dst, Path::new(""), filter, owner, &mut files)?;
-    clone_files_parallel(&files, how, owner)
+    let source = Source { root: src, tree };
+    walk(&source, dst, Path::new(""), filter, owner, &mut files)?;
+    clone_files_parallel(&source, &files, how, owner)
+}
+
+/// The tree a clone reads, opened once.
+pub(crate) struct Source<'a> {
+    /// Its path, for messages.
+    pub root: &'a Path,
+    /// Its entries, reached only beneath it.
+    pub tree: Beneath,
 }
 
 /// Gives every entry under `root` (itself included) to `uid`:`gid`,
-/// without following symbolic links.
+/// without following symbolic links. Directories are given after what
+/// they hold, so the new owner can enter none before it is all done.
 pub(crate) fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), CloneError> {
-    std::os::unix::fs::lchown(root, Some(uid), Some(gid)).map_err(CloneError::io("chown", root))?;
     for entry in fs::read_dir(root).map_err(CloneError::io("read directory", root))? {
         let entry = entry.map_err(CloneError::io("read directory", root))?;
         let path = entry.path();
@@ -86,12 +103,13 @@ pub(crate) fn chown_tree(root: &Path, uid: u32, gid: u32) -> Result<(), CloneErr
                 .map_err(CloneError::io("chown", &path))?;
         }
     }
-    Ok(())
+    std::os::unix::fs::lchown(root, Some(uid), Some(gid)).map_err(CloneError::io("chown", root))
 }
 
 /// Clones `files` (source, destination) on up to four threads; the first
 /// failure stops the rest and is returned.
 fn clone_files_parallel(
+    src: &Source,
     files: &[(PathBuf, PathBuf)],
     how: FileCopy,
     owner: Owner,
@@ -103,7 +121,7 @@ fn clone_files_parallel(
     if threads == 1 || files.len() < 64 {
         return files
             .iter()
-            .try_for_each(|(from, to)| clone_one(from, to, how, owner));
+            .try_for_each(|(from, to)| clone_one(src, from, to, how, owner));
     }
     let next = AtomicUsize::new(0);
     let failed = AtomicBool::new(false);
@@ -116,7 +134,7 @@ fn clone_files_parallel(
                     let Some((from, to)) = files.get(i) else {
                         return;
                     };
-                    if let Err(e) = clone_one(from, to, how, owner) {
+                    if let Err(e) = clone_one(src, from, to, how, owner) {
                         failed.store(true, Ordering::Relaxed);
                         first_error
                             .lock()
@@ -135,32 +153,42 @@ fn clone_files_parallel(
 
 /// Clones one file, tolerating one that a live cluster removed meanwhile
 /// (an online backup restores it from WAL).
-fn clone_one(from: &Path, to: &Path, how: FileCopy, owner: Owner) -> Result<(), CloneError> {
-    match clone_file_as(from, to, how, owner) {
-        Err(CloneError::Io {
-            source, op: "open", ..
-        }) if source.kind() == io::ErrorKind::NotFound => Ok(()),
-        other => other,
-    }
+fn clone_one(
+    src: &Source,
+    rel: &Path,
+    to: &Path,
+    how: FileCopy,
+    owner: Owner,
+) -> Result<(), CloneError> {
+    let file = match src.tree.file(rel) {
+        Ok(f) => f,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(CloneError::io("open", &src.root.join(rel))(e)),
+    };
+    clone_opened(file, &src.root.join(rel), to, how, owner)
 }
 
 fn walk(
-    src: &Path,
+    src: &Source,
     dst: &Path,
     rel: &Path,
     filter: Filter,
     owner: Owner,
     files: &mut Vec<(PathBuf, PathBuf)>,
 ) -> Result<(), CloneError> {
-    let dir = src.join(rel);
-    for entry in fs::read_dir(&dir).map_err(CloneError::io("read directory", &dir))? {
+    let dir = src.root.join(rel);
+    let entries = src
+        .tree
+        .read_dir(rel)
+        .map_err(CloneError::io("read directory", &dir))?;
+    for entry in entries {
         let entry = entry.map_err(CloneError::io("read directory", &dir))?;
         let rel = rel.join(entry.file_name());
         let decision = filter(&rel);
         if decision == TreeEntry::Skip {
             continue;
         }
-        let from = src.join(&rel);
+        let from = src.root.join(&rel);
         let to = dst.join(&rel);
         // The directory entry knows the type: no stat for plain files.
         let kind = match entry.file_type() {
@@ -175,10 +203,10 @@ fn walk(
             }
         };
         if kind.is_file() {
-            files.push((from, to));
+            files.push((rel, to));
             continue;
         }
-        let meta = match fs::symlink_metadata(&from) {
+        let meta = match src.tree.metadata(&rel) {
             Ok(m) => m,
             Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
             Err(e) => {
@@ -195,7 +223,10 @@ fn walk(
                 walk(src, dst, &rel, filter, owner, files)?;
             }
         } else if kind.is_symlink() {
-            let target = fs::read_link(&from).map_err(CloneError::io("read link", &from))?;
+            let target = src
+                .tree
+                .read_link(&rel)
+                .map_err(CloneError::io("read link", &from))?;
             std::os::unix::fs::symlink(&target, &to).map_err(CloneError::io("symlink", &to))?;
             lchown_like(&to, &meta, owner)?;
         }
@@ -218,13 +249,30 @@ fn lchown_like(path: &Path, like: &fs::Metadata, owner: Owner) -> Result<(), Clo
     Ok(())
 }
 
-/// Clones one regular file, keeping mode and (as root) owner.
-pub(crate) fn clone_file(from: &Path, to: &Path, how: FileCopy) -> Result<(), CloneError> {
-    clone_file_as(from, to, how, Owner::Keep)
+/// Clones regular file `name` of directory `dir` (read without following
+/// links, see [`Beneath`]), keeping its mode, owned as `owner` says.
+pub(crate) fn clone_file(
+    dir: &Path,
+    name: &str,
+    to: &Path,
+    how: FileCopy,
+    owner: Owner,
+) -> Result<(), CloneError> {
+    let from = dir.join(name);
+    let file = Beneath::open(dir)
+        .and_then(|b| b.file(Path::new(name)))
+        .map_err(CloneError::io("open", &from))?;
+    clone_opened(file, &from, to, how, owner)
 }
 
-fn clone_file_as(from: &Path, to: &Path, how: FileCopy, owner: Owner) -> Result<(), CloneError> {
-    let mut src = File::open(from).map_err(CloneError::io("open", from))?;
+/// Clones the open file `src` (found at `from`) into the new file `to`.
+fn clone_opened(
+    mut src: File,
+    from: &Path,
+    to: &Path,
+    how: FileCopy,
+    owner: Owner,
+) -> Result<(), CloneError> {
     let meta = src.metadata().map_err(CloneError::io("stat", from))?;
     let mut dst = OpenOptions::new()
         .write(true)
