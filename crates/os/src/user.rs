@@ -118,14 +118,16 @@ pub struct UidRange {
 }
 
 /// Where default ranges are placed: above the uids and subordinate-uid
-/// ranges systems hand out, below 2^31.
+/// ranges systems hand out, below 2^31 (15,000 x 16,384 fits).
 const DEFAULT_BASE: u32 = 1_900_000_000;
 /// Uids per default range, and how many such ranges there are.
-const DEFAULT_SPAN: u32 = 65_536;
-const DEFAULT_SLOTS: u32 = 3_000;
+/// 16,383 branches per home, and 15,000 slots: two homes on one machine
+/// share a range once in 15,000.
+const DEFAULT_SPAN: u32 = 16_384;
+const DEFAULT_SLOTS: u32 = 15_000;
 
 impl UidRange {
-    /// The default range of a home: one of 3,000 slots of 65,536 uids from
+    /// The default range of a home: one of 15,000 slots of 16,384 uids from
     /// 1,900,000,000, picked by a hash of its path, so that two homes on
     /// one machine almost never share uids (`init --branch-uids` picks
     /// another).
@@ -195,7 +197,7 @@ mod tests {
             a,
             UidRange::default_for(std::path::Path::new("/srv/pgfork"))
         );
-        assert!(a.first > 65_535 && a.last < 1 << 31 && a.last - a.first == 65_535);
+        assert!(a.first > 65_535 && a.last < 1 << 31 && a.last - a.first == DEFAULT_SPAN - 1);
         assert_eq!(UidRange::parse(&a.to_string()), Ok(a));
     }
 

@@ -265,7 +265,7 @@ pub struct InitArgs {
     #[arg(long, value_name = "SIZE")]
     pub min_free: Option<String>,
     /// As root: OS uids for sandboxed servers, one per branch (each branch's server runs as a
-    /// uid of its own, with no passwd entry) [default: 65536 uids from 1900000000 up, picked by
+    /// uid of its own, with no passwd entry) [default: 16384 uids from 1900000000 up, picked by
     /// the home's path].
     #[arg(long, value_name = "FIRST-LAST")]
     pub branch_uids: Option<String>,
