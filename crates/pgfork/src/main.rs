@@ -16,6 +16,18 @@ use clap::Parser;
 
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
+    if !matches!(
+        cli.command,
+        cli::Command::Serve(_) | cli::Command::Proxy(_) | cli::Command::Mcp
+    ) {
+        // A one-shot command whose reader went away (`pgfork ... | head`)
+        // ends quietly, as Unix tools do, rather than panicking in
+        // println!. The daemons keep Rust's default of ignoring SIGPIPE:
+        // a client that hangs up must not end them.
+        // SAFETY: restoring a signal's default disposition at start-up,
+        // before any thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // The database driver's own debug output would show SQL that pgfork
     // sends, password verifiers included: keep it at info.
     let filter = match cli.verbose {

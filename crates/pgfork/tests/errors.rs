@@ -389,3 +389,27 @@ fn postmaster_that_will_not_start_shows_its_log_and_leaves_no_process() {
     assert_eq!(tagged(&mut connect(&dsn), "kept"), 3);
     h.assert_settled();
 }
+
+/// A reader that goes away (`pgfork ... | head`) ends a one-shot command
+/// quietly, by SIGPIPE as Unix tools end, never with a panic.
+#[test]
+fn a_closed_stdout_ends_a_command_quietly() {
+    use std::os::unix::process::ExitStatusExt;
+    let h = TestHome::new(Pool::Plain, "pipe");
+    h.init(&[]);
+    // A pipe whose read end is closed before pgfork starts.
+    let mut fds = [0; 2];
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    unsafe { libc::close(fds[0]) };
+    let write_end =
+        unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fds[1]) };
+    let out = h
+        .command(&["doctor"])
+        .stdout(std::process::Stdio::from(write_end))
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run pgfork doctor");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.signal(), Some(libc::SIGPIPE), "{:?}", out.status);
+}
