@@ -12,6 +12,8 @@
 
 use std::collections::HashMap;
 
+use crate::sql::{quote_ident, quote_literal};
+
 /// Objects with OIDs below this were made by `initdb` (FirstNormalObjectId).
 pub const FIRST_NORMAL_OID: u32 = 16384;
 
@@ -121,16 +123,6 @@ pub fn array_literal(values: &[Option<String>], ty: &str) -> String {
         "{}::{ty}[]",
         quote_literal(&format!("{{{}}}", elements.join(",")))
     )
-}
-
-/// Quotes an identifier.
-pub fn quote_ident(ident: &str) -> String {
-    crate::sql::quote_ident(ident)
-}
-
-/// Quotes a string literal.
-pub fn quote_literal(text: &str) -> String {
-    crate::sql::quote_literal(text)
 }
 
 /// What makes a type opaque: the user types of one database, with what
