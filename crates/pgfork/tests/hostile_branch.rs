@@ -576,3 +576,57 @@ fn a_password_set_by_a_proxy_agent_opens_nothing() {
     // The proxy still reaches it.
     assert_eq!(scalar(&mut c, "SELECT count(*) FROM accounts"), 1);
 }
+
+/// Without root, pgfork cannot give servers uids of their own: `init` and
+/// `doctor` say plainly what is then missing.
+#[test]
+fn without_root_init_and_doctor_say_what_isolation_is_missing() {
+    let base = Pool::Plain
+        .dir()
+        .join(format!("nobody-{}", std::process::id()));
+    std::fs::create_dir(&base).unwrap();
+    let nobody = 65534;
+    std::os::unix::fs::chown(&base, Some(nobody), Some(nobody)).unwrap();
+    let home = base.join("home");
+    let run = |args: &[&str]| -> Value {
+        let out = std::process::Command::new("runuser")
+            .args(["-u", "nobody", "--", PGFORK, "--json", "--home"])
+            .arg(&home)
+            .args(args)
+            .env_remove("PGFORK_HOME")
+            .output()
+            .expect("runuser");
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "pgfork {args:?} as nobody: {e}: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let report = run(&["init", "--ports", "29900-29909"]);
+    assert!(report["branch_uids"].is_null(), "{report:#}");
+    let warned = report["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|w| w.as_str().unwrap().contains("does not run as root"));
+    assert!(warned, "{report:#}");
+    assert!(
+        report["isolation"]
+            .as_str()
+            .unwrap()
+            .contains("could read and change every other branch"),
+        "{report:#}"
+    );
+    let doctor = run(&["doctor"]);
+    let isolation = doctor["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "isolation")
+        .unwrap_or_else(|| panic!("{doctor:#}"))
+        .clone();
+    assert_eq!(isolation["status"], "warn", "{doctor:#}");
+    let _ = std::fs::remove_dir_all(&base);
+}
