@@ -35,6 +35,10 @@ if [ "$(id -u)" = 0 ] && ! ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1; 
     # The proxy's SQL parser (libpg_query, via bindgen) needs libclang to build.
     apt-get install -y -qq libclang-dev >/dev/null || { apt-get update -qq && apt-get install -y -qq libclang-dev >/dev/null; }
 fi
+if [ "$(id -u)" = 0 ] && [ ! -x /usr/bin/protoc ]; then
+    # ...and protoc for its protobuf bindings (.cargo/config.toml points at it).
+    apt-get install -y -qq protobuf-compiler >/dev/null || { apt-get update -qq && apt-get install -y -qq protobuf-compiler >/dev/null; }
+fi
 say "building pgfork"
 cargo build --release --quiet --bin pgfork
 pgfork() { target/release/pgfork "$@"; }

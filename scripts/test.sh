@@ -48,6 +48,8 @@ missing_packages() {
     command -v losetup >/dev/null || [[ -x /sbin/losetup ]] || pkgs+=(mount)
     # The proxy's SQL parser (libpg_query, via bindgen) needs libclang to build.
     ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || pkgs+=(libclang-dev)
+    # ...and protoc for its protobuf bindings (.cargo/config.toml points at it).
+    [[ -x /usr/bin/protoc ]] || pkgs+=(protobuf-compiler)
     bin=$(pg_bin_dir || true)
     if [[ -z $bin || ! -x $bin/pgbench || ! -x $bin/pg_amcheck || ! -x /usr/bin/psql ]]; then
         pkgs+=(postgresql postgresql-contrib)

@@ -1,12 +1,15 @@
-//! What a statement does, read with PostgreSQL's own parser (libpg_query,
-//! through the `pg_query` crate): the grammar the server uses, so that no
-//! quoting, comment or dollar-quote trick reads differently here and there.
+//! What a statement does, read with PostgreSQL's own parser of the server's
+//! major version (see [`crate::parser`]): the grammar the server uses, so
+//! that no quoting, comment or dollar-quote trick reads differently here
+//! and there.
 //!
-//! The parse tree is walked generically (as JSON), so every node anywhere
-//! in a statement is seen: a data-modifying CTE, a function call in a
-//! subquery, a row lock in a nested SELECT.
+//! The parse tree is walked generically (as libpg_query's JSON), so every
+//! node anywhere in a statement is seen: a data-modifying CTE, a function
+//! call in a subquery, a row lock in a nested SELECT.
 
 use serde_json::Value;
+
+use crate::parser::{self, ClientEncoding};
 
 /// Transaction control statements.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,13 +77,18 @@ pub struct Statement {
     pub opaque_code: bool,
 }
 
-/// Parses a query string into its statements.
+/// Parses a UTF-8 query string into its statements.
 pub fn classify(sql: &str) -> Result<Vec<Statement>, String> {
-    let parsed = pg_query::parse(sql, 0).map_err(|e| e.to_string())?;
-    let mut out = Vec::with_capacity(parsed.protobuf.stmts.len());
-    for raw in &parsed.protobuf.stmts {
-        let tree = serde_json::to_value(&raw.stmt).map_err(|e| e.to_string())?;
-        let node = tree.get("node").cloned().unwrap_or(Value::Null);
+    classify_bytes(sql.as_bytes(), ClientEncoding::Utf8)
+}
+
+/// Parses a query string, the client's bytes in `encoding`, into its
+/// statements (locations are byte offsets in those bytes).
+pub fn classify_bytes(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<Statement>, String> {
+    let parsed = parser::parse(sql, encoding)?;
+    let mut out = Vec::with_capacity(parsed.len());
+    for raw in parsed {
+        let node = raw.node;
         let (variant, body) = match &node {
             Value::Object(m) if m.len() == 1 => {
                 let (k, v) = m.iter().next().expect("one entry");
@@ -90,8 +98,8 @@ pub fn classify(sql: &str) -> Result<Vec<Statement>, String> {
         };
         let mut s = Statement {
             command: command_of(&variant, &body),
-            location: raw.stmt_location.max(0) as usize,
-            len: raw.stmt_len.max(0) as usize,
+            location: raw.location,
+            len: raw.len,
             read_only: false,
             tx: None,
             sets: Vec::new(),
@@ -137,8 +145,8 @@ impl Walk {
                             self.modifies = true
                         }
                         "LockingClause" => self.locks_rows = true,
-                        "into_clause" if !child.is_null() => self.into = true,
-                        "locking_clause" if child.as_array().is_some_and(|a| !a.is_empty()) => {
+                        "intoClause" if !child.is_null() => self.into = true,
+                        "lockingClause" if child.as_array().is_some_and(|a| !a.is_empty()) => {
                             self.locks_rows = true
                         }
                         "FuncCall" => self.func_call(child),
@@ -175,27 +183,28 @@ impl Walk {
 
 /// The text of a `String` node.
 fn string_node(v: &Value) -> Option<&str> {
-    v.get("node")?.get("String")?.get("sval")?.as_str()
+    v.get("String")?.get("sval")?.as_str()
 }
 
 /// The value of a string constant (`A_Const`), also through a cast.
 fn const_string(v: &Value) -> Option<&str> {
-    let node = v.get("node")?;
-    if let Some(c) = node.get("AConst") {
-        return c.get("val")?.get("Sval")?.get("sval")?.as_str();
+    if let Some(c) = v.get("A_Const") {
+        return c.get("sval")?.get("sval")?.as_str();
     }
-    if let Some(cast) = node.get("TypeCast") {
+    if let Some(cast) = v.get("TypeCast") {
         return const_string(cast.get("arg")?);
     }
     None
 }
 
+/// A boolean field (libpg_query leaves out false ones).
 fn bool_flag(v: &Value, key: &str) -> bool {
     v.get(key).and_then(Value::as_bool).unwrap_or(false)
 }
 
-fn int_field(v: &Value, key: &str) -> i64 {
-    v.get(key).and_then(Value::as_i64).unwrap_or(0)
+/// An enum field, by its C name (`TRANS_STMT_BEGIN`).
+fn enum_field<'a>(v: &'a Value, key: &str) -> &'a str {
+    v.get(key).and_then(Value::as_str).unwrap_or("")
 }
 
 /// DefElems of a list with their names.
@@ -203,7 +212,7 @@ fn def_elems(list: Option<&Value>) -> Vec<(String, Value)> {
     list.and_then(Value::as_array)
         .map(|a| {
             a.iter()
-                .filter_map(|n| n.get("node")?.get("DefElem"))
+                .filter_map(|n| n.get("DefElem"))
                 .map(|d| {
                     (
                         d.get("defname")
@@ -219,12 +228,13 @@ fn def_elems(list: Option<&Value>) -> Vec<(String, Value)> {
 }
 
 /// Whether an `A_Const` integer/boolean option is set (`transaction_read_only`).
+/// libpg_query leaves out zero and false values.
 fn option_on(arg: &Value) -> Option<bool> {
-    let val = arg.get("node")?.get("AConst")?.get("val")?;
-    if let Some(i) = val.get("Ival") {
+    let c = arg.get("A_Const")?;
+    if let Some(i) = c.get("ival") {
         return Some(i.get("ival").and_then(Value::as_i64).unwrap_or(0) != 0);
     }
-    if let Some(b) = val.get("Boolval") {
+    if let Some(b) = c.get("boolval") {
         return Some(b.get("boolval").and_then(Value::as_bool).unwrap_or(false));
     }
     None
@@ -253,14 +263,14 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
         }
         "TransactionStmt" => {
             let chain = bool_flag(body, "chain");
-            s.tx = Some(match int_field(body, "kind") {
-                1 | 2 => Tx::Begin {
+            s.tx = Some(match enum_field(body, "kind") {
+                "TRANS_STMT_BEGIN" | "TRANS_STMT_START" => Tx::Begin {
                     read_write: read_write_mode(body.get("options")),
                 },
-                3 => Tx::Commit { chain },
-                4 => Tx::Rollback { chain },
-                8 => Tx::Prepare,
-                9 | 10 => Tx::Prepared,
+                "TRANS_STMT_COMMIT" => Tx::Commit { chain },
+                "TRANS_STMT_ROLLBACK" => Tx::Rollback { chain },
+                "TRANS_STMT_PREPARE" => Tx::Prepare,
+                "TRANS_STMT_COMMIT_PREPARED" | "TRANS_STMT_ROLLBACK_PREPARED" => Tx::Prepared,
                 _ => Tx::Savepoint,
             });
             if let Some(Tx::Begin {
@@ -272,14 +282,14 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
             s.no_transaction = matches!(s.tx, Some(Tx::Prepared));
         }
         "VariableSetStmt" => {
-            let kind = int_field(body, "kind");
+            let kind = enum_field(body, "kind");
             let name = body
                 .get("name")
                 .and_then(Value::as_str)
                 .unwrap_or("")
                 .to_lowercase();
             match kind {
-                4 => {
+                "VAR_SET_MULTI" => {
                     // SET TRANSACTION ... / SET SESSION CHARACTERISTICS AS TRANSACTION ...
                     let rw = read_write_mode(body.get("args"));
                     if rw.is_some() {
@@ -288,7 +298,7 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
                     }
                     s.sets.push(name);
                 }
-                5 | 6 => {}
+                "VAR_RESET" | "VAR_RESET_ALL" => {}
                 _ => s.sets.push(name),
             }
         }
@@ -302,7 +312,7 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
                 && !s.locks_rows
                 && body
                     .get("query")
-                    .is_some_and(|q| q.to_string().contains("\"SelectStmt\""))
+                    .is_some_and(|q| q.get("SelectStmt").is_some())
         }
         "CopyStmt" => {
             let server_side = bool_flag(body, "is_program")
@@ -322,7 +332,10 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
             s.no_transaction = def_elems(body.get("params"))
                 .iter()
                 .any(|(n, _)| n == "concurrently")
-                || matches!(int_field(body, "kind"), 4 | 5);
+                || matches!(
+                    enum_field(body, "kind"),
+                    "REINDEX_OBJECT_SYSTEM" | "REINDEX_OBJECT_DATABASE"
+                );
         }
         "CreatedbStmt"
         | "DropdbStmt"
@@ -341,7 +354,7 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
                 .any(|(n, _)| n == "tablespace");
         }
         "ClusterStmt" => s.no_transaction = body.get("relation").is_none_or(Value::is_null),
-        "DiscardStmt" => s.no_transaction = int_field(body, "target") == 1,
+        "DiscardStmt" => s.no_transaction = enum_field(body, "target") == "DISCARD_ALL",
         "LoadStmt" | "CheckPointStmt" | "AlterSubscriptionStmt" | "CreatePublicationStmt" => {
             s.server_wide = true
         }
@@ -360,23 +373,23 @@ fn command_of(variant: &str, body: &Value) -> String {
         "MergeStmt" => "MERGE",
         "CopyStmt" => "COPY",
         "VariableSetStmt" => {
-            if matches!(int_field(body, "kind"), 5 | 6) {
+            if matches!(enum_field(body, "kind"), "VAR_RESET" | "VAR_RESET_ALL") {
                 "RESET"
             } else {
                 "SET"
             }
         }
         "VariableShowStmt" => "SHOW",
-        "TransactionStmt" => match int_field(body, "kind") {
-            1 => "BEGIN",
-            2 => "START TRANSACTION",
-            3 => "COMMIT",
-            4 => "ROLLBACK",
-            5 => "SAVEPOINT",
-            6 => "RELEASE",
-            7 => "ROLLBACK TO SAVEPOINT",
-            8 => "PREPARE TRANSACTION",
-            9 => "COMMIT PREPARED",
+        "TransactionStmt" => match enum_field(body, "kind") {
+            "TRANS_STMT_BEGIN" => "BEGIN",
+            "TRANS_STMT_START" => "START TRANSACTION",
+            "TRANS_STMT_COMMIT" => "COMMIT",
+            "TRANS_STMT_ROLLBACK" => "ROLLBACK",
+            "TRANS_STMT_SAVEPOINT" => "SAVEPOINT",
+            "TRANS_STMT_RELEASE" => "RELEASE",
+            "TRANS_STMT_ROLLBACK_TO" => "ROLLBACK TO SAVEPOINT",
+            "TRANS_STMT_PREPARE" => "PREPARE TRANSACTION",
+            "TRANS_STMT_COMMIT_PREPARED" => "COMMIT PREPARED",
             _ => "ROLLBACK PREPARED",
         },
         "IndexStmt" => "CREATE INDEX",

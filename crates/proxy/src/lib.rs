@@ -11,6 +11,7 @@
 pub mod audit;
 pub mod classify;
 pub mod login;
+pub mod parser;
 pub mod policy;
 pub mod scram;
 pub mod server;
