@@ -201,7 +201,7 @@ fn schemas() -> Value {
                 "id": { "type": "integer" }, "at_ms": { "type": "integer" }, "agent": string, "session": string,
                 "client": string, "target": string, "policy": string, "statement": string, "params": opt_string,
                 "duration_us": { "type": "integer" }, "tag": opt_string, "rows": { "type": ["integer", "null"] },
-                "sqlstate": opt_string, "message": opt_string, "prev_hash": string, "hash": string
+                "sqlstate": opt_string, "message": opt_string, "tx_status": opt_string, "prev_hash": string, "hash": string
             }
         },
         "AuditVerify": {

@@ -22,7 +22,7 @@ const HEAD_SETTING: &str = "audit_head";
 /// The hash of a record: SHA-256 over the previous hash and the record's
 /// fields (not its id, which SQLite assigns) as one JSON array.
 pub fn record_hash(prev_hash: &str, r: &AuditRow) -> String {
-    let fields = serde_json::json!([
+    let mut fields = serde_json::json!([
         r.at_ms,
         r.agent,
         r.session,
@@ -37,6 +37,10 @@ pub fn record_hash(prev_hash: &str, r: &AuditRow) -> String {
         r.sqlstate,
         r.message,
     ]);
+    // Older records have no status: their hashes stay what they were.
+    if let (Some(status), Some(list)) = (&r.tx_status, fields.as_array_mut()) {
+        list.push(serde_json::json!(status));
+    }
     let mut h = Sha256::new();
     h.update(prev_hash.as_bytes());
     h.update(b"\n");

@@ -202,6 +202,7 @@ pub fn audit(home: Home, args: AuditArgs, json: bool) -> Result<()> {
             "ms",
             "tag",
             "rows",
+            "tx",
             "error",
             "statement",
         ],
@@ -220,6 +221,7 @@ pub fn audit(home: Home, args: AuditArgs, json: bool) -> Result<()> {
                     format!("{:.1}", r.duration_us as f64 / 1000.0),
                     r.tag.clone().unwrap_or_default(),
                     r.rows.map(|n| n.to_string()).unwrap_or_default(),
+                    r.tx_status.clone().unwrap_or_default(),
                     r.sqlstate
                         .clone()
                         .filter(|s| s != "00000")
@@ -236,21 +238,37 @@ fn options(
     listen: &str,
     max_connections: usize,
     max_message: &str,
+    dry_run_transaction: Option<&str>,
 ) -> Result<pgfork_proxy::ProxyOptions> {
+    let defaults = pgfork_proxy::ProxyOptions::default();
+    let dry_run_transaction = match dry_run_transaction {
+        Some(text) => names::parse_duration(
+            "--dry-run-transaction-limit",
+            text,
+            names::STATEMENT_TIMEOUT,
+        )?,
+        None => defaults.dry_run_transaction,
+    };
     Ok(pgfork_proxy::ProxyOptions {
         listen: listen
             .parse()
             .with_context(|| format!("'{listen}' is not ADDR:PORT (e.g. 127.0.0.1:6432)"))?,
         max_connections,
         max_message: crate::commands::parse_size(max_message)? as usize,
-        ..pgfork_proxy::ProxyOptions::default()
+        dry_run_transaction,
+        ..defaults
     })
 }
 
 /// `pgfork proxy`: the proxy alone, until SIGINT or SIGTERM.
 pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
     drop(open(home.clone())?);
-    let opts = options(&args.listen, args.max_connections, &args.max_message_size)?;
+    let opts = options(
+        &args.listen,
+        args.max_connections,
+        &args.max_message_size,
+        Some(&args.dry_run_transaction_limit),
+    )?;
     pgfork_engine::agents::set_proxy_addr(&home, &args.listen)?;
     // One thread: a proxy's work is short and I/O bound, and on a small
     // machine waking tasks across threads costs more than it gains.
@@ -273,7 +291,7 @@ pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
 /// taken (another daemon has it) it says so a moment later and the API
 /// runs without it.
 pub fn spawn_proxy(home: Home, listen: &str) -> Result<()> {
-    let opts = options(listen, 2000, "64M")?;
+    let opts = options(listen, 2000, "64M", None)?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name("pgfork-proxy")
         .enable_all()

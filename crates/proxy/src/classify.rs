@@ -37,6 +37,18 @@ pub enum Tx {
     Prepared,
 }
 
+/// Transaction modes a `BEGIN` or `SET TRANSACTION` asks for; where a
+/// mode is given twice, the last one counts, as in PostgreSQL.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TxMode {
+    /// `ISOLATION LEVEL`, one of PostgreSQL's four spellings.
+    pub isolation: Option<&'static str>,
+    /// `READ WRITE` (`Some(true)`) or `READ ONLY` (`Some(false)`).
+    pub read_write: Option<bool>,
+    /// `DEFERRABLE` / `NOT DEFERRABLE`.
+    pub deferrable: Option<bool>,
+}
+
 /// One statement of a query string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Statement {
@@ -75,6 +87,12 @@ pub struct Statement {
     pub server_wide: bool,
     /// `DO` or `CALL`: code whose effects the parser cannot see.
     pub opaque_code: bool,
+    /// The modes of a `BEGIN`/`START TRANSACTION` or `SET TRANSACTION`.
+    pub tx_mode: Option<TxMode>,
+    /// `SET TRANSACTION ...` (modes of the current transaction).
+    pub set_transaction: bool,
+    /// The prepared statement a `PREPARE`, `EXECUTE` or `DEALLOCATE` names.
+    pub prepared_name: Option<String>,
 }
 
 /// Parses a UTF-8 query string into its statements.
@@ -112,6 +130,9 @@ pub fn classify_bytes(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<Statem
             copy_server_side: false,
             server_wide: false,
             opaque_code: false,
+            tx_mode: None,
+            set_transaction: false,
+            prepared_name: None,
         };
         let mut walk = Walk::default();
         walk.visit(&node);
@@ -240,14 +261,30 @@ fn option_on(arg: &Value) -> Option<bool> {
     None
 }
 
-/// Reads transaction mode options (`READ WRITE`, `ISOLATION LEVEL`, ...):
-/// whether READ WRITE was asked for.
-fn read_write_mode(options: Option<&Value>) -> Option<bool> {
-    def_elems(options)
-        .iter()
-        .find(|(name, _)| name == "transaction_read_only")
-        .and_then(|(_, arg)| option_on(arg))
-        .map(|read_only| !read_only)
+/// Reads transaction mode options (`READ WRITE`, `ISOLATION LEVEL`, ...).
+/// PostgreSQL applies them in order, so the last of each kind counts.
+fn tx_mode(options: Option<&Value>) -> TxMode {
+    let mut mode = TxMode::default();
+    for (name, arg) in def_elems(options) {
+        match name.as_str() {
+            "transaction_read_only" => mode.read_write = option_on(&arg).map(|ro| !ro),
+            "transaction_deferrable" => mode.deferrable = option_on(&arg),
+            "transaction_isolation" => {
+                mode.isolation = const_string(&arg).and_then(|level| {
+                    [
+                        "serializable",
+                        "repeatable read",
+                        "read committed",
+                        "read uncommitted",
+                    ]
+                    .into_iter()
+                    .find(|known| known.eq_ignore_ascii_case(level))
+                });
+            }
+            _ => {}
+        }
+    }
+    mode
 }
 
 fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
@@ -263,10 +300,13 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
         }
         "TransactionStmt" => {
             let chain = bool_flag(body, "chain");
+            let mode = tx_mode(body.get("options"));
             s.tx = Some(match enum_field(body, "kind") {
-                "TRANS_STMT_BEGIN" | "TRANS_STMT_START" => Tx::Begin {
-                    read_write: read_write_mode(body.get("options")),
-                },
+                "TRANS_STMT_BEGIN" | "TRANS_STMT_START" => {
+                    let read_write = mode.read_write;
+                    s.tx_mode = Some(mode);
+                    Tx::Begin { read_write }
+                }
                 "TRANS_STMT_COMMIT" => Tx::Commit { chain },
                 "TRANS_STMT_ROLLBACK" => Tx::Rollback { chain },
                 "TRANS_STMT_PREPARE" => Tx::Prepare,
@@ -291,7 +331,12 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
             match kind {
                 "VAR_SET_MULTI" => {
                     // SET TRANSACTION ... / SET SESSION CHARACTERISTICS AS TRANSACTION ...
-                    let rw = read_write_mode(body.get("args"));
+                    let mode = tx_mode(body.get("args"));
+                    let rw = mode.read_write;
+                    if name == "transaction" {
+                        s.set_transaction = true;
+                        s.tx_mode = Some(mode);
+                    }
                     if rw.is_some() {
                         s.sets.push("transaction_read_only".into());
                         s.sets_read_write = rw == Some(true);
@@ -303,11 +348,14 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
             }
         }
         "DeclareCursorStmt" => s.read_only = !modifies && !s.locks_rows,
-        "FetchStmt" | "ClosePortalStmt" | "ListenStmt" | "UnlistenStmt" | "DeallocateStmt" => {
-            s.read_only = true
-        }
+        "FetchStmt" | "ClosePortalStmt" | "ListenStmt" | "UnlistenStmt" => s.read_only = true,
         // Read-only PREPARE and EXECUTE are judged by the statement prepared.
+        "ExecuteStmt" | "DeallocateStmt" => {
+            s.prepared_name = body.get("name").and_then(Value::as_str).map(str::to_string);
+            s.read_only = variant == "DeallocateStmt";
+        }
         "PrepareStmt" => {
+            s.prepared_name = body.get("name").and_then(Value::as_str).map(str::to_string);
             s.read_only = !modifies
                 && !s.locks_rows
                 && body

@@ -112,6 +112,12 @@ pub async fn hello<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         {
             return First::Gone;
         }
+        if let Some(enc) = get("client_encoding")
+            && let Err(msg) = crate::parser::ClientEncoding::from_name(&enc)
+        {
+            crate::session::fatal(w, "0A000", &msg).await;
+            return First::Refused(msg);
+        }
         let database = get("database")
             .filter(|d| !d.is_empty())
             .unwrap_or_else(|| user.clone());

@@ -78,7 +78,18 @@ impl ClientEncoding {
         let unsafe_one = UNSAFE_ENCODINGS
             .iter()
             .any(|e| canonical == e.replace('_', "") || canonical == "SHIFTJIS" && *e == "SJIS")
-            || matches!(canonical.as_str(), "WIN932" | "WIN936" | "WIN949" | "WIN950" | "CP932" | "CP936" | "CP949" | "CP950" | "SHIFTJIS2004");
+            || matches!(
+                canonical.as_str(),
+                "WIN932"
+                    | "WIN936"
+                    | "WIN949"
+                    | "WIN950"
+                    | "CP932"
+                    | "CP936"
+                    | "CP949"
+                    | "CP950"
+                    | "SHIFTJIS2004"
+            );
         if unsafe_one {
             return Err(format!(
                 "client_encoding {name} is not allowed through the pgfork proxy: its multibyte characters can \
@@ -119,14 +130,21 @@ pub fn parse(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<RawStatement>, 
         }
     };
     let tree = parse_json(&text)?;
-    let stmts = tree.get("stmts").and_then(Value::as_array).cloned().unwrap_or_default();
+    let stmts = tree
+        .get("stmts")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     let to_client = |offset: usize| match &map {
         Some(m) => m.to_client(offset),
         None => offset,
     };
     let mut out = Vec::with_capacity(stmts.len());
     for raw in stmts {
-        let location = raw.get("stmt_location").and_then(Value::as_u64).unwrap_or(0) as usize;
+        let location = raw
+            .get("stmt_location")
+            .and_then(Value::as_u64)
+            .unwrap_or(0) as usize;
         let len = raw.get("stmt_len").and_then(Value::as_u64).unwrap_or(0) as usize;
         let end = if len == 0 { text.len() } else { location + len };
         let (start, end) = (to_client(location), to_client(end.min(text.len())));
@@ -157,7 +175,9 @@ fn parse_json(text: &str) -> Result<Value, String> {
         } else if result.parse_tree.is_null() {
             Err("the parser returned nothing".to_string())
         } else {
-            Ok(CStr::from_ptr(result.parse_tree).to_string_lossy().into_owned())
+            Ok(CStr::from_ptr(result.parse_tree)
+                .to_string_lossy()
+                .into_owned())
         }
     };
     // SAFETY: the result came from pg_query_parse and is freed once.
@@ -218,12 +238,19 @@ mod tests {
 
     #[test]
     fn statements_and_their_places() {
-        let s = parse(b"SELECT 1; INSERT INTO t VALUES ('a;b') ;", ClientEncoding::Utf8).unwrap();
+        let s = parse(
+            b"SELECT 1; INSERT INTO t VALUES ('a;b') ;",
+            ClientEncoding::Utf8,
+        )
+        .unwrap();
         assert_eq!(s.len(), 2);
         assert!(s[0].node.get("SelectStmt").is_some());
         assert_eq!((s[0].location, s[0].len), (0, 8));
         let sql = "SELECT 1; INSERT INTO t VALUES ('a;b') ;";
-        assert_eq!(&sql[s[1].location..s[1].location + s[1].len], " INSERT INTO t VALUES ('a;b') ");
+        assert_eq!(
+            &sql[s[1].location..s[1].location + s[1].len],
+            " INSERT INTO t VALUES ('a;b') "
+        );
         assert!(parse(b"SELEC 1", ClientEncoding::Utf8).is_err());
         assert!(parse(b"SELECT '\xff'", ClientEncoding::Utf8).is_err());
     }
@@ -240,18 +267,37 @@ mod tests {
 
     #[test]
     fn encodings_that_hide_ascii_bytes_are_refused() {
-        for bad in ["SJIS", "sjis", "Shift_JIS", "BIG5", "gbk", "GB18030", "UHC", "JOHAB", "WIN932"] {
+        for bad in [
+            "SJIS",
+            "sjis",
+            "Shift_JIS",
+            "BIG5",
+            "gbk",
+            "GB18030",
+            "UHC",
+            "JOHAB",
+            "WIN932",
+        ] {
             assert!(ClientEncoding::from_name(bad).is_err(), "{bad}");
         }
         assert_eq!(ClientEncoding::from_name("utf-8"), Ok(ClientEncoding::Utf8));
-        assert_eq!(ClientEncoding::from_name("LATIN9"), Ok(ClientEncoding::AsciiSafe));
-        assert_eq!(ClientEncoding::from_name("EUC_JP"), Ok(ClientEncoding::AsciiSafe));
+        assert_eq!(
+            ClientEncoding::from_name("LATIN9"),
+            Ok(ClientEncoding::AsciiSafe)
+        );
+        assert_eq!(
+            ClientEncoding::from_name("EUC_JP"),
+            Ok(ClientEncoding::AsciiSafe)
+        );
     }
 
     #[test]
     fn the_parser_is_the_servers_major() {
         assert!(check_server_version("15.18 (Debian 15.18-0+deb12u1)").is_ok());
         let err = check_server_version("16.4").unwrap_err();
-        assert!(err.contains("PostgreSQL 16.4") && err.contains("15"), "{err}");
+        assert!(
+            err.contains("PostgreSQL 16.4") && err.contains("15"),
+            "{err}"
+        );
     }
 }

@@ -22,8 +22,7 @@ use tokio::sync::{Semaphore, watch};
 use crate::audit::AuditSink;
 use crate::login::{self, First};
 use crate::policy::Rules;
-use crate::session::requests::Limits;
-use crate::session::{self, SessionInfo};
+use crate::session::{self, Limits, SessionInfo};
 use crate::upstream::{self, Address, Login, UpstreamError};
 use crate::wire::FrameReader;
 use crate::wire::backend::{backend_key_data, ready_for_query};
@@ -39,6 +38,8 @@ pub struct ProxyOptions {
     pub max_message: usize,
     /// Time a client has to send its startup packet and log in.
     pub login_timeout: Duration,
+    /// How long a dry-run transaction may stay open.
+    pub dry_run_transaction: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -48,6 +49,7 @@ impl Default for ProxyOptions {
             max_connections: 2000,
             max_message: 64 << 20,
             login_timeout: Duration::from_secs(15),
+            dry_run_transaction: session::limits::DRY_RUN_TRANSACTION,
         }
     }
 }
@@ -392,12 +394,15 @@ async fn open_session(
         policy,
         has_timeout: agent.statement_timeout_ms.is_some(),
     };
-    let limits = Limits {
-        max_rows: agent.max_rows.map(|m| m.max(0) as u64),
-        audit_params: agent.audit_params,
-        storage_exceeded: over_storage,
-        max_storage: agent.max_storage.map(|m| m as u64),
-    };
+    let limits = Limits::for_agent(
+        policy,
+        agent.statement_timeout_ms,
+        shared.opts.dry_run_transaction,
+        agent.max_rows,
+        agent.audit_params,
+        over_storage,
+        agent.max_storage,
+    );
     // A shutdown of the proxy ends the session like a revocation.
     let (kill_all_tx, kill_all_rx) = watch::channel(false);
     let mut agent_kill = kill_rx;
@@ -499,7 +504,13 @@ async fn cleanup_branch(shared: &Arc<Shared>, agent: &AgentRow, per_session: Opt
 
 /// Settings the server session starts with: the proxy's, not the client's.
 fn server_options(agent: &AgentRow, policy: Policy) -> String {
-    let mut o = Vec::new();
+    // The proxy reads strings as the server does only with standard
+    // strings; and a backend whose proxy connection closed stops at once,
+    // whatever its SQL does with cancels.
+    let mut o = vec![
+        "-c standard_conforming_strings=on".to_string(),
+        "-c client_connection_check_interval=1000".to_string(),
+    ];
     match policy {
         Policy::ReadOnly => o.push("-c default_transaction_read_only=on".to_string()),
         Policy::DryRun => {

@@ -17,11 +17,11 @@ fn text() -> impl Strategy<Value = String> {
 
 fn frontend() -> impl Strategy<Value = Frontend> {
     prop_oneof![
-        text().prop_map(|sql| Frontend::Query(Query { sql })),
+        text().prop_map(|sql| Frontend::Query(Query { sql: sql.into() })),
         (text(), text(), prop::collection::vec(any::<u32>(), 0..5)).prop_map(
             |(name, sql, param_types)| Frontend::Parse(Parse {
                 name,
-                sql,
+                sql: sql.into(),
                 param_types
             })
         ),

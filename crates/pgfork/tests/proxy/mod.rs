@@ -23,8 +23,11 @@ impl Proxy {
         let listen = format!("127.0.0.1:{port}");
         let mut args = vec!["proxy", "--listen", &listen];
         args.extend_from_slice(extra);
-        let mut child = home
-            .command(&args)
+        let mut cmd = home.command(&args);
+        if let Some(filter) = std::env::var_os("PGFORK_TEST_PROXY_LOG") {
+            cmd.env("PGFORK_LOG", filter);
+        }
+        let mut child = cmd
             .stderr(Stdio::piped())
             .spawn()
             .expect("start pgfork proxy");
@@ -35,8 +38,16 @@ impl Proxy {
             first.contains("listening"),
             "pgfork proxy did not start: {first}"
         );
-        // Keep draining stderr so the proxy never blocks on it.
-        std::thread::spawn(move || for _ in lines {});
+        // Keep draining stderr so the proxy never blocks on it (shown with
+        // PGFORK_TEST_PROXY_LOG set to a log filter, e.g. `debug`).
+        let show = std::env::var_os("PGFORK_TEST_PROXY_LOG").is_some();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                if show {
+                    eprintln!("proxy: {line}");
+                }
+            }
+        });
         Proxy { child, port }
     }
 

@@ -183,6 +183,9 @@ pub struct AuditRow {
     pub sqlstate: Option<String>,
     /// The error message.
     pub message: Option<String>,
+    /// The transaction status the client was told after it: `I` idle,
+    /// `T` in a transaction, `E` in a failed one (`None` in old records).
+    pub tx_status: Option<String>,
     /// Hash of the record before it.
     pub prev_hash: String,
     /// Hash of this record's fields and `prev_hash`.
@@ -190,7 +193,7 @@ pub struct AuditRow {
 }
 
 const AUDIT_COLUMNS: &str = "id, at_ms, agent, session, client, target, policy, statement, params, \
-     duration_us, tag, rows, sqlstate, message, prev_hash, hash";
+     duration_us, tag, rows, sqlstate, message, prev_hash, hash, tx_status";
 
 impl AuditRow {
     fn from_row(r: &Row) -> Result<AuditRow, rusqlite::Error> {
@@ -211,6 +214,7 @@ impl AuditRow {
             message: r.get(13)?,
             prev_hash: r.get(14)?,
             hash: r.get(15)?,
+            tx_status: r.get(16)?,
         })
     }
 
@@ -230,8 +234,8 @@ impl AuditRow {
         // Cached: the proxy appends thousands of records a second.
         conn.prepare_cached(
             "INSERT INTO audit (at_ms, agent, session, client, target, policy, statement, params, duration_us, \
-             tag, rows, sqlstate, message, prev_hash, hash)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
+             tag, rows, sqlstate, message, prev_hash, hash, tx_status)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
         )?
         .execute(params![
                 self.at_ms,
@@ -249,6 +253,7 @@ impl AuditRow {
                 self.message,
                 self.prev_hash,
                 self.hash,
+                self.tx_status,
         ])?;
         Ok(conn.last_insert_rowid())
     }

@@ -153,6 +153,10 @@ ALTER TABLE branches ADD COLUMN uid INTEGER;
 ALTER TABLE branches ADD COLUMN tcp INTEGER NOT NULL DEFAULT 1;
 CREATE UNIQUE INDEX branches_uid ON branches(uid);
 "#,
+    r#"
+-- The transaction status the client was told after each audited statement.
+ALTER TABLE audit ADD COLUMN tx_status TEXT;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {

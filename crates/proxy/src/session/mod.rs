@@ -1,13 +1,26 @@
-//! One client session after login: two halves joined by a queue of
-//! entries (see [`entries`]), one reading the client ([`requests`]), one
-//! reading the server ([`responses`]).
+//! One client session after login, run by one task that owns both
+//! connections (see [`conductor`]).
+//!
+//! The server decides, the proxy's parse only explains: every statement
+//! reaches the server alone, in an extended-protocol `Parse` (which the
+//! server refuses if it holds two), and every `CommandComplete` and
+//! `ReadyForQuery` the server sends is checked against the policy. In
+//! `read-only` and `dry-run` the transactions are the proxy's own: it opens
+//! them (`BEGIN READ ONLY`, `BEGIN`) and ends them (`COMMIT`, `ROLLBACK`),
+//! and simulates the client's `BEGIN`/`COMMIT`/`ROLLBACK` (see [`txn`]).
 
-pub mod entries;
-pub mod requests;
-pub mod responses;
+mod budget;
+mod conductor;
+mod extended;
+mod guard;
+pub mod limits;
+mod pump;
+mod record;
+mod simple;
+mod txn;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
@@ -17,8 +30,7 @@ use crate::policy::Rules;
 use crate::upstream::{Address, Upstream};
 use crate::wire::FrameReader;
 use crate::wire::backend::ErrorFields;
-use requests::{Closed, Limits, Requests};
-use responses::{End, Responses};
+pub use limits::Limits;
 
 /// Who a session is, for its audit records.
 pub struct SessionInfo {
@@ -37,7 +49,7 @@ pub struct SessionInfo {
     /// Last transaction status the server reported.
     pub last_status: Arc<AtomicU8>,
     /// Whether the server owes responses (a query may be running).
-    pub busy: Arc<std::sync::atomic::AtomicBool>,
+    pub busy: Arc<AtomicBool>,
 }
 
 impl SessionInfo {
@@ -54,15 +66,19 @@ pub enum Ended {
     Client,
     /// The client broke the protocol.
     BadInput(String),
-    /// The server closed the connection.
-    Server,
+    /// The server closed the connection or broke the protocol.
+    Server(String),
     /// The session was ended by pgfork (revoked agent, shutdown).
     Killed,
+    /// The proxy ended it: the server did what the policy forbids, a
+    /// setting the parser cannot follow changed, or a time limit ran out.
+    Policy(String),
 }
 
-/// Runs a logged-in session until it ends. `server_addr` and `key` let a
-/// client that vanishes mid-query have that query cancelled; `kill` ends
-/// the session at once (a revoked agent).
+/// Runs a logged-in session until it ends. `server_addr` and the
+/// upstream's key let the proxy cancel a running statement (a time limit,
+/// a client that vanished); `kill` ends the session at once (a revoked
+/// agent, shutdown).
 #[allow(clippy::too_many_arguments)]
 pub async fn run<CR, CW>(
     client_reader: FrameReader<CR>,
@@ -79,63 +95,20 @@ where
     CR: AsyncRead + Unpin + Send + 'static,
     CW: AsyncWrite + Unpin + Send + 'static,
 {
-    let key = upstream.key.clone();
-    let (server_stream, buffered) = upstream.reader.into_parts();
-    let (server_read, server_write) = server_stream.split();
-    let server_reader = FrameReader::with_buffer(server_read, buffered, max_message);
-    let tx = Arc::new(entries::Queue::default());
-    let rx = tx.clone();
-    let requests = Requests::new(client_reader, server_write, tx, info.clone(), rules, limits);
-    let responses = Responses::new(client_writer, rx, info.clone(), info.last_status.clone());
-    let mut req_task = tokio::spawn(requests.run());
-    let mut resp_task = tokio::spawn(responses.run(server_reader, kill));
-    let cancel = || {
-        let (addr, key) = (server_addr.clone(), key.clone());
-        tokio::spawn(async move {
-            let _ = crate::upstream::cancel(&addr, key.0, &key.1).await;
-        });
-    };
-    tokio::select! {
-        r = &mut req_task => {
-            let closed = r.map(|(c, _)| c).unwrap_or(Closed::ServerGone);
-            match closed {
-                Closed::Client => {
-                    // The client is gone: whatever it started must not run on.
-                    if info.busy.load(Ordering::Acquire) {
-                        cancel();
-                    }
-                    resp_task.abort();
-                    Ended::Client
-                }
-                Closed::BadInput(e) => {
-                    // The fatal error is queued; let the server half write it.
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut resp_task).await;
-                    resp_task.abort();
-                    cancel();
-                    Ended::BadInput(e.to_string())
-                }
-                Closed::ServerGone => {
-                    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), &mut resp_task).await;
-                    resp_task.abort();
-                    Ended::Server
-                }
-            }
-        }
-        r = &mut resp_task => {
-            req_task.abort();
-            match r.map(|(e, _)| e) {
-                Ok(End::ServerGone(_)) => Ended::Server,
-                Ok(End::Killed) => {
-                    cancel();
-                    Ended::Killed
-                }
-                Ok(End::ClientGone) | Err(_) => {
-                    cancel();
-                    Ended::Client
-                }
-                Ok(End::Done) => Ended::Client,
-            }
-        }
+    let conductor = conductor::Conductor::new(
+        client_reader,
+        client_writer,
+        upstream,
+        server_addr,
+        info,
+        rules,
+        limits,
+        kill,
+        max_message,
+    );
+    match conductor {
+        Ok(c) => c.run().await,
+        Err(e) => Ended::Policy(e),
     }
 }
 

@@ -8,8 +8,8 @@ use super::{Reader, WireError};
 /// `Q`: a simple query (one or more statements).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Query {
-    /// The query string.
-    pub sql: String,
+    /// The query string, in the client's encoding.
+    pub sql: Bytes,
 }
 
 /// `P`: prepares a statement.
@@ -17,8 +17,8 @@ pub struct Query {
 pub struct Parse {
     /// Statement name (`""`: the unnamed statement).
     pub name: String,
-    /// The statement text.
-    pub sql: String,
+    /// The statement text, in the client's encoding.
+    pub sql: Bytes,
     /// Parameter type OIDs (0: unspecified).
     pub param_types: Vec<u32>,
 }
@@ -101,10 +101,12 @@ impl Frontend {
     pub fn decode(tag: u8, body: Bytes) -> Result<Frontend, WireError> {
         let mut r = Reader::new(&body);
         let msg = match tag {
-            b'Q' => Frontend::Query(Query { sql: r.cstr()? }),
+            b'Q' => Frontend::Query(Query {
+                sql: Bytes::copy_from_slice(r.cstr_bytes()?),
+            }),
             b'P' => {
                 let name = r.cstr()?;
-                let sql = r.cstr()?;
+                let sql = Bytes::copy_from_slice(r.cstr_bytes()?);
                 let n = r.count16()?;
                 let mut param_types = Vec::with_capacity(n.min(r.remaining() / 4));
                 for _ in 0..n {
@@ -175,7 +177,7 @@ impl Frontend {
             b'X' => Frontend::Terminate,
             b'd' => return Ok(Frontend::CopyData(body)),
             b'c' => Frontend::CopyDone,
-            b'f' => Frontend::CopyFail(r.cstr()?),
+            b'f' => Frontend::CopyFail(String::from_utf8_lossy(r.cstr_bytes()?).into_owned()),
             b'F' => {
                 let oid = r.u32()?;
                 r.skip(r.remaining())?;
@@ -193,9 +195,9 @@ impl Frontend {
     /// Encodes the message as a whole frame (tag, length, body).
     pub fn encode(&self, out: &mut BytesMut) {
         let (tag, body) = match self {
-            Frontend::Query(q) => (b'Q', cstr_body(&[&q.sql])),
+            Frontend::Query(q) => (b'Q', bytes_body(&[&q.sql])),
             Frontend::Parse(p) => {
-                let mut b = cstr_body(&[&p.name, &p.sql]);
+                let mut b = bytes_body(&[p.name.as_bytes(), &p.sql]);
                 b.put_i16(p.param_types.len() as i16);
                 for t in &p.param_types {
                     b.put_u32(*t);
@@ -261,9 +263,14 @@ impl Frontend {
 }
 
 fn cstr_body(parts: &[&str]) -> BytesMut {
+    let parts: Vec<&[u8]> = parts.iter().map(|p| p.as_bytes()).collect();
+    bytes_body(&parts)
+}
+
+fn bytes_body(parts: &[&[u8]]) -> BytesMut {
     let mut b = BytesMut::new();
     for p in parts {
-        b.put_slice(p.as_bytes());
+        b.put_slice(p);
         b.put_u8(0);
     }
     b

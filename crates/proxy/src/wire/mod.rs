@@ -99,6 +99,17 @@ impl<'a> Reader<'a> {
         let n = self.i16()?;
         usize::try_from(n).map_err(|_| WireError::Malformed("negative count"))
     }
+    /// A NUL-terminated string as raw bytes (a query text in the client's
+    /// encoding, which need not be UTF-8).
+    pub fn cstr_bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let rest = &self.buf[self.pos..];
+        let end = rest
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or(WireError::Truncated)?;
+        self.pos += end + 1;
+        Ok(&rest[..end])
+    }
     /// A NUL-terminated UTF-8 string.
     pub fn cstr(&mut self) -> Result<String, WireError> {
         let rest = &self.buf[self.pos..];
