@@ -88,22 +88,28 @@ fn first_stop(s: &Serve, branch: &str) -> (i64, u64) {
     reaper_stops(s, branch)[0]
 }
 
-/// The stop at `at` reported `idle` seconds, and that is the time since
-/// the last use (at Unix second `used`), within the rounding of whole
-/// seconds and one second of write throttling: not the time since some
-/// older event (each test makes older ones at least 8 s older).
+/// The stop logged at `at` reported `idle` seconds, and that is the time
+/// since the last use (at Unix second `used`): not the time since some
+/// older event (each test makes older ones at least 8 s older). Allowed:
+/// whole-second rounding, a second of write throttling (the reported idle
+/// may run 2 s ahead) and a slow stop (logged once the server is down).
 fn assert_real_idle((at, idle): (i64, u64), used: i64, limit: u64) {
     assert!(
         idle >= limit,
         "stopped after {idle}s, under the idle time {limit}s"
     );
     let since_use = at - used;
+    eprintln!("stopped as idle {idle}s, {since_use}s after its last use");
     assert!(
         since_use >= limit as i64 - 1,
         "stopped {since_use}s after its last use, before the idle time {limit}s had passed"
     );
     assert!(
-        since_use.abs_diff(idle as i64) <= 3,
+        idle as i64 <= since_use + 2,
+        "reported idle {idle}s, but its last use was only {since_use}s before the stop"
+    );
+    assert!(
+        since_use <= idle as i64 + 6,
         "reported idle {idle}s, but its last use was {since_use}s before the stop"
     );
 }
