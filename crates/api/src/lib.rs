@@ -4,6 +4,7 @@
 //!
 //! The binary only parses flags and calls [`serve`] or [`mcp_stdio`].
 
+mod activity;
 mod auth;
 mod body;
 pub mod error;
@@ -14,7 +15,6 @@ mod query;
 mod reaper;
 pub mod routes;
 mod server;
-mod sessions;
 mod state;
 
 pub use mcp::PgforkMcp;

@@ -156,10 +156,10 @@ impl PgforkMcp {
         }
     }
 
-    /// The DSN of a branch, started first if it was stopped.
+    /// The DSN of a branch, started first if it was stopped; either way
+    /// the engine records the call as a use of the branch.
     async fn awake_dsn(&self, branch: String) -> Result<String, ApiError> {
         let info = self.shared.start_branch(branch).await?;
-        self.shared.activity.touch(&info.name);
         Ok(info.dsn_with_password().unwrap_or_default())
     }
 
@@ -256,7 +256,7 @@ impl PgforkMcp {
             )));
         }
         let limit = Duration::from_secs(secs);
-        let dsn = match self.awake_dsn(p.branch).await {
+        let dsn = match self.awake_dsn(p.branch.clone()).await {
             Ok(d) => d,
             Err(e) => return Ok(failed(e)),
         };
@@ -265,6 +265,8 @@ impl PgforkMcp {
         // The worker cancels and then ends the session itself; this only
         // keeps the agent's answer bounded should even that hang.
         let result = tokio::time::timeout(limit + 3 * query::GRACE, work).await;
+        // A long query was a use until it ended: idle time counts from here.
+        self.shared.touch(p.branch).await;
         Ok(match result {
             Ok(Ok(Ok(r))) => done(serde_json::to_value(r).expect("serialisable")),
             Ok(Ok(Err(e))) => failed(query_error(e)),
@@ -286,6 +288,7 @@ impl PgforkMcp {
                 "limit must be at most {MAX_DIFF_ROWS}, not {limit}; the counts are complete whatever it is"
             )));
         }
+        self.shared.touch(p.branch.clone()).await;
         let req = pgfork_engine::DiffRequest {
             target: p.branch,
             against: p.against,
@@ -308,8 +311,8 @@ impl PgforkMcp {
         &self,
         Parameters(p): Parameters<BranchParams>,
     ) -> Result<CallToolResult, ErrorData> {
+        // The engine records the reset as a use of the branch.
         let name = p.branch;
-        self.shared.activity.touch(&name);
         Ok(
             match self.shared.engine(move |e| e.branch_reset(&name)).await {
                 Ok(info) => done(branch_summary(&info, None)),

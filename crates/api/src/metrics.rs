@@ -256,6 +256,24 @@ impl Metrics {
 
         head(
             &mut out,
+            "pgfork_branch_idle_seconds",
+            "gauge",
+            "Time since a branch was last in use (made, started, a session, a request about it), as the reaper counts it.",
+        );
+        for b in branches {
+            if let Some(active) = parse_rfc3339(&b.last_active_at) {
+                let _ = writeln!(
+                    out,
+                    "pgfork_branch_idle_seconds{{branch=\"{}\",source=\"{}\"}} {}",
+                    esc(&b.name),
+                    esc(&b.source),
+                    (now - active).max(0)
+                );
+            }
+        }
+
+        head(
+            &mut out,
             "pgfork_snapshot_age_seconds",
             "gauge",
             "Age of each snapshot.",

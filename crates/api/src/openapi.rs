@@ -146,6 +146,7 @@ fn schemas() -> Value {
                 "dsn": { "type": "string", "description": "Connection string; the password is masked except in the response of a create." },
                 "database": string, "user": string, "pid": { "type": ["integer", "null"] },
                 "data_dir": string, "log": string, "created_at": string, "expires_at": opt_string,
+                "last_active_at": { "type": "string", "description": "When the branch was last in use (made, started, a client session, a request about it); the reaper's idle time counts from here." },
                 "protected": { "type": "boolean" },
                 "labels": { "type": "object", "additionalProperties": { "type": "string" } },
                 "timings": reference("Timings"),

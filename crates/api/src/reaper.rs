@@ -5,18 +5,18 @@
 //! none for `idle_delete`. A second, slower loop samples how many bytes
 //! each branch no longer shares with its snapshot, for the metrics.
 //!
-//! Idle time is the shortest of: time since the branch was created, since
-//! this daemon started, and since a session or request was last seen. So
-//! a restarted daemon gives every branch a full idle period again rather
-//! than reaping on stale knowledge.
+//! Idle time is the time since the branch was last in use, as every pgfork
+//! process records it in meta.db (see [`pgfork_engine::activity`]): made,
+//! started or woken, a proxy session, an API or MCP request, a session a
+//! pass found. A branch with a client session is never idle. So what the
+//! proxy saw keeps a branch awake here, and a restarted daemon remembers.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use pgfork_engine::{Engine, EngineError};
 
 use crate::metrics::ReaperAction;
-use crate::sessions;
 use crate::state::Shared;
 
 /// When the reaper acts.
@@ -35,7 +35,6 @@ const STORAGE_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs reaper passes until the task is dropped.
 pub async fn run(shared: Shared, opts: ReaperOptions) {
-    let started = Instant::now();
     let mut timer = tokio::time::interval(opts.every);
     timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -43,7 +42,7 @@ pub async fn run(shared: Shared, opts: ReaperOptions) {
         let s = shared.clone();
         let result = shared
             .engine(move |e| {
-                pass(e, &s, opts, started);
+                pass(e, &s, opts);
                 Ok(())
             })
             .await;
@@ -83,7 +82,7 @@ fn deleted_branches(list: &[String]) -> u64 {
 }
 
 /// One pass; failures are logged, never fatal.
-fn pass(e: &mut Engine, s: &Shared, opts: ReaperOptions, started: Instant) {
+fn pass(e: &mut Engine, s: &Shared, opts: ReaperOptions) {
     match e.gc() {
         Ok(report) => s
             .metrics
@@ -99,44 +98,25 @@ fn pass(e: &mut Engine, s: &Shared, opts: ReaperOptions, started: Instant) {
         Err(err) => tracing::warn!("reaper: tick: {err}"),
     }
     if (opts.idle_stop.is_some() || opts.idle_delete.is_some())
-        && let Err(err) = idle(e, s, opts, started)
+        && let Err(err) = idle(e, s, opts)
     {
         tracing::warn!("reaper: idle branches: {err}");
     }
     reap_zombie_postmasters();
 }
 
-fn idle(
-    e: &mut Engine,
-    s: &Shared,
-    opts: ReaperOptions,
-    started: Instant,
-) -> Result<(), EngineError> {
-    let branches = e.branch_list(&BTreeMap::new())?;
-    let names: Vec<&str> = branches.iter().map(|b| b.name.as_str()).collect();
-    s.activity.retain(&names);
-    let now = pgfork_pool::meta::now();
-    for b in &branches {
-        if b.status == "running" {
-            match sessions::count(b) {
-                Ok(n) if n > 0 => s.activity.touch(&b.name),
-                Ok(_) => {}
-                // A branch that cannot be asked is not known to be idle.
-                Err(err) => {
-                    tracing::debug!("reaper: sessions of {}: {err}", b.name);
-                    continue;
-                }
+fn idle(e: &mut Engine, s: &Shared, opts: ReaperOptions) -> Result<(), EngineError> {
+    for b in e.branch_list(&BTreeMap::new())? {
+        let idle_for = match e.branch_idle(&b.name) {
+            Ok(Some(idle)) => idle,
+            // A client session is on it (now recorded as a use).
+            Ok(None) => continue,
+            // A branch that cannot be asked is not known to be idle.
+            Err(err) => {
+                tracing::debug!("reaper: sessions of {}: {err}", b.name);
+                continue;
             }
-        }
-        let age = humantime::parse_rfc3339(&b.created_at)
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map(|d| Duration::from_secs((now - d.as_secs() as i64).max(0) as u64))
-            .unwrap_or_default();
-        let mut idle_for = age.min(started.elapsed());
-        if let Some(last) = s.activity.last(&b.name) {
-            idle_for = idle_for.min(last.elapsed());
-        }
+        };
         let settled = b.status == "running" || b.status == "stopped" || b.status == "crashed";
         if let Some(limit) = opts.idle_delete
             && settled
@@ -145,7 +125,11 @@ fn idle(
         {
             match e.branch_delete(&b.name, false) {
                 Ok(_) => {
-                    tracing::info!("reaper: deleted branch {} (idle {idle_for:?})", b.name);
+                    tracing::info!(
+                        "reaper: deleted branch {} (idle {}s)",
+                        b.name,
+                        idle_for.as_secs()
+                    );
                     s.metrics.reaped(ReaperAction::IdleDelete, 1);
                 }
                 Err(err) => tracing::info!("reaper: kept idle branch {}: {err}", b.name),
@@ -158,7 +142,11 @@ fn idle(
         {
             match e.branch_stop(&b.name) {
                 Ok(_) => {
-                    tracing::info!("reaper: stopped branch {} (idle {idle_for:?})", b.name);
+                    tracing::info!(
+                        "reaper: stopped branch {} (idle {}s)",
+                        b.name,
+                        idle_for.as_secs()
+                    );
                     s.metrics.reaped(ReaperAction::IdleStop, 1);
                 }
                 Err(err) => tracing::info!("reaper: could not stop idle branch {}: {err}", b.name),

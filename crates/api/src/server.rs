@@ -13,6 +13,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 
 use tokio_util::sync::CancellationToken;
 
+use crate::activity::touch_requested;
 use crate::auth::{TokenCheck, require_token};
 use crate::mcp::PgforkMcp;
 use crate::reaper::{self, ReaperOptions};
@@ -80,8 +81,11 @@ pub fn app(shared: Shared, allow_remote: bool, cancel: CancellationToken) -> axu
         config,
     );
     let token = Arc::new(TokenCheck::new(shared.home.clone()));
+    // The token check is the outer layer: only a request that passed it
+    // counts as a use of a branch.
     crate::routes::router()
         .route_service("/mcp", mcp)
+        .layer(from_fn_with_state(shared.clone(), touch_requested))
         .with_state(shared)
         .layer(from_fn_with_state(token, require_token))
 }

@@ -14,7 +14,6 @@ use pgfork_pool::Home;
 
 use crate::error::ApiError;
 use crate::metrics::Metrics;
-use crate::sessions::Activity;
 
 /// State shared by the HTTP handlers, the MCP server and the reaper.
 #[derive(Clone)]
@@ -23,8 +22,6 @@ pub struct Shared {
     pub home: Home,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
-    /// When branches were last seen in use (for the reaper).
-    pub activity: Arc<Activity>,
 }
 
 impl Shared {
@@ -33,7 +30,6 @@ impl Shared {
         Shared {
             home,
             metrics: Arc::new(Metrics::default()),
-            activity: Arc::new(Activity::default()),
         }
     }
 
@@ -59,19 +55,28 @@ impl Shared {
     ) -> Result<pgfork_engine::BranchInfo, ApiError> {
         let result = self.engine(move |e| e.branch_create(&req)).await;
         match &result {
-            Ok(info) => {
-                self.activity.touch(&info.name);
-                self.metrics.branch_created(info.timings.as_ref())
-            }
+            Ok(info) => self.metrics.branch_created(info.timings.as_ref()),
             Err(e) => self.metrics.branch_create_failed(e.code),
         }
         result
     }
 
+    /// Records a use of branch `name` now (see
+    /// [`pgfork_engine::activity::touch`]); a failure is only logged.
+    pub async fn touch(&self, name: String) {
+        let home = self.home.clone();
+        let touched =
+            tokio::task::spawn_blocking(move || pgfork_engine::activity::touch(&home, &name)).await;
+        if let Ok(Err(e)) = touched {
+            tracing::warn!("recording a branch's activity: {e}");
+        }
+    }
+
     /// Starts a branch, recording how long a stopped one took to wake.
     pub async fn start_branch(&self, name: String) -> Result<pgfork_engine::BranchInfo, ApiError> {
         let metrics = self.metrics.clone();
-        self.activity.touch(&name);
+        // The engine records the start (or the request, if it was running)
+        // as a use of the branch.
         self.engine(move |e| {
             let before = e.branch_info(&name)?;
             if before.status == "running" {

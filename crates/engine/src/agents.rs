@@ -511,7 +511,12 @@ impl Engine {
                 }
                 let info = self.branch_info(name)?;
                 match info.status {
-                    "running" => Wake::Running,
+                    "running" => {
+                        // A session is about to open on it: no idle stop
+                        // now, whoever would decide it.
+                        self.touch_branch(name);
+                        Wake::Running
+                    }
                     "stopped" | "crashed" => {
                         self.branch_start(name)?;
                         Wake::Woken

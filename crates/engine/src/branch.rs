@@ -126,6 +126,7 @@ impl Engine {
                 self.socket_dir(ServerKind::Branch, &row.name),
                 self.log_path(ServerKind::Branch, &row.name),
             ),
+            crate::activity::unix_secs(self.last_active(row)),
         ))
     }
 
@@ -239,6 +240,7 @@ impl Engine {
                 timings: None,
                 uid,
                 tcp: !req.proxy_only,
+                active_at_ms: Some(meta::now_ms()),
                 problems: Vec::new(),
             };
             row.insert(c)?;
@@ -261,6 +263,9 @@ impl Engine {
                 };
                 self.meta
                     .write(|c| BranchRow::set_timings(c, &row.name, timings))?;
+                // Its idle time counts from when it is ready, not from when
+                // its making began.
+                self.touch_branch(&row.name);
                 Ok(self.branch_info(&row.name)?.reveal())
             }
             Err(e) => {
@@ -417,10 +422,12 @@ impl Engine {
         self.branch_info_of(&row)
     }
 
-    /// Starts a stopped or crashed branch; its data is kept.
+    /// Starts a stopped or crashed branch; its data is kept. Starting a
+    /// running one does nothing, but counts as a use of it, as a start does.
     pub fn branch_start(&mut self, name: &str) -> Result<BranchInfo> {
         let row = self.branch_row(name)?;
         if row.op.is_none() && row.postmaster.is_some_and(|p| p.is_alive()) {
+            self.touch_branch(name);
             return self.branch_info(name);
         }
         self.claim(Target::Branch(name), OpKind::Starting)?;
@@ -432,6 +439,7 @@ impl Engine {
         let pm = started.as_ref().ok().map(|pm| pm.pid);
         self.settle(Target::Branch(name), after_start(pm))?;
         started?;
+        self.touch_branch(name);
         self.branch_info(name)
     }
 
@@ -457,6 +465,7 @@ impl Engine {
         let pm = result.as_ref().ok().map(|pm| pm.pid);
         self.settle(Target::Branch(name), after_start(pm))?;
         result?;
+        self.touch_branch(name);
         self.branch_info(name)
     }
 
@@ -571,6 +580,7 @@ impl Engine {
         if let Err(e) = self.meta.write(|c| BranchRow::delete(c, name)) {
             tracing::warn!("forgetting branch {name}: {e}");
         }
+        crate::activity::forget(&self.home, name);
     }
 
     /// Deletes expired branches that are not protected.

@@ -2,6 +2,7 @@
 //! and the reconciliation every command runs first so that a crash at any
 //! point leaves no orphan directory, process, port or row behind.
 
+pub mod activity;
 pub mod agents;
 pub mod audit;
 mod branch;

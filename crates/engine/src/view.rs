@@ -125,6 +125,9 @@ pub struct BranchInfo {
     pub created_at: String,
     /// Expiry time, if it has a TTL.
     pub expires_at: Option<String>,
+    /// When it was last in use (made, started, a session, a request about
+    /// it): its idle time counts from here.
+    pub last_active_at: String,
     /// Whether `gc` leaves it alone.
     pub protected: bool,
     /// Labels.
@@ -189,12 +192,14 @@ fn row_error(
 
 impl BranchInfo {
     /// A branch as shown: `source` and `snapshot` are its rows, if they
-    /// still exist; whatever cannot be shown is said in `error`.
+    /// still exist; whatever cannot be shown is said in `error`;
+    /// `last_active` is in Unix seconds.
     pub(crate) fn new(
         row: &BranchRow,
         source: Option<&SourceRow>,
         snapshot: Option<&SnapshotRow>,
         (dir, socket_dir, log): (PathBuf, PathBuf, PathBuf),
+        last_active: i64,
     ) -> Self {
         let alive = row.postmaster.is_some_and(|p| p.is_alive());
         let dsn = source.map(|source| Dsn {
@@ -225,6 +230,7 @@ impl BranchInfo {
             os_uid: row.uid,
             created_at: timestamp(row.created_at),
             expires_at: row.expires_at.and_then(try_timestamp),
+            last_active_at: timestamp(last_active),
             protected: row.protected,
             labels: row.labels.clone(),
             timings: row.timings.map(|t| CreateTimings {

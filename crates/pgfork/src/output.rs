@@ -108,6 +108,10 @@ pub fn branch(b: &BranchInfo) {
                 .map(|e| format!("{e} ({})", relative(e)))
                 .unwrap_or_else(|| "never".into()),
         ),
+        (
+            "last active",
+            format!("{} ({})", b.last_active_at, relative(&b.last_active_at)),
+        ),
         ("protected", b.protected.to_string()),
         (
             "labels",

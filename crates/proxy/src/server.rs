@@ -372,6 +372,7 @@ async fn open_session(
         let u = b.entry(target.name.clone()).or_default();
         u.sessions += 1;
         u.last = Some(Instant::now());
+        touch(shared, &target.name);
         u.idle_stop = agent
             .idle_stop
             .map(|s| Duration::from_secs(s.max(1) as u64));
@@ -436,6 +437,7 @@ async fn open_session(
     {
         u.sessions = u.sessions.saturating_sub(1);
         u.last = Some(Instant::now());
+        touch(shared, &target.name);
     }
     cleanup_branch(shared, agent, per_session.as_deref()).await;
     Ok(())
@@ -636,23 +638,41 @@ async fn watch_agents(shared: Arc<Shared>) {
 /// A branch to check against its storage budget, and its flag.
 type StorageCheck = (String, u64, Arc<AtomicBool>);
 
-/// Stops branches idle past their agent's idle-stop and checks storage budgets.
+/// Records a use of branch `name` (throttled by the engine), without
+/// waiting for it.
+fn touch(shared: &Shared, name: &str) {
+    let (home, name) = (shared.home.clone(), name.to_string());
+    tokio::task::spawn_blocking(move || {
+        if let Err(e) = pgfork_engine::activity::touch(&home, &name) {
+            tracing::warn!("proxy: recording activity of branch {name}: {e}");
+        }
+    });
+}
+
+/// A branch whose last session here ended its idle-stop ago, and that idle-stop.
+type IdleCheck = (String, Duration);
+
+/// Stops branches idle past their agent's idle-stop, records the use of
+/// branches with open sessions, and checks storage budgets.
 async fn watch_branches(shared: Arc<Shared>) {
-    let mut timer = tokio::time::interval(Duration::from_secs(5));
+    // Often enough that a branch in use here never looks idle elsewhere
+    // for longer than this.
+    let mut timer = tokio::time::interval(Duration::from_secs(2));
     let mut storage_checked = Instant::now() - Duration::from_secs(60);
     loop {
         timer.tick().await;
-        let (idle, storage): (Vec<String>, Vec<StorageCheck>) = {
+        let (idle, storage): (Vec<IdleCheck>, Vec<StorageCheck>) = {
             let b = lock(&shared.branches);
+            for (name, _) in b.iter().filter(|(_, u)| u.sessions > 0) {
+                touch(&shared, name);
+            }
             let idle = b
                 .iter()
-                .filter(|(_, u)| {
-                    u.sessions == 0
-                        && u.idle_stop
-                            .zip(u.last)
-                            .is_some_and(|(limit, last)| last.elapsed() >= limit)
+                .filter(|(_, u)| u.sessions == 0)
+                .filter_map(|(n, u)| {
+                    let (limit, last) = u.idle_stop.zip(u.last)?;
+                    (last.elapsed() >= limit).then(|| (n.clone(), limit))
                 })
-                .map(|(n, _)| n.clone())
                 .collect();
             let storage = b
                 .iter()
@@ -664,15 +684,35 @@ async fn watch_branches(shared: Arc<Shared>) {
                 .collect();
             (idle, storage)
         };
-        for name in idle {
-            lock(&shared.branches).remove(&name);
+        for (name, limit) in idle {
             let home = shared.home.clone();
             let n = name.clone();
-            let r = tokio::task::spawn_blocking(move || stop_if_unused(home, &n)).await;
+            let r = tokio::task::spawn_blocking(move || stop_if_idle(home, &n, limit)).await;
             match r {
-                Ok(Ok(true)) => tracing::info!("proxy: stopped idle branch {name}"),
-                Ok(Ok(false)) => {}
-                Ok(Err(e)) => tracing::info!("proxy: could not stop idle branch {name}: {e}"),
+                Ok(Ok(IdleStop::InUse(idle))) => {
+                    // Used elsewhere: look again when that use is as old.
+                    if let Some(u) = lock(&shared.branches).get_mut(&name) {
+                        u.last = Some(
+                            Instant::now()
+                                .checked_sub(idle)
+                                .unwrap_or_else(Instant::now),
+                        );
+                    }
+                }
+                Ok(Ok(IdleStop::Stopped(idle))) => {
+                    lock(&shared.branches).remove(&name);
+                    tracing::info!(
+                        "proxy: stopped idle branch {name} (idle {}s)",
+                        idle.as_secs()
+                    );
+                }
+                Ok(Ok(IdleStop::NotRunning)) => {
+                    lock(&shared.branches).remove(&name);
+                }
+                Ok(Err(e)) => {
+                    lock(&shared.branches).remove(&name);
+                    tracing::info!("proxy: could not stop idle branch {name}: {e}");
+                }
                 Err(_) => {}
             }
         }
@@ -693,32 +733,35 @@ async fn watch_branches(shared: Arc<Shared>) {
     }
 }
 
-/// Stops a running branch if no client (of the proxy or not) is on it.
-fn stop_if_unused(home: Home, name: &str) -> Result<bool, pgfork_engine::EngineError> {
+/// What [`stop_if_idle`] found.
+enum IdleStop {
+    /// Stopped, idle this long.
+    Stopped(Duration),
+    /// In use: a client is on it, or it was used this long ago (by anyone).
+    InUse(Duration),
+    /// Not running.
+    NotRunning,
+}
+
+/// Stops a running branch if no client (of the proxy or not) is on it and
+/// nobody recorded a use of it for `limit`.
+fn stop_if_idle(
+    home: Home,
+    name: &str,
+    limit: Duration,
+) -> Result<IdleStop, pgfork_engine::EngineError> {
     let mut engine = Engine::open(home, Arc::new(Quiet))?;
-    let info = engine.branch_info(name)?;
-    if info.status != "running" {
-        return Ok(false);
+    if engine.branch_info(name)?.status != "running" {
+        return Ok(IdleStop::NotRunning);
     }
-    let mut client =
-        pgfork_pg::untrusted::session::maintenance(&pgfork_pg::untrusted::session::Endpoint {
-            socket_dir: info.socket_dir.clone(),
-            port: info.port,
-        })
-        .map_err(|e| pgfork_engine::EngineError::WrongState(e.to_string()))?;
-    let row = client
-        .query_one(
-            "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
-               AND coalesce(application_name, '') <> 'pgfork'",
-            &[],
-        )
-        .map_err(|e| pgfork_engine::EngineError::WrongState(e.to_string()))?;
-    drop(client);
-    if row.get::<_, i64>(0) > 0 {
-        return Ok(false);
+    match engine.branch_idle(name)? {
+        None => Ok(IdleStop::InUse(Duration::ZERO)),
+        Some(idle) if idle < limit => Ok(IdleStop::InUse(idle)),
+        Some(idle) => {
+            engine.branch_stop(name)?;
+            Ok(IdleStop::Stopped(idle))
+        }
     }
-    engine.branch_stop(name)?;
-    Ok(true)
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

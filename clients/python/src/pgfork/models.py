@@ -45,6 +45,8 @@ class Branch:
     protected: bool = False
     parent_branch: Optional[str] = None
     expires_at: Optional[str] = None
+    #: When it was last in use; its idle time counts from here.
+    last_active_at: Optional[str] = None
     pid: Optional[int] = None
     labels: Dict[str, str] = field(default_factory=dict)
     timings: Optional[Timings] = None

@@ -6,6 +6,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use reqwest::blocking::{Client, RequestBuilder, Response};
@@ -25,6 +26,8 @@ pub struct Serve {
     pub token: String,
     /// The HTTP client, for requests without the token.
     pub http: Client,
+    /// What it wrote to stderr so far, by line.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Serve {
@@ -38,17 +41,31 @@ impl Serve {
         let mut cmd = h.command(&["serve", "--listen", "127.0.0.1:0", "--proxy-listen", "off"]);
         cmd.args(extra).stderr(Stdio::piped()).stdout(Stdio::null());
         let mut child = cmd.spawn().expect("start pgfork serve");
-        let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-        let mut line = String::new();
-        stderr.read_line(&mut line).expect("read serve's stderr");
-        let url = line
-            .split("listening on ")
-            .nth(1)
-            .and_then(|r| r.split_whitespace().next())
-            .unwrap_or_else(|| panic!("serve did not start: {line}"))
-            .to_string();
+        let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
+        // With -v, log lines may come first.
+        let mut seen = Vec::new();
+        let url = loop {
+            let line = match lines.next() {
+                Some(Ok(line)) => line,
+                _ => panic!("serve did not start: {}", seen.join("\n")),
+            };
+            if let Some(rest) = line.split("listening on ").nth(1) {
+                break rest
+                    .split_whitespace()
+                    .next()
+                    .unwrap_or_default()
+                    .to_string();
+            }
+            seen.push(line);
+        };
+        let log = Arc::new(Mutex::new(seen));
         // Keep draining stderr so the daemon never blocks on a full pipe.
-        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        let kept = log.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                kept.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+            }
+        });
         let http = Client::builder()
             .timeout(Duration::from_secs(300))
             .build()
@@ -58,7 +75,13 @@ impl Serve {
             url,
             token,
             http,
+            log,
         }
+    }
+
+    /// The lines it wrote to stderr so far (log lines need `-v`).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// A request to `path` with the token.

@@ -279,6 +279,19 @@ impl SourceRow {
         Ok(())
     }
 
+    /// Records that the branch was in use at `at_ms` (Unix milliseconds);
+    /// false if there is no such branch (nothing is written then). The
+    /// time is set, not raised: every writer writes its present, and a
+    /// clock set back must not leave a branch looking busy until the
+    /// clock catches up.
+    pub fn touch(conn: &Connection, name: &str, at_ms: i64) -> Result<bool, MetaError> {
+        let n = conn.execute(
+            "UPDATE branches SET active_at_ms = ?2 WHERE name = ?1",
+            params![name, at_ms],
+        )?;
+        Ok(n > 0)
+    }
+
     /// Records a new port.
     pub fn set_port(conn: &Connection, name: &str, port: u16) -> Result<(), MetaError> {
         conn.execute(
@@ -478,6 +491,8 @@ pub struct BranchRow {
     /// Whether it listens on TCP. Branches made for the proxy's agents do
     /// not: only the proxy reaches them, over the unix socket.
     pub tcp: bool,
+    /// When it was last in use (Unix milliseconds); see [`BranchRow::touch`].
+    pub active_at_ms: Option<i64>,
     /// Stored values that could not be read (written by an older pgfork,
     /// or by hand) and were replaced by their defaults: the row is still
     /// listed, with these as its error, instead of breaking every listing.
@@ -499,7 +514,7 @@ pub struct BranchTimings {
 
 const BRANCH_COLS: &str = "name, source, snapshot_id, parent_branch, state, op, op_pid, op_start, port, password, \
                            pm_pid, pm_start, created_at, expires_at, protected, durable, labels, \
-                           snapshot_ms, clone_ms, start_ms, total_ms, uid, tcp";
+                           snapshot_ms, clone_ms, start_ms, total_ms, uid, tcp, active_at_ms";
 
 /// A column read leniently: a value that cannot be read is recorded in
 /// `problems` and left out, rather than failing the whole listing.
@@ -566,6 +581,7 @@ impl BranchRow {
             timings,
             uid: r.get::<_, Option<i64>>(21)?.map(|u| u as u32),
             tcp: r.get(22)?,
+            active_at_ms: lenient(r, 23, "last activity", &mut problems).flatten(),
             problems,
         })
     }
@@ -576,13 +592,13 @@ impl BranchRow {
         let (pm_pid, pm_start) = pm_params(self.postmaster);
         let labels = serde_json::to_string(&self.labels).expect("labels serialise");
         conn.execute(
-            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23)"),
+            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)"),
             params![
                 self.name, self.source, self.snapshot_id, self.parent_branch, self.state.as_str(), op, op_pid,
                 op_start, self.port as i64, self.password, pm_pid, pm_start, self.created_at, self.expires_at,
                 self.protected, self.durable, labels, self.timings.and_then(|t| t.snapshot_ms),
                 self.timings.map(|t| t.clone_ms), self.timings.map(|t| t.start_ms), self.timings.map(|t| t.total_ms),
-                self.uid.map(i64::from), self.tcp
+                self.uid.map(i64::from), self.tcp, self.active_at_ms
             ],
         )?;
         Ok(())
@@ -670,6 +686,19 @@ impl BranchRow {
             .query_map([], |r| r.get::<_, i64>(0))?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows.into_iter().map(|u| u as u32).collect())
+    }
+
+    /// Records that the branch was in use at `at_ms` (Unix milliseconds);
+    /// false if there is no such branch (nothing is written then). The
+    /// time is set, not raised: every writer writes its present, and a
+    /// clock set back must not leave a branch looking busy until the
+    /// clock catches up.
+    pub fn touch(conn: &Connection, name: &str, at_ms: i64) -> Result<bool, MetaError> {
+        let n = conn.execute(
+            "UPDATE branches SET active_at_ms = ?2 WHERE name = ?1",
+            params![name, at_ms],
+        )?;
+        Ok(n > 0)
     }
 
     /// Records a new port.
@@ -775,6 +804,7 @@ mod tests {
                 }),
                 uid: Some(1_900_000_001),
                 tcp: false,
+                active_at_ms: Some(2_000),
                 problems: Vec::new(),
             }
             .insert(c)
@@ -786,6 +816,16 @@ mod tests {
         assert!(b.protected);
         assert_eq!(b.postmaster, Some(pgfork_os::ProcessId::current()));
         assert_eq!((b.uid, b.tcp), (Some(1_900_000_001), false));
+        assert_eq!(b.active_at_ms, Some(2_000));
+        assert!(
+            meta.write(|c| BranchRow::touch(c, "fix-42", 5_000))
+                .unwrap()
+        );
+        // Unknown branches are no error and gain no row.
+        assert!(!meta.write(|c| BranchRow::touch(c, "nope", 5_000)).unwrap());
+        assert!(BranchRow::get(meta.conn(), "nope").unwrap().is_none());
+        let b = BranchRow::get(meta.conn(), "fix-42").unwrap().unwrap();
+        assert_eq!(b.active_at_ms, Some(5_000));
         assert_eq!(
             BranchRow::uids(meta.conn())
                 .unwrap()

@@ -154,6 +154,15 @@ ALTER TABLE branches ADD COLUMN tcp INTEGER NOT NULL DEFAULT 1;
 CREATE UNIQUE INDEX branches_uid ON branches(uid);
 "#,
     r#"
+-- When each branch was last in use (Unix milliseconds): made, started,
+-- a proxy session, an API or MCP request about it, a session the reaper
+-- saw. The reaper and the proxy stop it when this is old enough, whichever
+-- process recorded it, and a restarted daemon still knows it. Branches
+-- made before this version count as used now.
+ALTER TABLE branches ADD COLUMN active_at_ms INTEGER;
+UPDATE branches SET active_at_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+"#,
+    r#"
 -- The transaction status the client was told after each audited statement.
 ALTER TABLE audit ADD COLUMN tx_status TEXT;
 "#,
