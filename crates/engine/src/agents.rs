@@ -27,6 +27,12 @@ pub const DEFAULT_PROXY_ADDR: &str = "127.0.0.1:6432";
 /// Longest agent name: room for the suffixes of per-session branch names.
 pub const MAX_AGENT_NAME: usize = 40;
 
+/// Proxy sessions an agent may hold at once unless `agent create` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// The most `--max-connections` may be.
+pub const MAX_CONNECTIONS: u32 = 1000;
+
 /// What an agent may do through the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
@@ -91,6 +97,8 @@ pub struct AgentCreate {
     pub fresh: bool,
     /// Statement parameters go to the audit log.
     pub audit_params: bool,
+    /// Most proxy sessions at once (1..=1000).
+    pub max_connections: u32,
 }
 
 /// An agent as `agent list` shows it (never its secret).
@@ -122,6 +130,8 @@ pub struct AgentInfo {
     pub fresh: bool,
     /// Whether parameters are audited.
     pub audit_params: bool,
+    /// Most proxy sessions at once.
+    pub max_connections: i64,
     /// Creation time.
     pub created_at: String,
     /// Last rotation.
@@ -155,6 +165,7 @@ impl AgentInfo {
             keep: row.keep,
             fresh: row.fresh,
             audit_params: row.audit_params,
+            max_connections: row.max_connections,
             created_at: timestamp(row.created_at),
             rotated_at: row.rotated_at.map(timestamp),
             revoked_at: row.revoked_at.map(timestamp),
@@ -247,6 +258,12 @@ impl Engine {
         if let Some(t) = req.statement_timeout {
             names::check_duration("statement_timeout", t, names::STATEMENT_TIMEOUT)?;
         }
+        if !(1..=MAX_CONNECTIONS).contains(&req.max_connections) {
+            return Err(EngineError::InvalidArgument(format!(
+                "max_connections must be 1 to {MAX_CONNECTIONS}, not {}: the most proxy sessions the agent holds at once",
+                req.max_connections
+            )));
+        }
         if req.name.len() > MAX_AGENT_NAME {
             return Err(EngineError::InvalidName {
                 name: req.name.clone(),
@@ -321,6 +338,7 @@ impl Engine {
             keep: req.keep,
             fresh: req.fresh,
             audit_params: req.audit_params,
+            max_connections: i64::from(req.max_connections),
             created_at: meta::now(),
             rotated_at: None,
             revoked_at: None,

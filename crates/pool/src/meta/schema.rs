@@ -153,6 +153,11 @@ ALTER TABLE branches ADD COLUMN uid INTEGER;
 ALTER TABLE branches ADD COLUMN tcp INTEGER NOT NULL DEFAULT 1;
 CREATE UNIQUE INDEX branches_uid ON branches(uid);
 "#,
+    r#"
+-- Most proxy sessions an agent holds at once; also the CONNECTION LIMIT
+-- of a read-only or dry-run agent's own role on its source.
+ALTER TABLE agents ADD COLUMN max_connections INTEGER NOT NULL DEFAULT 10;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
