@@ -2,6 +2,7 @@
 //! and the reconciliation every command runs first so that a crash at any
 //! point leaves no orphan directory, process, port or row behind.
 
+mod agent_roles;
 pub mod agents;
 pub mod audit;
 mod branch;
@@ -142,7 +143,7 @@ impl Engine {
     }
 
     pub(crate) fn socket_dir(&self, kind: ServerKind, name: &str) -> PathBuf {
-        self.home.run().join(format!("{}-{name}", kind.prefix()))
+        socket_dir_in(&self.home, kind, name)
     }
 
     /// The unix socket of a server of `kind` named `name`.
@@ -164,6 +165,12 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.socket_dir(kind, name));
         let _ = std::fs::remove_file(self.log_path(kind, name));
     }
+}
+
+/// The unix socket directory of a server of `kind` named `name` in `home`
+/// (for work that does not open an engine, such as the proxy's).
+pub(crate) fn socket_dir_in(home: &Home, kind: ServerKind, name: &str) -> PathBuf {
+    home.run().join(format!("{}-{name}", kind.prefix()))
 }
 
 impl ServerKind {

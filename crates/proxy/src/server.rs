@@ -100,6 +100,10 @@ pub struct Shared {
     shutdown: watch::Sender<bool>,
 }
 
+/// How long a session waits for a slot under its role's CONNECTION LIMIT:
+/// pgfork's own check session (as that role) may take a moment to end.
+const ROLE_SLOT_WAIT: Duration = Duration::from_secs(2);
+
 /// Runs the proxy until `stop` resolves. Binds first, so that a port in
 /// use is an error at once; `ready` is called once it listens.
 pub async fn run(
@@ -447,8 +451,11 @@ fn welcome(parameters: &[bytes::Bytes], pid: i32, key: i32) -> BytesMut {
     out
 }
 
-/// Opens the server session; a read-only role that went missing (a logical
-/// source refreshed into a new cluster) is made again, once.
+/// Opens the server session. A read-only or dry-run agent's own role is
+/// checked first, as that role, and made or repaired if needed (see
+/// `prepare_agent_role`); if the server still refuses it at login (a
+/// logical source refreshed into a new cluster meanwhile), it is made
+/// again, once.
 async fn connect_upstream(
     shared: &Arc<Shared>,
     agent: &AgentRow,
@@ -456,23 +463,58 @@ async fn connect_upstream(
     login: &Login,
     params: &[(String, String)],
 ) -> Result<upstream::Upstream, String> {
-    let connected = upstream::connect(login, params, shared.opts.max_message).await;
-    let connected = match connected {
-        Err(UpstreamError::Refused(e)) if policy == Policy::ReadOnly && e.code == "28000" => {
-            let home = shared.home.clone();
-            let source = agent.source.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                Engine::open(home, Arc::new(Quiet))?.ensure_reader_role(&source)
-            })
-            .await;
-            upstream::connect(login, params, shared.opts.max_message).await
+    let own_role = policy != Policy::Branch;
+    if own_role {
+        role_work(shared, agent, false).await?;
+    }
+    let mut remade = false;
+    let deadline = Instant::now() + ROLE_SLOT_WAIT;
+    loop {
+        match upstream::connect(login, params, shared.opts.max_message).await {
+            Err(UpstreamError::Refused(e)) if own_role && e.code == "28000" && !remade => {
+                remade = true;
+                role_work(shared, agent, true).await?;
+            }
+            // The check's session counts under the role's CONNECTION LIMIT
+            // until the server has seen it end.
+            Err(UpstreamError::Refused(e))
+                if own_role && e.code == "53300" && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            other => {
+                return other.map_err(|e| match e {
+                    UpstreamError::Refused(f) => f.message,
+                    other => other.to_string(),
+                });
+            }
         }
-        other => other,
-    };
-    connected.map_err(|e| match e {
-        UpstreamError::Refused(f) => f.message,
-        other => other.to_string(),
+    }
+}
+
+/// Checks (and if needed makes or repairs) an agent's role on its source;
+/// `remake`: makes it again without checking.
+async fn role_work(shared: &Arc<Shared>, agent: &AgentRow, remake: bool) -> Result<(), String> {
+    let home = shared.home.clone();
+    let name = agent.name.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        if remake {
+            pgfork_engine::agents::repair_agent_role(&home, &name).map(|()| true)
+        } else {
+            pgfork_engine::agents::prepare_agent_role(&home, &name)
+        }
     })
+    .await
+    .map_err(|e| e.to_string())?;
+    match done {
+        Ok(repaired) => {
+            if repaired {
+                tracing::info!("proxy: made or repaired the role of agent {}", agent.name);
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!("the agent's role on its source is not ready: {e}")),
+    }
 }
 
 /// Deletes a per-session branch at the end of its session (unless kept).
