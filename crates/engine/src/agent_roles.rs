@@ -396,6 +396,23 @@ pub(crate) fn drop_role(ep: &Endpoint, source: &SourceRow, agent: &str) -> Resul
     Ok(true)
 }
 
+/// Connection slots of a source: `max_connections` and how many of them
+/// ordinary roles cannot use (`superuser_reserved_connections`, and
+/// `reserved_connections` since PostgreSQL 16).
+pub(crate) fn slots(ep: &Endpoint) -> Result<(u32, u32)> {
+    let mut su = session::maintenance(ep).map_err(sql("connect to the source"))?;
+    let row = su
+        .query_one(
+            "SELECT pg_catalog.current_setting('max_connections')::pg_catalog.int4,
+                    pg_catalog.current_setting('superuser_reserved_connections')::pg_catalog.int4
+                    + coalesce(pg_catalog.current_setting('reserved_connections', true)::pg_catalog.int4, 0)",
+            &[],
+        )
+        .map_err(sql("read the source's connection settings"))?;
+    let (max, reserved): (i32, i32) = (row.get(0), row.get(1));
+    Ok((max.max(0) as u32, reserved.max(0) as u32))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

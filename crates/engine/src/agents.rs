@@ -229,6 +229,18 @@ pub struct SourceEndpoint {
     pub mode: String,
     /// Whether its server runs.
     pub running: bool,
+    /// Its postmaster (pid, start tick) while running: a restart gives a new one.
+    pub run: Option<(i32, u64)>,
+}
+
+/// A source's connection slots, as the proxy budgets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceSlots {
+    /// `max_connections`.
+    pub max_connections: u32,
+    /// Slots ordinary roles cannot use: `superuser_reserved_connections`
+    /// (and `reserved_connections`, PostgreSQL 16 on).
+    pub reserved: u32,
 }
 
 /// A duration setting as stored seconds, within its bound.
@@ -499,6 +511,7 @@ impl Engine {
             role,
             mode: row.mode.clone(),
             running: row.postmaster.is_some_and(|p| p.is_alive()),
+            run: row.postmaster.map(|p| (p.pid, p.start_ticks)),
             source: row.name,
         })
     }
@@ -662,6 +675,23 @@ pub fn repair_agent_role(home: &Home, agent: &str) -> Result<()> {
         return Ok(());
     }
     agent_roles::ensure(&ep, &source, &row)
+}
+
+/// A running source's connection slots (read as its superuser).
+pub fn source_slots(home: &Home, source: &str) -> Result<SourceSlots> {
+    let meta = Meta::open(&home.meta_db(), false)?;
+    let row = SourceRow::get(meta.conn(), source)?
+        .ok_or_else(|| EngineError::UnknownSource(source.to_string()))?;
+    source_running(&row)?;
+    let ep = Endpoint {
+        socket_dir: socket_dir_in(home, ServerKind::Source, &row.name),
+        port: row.port,
+    };
+    let (max_connections, reserved) = agent_roles::slots(&ep)?;
+    Ok(SourceSlots {
+        max_connections,
+        reserved,
+    })
 }
 
 /// Records where the proxy listens, so that `agent create` prints
