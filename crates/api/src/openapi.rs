@@ -178,7 +178,9 @@ fn schemas() -> Value {
                 "statement_timeout": { "type": "string", "description": "30s; at most 1d (0: none)." },
                 "max_storage": { "type": "integer", "description": "Bytes its branch may stop sharing." },
                 "idle_stop": { "type": "string", "description": "Stop its branch after this long without a session (default 10m, at most 10y; 0: never)." },
-                "audit_params": { "type": "boolean", "default": false }
+                "audit_params": { "type": "boolean", "default": false },
+                "max_connections": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
+                    "description": "Most proxy sessions the agent holds at once (more are refused with SQLSTATE 53300); also the CONNECTION LIMIT of its own role on the source (read-only, dry-run)." }
             }
         },
         "Agent": {
@@ -186,7 +188,8 @@ fn schemas() -> Value {
             "properties": {
                 "name": string, "source": string, "policy": string,
                 "status": { "type": "string", "description": "active or revoked." },
-                "branch": opt_string, "created_at": string, "revoked_at": opt_string
+                "branch": opt_string, "created_at": string, "revoked_at": opt_string,
+                "max_connections": { "type": "integer", "description": "Most proxy sessions at once." }
             },
             "additionalProperties": true
         },

@@ -6,26 +6,30 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use pgfork_pg::untrusted::session;
-
-use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
+use pgfork_pg::sql::{quote_literal, random_password, scram_verifier};
+use pgfork_pg::untrusted::session::{self, Endpoint};
 use pgfork_pool::meta::{self, AgentRow, BranchRow, SourceRow};
 use pgfork_pool::{Home, Meta};
 use serde::Serialize;
 
 use crate::view::{Dsn, timestamp};
-use crate::{BranchCreate, Engine, EngineError, Result, ServerKind, names};
+use crate::{
+    BranchCreate, Engine, EngineError, Result, ServerKind, agent_roles, names, socket_dir_in,
+};
 
-/// The role read-only agents reach a local source as: may log in (over the
-/// source's unix socket only: it has no password), reads everything
-/// (`pg_read_all_data`), writes nothing, and starts every transaction read-only.
-pub const READER_ROLE: &str = "pgfork_reader";
+pub use crate::agent_roles::role_name;
 
 /// Where the proxy listens unless told otherwise.
 pub const DEFAULT_PROXY_ADDR: &str = "127.0.0.1:6432";
 
 /// Longest agent name: room for the suffixes of per-session branch names.
 pub const MAX_AGENT_NAME: usize = 40;
+
+/// Proxy sessions an agent may hold at once unless `agent create` says otherwise.
+pub const DEFAULT_MAX_CONNECTIONS: u32 = 10;
+
+/// The most `--max-connections` may be.
+pub const MAX_CONNECTIONS: u32 = 1000;
 
 /// What an agent may do through the proxy.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -91,6 +95,8 @@ pub struct AgentCreate {
     pub fresh: bool,
     /// Statement parameters go to the audit log.
     pub audit_params: bool,
+    /// Most proxy sessions at once (1..=1000); also its role's CONNECTION LIMIT.
+    pub max_connections: u32,
 }
 
 /// An agent as `agent list` shows it (never its secret).
@@ -122,6 +128,8 @@ pub struct AgentInfo {
     pub fresh: bool,
     /// Whether parameters are audited.
     pub audit_params: bool,
+    /// Most proxy sessions at once.
+    pub max_connections: i64,
     /// Creation time.
     pub created_at: String,
     /// Last rotation.
@@ -155,6 +163,7 @@ impl AgentInfo {
             keep: row.keep,
             fresh: row.fresh,
             audit_params: row.audit_params,
+            max_connections: row.max_connections,
             created_at: timestamp(row.created_at),
             rotated_at: row.rotated_at.map(timestamp),
             revoked_at: row.revoked_at.map(timestamp),
@@ -220,6 +229,18 @@ pub struct SourceEndpoint {
     pub mode: String,
     /// Whether its server runs.
     pub running: bool,
+    /// Its postmaster (pid, start tick) while running: a restart gives a new one.
+    pub run: Option<(i32, u64)>,
+}
+
+/// A source's connection slots, as the proxy budgets them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceSlots {
+    /// `max_connections`.
+    pub max_connections: u32,
+    /// Slots ordinary roles cannot use: `superuser_reserved_connections`
+    /// (and `reserved_connections`, PostgreSQL 16 on).
+    pub reserved: u32,
 }
 
 /// A duration setting as stored seconds, within its bound.
@@ -241,11 +262,17 @@ impl Engine {
     pub fn agent_create(&mut self, req: &AgentCreate) -> Result<AgentSecret> {
         names::validate(&req.name)?;
         // Every stored value is checked before anything is written (a
-        // read-only agent creates a role in the source below).
+        // read-only or dry-run agent gets a role on the source below).
         let ttl = duration_secs("ttl", req.ttl, names::TTL)?;
         let idle_stop = duration_secs("idle_stop", req.idle_stop, names::IDLE)?;
         if let Some(t) = req.statement_timeout {
             names::check_duration("statement_timeout", t, names::STATEMENT_TIMEOUT)?;
+        }
+        if !(1..=MAX_CONNECTIONS).contains(&req.max_connections) {
+            return Err(EngineError::InvalidArgument(format!(
+                "max_connections must be 1 to {MAX_CONNECTIONS}, not {}: the most proxy sessions the agent holds at once",
+                req.max_connections
+            )));
         }
         if req.name.len() > MAX_AGENT_NAME {
             return Err(EngineError::InvalidName {
@@ -294,16 +321,12 @@ impl Engine {
                 });
             }
         }
-        match req.policy {
-            Policy::DryRun if source.mode == "physical" => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "source '{}' is a physical standby, which cannot run writes even to roll them back: \
-                     use --policy branch (or read-only)",
-                    source.name
-                )));
-            }
-            Policy::ReadOnly => self.ensure_reader_role(&source.name)?,
-            _ => {}
+        if req.policy == Policy::DryRun && source.mode == "physical" {
+            return Err(EngineError::InvalidArgument(format!(
+                "source '{}' is a physical standby, which cannot run writes even to roll them back: \
+                 use --policy branch (or read-only)",
+                source.name
+            )));
         }
         let secret = random_password();
         let row = AgentRow {
@@ -321,10 +344,14 @@ impl Engine {
             keep: req.keep,
             fresh: req.fresh,
             audit_params: req.audit_params,
+            max_connections: i64::from(req.max_connections),
             created_at: meta::now(),
             rotated_at: None,
             revoked_at: None,
         };
+        // The row first, so that its name is the agent's before its role is
+        // made (a name taken already must not touch that agent's role); a
+        // crash in between leaves an agent whose first session makes it.
         self.meta.write(|c| {
             if AgentRow::get(c, &row.name)?.is_some() {
                 return Err(EngineError::InvalidArgument(format!(
@@ -335,6 +362,12 @@ impl Engine {
             row.insert(c)?;
             Ok(())
         })?;
+        if req.policy != Policy::Branch
+            && let Err(e) = self.make_agent_role(&row)
+        {
+            self.meta.write(|c| AgentRow::delete(c, &row.name))?;
+            return Err(e);
+        }
         self.secret_of(&row, secret)
     }
 
@@ -380,85 +413,96 @@ impl Engine {
         self.secret_of(&row, secret)
     }
 
-    /// Revokes an agent: no new login, and a running proxy ends its sessions.
+    /// Revokes an agent: no new login, and a running proxy ends its
+    /// sessions; the role of a read-only or dry-run agent is dropped from
+    /// its source (with its sessions there). Revoking again retries that.
     pub fn agent_revoke(&mut self, name: &str) -> Result<AgentInfo> {
-        self.agent_row(name)?;
+        let row = self.agent_row(name)?;
         self.meta
             .write(|c| AgentRow::revoke(c, name, meta::now()))?;
+        if row.policy != "branch" {
+            let source = self.source_row(&row.source)?;
+            if source.mode != "physical" {
+                let dropped = source_running(&source)
+                    .and_then(|()| agent_roles::drop_role(&self.source_ep(&source), &source, name));
+                if let Err(e) = dropped {
+                    self.progress.warn(&format!(
+                        "agent '{name}' is revoked, but its role {} is still on source '{}' ({e}): \
+                         it has no password and only pgfork reaches the source's socket; \
+                         run `pgfork agent revoke {name}` again once the source runs to drop it",
+                        agent_roles::role_name(name),
+                        source.name
+                    ));
+                }
+            }
+        }
         self.agent_info(name)
     }
 
-    /// Creates (or repairs) the read-only role of a local source.
-    pub fn ensure_reader_role(&mut self, source: &str) -> Result<()> {
-        let row = self.source_row(source)?;
+    /// The server-side identity of a new read-only or dry-run agent. On a
+    /// local or logical source, its own role, from a clean slate: a role of
+    /// that name no agent holds (left by a failed `agent create`) is dropped
+    /// first, and so is a half-made one if making it fails. On a physical
+    /// standby, where no role can be made, the application role it will log
+    /// in as is checked not to be a superuser.
+    fn make_agent_role(&mut self, agent: &AgentRow) -> Result<()> {
+        let row = self.source_row(&agent.source)?;
+        source_running(&row)?;
         if row.mode == "physical" {
-            // A standby's catalog is the primary's: read-only agents log in
-            // as the source's application role, which must not be a superuser.
-            let mut client = self.source_maintenance(&row)?;
-            let sql = format!(
-                "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = {}",
-                quote_literal(&row.role)
-            );
-            let rows = client.simple_query(&sql).map_err(EngineError::sql(
-                "check the application role of the standby",
-            ))?;
-            let unsafe_role = rows.iter().any(
-                |m| matches!(m, postgres::SimpleQueryMessage::Row(r) if r.get(0) != Some("f")),
-            );
-            if unsafe_role {
-                return Err(EngineError::WrongState(format!(
-                    "the application role '{}' of physical source '{source}' is missing or a superuser: \
-                     read-only agents log in as it, so it must be an ordinary role (source add --role)",
-                    row.role
-                )));
-            }
-            return Ok(());
+            return self.check_standby_role(&row);
         }
-        if row.pg_major < 14 {
+        let ep = self.source_ep(&row);
+        agent_roles::drop_role(&ep, &row, &agent.name)?;
+        agent_roles::ensure(&ep, &row, agent).inspect_err(|_| {
+            let _ = agent_roles::drop_role(&ep, &row, &agent.name);
+        })
+    }
+
+    /// A physical source's read-only agents log in as its application
+    /// role (a standby's catalog is the primary's): it must be ordinary.
+    fn check_standby_role(&self, row: &SourceRow) -> Result<()> {
+        let mut client = self.source_maintenance(row)?;
+        let sql = format!(
+            "SELECT rolsuper OR rolbypassrls FROM pg_roles WHERE rolname = {}",
+            quote_literal(&row.role)
+        );
+        let rows = client.simple_query(&sql).map_err(EngineError::sql(
+            "check the application role of the standby",
+        ))?;
+        let unsafe_role = rows
+            .iter()
+            .any(|m| matches!(m, postgres::SimpleQueryMessage::Row(r) if r.get(0) != Some("f")));
+        if unsafe_role {
             return Err(EngineError::WrongState(format!(
-                "read-only agents need PostgreSQL 14 or later (pg_read_all_data); source '{source}' runs {}",
-                row.pg_major
+                "the application role '{}' of physical source '{}' is missing or a superuser: \
+                 read-only agents log in as it, so it must be an ordinary role (source add --role)",
+                row.role, row.name
             )));
         }
-        let mut client = self.source_maintenance(&row)?;
-        let role = quote_ident(READER_ROLE);
-        let sql = format!(
-            "DO $$BEGIN
-               IF NOT EXISTS (SELECT FROM pg_roles WHERE rolname = {lit}) THEN
-                 CREATE ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS;
-               END IF;
-             END$$;
-             ALTER ROLE {role} LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE NOREPLICATION NOBYPASSRLS PASSWORD NULL;
-             GRANT pg_read_all_data TO {role};
-             ALTER ROLE {role} SET default_transaction_read_only = on;",
-            lit = quote_literal(READER_ROLE),
-        );
-        client
-            .batch_execute(&sql)
-            .map_err(EngineError::sql("create the read-only role of the source"))?;
         Ok(())
+    }
+
+    fn source_ep(&self, row: &SourceRow) -> Endpoint {
+        self.endpoint(ServerKind::Source, &row.name, row.port)
     }
 
     /// The source's superuser in its maintenance database: roles are
     /// cluster-wide, and nothing of an agent's lives there.
     fn source_maintenance(&self, row: &SourceRow) -> Result<postgres::Client> {
-        if !row.postmaster.is_some_and(|p| p.is_alive()) {
-            return Err(EngineError::WrongState(format!(
-                "source '{}' is not running: `pgfork source start {}`",
-                row.name, row.name
-            )));
-        }
-        session::maintenance(&self.endpoint(ServerKind::Source, &row.name, row.port))
+        source_running(row)?;
+        session::maintenance(&self.source_ep(row))
             .map_err(EngineError::sql("connect to the source"))
     }
 
     /// How a read-only or dry-run session of `agent` reaches its source.
     pub fn source_endpoint(&self, agent: &AgentRow) -> Result<SourceEndpoint> {
         let row = self.source_row(&agent.source)?;
-        let role = if agent.policy == "read-only" && row.mode != "physical" {
-            READER_ROLE.to_string()
-        } else {
+        // A standby's roles are the primary's: there read-only agents log
+        // in as the application role (checked not to be a superuser).
+        let role = if row.mode == "physical" {
             row.role.clone()
+        } else {
+            agent_roles::role_name(&agent.name)
         };
         Ok(SourceEndpoint {
             socket_dir: self.socket_dir(ServerKind::Source, &row.name),
@@ -467,6 +511,7 @@ impl Engine {
             role,
             mode: row.mode.clone(),
             running: row.postmaster.is_some_and(|p| p.is_alive()),
+            run: row.postmaster.map(|p| (p.pid, p.start_ticks)),
             source: row.name,
         })
     }
@@ -580,6 +625,78 @@ pub enum Wake {
     Woken,
     /// It did not exist and has been created.
     Created,
+}
+
+fn source_running(row: &SourceRow) -> Result<()> {
+    if row.postmaster.is_some_and(|p| p.is_alive()) {
+        return Ok(());
+    }
+    Err(EngineError::WrongState(format!(
+        "source '{}' is not running: `pgfork source start {}`",
+        row.name, row.name
+    )))
+}
+
+/// An agent that may still log in, and its running source, read without
+/// opening (and reconciling) an engine: the proxy does this per session.
+fn live_agent(home: &Home, agent: &str) -> Result<(AgentRow, SourceRow, Endpoint)> {
+    let meta = Meta::open(&home.meta_db(), false)?;
+    let row = AgentRow::get(meta.conn(), agent)?
+        .filter(|a| a.revoked_at.is_none())
+        .ok_or_else(|| EngineError::WrongState(format!("agent '{agent}' is revoked or gone")))?;
+    let source = SourceRow::get(meta.conn(), &row.source)?
+        .ok_or_else(|| EngineError::UnknownSource(row.source.clone()))?;
+    source_running(&source)?;
+    let ep = Endpoint {
+        socket_dir: socket_dir_in(home, ServerKind::Source, &source.name),
+        port: source.port,
+    };
+    Ok((row, source, ep))
+}
+
+/// Before each proxy session of a read-only or dry-run agent: checks its
+/// role on the source as that role (attributes, memberships, grants on
+/// every schema, table, view and sequence), and makes or repairs it if
+/// needed: the role of an agent made before roles were per agent, of a
+/// logical source refreshed into a new cluster, grants on what a role
+/// other than the application's made since. Returns whether it repaired.
+pub fn prepare_agent_role(home: &Home, agent: &str) -> Result<bool> {
+    let (row, source, ep) = live_agent(home, agent)?;
+    if source.mode == "physical" || row.policy == "branch" {
+        return Ok(false);
+    }
+    if agent_roles::check(&ep, &source, &row)? == agent_roles::RoleState::Ready {
+        return Ok(false);
+    }
+    agent_roles::ensure(&ep, &source, &row)?;
+    Ok(true)
+}
+
+/// Makes an agent's role again (the server refused it at login), unless
+/// the agent was revoked meanwhile.
+pub fn repair_agent_role(home: &Home, agent: &str) -> Result<()> {
+    let (row, source, ep) = live_agent(home, agent)?;
+    if source.mode == "physical" || row.policy == "branch" {
+        return Ok(());
+    }
+    agent_roles::ensure(&ep, &source, &row)
+}
+
+/// A running source's connection slots (read as its superuser).
+pub fn source_slots(home: &Home, source: &str) -> Result<SourceSlots> {
+    let meta = Meta::open(&home.meta_db(), false)?;
+    let row = SourceRow::get(meta.conn(), source)?
+        .ok_or_else(|| EngineError::UnknownSource(source.to_string()))?;
+    source_running(&row)?;
+    let ep = Endpoint {
+        socket_dir: socket_dir_in(home, ServerKind::Source, &row.name),
+        port: row.port,
+    };
+    let (max_connections, reserved) = agent_roles::slots(&ep)?;
+    Ok(SourceSlots {
+        max_connections,
+        reserved,
+    })
 }
 
 /// Records where the proxy listens, so that `agent create` prints

@@ -3,6 +3,7 @@
 //! point leaves no orphan directory, process, port or row behind.
 
 pub mod activity;
+mod agent_roles;
 pub mod agents;
 pub mod audit;
 mod branch;
@@ -143,7 +144,7 @@ impl Engine {
     }
 
     pub(crate) fn socket_dir(&self, kind: ServerKind, name: &str) -> PathBuf {
-        self.home.run().join(format!("{}-{name}", kind.prefix()))
+        socket_dir_in(&self.home, kind, name)
     }
 
     /// The unix socket of a server of `kind` named `name`.
@@ -165,6 +166,12 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.socket_dir(kind, name));
         let _ = std::fs::remove_file(self.log_path(kind, name));
     }
+}
+
+/// The unix socket directory of a server of `kind` named `name` in `home`
+/// (for work that does not open an engine, such as the proxy's).
+pub(crate) fn socket_dir_in(home: &Home, kind: ServerKind, name: &str) -> PathBuf {
+    home.run().join(format!("{}-{name}", kind.prefix()))
 }
 
 impl ServerKind {

@@ -44,7 +44,15 @@ pub fn agent(home: Home, cmd: AgentCommand, json: bool) -> Result<()> {
                 output::json(&list);
             } else {
                 output::table(
-                    &["name", "source", "policy", "status", "branch", "created"],
+                    &[
+                        "name",
+                        "source",
+                        "policy",
+                        "status",
+                        "branch",
+                        "max conns",
+                        "created",
+                    ],
                     list.iter()
                         .map(|a| {
                             vec![
@@ -53,6 +61,7 @@ pub fn agent(home: Home, cmd: AgentCommand, json: bool) -> Result<()> {
                                 a.policy.clone(),
                                 a.status.to_string(),
                                 a.branch.clone().unwrap_or_else(|| "-".into()),
+                                a.max_connections.to_string(),
                                 output::relative(&a.created_at),
                             ]
                         })
@@ -116,6 +125,7 @@ fn create_request(a: AgentCreateArgs) -> Result<AgentCreate> {
         keep: a.keep,
         fresh: a.fresh,
         audit_params: a.audit_params,
+        max_connections: a.max_connections,
     })
 }
 
@@ -143,6 +153,7 @@ fn print_info(a: &AgentInfo, json: bool) {
         ("policy", a.policy.clone()),
         ("status", a.status.to_string()),
         ("branch", a.branch.clone().unwrap_or_else(|| "-".into())),
+        ("max connections", a.max_connections.to_string()),
         ("max rows", opt(a.max_rows)),
         ("statement timeout ms", opt(a.statement_timeout_ms)),
         ("max storage bytes", opt(a.max_storage)),

@@ -148,6 +148,10 @@ pub struct AgentCreateArgs {
     /// Also record statement parameters in the audit log.
     #[arg(long)]
     pub audit_params: bool,
+    /// Most proxy sessions it holds at once (1-1000); more are refused with SQLSTATE 53300. Also the
+    /// CONNECTION LIMIT of its own role on the source (read-only, dry-run).
+    #[arg(long, value_name = "N", default_value_t = pgfork_engine::agents::DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: u32,
 }
 
 /// `pgfork audit`.

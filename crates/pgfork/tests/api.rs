@@ -125,6 +125,45 @@ fn bad_input_gets_clear_errors() {
         (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed")
     );
 
+    // An agent's connection limit: bounded, stored, shown.
+    for n in [0, 1001] {
+        let (st, body) = s.post(
+            "/v1/agents",
+            json!({ "name": "ro", "source": "shop", "policy": "read-only", "max_connections": n }),
+        );
+        assert_eq!(
+            (st, error_code(&body)),
+            (StatusCode::BAD_REQUEST, "invalid_argument"),
+            "{n}: {body}"
+        );
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("'max_connections'"),
+            "{body}"
+        );
+    }
+    let (st, body) = s.post(
+        "/v1/agents",
+        json!({ "name": "ro", "source": "shop", "policy": "read-only", "max_connections": 4 }),
+    );
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    assert_eq!(body["max_connections"], 4);
+    let (st, body) = s.post(
+        "/v1/agents",
+        json!({ "name": "br", "source": "shop", "policy": "branch" }),
+    );
+    assert_eq!(st, StatusCode::CREATED, "{body}");
+    let (_, list) = s.get("/v1/agents");
+    let limits: Vec<_> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| (a["name"].as_str().unwrap(), a["max_connections"].as_i64()))
+        .collect();
+    assert_eq!(limits, [("br", Some(10)), ("ro", Some(4))]);
+
     // The quota: the API and the CLI refuse alike, and say why.
     for name in ["q1", "q2"] {
         let (st, body) = s.post("/v1/branches", json!({ "name": name, "from": "shop" }));

@@ -1,7 +1,9 @@
 //! The listener: accepts clients up to a limit, logs them in, finds (or
 //! makes, or wakes) what their agent's policy routes them to, and runs the
-//! session. Around it: cancel requests routed to the right server
-//! process, revoked agents' sessions ended, idle branches stopped.
+//! session. Around it: sessions counted per agent and per source (each
+//! agent's limit, and slots kept free on a source for its application),
+//! cancel requests routed to the right server process, revoked agents'
+//! sessions ended, idle branches stopped.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -10,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use pgfork_engine::agents::{Policy, Wake};
+use pgfork_engine::agents::{MAX_CONNECTIONS, Policy, SourceSlots, Wake};
 use pgfork_engine::{Engine, Quiet};
 use pgfork_pool::Home;
 use pgfork_pool::meta::AgentRow;
@@ -99,7 +101,141 @@ pub struct Shared {
     branches: Mutex<HashMap<String, BranchUse>>,
     /// Server parameters last reported per kind of session, for idle clients.
     hellos: Mutex<HashMap<String, Vec<bytes::Bytes>>>,
+    counts: Mutex<Counts>,
     shutdown: watch::Sender<bool>,
+}
+
+/// Connection slots of a source that the proxy always leaves to others
+/// (the application), beyond those reserved for superusers.
+pub const APP_RESERVE: u32 = 10;
+
+/// How long a session waits for a slot under its role's CONNECTION LIMIT:
+/// pgfork's own check session (as that role) may take a moment to end.
+const ROLE_SLOT_WAIT: Duration = Duration::from_secs(2);
+
+/// The most sessions the proxy opens on a source with `max_connections`
+/// slots, `reserved` of which only superusers may use: [`APP_RESERVE`]
+/// slots stay free for everyone else.
+pub fn source_cap(max_connections: u32, reserved: u32) -> usize {
+    max_connections
+        .saturating_sub(reserved)
+        .saturating_sub(APP_RESERVE) as usize
+}
+
+/// Live sessions (from login to disconnect, whether or not their server
+/// session is open yet) per agent and per source, and each source's cap.
+#[derive(Default)]
+struct Counts {
+    agents: HashMap<String, usize>,
+    sources: HashMap<String, usize>,
+    /// Per source: the postmaster its slots were read from, and its slots.
+    caps: HashMap<String, ((i32, u64), SourceSlots)>,
+}
+
+/// A session's place in the counts, given back when it is dropped.
+struct Seat {
+    shared: Arc<Shared>,
+    agent: String,
+    source: Option<String>,
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut counts = lock(&self.shared.counts);
+        release(&mut counts.agents, &self.agent);
+        if let Some(source) = &self.source {
+            release(&mut counts.sources, source);
+        }
+    }
+}
+
+fn release(map: &mut HashMap<String, usize>, key: &str) {
+    if let Some(n) = map.get_mut(key) {
+        *n = n.saturating_sub(1);
+        if *n == 0 {
+            map.remove(key);
+        }
+    }
+}
+
+/// Takes one of the agent's sessions, or says why not.
+fn agent_seat(shared: &Arc<Shared>, agent: &AgentRow) -> Result<Seat, String> {
+    let limit = agent.max_connections.clamp(1, i64::from(MAX_CONNECTIONS)) as usize;
+    let mut counts = lock(&shared.counts);
+    let n = counts.agents.entry(agent.name.clone()).or_default();
+    if *n >= limit {
+        return Err(format!(
+            "too many connections for agent \"{}\": it holds {n} proxy sessions, its limit \
+             (agent create --max-connections {limit}); close one and retry, or use an agent made \
+             with a higher --max-connections",
+            agent.name
+        ));
+    }
+    *n += 1;
+    Ok(Seat {
+        shared: shared.clone(),
+        agent: agent.name.clone(),
+        source: None,
+    })
+}
+
+/// Takes one of the proxy's sessions on a source (whose postmaster is
+/// `run`), within [`source_cap`] of its slots, read once per postmaster.
+async fn source_seat(
+    shared: &Arc<Shared>,
+    seat: &mut Seat,
+    source: &str,
+    run: (i32, u64),
+) -> Result<(), (&'static str, String)> {
+    let known = lock(&shared.counts)
+        .caps
+        .get(source)
+        .filter(|(r, _)| *r == run)
+        .map(|(_, slots)| *slots);
+    let slots = match known {
+        Some(slots) => slots,
+        None => {
+            let home = shared.home.clone();
+            let name = source.to_string();
+            let slots = tokio::task::spawn_blocking(move || {
+                pgfork_engine::agents::source_slots(&home, &name)
+            })
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|r| r.map_err(|e| e.to_string()))
+            .map_err(|e| {
+                let msg = format!(
+                    "pgfork: cannot read the connection settings of source \"{source}\": {e}"
+                );
+                ("08006", msg)
+            })?;
+            lock(&shared.counts)
+                .caps
+                .insert(source.to_string(), (run, slots));
+            slots
+        }
+    };
+    let cap = source_cap(slots.max_connections, slots.reserved);
+    let mut counts = lock(&shared.counts);
+    let n = counts.sources.entry(source.to_string()).or_default();
+    if *n >= cap {
+        return Err(("53300", source_full(source, *n, slots)));
+    }
+    *n += 1;
+    seat.source = Some(source.to_string());
+    Ok(())
+}
+
+/// Why a session on a full source is refused, and what to do.
+fn source_full(source: &str, sessions: usize, slots: SourceSlots) -> String {
+    format!(
+        "pgfork proxy: {sessions} sessions on source \"{source}\" already, the most it opens there: \
+         of its max_connections = {}, {} are reserved for superusers and {APP_RESERVE} stay free for \
+         the application; close a session and retry, or raise max_connections \
+         (psql \"$(pgfork source dsn {source} --superuser)\" -c 'ALTER SYSTEM SET max_connections = 200', \
+         then pgfork source stop {source} and pgfork source start {source})",
+        slots.max_connections, slots.reserved
+    )
 }
 
 /// Runs the proxy until `stop` resolves. Binds first, so that a port in
@@ -133,6 +269,7 @@ pub async fn run(
         sessions: Mutex::default(),
         branches: Mutex::default(),
         hellos: Mutex::default(),
+        counts: Mutex::default(),
         shutdown: watch::channel(false).0,
     });
     let watcher = tokio::spawn(watch_agents(shared.clone()));
@@ -215,8 +352,26 @@ async fn connection(shared: Arc<Shared>, conn: TcpStream, peer: SocketAddr) {
     let Some(agent) = agent.filter(|_| authed) else {
         return;
     };
+    let mut seat = match agent_seat(&shared, &agent) {
+        Ok(seat) => seat,
+        Err(msg) => {
+            session::fatal(&mut w, "53300", &msg).await;
+            return;
+        }
+    };
     let session_id = format!("{:08x}", rand::rng().random::<u32>());
-    match open_session(&shared, &agent, &hello, &session_id, peer, reader, w).await {
+    let opened = open_session(
+        &shared,
+        &agent,
+        &hello,
+        &session_id,
+        peer,
+        &mut seat,
+        reader,
+        w,
+    )
+    .await;
+    match opened {
         Ok(()) => {}
         Err(e) => tracing::info!("proxy: session {session_id} of agent {}: {e}", agent.name),
     }
@@ -224,12 +379,14 @@ async fn connection(shared: Arc<Shared>, conn: TcpStream, peer: SocketAddr) {
 
 /// Resolves the target, connects, tells the client it is in, runs the
 /// session, cleans up.
+#[allow(clippy::too_many_arguments)]
 async fn open_session(
     shared: &Arc<Shared>,
     agent: &AgentRow,
     hello: &login::Hello,
     session_id: &str,
     peer: SocketAddr,
+    seat: &mut Seat,
     reader: FrameReader<tokio::net::tcp::OwnedReadHalf>,
     mut w: tokio::net::tcp::OwnedWriteHalf,
 ) -> Result<(), String> {
@@ -257,6 +414,12 @@ async fn open_session(
         );
         session::fatal(&mut w, "3D000", &msg).await;
         cleanup_branch(shared, agent, per_session.as_deref()).await;
+        return Err(msg);
+    }
+    if let Some(run) = target.run
+        && let Err((code, msg)) = source_seat(shared, seat, &target.name, run).await
+    {
+        session::fatal(&mut w, code, &msg).await;
         return Err(msg);
     }
     let mut params = hello.params.clone();
@@ -454,8 +617,11 @@ fn welcome(parameters: &[bytes::Bytes], pid: i32, key: i32) -> BytesMut {
     out
 }
 
-/// Opens the server session; a read-only role that went missing (a logical
-/// source refreshed into a new cluster) is made again, once.
+/// Opens the server session. A read-only or dry-run agent's own role is
+/// checked first, as that role, and made or repaired if needed (see
+/// `prepare_agent_role`); if the server still refuses it at login (a
+/// logical source refreshed into a new cluster meanwhile), it is made
+/// again, once.
 async fn connect_upstream(
     shared: &Arc<Shared>,
     agent: &AgentRow,
@@ -463,23 +629,58 @@ async fn connect_upstream(
     login: &Login,
     params: &[(String, String)],
 ) -> Result<upstream::Upstream, String> {
-    let connected = upstream::connect(login, params, shared.opts.max_message).await;
-    let connected = match connected {
-        Err(UpstreamError::Refused(e)) if policy == Policy::ReadOnly && e.code == "28000" => {
-            let home = shared.home.clone();
-            let source = agent.source.clone();
-            let _ = tokio::task::spawn_blocking(move || {
-                Engine::open(home, Arc::new(Quiet))?.ensure_reader_role(&source)
-            })
-            .await;
-            upstream::connect(login, params, shared.opts.max_message).await
+    let own_role = policy != Policy::Branch;
+    if own_role {
+        role_work(shared, agent, false).await?;
+    }
+    let mut remade = false;
+    let deadline = Instant::now() + ROLE_SLOT_WAIT;
+    loop {
+        match upstream::connect(login, params, shared.opts.max_message).await {
+            Err(UpstreamError::Refused(e)) if own_role && e.code == "28000" && !remade => {
+                remade = true;
+                role_work(shared, agent, true).await?;
+            }
+            // The check's session counts under the role's CONNECTION LIMIT
+            // until the server has seen it end.
+            Err(UpstreamError::Refused(e))
+                if own_role && e.code == "53300" && Instant::now() < deadline =>
+            {
+                tokio::time::sleep(Duration::from_millis(25)).await;
+            }
+            other => {
+                return other.map_err(|e| match e {
+                    UpstreamError::Refused(f) => f.message,
+                    other => other.to_string(),
+                });
+            }
         }
-        other => other,
-    };
-    connected.map_err(|e| match e {
-        UpstreamError::Refused(f) => f.message,
-        other => other.to_string(),
+    }
+}
+
+/// Checks (and if needed makes or repairs) an agent's role on its source;
+/// `remake`: makes it again without checking.
+async fn role_work(shared: &Arc<Shared>, agent: &AgentRow, remake: bool) -> Result<(), String> {
+    let home = shared.home.clone();
+    let name = agent.name.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        if remake {
+            pgfork_engine::agents::repair_agent_role(&home, &name).map(|()| true)
+        } else {
+            pgfork_engine::agents::prepare_agent_role(&home, &name)
+        }
     })
+    .await
+    .map_err(|e| e.to_string())?;
+    match done {
+        Ok(repaired) => {
+            if repaired {
+                tracing::info!("proxy: made or repaired the role of agent {}", agent.name);
+            }
+            Ok(())
+        }
+        Err(e) => Err(format!("the agent's role on its source is not ready: {e}")),
+    }
 }
 
 /// Deletes a per-session branch at the end of its session (unless kept).
@@ -536,6 +737,8 @@ struct Target {
     name: String,
     database: String,
     login: Login,
+    /// A source's postmaster; `None` for a branch.
+    run: Option<(i32, u64)>,
 }
 
 async fn resolve(
@@ -560,6 +763,7 @@ async fn resolve(
             let socket_dir = engine.branch_info(&name)?.socket_dir;
             return Ok(Target {
                 name,
+                run: None,
                 database: dsn.database.clone(),
                 login: Login {
                     address: Address::Unix(socket_dir, dsn.port),
@@ -578,6 +782,7 @@ async fn resolve(
         }
         Ok(Target {
             name: ep.source.clone(),
+            run: ep.run,
             database: ep.database.clone(),
             login: Login {
                 address: Address::Unix(ep.socket_dir.clone(), ep.port),
@@ -766,4 +971,20 @@ fn stop_if_idle(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_proxy_leaves_slots_to_the_application() {
+        // PostgreSQL's defaults: 100 slots, 3 for superusers.
+        assert_eq!(source_cap(100, 3), 87);
+        assert_eq!(source_cap(20, 3), 7);
+        // Nothing left once the reserve is taken, however small the server.
+        assert_eq!(source_cap(13, 3), 0);
+        assert_eq!(source_cap(5, 3), 0);
+        assert_eq!(source_cap(0, 10), 0);
+    }
 }

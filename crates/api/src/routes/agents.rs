@@ -6,7 +6,10 @@ use std::time::Duration;
 use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
-use pgfork_engine::agents::{AgentCreate, AgentInfo, AgentSecret, Policy};
+use pgfork_engine::EngineError;
+use pgfork_engine::agents::{
+    AgentCreate, AgentInfo, AgentSecret, DEFAULT_MAX_CONNECTIONS, MAX_CONNECTIONS, Policy,
+};
 use pgfork_engine::audit::{AuditQuery, VerifyReport};
 use pgfork_engine::names::{self, Limit};
 use pgfork_pool::meta::AuditRow;
@@ -50,6 +53,8 @@ pub struct CreateAgent {
     /// Audit statement parameters.
     #[serde(default)]
     pub audit_params: bool,
+    /// Most proxy sessions at once (1-1000, default 10).
+    pub max_connections: Option<u64>,
 }
 
 /// A duration field within `limit`; absent or `0` is none.
@@ -96,6 +101,18 @@ pub async fn create(
         req.statement_timeout.as_deref(),
         names::STATEMENT_TIMEOUT,
     )?;
+    let max_connections = match req.max_connections {
+        None => DEFAULT_MAX_CONNECTIONS,
+        Some(n) if (1..=u64::from(MAX_CONNECTIONS)).contains(&n) => n as u32,
+        Some(n) => {
+            return Err(ApiError::field(
+                "max_connections",
+                EngineError::InvalidArgument(format!(
+                    "the most proxy sessions the agent holds at once is 1 to {MAX_CONNECTIONS}, not {n}"
+                )),
+            ));
+        }
+    };
     let create = AgentCreate {
         name: req.name,
         source: req.source,
@@ -110,6 +127,7 @@ pub async fn create(
         keep: req.keep,
         fresh: req.fresh,
         audit_params: req.audit_params,
+        max_connections,
     };
     let created = s.engine(move |e| e.agent_create(&create)).await?;
     Ok((StatusCode::CREATED, Json(created)))

@@ -38,6 +38,8 @@ pub struct AgentRow {
     pub fresh: bool,
     /// Statement parameters are written to the audit log.
     pub audit_params: bool,
+    /// Most proxy sessions at once (and its role's CONNECTION LIMIT).
+    pub max_connections: i64,
     /// Creation time (Unix seconds).
     pub created_at: i64,
     /// Last secret rotation (Unix seconds).
@@ -47,7 +49,7 @@ pub struct AgentRow {
 }
 
 const AGENT_COLUMNS: &str = "name, source, policy, verifier, branch, ttl, max_rows, statement_timeout_ms, \
-     max_storage, idle_stop, per_session, keep, fresh, audit_params, created_at, rotated_at, revoked_at";
+     max_storage, idle_stop, per_session, keep, fresh, audit_params, created_at, rotated_at, revoked_at, max_connections";
 
 impl AgentRow {
     fn from_row(r: &Row) -> Result<AgentRow, rusqlite::Error> {
@@ -69,6 +71,7 @@ impl AgentRow {
             created_at: r.get(14)?,
             rotated_at: r.get(15)?,
             revoked_at: r.get(16)?,
+            max_connections: r.get(17)?,
         })
     }
 
@@ -97,7 +100,7 @@ impl AgentRow {
     pub fn insert(&self, conn: &Connection) -> Result<(), MetaError> {
         conn.execute(
             &format!(
-                "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
+                "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
             ),
             params![
                 self.name,
@@ -117,6 +120,7 @@ impl AgentRow {
                 self.created_at,
                 self.rotated_at,
                 self.revoked_at,
+                self.max_connections,
             ],
         )?;
         Ok(())

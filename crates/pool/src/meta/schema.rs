@@ -166,6 +166,11 @@ UPDATE branches SET active_at_ms = CAST(strftime('%s', 'now') AS INTEGER) * 1000
 -- The transaction status the client was told after each audited statement.
 ALTER TABLE audit ADD COLUMN tx_status TEXT;
 "#,
+    r#"
+-- Most proxy sessions an agent holds at once; also the CONNECTION LIMIT
+-- of a read-only or dry-run agent's own role on its source.
+ALTER TABLE agents ADD COLUMN max_connections INTEGER NOT NULL DEFAULT 10;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
