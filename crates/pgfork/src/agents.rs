@@ -249,16 +249,12 @@ fn options(
     listen: &str,
     max_connections: usize,
     max_message: &str,
-    dry_run_transaction: Option<&str>,
+    transaction_limit: Option<&str>,
 ) -> Result<pgfork_proxy::ProxyOptions> {
     let defaults = pgfork_proxy::ProxyOptions::default();
-    let dry_run_transaction = match dry_run_transaction {
-        Some(text) => names::parse_duration(
-            "--dry-run-transaction-limit",
-            text,
-            names::STATEMENT_TIMEOUT,
-        )?,
-        None => defaults.dry_run_transaction,
+    let transaction_limit = match transaction_limit {
+        Some(text) => names::parse_duration("--transaction-limit", text, names::STATEMENT_TIMEOUT)?,
+        None => defaults.transaction_limit,
     };
     Ok(pgfork_proxy::ProxyOptions {
         listen: listen
@@ -266,7 +262,7 @@ fn options(
             .with_context(|| format!("'{listen}' is not ADDR:PORT (e.g. 127.0.0.1:6432)"))?,
         max_connections,
         max_message: crate::commands::parse_size(max_message)? as usize,
-        dry_run_transaction,
+        transaction_limit,
         ..defaults
     })
 }
@@ -278,7 +274,7 @@ pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
         &args.listen,
         args.max_connections,
         &args.max_message_size,
-        Some(&args.dry_run_transaction_limit),
+        Some(&args.transaction_limit),
     )?;
     pgfork_engine::agents::set_proxy_addr(&home, &args.listen)?;
     // One thread: a proxy's work is short and I/O bound, and on a small

@@ -183,11 +183,11 @@ pub struct ProxyArgs {
     /// Largest protocol message accepted.
     #[arg(long, value_name = "SIZE", default_value = "64M")]
     pub max_message_size: String,
-    /// How long a dry-run transaction may stay open before the proxy rolls
-    /// it back and ends the session (locks it holds on the source stall
-    /// the application meanwhile).
+    /// How long a read-only or dry-run transaction may stay open before
+    /// the proxy rolls it back (the locks it holds on the source stall the
+    /// application meanwhile).
     #[arg(long, value_name = "DURATION", default_value = "30s")]
-    pub dry_run_transaction_limit: String,
+    pub transaction_limit: String,
 }
 
 /// `pgfork token ...`.

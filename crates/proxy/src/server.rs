@@ -40,8 +40,8 @@ pub struct ProxyOptions {
     pub max_message: usize,
     /// Time a client has to send its startup packet and log in.
     pub login_timeout: Duration,
-    /// How long a dry-run transaction may stay open.
-    pub dry_run_transaction: Duration,
+    /// How long a read-only or dry-run transaction may stay open.
+    pub transaction_limit: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -51,7 +51,7 @@ impl Default for ProxyOptions {
             max_connections: 2000,
             max_message: 64 << 20,
             login_timeout: Duration::from_secs(15),
-            dry_run_transaction: session::limits::DRY_RUN_TRANSACTION,
+            transaction_limit: session::limits::TRANSACTION_LIMIT,
         }
     }
 }
@@ -561,7 +561,7 @@ async fn open_session(
     let limits = Limits::for_agent(
         policy,
         agent.statement_timeout_ms,
-        shared.opts.dry_run_transaction,
+        shared.opts.transaction_limit,
         agent.max_rows,
         agent.audit_params,
         over_storage,

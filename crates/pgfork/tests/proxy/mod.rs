@@ -9,6 +9,9 @@ use std::time::{Duration, Instant};
 
 use crate::common::{self, TestHome};
 
+pub mod fingerprint;
+pub mod raw;
+
 /// A running `pgfork proxy`, killed on drop.
 pub struct Proxy {
     child: Child,

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use pgfork_engine::agents::Policy;
 
-/// How long a dry-run transaction may stay open, by default.
-pub const DRY_RUN_TRANSACTION: Duration = Duration::from_secs(30);
+/// How long a read-only or dry-run transaction may stay open, by default.
+pub const TRANSACTION_LIMIT: Duration = Duration::from_secs(30);
 /// The statement time limit of a dry-run agent without one of its own.
 pub const DRY_RUN_STATEMENT: Duration = Duration::from_secs(30);
 /// The lock wait a dry-run statement gets, re-applied before each one.
@@ -41,11 +41,12 @@ pub struct Limits {
 
 impl Limits {
     /// The limits of an agent with `policy`: its statement timeout (dry-run
-    /// always has one), the dry-run transaction limit, and its budgets.
+    /// always has one), the transaction limit of read-only and dry-run,
+    /// and its budgets.
     pub fn for_agent(
         policy: Policy,
         statement_timeout_ms: Option<i64>,
-        dry_run_transaction: Duration,
+        transaction_limit: Duration,
         max_rows: Option<i64>,
         audit_params: bool,
         storage_exceeded: Arc<AtomicBool>,
@@ -60,7 +61,7 @@ impl Limits {
             storage_exceeded,
             max_storage: max_storage.map(|m| m.max(0) as u64),
             statement,
-            transaction: (policy == Policy::DryRun).then_some(dry_run_transaction),
+            transaction: (policy != Policy::Branch).then_some(transaction_limit),
             idle_in_transaction: (policy != Policy::Branch).then_some(IDLE_IN_TRANSACTION),
             lock_timeout: (policy == Policy::DryRun).then_some(DRY_RUN_LOCK_TIMEOUT),
         }

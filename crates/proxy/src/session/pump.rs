@@ -788,7 +788,7 @@ fn measured_value(body: &[u8]) -> i64 {
 }
 
 /// The record of a statement the server skipped after an earlier error.
-fn skipped() -> Outcome {
+pub(super) fn skipped() -> Outcome {
     Outcome {
         error: Some((
             "25P02".into(),

@@ -20,6 +20,16 @@ use crate::wire::frontend::{Bind, Execute, Frontend, Parse, Target};
 impl Conductor {
     /// Runs one simple Query.
     pub(super) async fn simple_query(&mut self, sql: Bytes) -> Result<(), Stop> {
+        if self.unsynced {
+            // Inside a pipeline: after an error PostgreSQL skips a Query
+            // too, up to the Sync, answering nothing.
+            self.settle().await?;
+        }
+        if self.client_skipping || self.server_skipping {
+            let text = self.text(&sql);
+            self.record_now(text, None, super::pump::skipped());
+            return Ok(());
+        }
         // A simple Query destroys the unnamed statement and portal.
         self.statements.remove("");
         self.portals.remove("");

@@ -119,6 +119,11 @@ impl Txn {
     }
 }
 
+/// Sent after the proxy ends a transaction: session-level advisory locks
+/// survive a rollback, so an agent's (taken where the parser cannot see,
+/// in a DO block or a function) last no longer than its transaction.
+const UNLOCK_ALL: &str = "SELECT pg_catalog.pg_advisory_unlock_all()";
+
 /// Statements that need no transaction of the proxy's outside a client
 /// transaction: they change nothing a rollback would undo.
 fn runs_bare(s: &Statement) -> bool {
@@ -192,6 +197,7 @@ impl Conductor {
         if self.txn.own_open && !self.txn.client_open() && !self.server_skipping {
             let sql = self.txn.end_sql();
             self.own_statement_in(sql, Own::Step, unnamed);
+            self.own_statement_in(UNLOCK_ALL, Own::Quiet, unnamed);
             self.txn.own_open = false;
         }
     }
@@ -422,6 +428,7 @@ impl Conductor {
         self.step = Default::default();
         let before = self.to_client.len();
         self.own_statement(sql, Own::Step);
+        self.own_statement(UNLOCK_ALL, Own::Quiet);
         self.txn.own_open = false;
         self.send_sync(To::Own(Own::Quiet));
         self.drain().await?;
