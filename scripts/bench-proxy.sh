@@ -96,7 +96,14 @@ trap cleanup EXIT
 SRC=$("$P" --json source dsn bench | python3 -c 'import json,sys; print(json.load(sys.stdin)["dsn"])')
 "$PGBIN/pgbench" -i -q -s "$SCALE" "$SRC" >/dev/null 2>&1
 "$P" snapshot create bench >/dev/null
-SECRET=$("$P" --json agent create bencher --source bench --policy branch --idle-stop 0 |
+# Releases with a per-agent session limit (agent create --max-connections,
+# default 10) need it raised for the idle clients; older ones have none.
+LIMIT=()
+if [[ $("$P" agent create --help) == *--max-connections* ]]; then
+    ((IDLE + 10 <= 1000)) || die "IDLE=$IDLE: at most 990 (an agent holds at most 1000 proxy sessions)"
+    LIMIT=(--max-connections $((IDLE + 10)))
+fi
+SECRET=$("$P" --json agent create bencher --source bench --policy branch --idle-stop 0 "${LIMIT[@]}" |
     python3 -c 'import json,sys; print(json.load(sys.stdin)["secret"])')
 "$P" proxy --listen "127.0.0.1:$PORT" 2>"$WORK/proxy.log" &
 proxy_pid=$!
