@@ -106,12 +106,8 @@ pub fn classify_bytes(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<Statem
     let parsed = parser::parse(sql, encoding)?;
     let mut out = Vec::with_capacity(parsed.len());
     for raw in parsed {
-        let node = raw.node;
-        let (variant, body) = match &node {
-            Value::Object(m) if m.len() == 1 => {
-                let (k, v) = m.iter().next().expect("one entry");
-                (k.clone(), v.clone())
-            }
+        let (variant, body) = match raw.node {
+            Value::Object(m) if m.len() == 1 => m.into_iter().next().expect("one entry"),
             _ => return Err("statement without a node".into()),
         };
         let mut s = Statement {
@@ -135,7 +131,7 @@ pub fn classify_bytes(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<Statem
             prepared_name: None,
         };
         let mut walk = Walk::default();
-        walk.visit(&node);
+        walk.entry(&variant, &body);
         s.functions = walk.functions;
         s.set_config = walk.set_config;
         s.locks_rows = walk.locks_rows;
@@ -159,26 +155,25 @@ struct Walk {
 impl Walk {
     fn visit(&mut self, v: &Value) {
         match v {
-            Value::Object(m) => {
-                for (k, child) in m {
-                    match k.as_str() {
-                        "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => {
-                            self.modifies = true
-                        }
-                        "LockingClause" => self.locks_rows = true,
-                        "intoClause" if !child.is_null() => self.into = true,
-                        "lockingClause" if child.as_array().is_some_and(|a| !a.is_empty()) => {
-                            self.locks_rows = true
-                        }
-                        "FuncCall" => self.func_call(child),
-                        _ => {}
-                    }
-                    self.visit(child);
-                }
-            }
+            Value::Object(m) => m.iter().for_each(|(k, child)| self.entry(k, child)),
             Value::Array(a) => a.iter().for_each(|c| self.visit(c)),
             _ => {}
         }
+    }
+
+    /// One key of an object and its value.
+    fn entry(&mut self, k: &str, child: &Value) {
+        match k {
+            "InsertStmt" | "UpdateStmt" | "DeleteStmt" | "MergeStmt" => self.modifies = true,
+            "LockingClause" => self.locks_rows = true,
+            "intoClause" if !child.is_null() => self.into = true,
+            "lockingClause" if child.as_array().is_some_and(|a| !a.is_empty()) => {
+                self.locks_rows = true
+            }
+            "FuncCall" => self.func_call(child),
+            _ => {}
+        }
+        self.visit(child);
     }
 
     fn func_call(&mut self, call: &Value) {

@@ -16,6 +16,7 @@ pub mod policy;
 pub mod scram;
 pub mod server;
 pub mod session;
+pub mod shape;
 pub mod upstream;
 pub mod wire;
 

@@ -129,18 +129,17 @@ pub fn parse(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<RawStatement>, 
             (text, Some(Latin1Offsets::new(sql)))
         }
     };
-    let tree = parse_json(&text)?;
-    let stmts = tree
-        .get("stmts")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    let mut tree = parse_json(&text)?;
+    let stmts = match tree.get_mut("stmts").map(Value::take) {
+        Some(Value::Array(a)) => a,
+        _ => Vec::new(),
+    };
     let to_client = |offset: usize| match &map {
         Some(m) => m.to_client(offset),
         None => offset,
     };
     let mut out = Vec::with_capacity(stmts.len());
-    for raw in stmts {
+    for mut raw in stmts {
         let location = raw
             .get("stmt_location")
             .and_then(Value::as_u64)
@@ -151,7 +150,7 @@ pub fn parse(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<RawStatement>, 
         out.push(RawStatement {
             location: start,
             len: end.saturating_sub(start),
-            node: raw.get("stmt").cloned().unwrap_or(Value::Null),
+            node: raw.get_mut("stmt").map(Value::take).unwrap_or(Value::Null),
         });
     }
     Ok(out)

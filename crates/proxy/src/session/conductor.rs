@@ -225,6 +225,8 @@ pub(super) struct Conductor {
     /// Something was sent to the server since the last Sync.
     pub(super) unsynced: bool,
     cache: HashMap<Bytes, Parsed>,
+    /// Classifications by shape (numbers written as 0): see `shape`.
+    shapes: HashMap<Vec<u8>, Arc<Statement>>,
 }
 
 /// A query string's statements, or the parser's error.
@@ -304,6 +306,7 @@ impl Conductor {
             expired: None,
             unsynced: false,
             cache: HashMap::new(),
+            shapes: HashMap::new(),
         })
     }
 
@@ -374,10 +377,23 @@ impl Conductor {
         if let Some(c) = self.cache.get(sql) {
             return c.clone();
         }
+        let shape = crate::shape::of(sql);
+        if let Some(s) = shape.as_ref().and_then(|k| self.shapes.get(k)) {
+            return Arc::new(Ok(vec![Arc::new(crate::shape::fit(s, sql))]));
+        }
         let c = Arc::new(
             crate::classify::classify_bytes(sql, self.encoding)
-                .map(|v| v.into_iter().map(Arc::new).collect()),
+                .map(|v| v.into_iter().map(Arc::new).collect::<Vec<_>>()),
         );
+        if let (Some(k), Ok(v)) = (shape, &*c)
+            && let [s] = v.as_slice()
+            && crate::shape::reusable(s)
+        {
+            if self.shapes.len() >= CACHE {
+                self.shapes.clear();
+            }
+            self.shapes.insert(k, s.clone());
+        }
         if sql.len() <= 4096 {
             if self.cache.len() >= CACHE {
                 self.cache.clear();
