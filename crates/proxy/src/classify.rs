@@ -93,6 +93,8 @@ pub struct Statement {
     pub set_transaction: bool,
     /// The prepared statement a `PREPARE`, `EXECUTE` or `DEALLOCATE` names.
     pub prepared_name: Option<String>,
+    /// The value `SET name = value` gives (lowercase; the first, for a list).
+    pub set_value: Option<String>,
 }
 
 /// Parses a UTF-8 query string into its statements.
@@ -129,6 +131,7 @@ pub fn classify_bytes(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<Statem
             tx_mode: None,
             set_transaction: false,
             prepared_name: None,
+            set_value: None,
         };
         let mut walk = Walk::default();
         walk.entry(&variant, &body);
@@ -211,6 +214,21 @@ fn const_string(v: &Value) -> Option<&str> {
         return const_string(cast.get("arg")?);
     }
     None
+}
+
+/// A string or integer constant as text (libpg_query leaves out zeros).
+fn const_text(v: &Value) -> Option<String> {
+    if let Some(s) = const_string(v) {
+        return Some(s.to_string());
+    }
+    let c = v.get("A_Const")?;
+    let i = c.get("ival")?;
+    Some(
+        i.get("ival")
+            .and_then(Value::as_i64)
+            .unwrap_or(0)
+            .to_string(),
+    )
 }
 
 /// A boolean field (libpg_query leaves out false ones).
@@ -339,7 +357,16 @@ fn describe(s: &mut Statement, variant: &str, body: &Value, modifies: bool) {
                     s.sets.push(name);
                 }
                 "VAR_RESET" | "VAR_RESET_ALL" => {}
-                _ => s.sets.push(name),
+                _ => {
+                    s.set_value = body
+                        .get("args")
+                        .and_then(Value::as_array)
+                        .and_then(|a| a.first())
+                        .and_then(const_text)
+                        .map(|v| v.to_lowercase())
+                        .or_else(|| (kind == "VAR_SET_DEFAULT").then(|| "default".into()));
+                    s.sets.push(name)
+                }
             }
         }
         "DeclareCursorStmt" => s.read_only = !modifies && !s.locks_rows,

@@ -123,6 +123,9 @@ impl Rules {
                 format!("pgfork policy {policy}: {} is not allowed", s.command),
             );
         }
+        if let Some(message) = lexer_setting(s) {
+            return refuse("0A000", message);
+        }
         let protected = |name: &str| {
             (TIMEOUTS.contains(&name) && (self.has_timeout || self.policy == Policy::DryRun))
                 || (self.policy != Policy::Branch && READ_ONLY_GUARDS.contains(&name))
@@ -249,6 +252,51 @@ impl Rules {
 /// Whether a statement ends a transaction (COMMIT, ROLLBACK and their chains).
 pub fn ends_transaction(s: &Statement) -> bool {
     matches!(s.tx, Some(Tx::Commit { .. }) | Some(Tx::Rollback { .. }))
+}
+
+/// The settings that decide how the server splits text into tokens, which
+/// the proxy's parser reads with the same rules only while they keep the
+/// values it knows: a change that would part them is refused (a change
+/// made some other way ends the session when the server reports it).
+fn lexer_setting(s: &Statement) -> Option<String> {
+    for name in &s.sets {
+        match name.as_str() {
+            "standard_conforming_strings" => {
+                let on = matches!(
+                    s.set_value.as_deref(),
+                    Some("on" | "true" | "yes" | "1" | "default")
+                );
+                if s.command == "SET" && !on {
+                    return Some(
+                        "pgfork: standard_conforming_strings stays on through the proxy (its parser reads strings as the server does only then)"
+                            .into(),
+                    );
+                }
+            }
+            "client_encoding" => {
+                if let Some(Err(m)) = s
+                    .set_value
+                    .as_deref()
+                    .filter(|v| *v != "default")
+                    .map(crate::parser::ClientEncoding::from_name)
+                {
+                    return Some(m);
+                }
+            }
+            _ => {}
+        }
+    }
+    for name in s.set_config.iter().flatten() {
+        if matches!(
+            name.as_str(),
+            "standard_conforming_strings" | "client_encoding"
+        ) {
+            return Some(format!(
+                "pgfork: {name} is changed with SET through the proxy, not set_config (the proxy's parser must know its value)"
+            ));
+        }
+    }
+    None
 }
 
 #[cfg(test)]

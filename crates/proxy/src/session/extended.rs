@@ -54,6 +54,7 @@ impl Conductor {
             stmt,
             text: Arc::from(text),
         };
+        self.open_own_for_client();
         self.send_parse(&frame.raw, p.name, known);
         self.write_if_idle().await
     }
@@ -73,6 +74,7 @@ impl Conductor {
         });
         let params = self.limits.audit_params.then(|| params_json(&b));
         let portal = Portal { known, params };
+        self.open_own_for_client();
         self.send_bind(&frame.raw, b.portal, portal);
         self.write_if_idle().await
     }

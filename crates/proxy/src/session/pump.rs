@@ -163,16 +163,7 @@ impl Conductor {
     pub(super) fn own_statement_in(&mut self, sql: &str, own: Own, unnamed: bool) {
         let name = if unnamed { "" } else { OWN };
         if !unnamed {
-            for kind in [b'P', b'S'] {
-                self.send(
-                    &Frontend::Close(Target {
-                        kind,
-                        name: name.into(),
-                    }),
-                    Some(Expect::Close),
-                    To::Own(Own::Quiet),
-                );
-            }
+            self.close_own();
         }
         self.send(
             &Frontend::Parse(Parse {
@@ -202,6 +193,26 @@ impl Conductor {
             Some(Expect::Execute),
             To::Own(own),
         );
+        if !unnamed {
+            // Gone again at once: the client's pg_prepared_statements shows
+            // only its own. (The Close before stays for when an error made
+            // the server skip these.)
+            self.close_own();
+        }
+    }
+
+    /// Queues Close of the proxy's named portal and statement.
+    fn close_own(&mut self) {
+        for kind in [b'P', b'S'] {
+            self.send(
+                &Frontend::Close(Target {
+                    kind,
+                    name: OWN.into(),
+                }),
+                Some(Expect::Close),
+                To::Own(Own::Quiet),
+            );
+        }
     }
 
     /// Queues an own statement with named objects (safe anywhere).

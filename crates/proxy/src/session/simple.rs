@@ -61,7 +61,7 @@ impl Conductor {
         let n = stmts.len();
         for (i, s) in stmts.iter().enumerate() {
             let bytes = sql.slice(s.location..s.location + s.len);
-            let text = self.text(&bytes);
+            let text = trimmed(self.text(&bytes));
             if !self
                 .run_simple_statement(s, bytes, text, i + 1 == n)
                 .await?
@@ -215,5 +215,15 @@ pub(super) fn error_outcome(e: &ErrorFields) -> Outcome {
     Outcome {
         error: Some((e.code.clone(), e.message.clone())),
         ..Outcome::default()
+    }
+}
+
+/// A statement's text without the whitespace around it (after a `;`).
+fn trimmed(text: String) -> String {
+    let t = text.trim();
+    if t.len() == text.len() {
+        text
+    } else {
+        t.to_string()
     }
 }

@@ -63,6 +63,11 @@ impl Txn {
         self.policy != Policy::Branch
     }
 
+    /// The client's transaction failed (until it rolls back).
+    pub(super) fn client_failed(&self) -> bool {
+        matches!(self.client, ClientTx::Open { failed: true, .. })
+    }
+
     /// The client believes it is inside a transaction block (simulated).
     pub(super) fn client_open(&self) -> bool {
         matches!(self.client, ClientTx::Open { .. })
@@ -153,7 +158,14 @@ impl Conductor {
                 return;
             }
             self.open_own(false, unnamed);
-            if let Some(t) = self.limits.lock_timeout {
+            // Not in a failed transaction (it would fail again, and keep a
+            // ROLLBACK TO SAVEPOINT from running) nor before transaction
+            // control; the next statement sets it again.
+            let failed = self.server_status == b'E' || self.txn.client_failed();
+            if let Some(t) = self.limits.lock_timeout
+                && !failed
+                && s.is_none_or(|s| s.tx.is_none())
+            {
                 let sql = format!("SET LOCAL lock_timeout = {}", t.as_millis());
                 self.own_statement_in(&sql, Own::Step, unnamed);
             }
@@ -177,6 +189,17 @@ impl Conductor {
                 }
                 _ => {}
             }
+        }
+    }
+
+    /// Inside the client's transaction, the proxy's transaction opens
+    /// before a Parse or Bind reaches the server: the client's message may
+    /// fail (a missing table, a bad parameter), and the server then skips
+    /// everything up to Sync; and a Bind with parameters takes a snapshot,
+    /// after which BEGIN could no longer set the isolation level.
+    pub(super) fn open_own_for_client(&mut self) {
+        if self.txn.owned() && self.txn.client_open() && !self.server_skipping {
+            self.open_own(false, false);
         }
     }
 
