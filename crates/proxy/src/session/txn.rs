@@ -221,7 +221,9 @@ impl Conductor {
             let sql = self.txn.end_sql();
             self.own_statement_in(sql, Own::Step, unnamed);
             self.own_statement_in(UNLOCK_ALL, Own::Quiet, unnamed);
-            self.txn.own_open = false;
+            // Still open until the ReadyForQuery says so: an error in the
+            // exchange makes the server skip the end, and reconcile then
+            // rolls back.
         }
     }
 
