@@ -475,7 +475,7 @@ impl Conductor {
     pub(super) fn write_records(&mut self, status: u8) {
         for (draft, mut outcome) in self.records.drain(..) {
             outcome.status.get_or_insert(status);
-            super::record::write(&self.info, &draft, outcome);
+            super::record::write(&self.info, draft, outcome);
         }
     }
 

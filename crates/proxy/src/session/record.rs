@@ -49,7 +49,7 @@ pub struct Outcome {
 }
 
 /// Writes `draft`'s record with `outcome`.
-pub fn write(info: &SessionInfo, draft: &Draft, outcome: Outcome) {
+pub fn write(info: &SessionInfo, draft: Draft, outcome: Outcome) {
     let (sqlstate, message) = match outcome.error {
         Some((c, m)) => (Some(c), Some(m)),
         None => (None, None),
@@ -61,8 +61,8 @@ pub fn write(info: &SessionInfo, draft: &Draft, outcome: Outcome) {
         client: info.client.clone(),
         target: info.target.clone(),
         policy: info.policy.clone(),
-        statement: draft.statement.clone(),
-        params: draft.params.clone(),
+        statement: draft.statement,
+        params: draft.params,
         duration_us: draft.started.elapsed().as_micros() as i64,
         tag: outcome.tag,
         tx_status: outcome.status.map(|s| (s as char).to_string()),
