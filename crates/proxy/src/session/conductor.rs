@@ -71,6 +71,9 @@ pub(super) enum Expect {
     Execute,
     Close,
     Sync,
+    /// A whole simple Query, passed on as it is (branch agents without
+    /// budgets): everything up to its ReadyForQuery.
+    Query,
 }
 
 /// The proxy's own statements.

@@ -374,6 +374,9 @@ impl Conductor {
             )));
         };
         let (expect, to) = (head.expect, head.to);
+        if expect == Expect::Query {
+            return self.on_query_answer(f);
+        }
         let done = match (expect, f.tag) {
             (_, b'E') => {
                 self.on_error(f)?;
@@ -427,6 +430,69 @@ impl Conductor {
             self.slots.pop_front();
             self.next_head();
         }
+        Ok(())
+    }
+
+    /// An answer to a simple Query passed on whole: relayed; its one
+    /// statement's completion checked as any other; a second completion
+    /// means the server read more statements than the parser did, and
+    /// ends the session.
+    fn on_query_answer(&mut self, f: Frame) -> Result<(), Stop> {
+        let exec = match f.tag {
+            b'C' | b'E' | b'Z' => self.slots.front_mut().and_then(|h| h.exec.take()),
+            _ => None,
+        };
+        match f.tag {
+            b'C' => match exec {
+                Some(x) => {
+                    let c = Completion::decode(&f.body)
+                        .map_err(|e| Stop::ServerGone(format!("bad CommandComplete: {e}")))?;
+                    self.completed(*x, c)?;
+                }
+                None => {
+                    return Err(Stop::fatal(
+                        "42501",
+                        "pgfork: the server ran more statements than the proxy read; the session was ended",
+                    ));
+                }
+            },
+            b'E' => {
+                self.step.failed = true;
+                let mut fields = ErrorFields::decode(&f.body).unwrap_or_default();
+                let raw = self.rewrite_cancel(&mut fields).unwrap_or(f.raw.clone());
+                if let Some(x) = exec {
+                    self.cancel = None;
+                    self.records.push((
+                        x.draft,
+                        Outcome {
+                            error: Some((fields.code.clone(), fields.message.clone())),
+                            ..Outcome::default()
+                        },
+                    ));
+                }
+                self.to_client.extend_from_slice(&raw);
+                return Ok(());
+            }
+            b'Z' => {
+                let status = ready_status(&f.body)
+                    .map_err(|e| Stop::ServerGone(format!("bad ReadyForQuery: {e}")))?;
+                if let Some(x) = exec {
+                    // An empty answer (EmptyQueryResponse).
+                    self.records.push((x.draft, Outcome::default()));
+                }
+                self.server_status = status;
+                self.info.last_status.store(status, Ordering::Release);
+                self.slots.pop_front();
+                self.next_head();
+            }
+            b'G' | b'W' => {
+                return Err(Stop::ServerGone(
+                    "COPY FROM STDIN in a Query the proxy passed on whole".into(),
+                ));
+            }
+            _ => {}
+        }
+        self.to_client.extend_from_slice(&f.raw);
         Ok(())
     }
 

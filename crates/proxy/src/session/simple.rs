@@ -58,6 +58,11 @@ impl Conductor {
                 return self.refuse_query(text, code, message).await;
             }
         }
+        if let [s] = stmts.as_slice()
+            && self.passes_whole(s)
+        {
+            return self.pass_query(&sql, s).await;
+        }
         let n = stmts.len();
         for (i, s) in stmts.iter().enumerate() {
             let bytes = sql.slice(s.location..s.location + s.len);
@@ -73,6 +78,44 @@ impl Conductor {
         let status = self.client_status();
         self.write_records(status);
         self.to_client.extend_from_slice(&ready_for_query(status));
+        Ok(())
+    }
+
+    /// Whether a one-statement Query can go to the server as it is: for a
+    /// branch agent with no row budget, its branch within its storage
+    /// budget, outside a pipeline, a statement that is neither transaction
+    /// control (tracked for the storage guard) nor COPY FROM STDIN. The
+    /// server runs the agent's own branch with the agent's own rights, so
+    /// nothing depends on the parser's reading but the audit record; if
+    /// the server reads more than one statement, the second completion
+    /// ends the session.
+    fn passes_whole(&self, s: &Statement) -> bool {
+        !self.txn.owned()
+            && self.limits.max_rows.is_none()
+            && !self.limits.over_storage()
+            && !self.unsynced
+            && !self.txn.own_is_open()
+            && s.tx.is_none()
+            && !s.set_transaction
+            && s.copy_from.is_none()
+    }
+
+    /// Sends a simple Query as it is and relays its answers.
+    async fn pass_query(&mut self, sql: &Bytes, s: &Arc<Statement>) -> Result<(), Stop> {
+        let text = trimmed(self.text(&sql[s.location..s.location + s.len]));
+        let mut out = bytes::BytesMut::new();
+        Frontend::Query(crate::wire::frontend::Query { sql: sql.clone() }).encode(&mut out);
+        let exec = Box::new(Exec {
+            stmt: Some(s.clone()),
+            draft: Draft::now(text, None),
+            started: None,
+        });
+        self.send_raw(&out, Expect::Query, To::Client, Some(exec));
+        self.unsynced = false;
+        self.drain().await?;
+        self.reconcile().await?;
+        let status = self.client_status();
+        self.write_records(status);
         Ok(())
     }
 

@@ -63,6 +63,11 @@ impl Txn {
         self.policy != Policy::Branch
     }
 
+    /// The proxy's own transaction is open on the server.
+    pub(super) fn own_is_open(&self) -> bool {
+        self.own_open
+    }
+
     /// The client's transaction failed (until it rolls back).
     pub(super) fn client_failed(&self) -> bool {
         matches!(self.client, ClientTx::Open { failed: true, .. })
