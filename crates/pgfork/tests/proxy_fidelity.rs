@@ -107,6 +107,8 @@ fn driver_behaviours(c: &mut postgres::Client, policy: &str) {
         "SET standard_conforming_strings = on",
         "SET standard_conforming_strings TO DEFAULT",
         "SET client_encoding = 'UTF8'",
+        "SELECT set_config('client_encoding', 'UTF8', false)",
+        "SELECT set_config('standard_conforming_strings', 'on', false)",
     ] {
         c.batch_execute(set)
             .unwrap_or_else(|e| panic!("{policy}: {set}: {e}"));
@@ -117,6 +119,26 @@ fn driver_behaviours(c: &mut postgres::Client, policy: &str) {
             .get::<_, String>(0),
         "still here"
     );
+}
+
+/// In a pipeline, a statement after one that failed is skipped without a
+/// word up to Sync, also one the proxy would refuse.
+fn refusal_after_an_error_is_skipped(proxy: &Proxy, name: &str, secret: &str, policy: &str) {
+    let mut r = Raw::connect(proxy.port, name, secret, "shop", &[]).unwrap();
+    let t = r.exchange(
+        &[
+            raw::extended("SELECT * FROM nosuchtable"),
+            raw::extended("CREATE TABLE voila ()"),
+            raw::extended("SELECT pg_terminate_backend(1)"),
+            raw::sync(),
+            raw::query("SELECT 'after'"),
+        ]
+        .concat(),
+        2,
+    );
+    assert_eq!(t.errors(), ["42P01"], "{policy}: {}", t.describe());
+    assert_eq!(t.values(), vec![Some(b"after".to_vec())], "{policy}");
+    r.close();
 }
 
 #[test]
@@ -132,6 +154,7 @@ fn drivers_see_postgres_through_every_policy() {
         let secret = agent(&home, name, "shop", policy, &[]);
         let mut c = proxy.connect(name, &secret, "shop");
         driver_behaviours(&mut c, policy);
+        refusal_after_an_error_is_skipped(&proxy, name, &secret, policy);
     }
 }
 

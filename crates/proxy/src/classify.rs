@@ -74,6 +74,8 @@ pub struct Statement {
     pub functions: Vec<String>,
     /// First arguments of `set_config` calls (`None`: not a constant).
     pub set_config: Vec<Option<String>>,
+    /// Their second arguments, the values (`None`: not a constant).
+    pub set_config_value: Vec<Option<String>>,
     /// Locks rows (`FOR UPDATE`, `FOR SHARE`, ...).
     pub locks_rows: bool,
     /// Cannot run inside a transaction block (VACUUM, CREATE DATABASE,
@@ -122,6 +124,7 @@ pub fn classify_bytes(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<Statem
             sets_read_write: false,
             functions: Vec::new(),
             set_config: Vec::new(),
+            set_config_value: Vec::new(),
             locks_rows: false,
             no_transaction: false,
             copy_from: None,
@@ -137,6 +140,7 @@ pub fn classify_bytes(sql: &[u8], encoding: ClientEncoding) -> Result<Vec<Statem
         walk.entry(&variant, &body);
         s.functions = walk.functions;
         s.set_config = walk.set_config;
+        s.set_config_value = walk.set_config_value;
         s.locks_rows = walk.locks_rows;
         let modifies = walk.modifies || walk.into;
         describe(&mut s, &variant, &body, modifies);
@@ -153,6 +157,7 @@ struct Walk {
     locks_rows: bool,
     functions: Vec<String>,
     set_config: Vec<Option<String>>,
+    set_config_value: Vec<Option<String>>,
 }
 
 impl Walk {
@@ -188,13 +193,15 @@ impl Walk {
             .map(|s| s.to_lowercase());
         let Some(name) = name else { return };
         if name == "set_config" {
-            let first = call
-                .get("args")
-                .and_then(Value::as_array)
-                .and_then(|a| a.first())
-                .and_then(const_string)
-                .map(|s| s.to_lowercase());
-            self.set_config.push(first);
+            let arg = |i: usize| {
+                call.get("args")
+                    .and_then(Value::as_array)
+                    .and_then(|a| a.get(i))
+                    .and_then(const_string)
+                    .map(|s| s.to_lowercase())
+            };
+            self.set_config.push(arg(0));
+            self.set_config_value.push(arg(1));
         }
         self.functions.push(name);
     }

@@ -286,13 +286,22 @@ fn lexer_setting(s: &Statement) -> Option<String> {
             _ => {}
         }
     }
-    for name in s.set_config.iter().flatten() {
-        if matches!(
-            name.as_str(),
-            "standard_conforming_strings" | "client_encoding"
-        ) {
+    for (name, value) in s.set_config.iter().zip(&s.set_config_value) {
+        let Some(name) = name.as_deref() else {
+            continue;
+        };
+        let fine = match name {
+            "standard_conforming_strings" => {
+                matches!(value.as_deref(), Some("on" | "true" | "yes" | "1"))
+            }
+            "client_encoding" => value
+                .as_deref()
+                .is_some_and(|v| crate::parser::ClientEncoding::from_name(v).is_ok()),
+            _ => true,
+        };
+        if !fine {
             return Some(format!(
-                "pgfork: {name} is changed with SET through the proxy, not set_config (the proxy's parser must know its value)"
+                "pgfork: {name} keeps a value the proxy's parser can read (standard_conforming_strings on, an ASCII-safe client_encoding), given as a constant"
             ));
         }
     }

@@ -359,7 +359,11 @@ impl Conductor {
     /// The fastpath function call protocol reaches functions without any
     /// statement to judge: refused, like PostgreSQL refuses an unknown one.
     async fn refuse_function_call(&mut self) -> Result<(), Stop> {
-        if self.client_skipping {
+        if self.unsynced {
+            self.settle().await?;
+        }
+        if self.client_skipping || self.server_skipping {
+            // Skipped up to Sync, as PostgreSQL skips it after an error.
             return Ok(());
         }
         let e = ErrorFields::error(

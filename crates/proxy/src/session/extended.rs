@@ -229,6 +229,15 @@ impl Conductor {
     /// pipeline began, and the rest of it up to Sync is skipped.
     async fn fail_batch(&mut self, text: String, code: &str, message: String) -> Result<(), Stop> {
         self.settle().await?;
+        if self.server_skipping {
+            // An earlier message of the pipeline failed: PostgreSQL skips
+            // this one without a word, and so does the proxy.
+            if !text.is_empty() {
+                self.record_now(text, None, super::pump::skipped());
+            }
+            self.client_skipping = true;
+            return Ok(());
+        }
         let e = ErrorFields::error(code, message);
         self.to_client.extend_from_slice(&e.to_error());
         if !text.is_empty() {
