@@ -113,6 +113,16 @@ fn driver_behaviours(c: &mut postgres::Client, policy: &str) {
         c.batch_execute(set)
             .unwrap_or_else(|e| panic!("{policy}: {set}: {e}"));
     }
+    // A value given as a parameter is the server's to report: a safe one
+    // works, an unsafe one ends the session (the proxy cannot read on).
+    let value: String = c
+        .query_one(
+            "SELECT set_config('client_encoding', $1, false)",
+            &[&"UTF8"],
+        )
+        .unwrap_or_else(|e| panic!("{policy}: set_config with a parameter: {e}"))
+        .get(0);
+    assert_eq!(value, "UTF8");
     assert_eq!(
         c.query_one("SELECT 'still here'", &[])
             .unwrap()
@@ -155,6 +165,20 @@ fn drivers_see_postgres_through_every_policy() {
         let mut c = proxy.connect(name, &secret, "shop");
         driver_behaviours(&mut c, policy);
         refusal_after_an_error_is_skipped(&proxy, name, &secret, policy);
+        let mut c = proxy.connect(name, &secret, "shop");
+        let _ = c.query(
+            "SELECT set_config('client_encoding', $1, false)",
+            &[&"SJIS"],
+        );
+        // Ended, or (dry-run) the setting went with the rolled-back
+        // transaction: never a session that goes on in SJIS.
+        if let Ok(row) = c.query_one("SHOW client_encoding", &[]) {
+            assert_eq!(
+                row.get::<_, String>(0),
+                "UTF8",
+                "{policy}: the session went on in SJIS"
+            );
+        }
     }
 }
 

@@ -290,18 +290,20 @@ fn lexer_setting(s: &Statement) -> Option<String> {
         let Some(name) = name.as_deref() else {
             continue;
         };
-        let fine = match name {
-            "standard_conforming_strings" => {
-                matches!(value.as_deref(), Some("on" | "true" | "yes" | "1"))
+        // A value that is not a constant (a parameter) is left to the
+        // server's report of it, which ends the session if it is one the
+        // parser cannot read; each statement still goes alone in a Parse.
+        let fine = match (name, value.as_deref()) {
+            (_, None) => true,
+            ("standard_conforming_strings", Some(v)) => {
+                matches!(v, "on" | "true" | "yes" | "1")
             }
-            "client_encoding" => value
-                .as_deref()
-                .is_some_and(|v| crate::parser::ClientEncoding::from_name(v).is_ok()),
+            ("client_encoding", Some(v)) => crate::parser::ClientEncoding::from_name(v).is_ok(),
             _ => true,
         };
         if !fine {
             return Some(format!(
-                "pgfork: {name} keeps a value the proxy's parser can read (standard_conforming_strings on, an ASCII-safe client_encoding), given as a constant"
+                "pgfork: {name} keeps a value the proxy's parser can read (standard_conforming_strings on, an ASCII-safe client_encoding)"
             ));
         }
     }
