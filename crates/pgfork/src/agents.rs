@@ -249,11 +249,11 @@ fn options(
     listen: &str,
     max_connections: usize,
     max_message: &str,
-    transaction_limit: Option<&str>,
+    transaction_limit: Option<(&str, &str)>,
 ) -> Result<pgfork_proxy::ProxyOptions> {
     let defaults = pgfork_proxy::ProxyOptions::default();
     let transaction_limit = match transaction_limit {
-        Some(text) => names::parse_duration("--transaction-limit", text, names::STATEMENT_TIMEOUT)?,
+        Some((flag, text)) => names::parse_duration(flag, text, names::STATEMENT_TIMEOUT)?,
         None => defaults.transaction_limit,
     };
     Ok(pgfork_proxy::ProxyOptions {
@@ -274,7 +274,7 @@ pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
         &args.listen,
         args.max_connections,
         &args.max_message_size,
-        Some(&args.transaction_limit),
+        Some(("--transaction-limit", &args.transaction_limit)),
     )?;
     pgfork_engine::agents::set_proxy_addr(&home, &args.listen)?;
     // One thread: a proxy's work is short and I/O bound, and on a small
@@ -297,8 +297,13 @@ pub fn proxy(home: Home, args: ProxyArgs) -> Result<()> {
 /// it), so the proxy says nothing when it starts, and if its address is
 /// taken (another daemon has it) it says so a moment later and the API
 /// runs without it.
-pub fn spawn_proxy(home: Home, listen: &str) -> Result<()> {
-    let opts = options(listen, 2000, "64M", None)?;
+pub fn spawn_proxy(home: Home, listen: &str, transaction_limit: &str) -> Result<()> {
+    let opts = options(
+        listen,
+        2000,
+        "64M",
+        Some(("--proxy-transaction-limit", transaction_limit)),
+    )?;
     let rt = tokio::runtime::Builder::new_current_thread()
         .thread_name("pgfork-proxy")
         .enable_all()

@@ -224,6 +224,10 @@ pub struct ServeArgs {
     /// Address of the policy proxy that serve also runs (off: none).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:6432")]
     pub proxy_listen: String,
+    /// How long a read-only or dry-run transaction through the proxy may
+    /// stay open before it is rolled back (as `pgfork proxy --transaction-limit`).
+    #[arg(long, value_name = "DURATION", default_value = "30s")]
+    pub proxy_transaction_limit: String,
 }
 
 /// Filesystems for pool images.

@@ -49,7 +49,11 @@ pub fn serve(home: Home, args: ServeArgs) -> Result<()> {
         pgfork_engine::set_branch_limits(&home, args.max_branches_per_source, min_free)?;
     }
     if args.proxy_listen != "off" {
-        crate::agents::spawn_proxy(home.clone(), &args.proxy_listen)?;
+        crate::agents::spawn_proxy(
+            home.clone(),
+            &args.proxy_listen,
+            &args.proxy_transaction_limit,
+        )?;
     }
     pgfork_api::serve(home, opts)?;
     Ok(())
