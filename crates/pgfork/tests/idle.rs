@@ -129,17 +129,8 @@ fn keep_using(how_long: Duration, mut use_it: impl FnMut()) -> i64 {
 }
 
 /// Polls `check` every half second (it runs pgfork commands).
-fn eventually(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check() {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+fn eventually(timeout: Duration, check: impl FnMut() -> bool) -> bool {
+    common::poll_until(timeout, Duration::from_millis(500), check)
 }
 
 /// A branch's postmaster pid, asserting that it runs. Read with the CLI,

@@ -12,7 +12,7 @@ mod proxy;
 
 use common::{Pool, TestHome, exec};
 use proxy::raw::{self, Raw};
-use proxy::{Proxy, agent};
+use proxy::{Proxy, agent, sqlstate};
 
 fn prepare(home: &TestHome) {
     home.create_source("shop");
@@ -24,12 +24,6 @@ fn prepare(home: &TestHome) {
     );
 }
 
-fn code(e: &postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no code: {e}"))
-}
-
 /// The driver behaviours, for one credential.
 fn driver_behaviours(c: &mut postgres::Client, policy: &str) {
     // An error in the first statement of a transaction, before it runs
@@ -38,13 +32,13 @@ fn driver_behaviours(c: &mut postgres::Client, policy: &str) {
     let e = c
         .query("SELECT $1::int FROM nosuchtable", &[&1i32])
         .unwrap_err();
-    assert_eq!(code(&e), "42P01", "{policy}: {e}");
+    assert_eq!(sqlstate(&e), "42P01", "{policy}: {e}");
     let e = c.query("SELECT 1", &[]).unwrap_err();
-    assert_eq!(code(&e), "25P02", "{policy}: the transaction failed");
+    assert_eq!(sqlstate(&e), "25P02", "{policy}: the transaction failed");
     c.batch_execute("ROLLBACK").unwrap();
     c.batch_execute("BEGIN").unwrap();
     let e = c.query("SELECT 1 / $1::int", &[&0i32]).unwrap_err();
-    assert_eq!(code(&e), "22012", "{policy}: {e}");
+    assert_eq!(sqlstate(&e), "22012", "{policy}: {e}");
     c.batch_execute("ROLLBACK").unwrap();
     let one: i32 = c.query_one("SELECT $1::int", &[&1i32]).unwrap().get(0);
     assert_eq!(one, 1, "{policy}: the session goes on");
@@ -66,7 +60,10 @@ fn driver_behaviours(c: &mut postgres::Client, policy: &str) {
     // A savepoint after an error, simple and extended protocol.
     c.batch_execute("BEGIN").unwrap();
     c.batch_execute("SAVEPOINT a").unwrap();
-    assert_eq!(code(&c.batch_execute("SELECT 1/0").unwrap_err()), "22012");
+    assert_eq!(
+        sqlstate(&c.batch_execute("SELECT 1/0").unwrap_err()),
+        "22012"
+    );
     c.batch_execute("ROLLBACK TO SAVEPOINT a")
         .unwrap_or_else(|e| panic!("{policy}: ROLLBACK TO SAVEPOINT: {e}"));
     let n: i64 = c
@@ -101,7 +98,7 @@ fn driver_behaviours(c: &mut postgres::Client, policy: &str) {
         "SELECT set_config('client_encoding', 'GBK', false)",
     ] {
         let e = c.batch_execute(set).expect_err(set);
-        assert_eq!(code(&e), "0A000", "{policy}: {set}: {e}");
+        assert_eq!(sqlstate(&e), "0A000", "{policy}: {set}: {e}");
     }
     for set in [
         "SET standard_conforming_strings = on",

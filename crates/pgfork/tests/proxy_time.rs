@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use common::{Pool, TestHome, exec, scalar};
 use proxy::raw::{self, Raw};
-use proxy::{Proxy, agent};
+use proxy::{Proxy, agent, sqlstate};
 
 fn prepare(home: &TestHome) {
     home.create_source("shop");
@@ -24,12 +24,6 @@ fn prepare(home: &TestHome) {
          CREATE FUNCTION add_item() RETURNS int LANGUAGE sql
              AS $$ INSERT INTO items (name) VALUES ('added') RETURNING 1 $$;",
     );
-}
-
-fn code(e: &postgres::Error) -> String {
-    e.code()
-        .map(|c| c.code().to_string())
-        .unwrap_or_else(|| format!("no code: {e}"))
 }
 
 /// SQL cannot lift the proxy's clock: a DO block that turns the server's
@@ -46,7 +40,7 @@ fn timeouts_hold(c: &mut postgres::Client, limit_s: u64, what: &str) {
         )
         .expect_err("the sleep outlives the limit");
     let took = started.elapsed();
-    assert_eq!(code(&e), "57014", "{what}: {e}");
+    assert_eq!(sqlstate(&e), "57014", "{what}: {e}");
     assert!(
         took < Duration::from_secs(limit_s + 10),
         "{what}: the {limit_s} s limit let a statement run {took:?}"
@@ -104,7 +98,7 @@ fn time_and_locks_belong_to_the_proxy() {
         held.elapsed()
     );
     assert!(
-        e.to_string().contains("transaction") || code(&e) == "25P03",
+        e.to_string().contains("transaction") || sqlstate(&e) == "25P03",
         "{e}"
     );
     let (n, waited) = app.join().unwrap();
@@ -126,7 +120,7 @@ fn time_and_locks_belong_to_the_proxy() {
     let e = w
         .batch_execute("SELECT count(*) FROM items")
         .expect_err("the lock wait times out");
-    assert_eq!(code(&e), "55P03", "{e}");
+    assert_eq!(sqlstate(&e), "55P03", "{e}");
     assert!(started.elapsed() < Duration::from_secs(15));
     app.batch_execute("ROLLBACK").unwrap();
 
@@ -165,14 +159,14 @@ fn branch_budgets_count_what_the_server_did() {
     let e = c
         .batch_execute("WITH d AS (DELETE FROM items WHERE id <= 300 RETURNING 1) SELECT 1")
         .expect_err("over the row budget");
-    assert_eq!(code(&e), "54000", "{e}");
+    assert_eq!(sqlstate(&e), "54000", "{e}");
     let e = c
         .query(
             "WITH d AS (DELETE FROM items WHERE id <= $1 RETURNING 1) SELECT count(*) FROM d",
             &[&300i32],
         )
         .expect_err("over the row budget");
-    assert_eq!(code(&e), "54000", "{e}");
+    assert_eq!(sqlstate(&e), "54000", "{e}");
     assert_eq!(scalar(&mut c, "SELECT count(*) FROM items"), 500);
     drop(c);
     // A pending parse error, then a Query that deletes 200 rows before Sync.

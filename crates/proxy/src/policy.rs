@@ -254,6 +254,11 @@ pub fn ends_transaction(s: &Statement) -> bool {
     matches!(s.tx, Some(Tx::Commit { .. }) | Some(Tx::Rollback { .. }))
 }
 
+/// Whether a `standard_conforming_strings` value turns it on.
+fn scs_on(v: &str) -> bool {
+    matches!(v, "on" | "true" | "yes" | "1")
+}
+
 /// The settings that decide how the server splits text into tokens, which
 /// the proxy's parser reads with the same rules only while they keep the
 /// values it knows: a change that would part them is refused (a change
@@ -262,10 +267,10 @@ fn lexer_setting(s: &Statement) -> Option<String> {
     for name in &s.sets {
         match name.as_str() {
             "standard_conforming_strings" => {
-                let on = matches!(
-                    s.set_value.as_deref(),
-                    Some("on" | "true" | "yes" | "1" | "default")
-                );
+                let on = s
+                    .set_value
+                    .as_deref()
+                    .is_some_and(|v| v == "default" || scs_on(v));
                 if s.command == "SET" && !on {
                     return Some(
                         "pgfork: standard_conforming_strings stays on through the proxy (its parser reads strings as the server does only then)"
@@ -295,9 +300,7 @@ fn lexer_setting(s: &Statement) -> Option<String> {
         // parser cannot read; each statement still goes alone in a Parse.
         let fine = match (name, value.as_deref()) {
             (_, None) => true,
-            ("standard_conforming_strings", Some(v)) => {
-                matches!(v, "on" | "true" | "yes" | "1")
-            }
+            ("standard_conforming_strings", Some(v)) => scs_on(v),
             ("client_encoding", Some(v)) => crate::parser::ClientEncoding::from_name(v).is_ok(),
             _ => true,
         };

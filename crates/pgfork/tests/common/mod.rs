@@ -899,7 +899,12 @@ pub fn wait_gone(pid: i32, timeout: Duration) -> bool {
 }
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.
-pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
+pub fn wait_until(timeout: Duration, check: impl FnMut() -> bool) -> bool {
+    poll_until(timeout, Duration::from_millis(20), check)
+}
+
+/// Polls `check` every `every` until it holds or `timeout` passes.
+pub fn poll_until(timeout: Duration, every: Duration, mut check: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + timeout;
     loop {
         if check() {
@@ -908,7 +913,7 @@ pub fn wait_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
         if Instant::now() >= deadline {
             return false;
         }
-        std::thread::sleep(Duration::from_millis(20));
+        std::thread::sleep(every);
     }
 }
 

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::common::TestHome;
+use crate::common::{self, TestHome};
 
 /// What is compared; sequences apart.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -97,27 +97,8 @@ pub fn fingerprint(home: &TestHome, source: &str, db: &str) -> Fingerprint {
             .unwrap_or_else(|e| panic!("fingerprint {name}: {e:?}"));
         parts.insert(name.to_string(), rows[0].get::<_, String>(0));
     }
-    let tables: Vec<String> = su
-        .query(
-            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
-              WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-            &[],
-        )
-        .expect("list tables")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    for t in tables {
-        let digest: String = su
-            .query_one(
-                &format!(
-                    "SELECT coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), 'empty') FROM {t} x"
-                ),
-                &[],
-            )
-            .expect("table digest")
-            .get(0);
-        parts.insert(format!("rows of {t}"), digest);
+    for (table, digest) in table_digests(&mut su) {
+        parts.insert(format!("rows of {table}"), digest);
     }
     let sequences = su
         .query(
@@ -129,6 +110,33 @@ pub fn fingerprint(home: &TestHome, source: &str, db: &str) -> Fingerprint {
         .map(|r| (r.get::<_, String>(0), r.get::<_, i64>(1)))
         .collect();
     Fingerprint { parts, sequences }
+}
+
+/// Each user table of the connected database with a digest of its rows,
+/// in name order.
+pub fn table_digests(su: &mut postgres::Client) -> Vec<(String, String)> {
+    let tables: Vec<String> = su
+        .query(
+            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
+              WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
+            &[],
+        )
+        .expect("list tables")
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    tables
+        .into_iter()
+        .map(|t| {
+            let digest = common::text(
+                su,
+                &format!(
+                    "SELECT coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), 'empty') FROM {t} x"
+                ),
+            );
+            (t, digest)
+        })
+        .collect()
 }
 
 impl Fingerprint {

@@ -100,16 +100,6 @@ pub fn agent(home: &TestHome, name: &str, source: &str, policy: &str, extra: &[&
 /// source `source` (read as superuser): what no policy but branch may change.
 pub fn checksum(home: &TestHome, source: &str, db: &str) -> String {
     let mut su = home.source_superuser(source, db);
-    let tables: Vec<String> = su
-        .query(
-            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
-              WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-            &[],
-        )
-        .expect("list tables")
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
     let mut parts = vec![common::text(
         &mut su,
         "SELECT md5(string_agg(format('%s.%s:%s:%s', c.relnamespace::regnamespace, c.relname, c.relkind, \
@@ -117,12 +107,11 @@ pub fn checksum(home: &TestHome, source: &str, db: &str) -> String {
               FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)), ';' ORDER BY 1))
            FROM pg_class c WHERE c.relnamespace NOT IN ('pg_catalog'::regnamespace, 'information_schema'::regnamespace, 'pg_toast'::regnamespace)",
     )];
-    for t in tables {
-        parts.push(common::text(
-            &mut su,
-            &format!("SELECT coalesce(md5(string_agg(x::text, ',' ORDER BY x::text)), 'empty') FROM {t} x"),
-        ));
-    }
+    parts.extend(
+        fingerprint::table_digests(&mut su)
+            .into_iter()
+            .map(|(_, digest)| digest),
+    );
     parts.push(common::text(
         &mut su,
         "SELECT coalesce(string_agg(rolname, ',' ORDER BY rolname), '') FROM pg_roles",
@@ -149,9 +138,13 @@ pub fn psql(url: &str, statements: &[&str]) -> (String, String) {
 pub fn fails(client: &mut impl postgres::GenericClient, sql: &str) -> String {
     match client.batch_execute(sql) {
         Ok(()) => panic!("`{sql}` should have failed through the proxy"),
-        Err(e) => e
-            .code()
-            .map(|c| c.code().to_string())
-            .unwrap_or_else(|| format!("no code: {e}")),
+        Err(e) => sqlstate(&e),
     }
+}
+
+/// The SQLSTATE of an error (or what it was, if it has none).
+pub fn sqlstate(e: &postgres::Error) -> String {
+    e.code()
+        .map(|c| c.code().to_string())
+        .unwrap_or_else(|| format!("no code: {e}"))
 }

@@ -279,19 +279,6 @@ impl SourceRow {
         Ok(())
     }
 
-    /// Records that the branch was in use at `at_ms` (Unix milliseconds);
-    /// false if there is no such branch (nothing is written then). The
-    /// time is set, not raised: every writer writes its present, and a
-    /// clock set back must not leave a branch looking busy until the
-    /// clock catches up.
-    pub fn touch(conn: &Connection, name: &str, at_ms: i64) -> Result<bool, MetaError> {
-        let n = conn.execute(
-            "UPDATE branches SET active_at_ms = ?2 WHERE name = ?1",
-            params![name, at_ms],
-        )?;
-        Ok(n > 0)
-    }
-
     /// Records a new port.
     pub fn set_port(conn: &Connection, name: &str, port: u16) -> Result<(), MetaError> {
         conn.execute(

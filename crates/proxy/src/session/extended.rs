@@ -26,9 +26,8 @@ impl Conductor {
             return Ok(());
         }
         let text = self.text(&p.sql);
-        if reserved(&p.name) {
-            let (code, message) = reserved_error();
-            return self.fail_batch(text, code, message).await;
+        if self.uses_reserved(&[&p.name]) {
+            return self.refuse_reserved(text).await;
         }
         let parsed = self.classified(&p.sql);
         let stmts = match &*parsed {
@@ -64,9 +63,8 @@ impl Conductor {
         if self.client_skipping {
             return Ok(());
         }
-        if reserved(&b.portal) || reserved(&b.statement) {
-            let (code, message) = reserved_error();
-            return self.fail_batch(String::new(), code, message).await;
+        if self.uses_reserved(&[&b.portal, &b.statement]) {
+            return self.refuse_reserved(String::new()).await;
         }
         let known = self.statements.get(&b.statement).cloned().unwrap_or(Known {
             stmt: None,
@@ -84,9 +82,8 @@ impl Conductor {
         if self.client_skipping {
             return Ok(());
         }
-        if reserved(&t.name) {
-            let (code, message) = reserved_error();
-            return self.fail_batch(String::new(), code, message).await;
+        if self.uses_reserved(&[&t.name]) {
+            return self.refuse_reserved(String::new()).await;
         }
         let expect = if t.kind == b'S' {
             Expect::DescribeStatement
@@ -102,9 +99,8 @@ impl Conductor {
         if self.client_skipping {
             return Ok(());
         }
-        if reserved(&t.name) {
-            let (code, message) = reserved_error();
-            return self.fail_batch(String::new(), code, message).await;
+        if self.uses_reserved(&[&t.name]) {
+            return self.refuse_reserved(String::new()).await;
         }
         if t.kind == b'S' {
             self.statements.remove(&t.name);
@@ -120,9 +116,8 @@ impl Conductor {
         if self.client_skipping {
             return Ok(());
         }
-        if reserved(&e.portal) {
-            let (code, message) = reserved_error();
-            return self.fail_batch(String::new(), code, message).await;
+        if self.uses_reserved(&[&e.portal]) {
+            return self.refuse_reserved(String::new()).await;
         }
         let portal = self.portals.get(&e.portal).cloned();
         let (stmt, text, params) = match &portal {
@@ -222,6 +217,17 @@ impl Conductor {
             self.write_through().await?;
         }
         Ok(())
+    }
+
+    /// Whether a message names one of the proxy's own statements or portals.
+    fn uses_reserved(&self, names: &[&String]) -> bool {
+        names.iter().any(|n| reserved(n))
+    }
+
+    /// Refuses a message that names the proxy's own objects.
+    async fn refuse_reserved(&mut self, text: String) -> Result<(), Stop> {
+        let (code, message) = reserved_error();
+        self.fail_batch(text, code, message).await
     }
 
     /// The proxy refuses a message of a pipeline: the client gets the error

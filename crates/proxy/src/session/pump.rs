@@ -254,15 +254,7 @@ impl Conductor {
                     kill,
                     ..
                 } = self;
-                let sleep = async {
-                    match deadline {
-                        Some((at, t)) => {
-                            tokio::time::sleep_until(at.into()).await;
-                            t
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
+                let sleep = sleep_until(deadline);
                 tokio::select! {
                     biased;
                     _ = kill.wait_for(|k| *k) => Wake::Kill,
@@ -717,15 +709,7 @@ impl Conductor {
                     kill,
                     ..
                 } = self;
-                let sleep = async {
-                    match deadline {
-                        Some((at, t)) => {
-                            tokio::time::sleep_until(at.into()).await;
-                            t
-                        }
-                        None => std::future::pending().await,
-                    }
-                };
+                let sleep = sleep_until(deadline);
                 tokio::select! {
                     biased;
                     _ = kill.wait_for(|k| *k) => Wake::Kill,
@@ -844,6 +828,17 @@ impl Conductor {
         tokio::spawn(async move {
             let _ = crate::upstream::cancel(&addr, key.0, &key.1).await;
         });
+    }
+}
+
+/// Sleeps until the deadline, then names its timer (forever without one).
+async fn sleep_until(deadline: Option<(Instant, Timer)>) -> Timer {
+    match deadline {
+        Some((at, t)) => {
+            tokio::time::sleep_until(at.into()).await;
+            t
+        }
+        None => std::future::pending().await,
     }
 }
 
