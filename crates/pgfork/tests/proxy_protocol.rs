@@ -78,14 +78,25 @@ fn protocol_through_the_proxy() {
         assert_eq!(err.code().unwrap().code(), "57014", "{err}");
         assert!(began.elapsed() < Duration::from_secs(10));
         sleeper.await.unwrap().unwrap();
-        assert_eq!(
-            client
-                .query_one("SELECT count(*) FROM items", &[])
-                .await
-                .unwrap()
-                .get::<_, i64>(0),
-            1000
-        );
+        // The session is usable afterwards. PostgreSQL's postmaster signals
+        // a cancelled backend twice (the process, then its group); on a
+        // loaded machine the second SIGINT can land on the next statement,
+        // as it would without the proxy. So a second cancel is tolerated
+        // here, a third is not.
+        let mut count = None;
+        for _ in 0..2 {
+            match client.query_one("SELECT count(*) FROM items", &[]).await {
+                Ok(row) => {
+                    count = Some(row.get::<_, i64>(0));
+                    break;
+                }
+                Err(e) if e.code().map(|c| c.code()) == Some("57014") => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("after a cancel: {e}"),
+            }
+        }
+        assert_eq!(count, Some(1000));
     });
 
     // COPY in and out with psql.
