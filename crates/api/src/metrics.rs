@@ -256,6 +256,23 @@ impl Metrics {
 
         head(
             &mut out,
+            "pgfork_branch_max_size_bytes",
+            "gauge",
+            "The most bytes a branch may hold of its own (--max-size), enforced by the filesystem.",
+        );
+        for b in branches {
+            if let Some(n) = b.max_size {
+                let _ = writeln!(
+                    out,
+                    "pgfork_branch_max_size_bytes{{branch=\"{}\",source=\"{}\"}} {n}",
+                    esc(&b.name),
+                    esc(&b.source)
+                );
+            }
+        }
+
+        head(
+            &mut out,
             "pgfork_branch_idle_seconds",
             "gauge",
             "Time since a branch was last in use (made, started, a session, a request about it), as the reaper counts it.",

@@ -93,7 +93,8 @@ fn schemas() -> Value {
             "type": "object", "required": ["of"], "additionalProperties": false,
             "properties": {
                 "of": { "type": "string", "description": "Source or branch." },
-                "unmasked": { "type": "boolean", "default": false }
+                "unmasked": { "type": "boolean", "default": false },
+                "max_size": { "oneOf": [{ "type": "integer" }, { "type": "string" }], "description": "Most bytes the branch may write of its own (bytes, or a size like \"512M\"); enforced by btrfs quotas. Default: the source's." }
             }
         },
         "CreateBranch": {
@@ -151,6 +152,7 @@ fn schemas() -> Value {
                 "labels": { "type": "object", "additionalProperties": { "type": "string" } },
                 "timings": reference("Timings"),
                 "unshared_bytes": { "type": "integer", "description": "Bytes no longer shared with the base snapshot." },
+                "max_size": { "type": ["integer", "null"], "description": "Most bytes it may hold of its own (--max-size), enforced by the filesystem." },
                 "error": { "type": "string", "description": "Present only when the branch's stored record cannot be shown whole (an expiry past the year 9999, unreadable labels, a missing snapshot or source row): what is wrong and what to do. The other fields show what could be read." }
             }
         },

@@ -592,6 +592,13 @@ impl Engine {
                     // Only the proxy may reach it: no TCP port, so a
                     // password the agent sets on its role opens nothing.
                     proxy_only: true,
+                    // Where the filesystem can hold it, the agent's
+                    // storage budget is a hard limit too, not only the
+                    // proxy's sampled check.
+                    max_size: agent
+                        .max_storage
+                        .filter(|_| self.config.quotas.is_some())
+                        .map(|n| (n.max(0) as u64).max(crate::storage::MIN_MAX_SIZE)),
                     ..BranchCreate::default()
                 };
                 self.branch_create(&req)?;

@@ -42,6 +42,9 @@ pub struct BranchCreate {
     /// Listen only on the unix socket: a branch for the proxy's agents,
     /// which no password the agent sets can open from elsewhere.
     pub proxy_only: bool,
+    /// The most bytes the branch may hold of its own (the filesystem
+    /// refuses more); `None`: the source's default, if it has one.
+    pub max_size: Option<u64>,
 }
 
 /// Where the time of a `branch create` went, in milliseconds.
@@ -182,7 +185,17 @@ impl Engine {
             });
         }
         self.check_free_space()?;
+        self.check_storage_limit(req.max_size)?;
         let (snapshot, parent_branch, took_snapshot) = self.snapshot_for(req)?;
+        let max_size = match req.max_size {
+            Some(size) => Some(size),
+            None => {
+                let default = meta::SourceLimits::get(self.meta.conn(), &snapshot.source)?
+                    .branch_max_size;
+                self.check_storage_limit(default)?;
+                default
+            }
+        };
         let snapshot_ms = took_snapshot.then(|| ms(began.elapsed()));
         let range = self.config.ports;
         let quota = self.config.max_branches_per_source;
@@ -241,6 +254,7 @@ impl Engine {
                 uid,
                 tcp: !req.proxy_only,
                 active_at_ms: Some(meta::now_ms()),
+                max_size,
                 problems: Vec::new(),
             };
             row.insert(c)?;
@@ -291,11 +305,16 @@ impl Engine {
     }
 
     /// Bytes of a branch's files that no longer share blocks with its base
-    /// snapshot: what it costs the pool. Reads every file's extent map, so
-    /// callers that ask often should cache it.
+    /// snapshot: what it costs the pool. Read from its qgroup where quotas
+    /// are on, else from every file's extent map, so callers that ask
+    /// often should cache it.
     pub fn branch_unshared_bytes(&self, name: &str) -> Result<u64> {
         let row = self.branch_row(name)?;
         let dir = self.branch_dir(name);
+        // Where quotas count it, the filesystem already knows the figure.
+        if let Some(usage) = self.branch_quota_usage(&dir) {
+            return Ok(usage.used);
+        }
         pgfork_pool::extents::unshared_tree_bytes(&dir, &self.snapshot_dir(row.snapshot_id))
             .map_err(EngineError::io("read the extent maps of", &dir))
     }
@@ -327,7 +346,7 @@ impl Engine {
             dir,
             (owner.uid, owner.gid),
         )?;
-        Ok(())
+        self.limit_branch(row, dir)
     }
 
     /// Clones, starts and arms a branch row in state `creating`.
@@ -435,7 +454,10 @@ impl Engine {
         // one in force: a reset that a crash cut short is finished by the
         // reconcile with a fresh clone of the snapshot, which carries the
         // source's password, not the branch's.
-        let started = self.boot_branch(&row, &self.branch_dir(name));
+        let dir = self.branch_dir(name);
+        let lent = self.lend_headroom(&row, &dir);
+        let started = self.boot_branch(&row, &dir);
+        self.end_headroom(lent);
         let pm = started.as_ref().ok().map(|pm| pm.pid);
         self.settle(Target::Branch(name), after_start(pm))?;
         started?;
@@ -472,7 +494,9 @@ impl Engine {
     fn reset_data(&mut self, row: &BranchRow) -> Result<Postmaster> {
         let dir = self.branch_dir(&row.name);
         stop_server(row.postmaster, &dir, StopMode::Immediate)?;
+        let group = self.branch_group(&dir);
         self.config.driver.remove(&dir)?;
+        self.forget_branch_group(group);
         crate::failpoint::hit("branch-reset:after-remove");
         self.clone_base(row, &dir)?;
         self.boot_branch(row, &dir)
@@ -572,10 +596,12 @@ impl Engine {
             tracing::warn!("stopping branch {name}: {e}");
             return;
         }
+        let group = self.branch_group(&dir);
         if let Err(e) = self.config.driver.remove(&dir) {
             tracing::warn!("removing {}: {e}", dir.display());
             return;
         }
+        self.forget_branch_group(group);
         self.remove_server_files(ServerKind::Branch, name);
         if let Err(e) = self.meta.write(|c| BranchRow::delete(c, name)) {
             tracing::warn!("forgetting branch {name}: {e}");

@@ -34,6 +34,8 @@ pub struct Config {
     /// `None`: every server runs as `run_as`, with no isolation between
     /// them).
     pub uids: Option<UidRange>,
+    /// Storage limits the filesystem enforces (btrfs quotas), if on.
+    pub quotas: Option<crate::storage::Quotas>,
 }
 
 /// Setting keys.
@@ -48,6 +50,9 @@ pub(crate) mod key {
     pub const MIN_FREE: &str = "min_free";
     pub const API_TOKEN_SHA256: &str = "api_token_sha256";
     pub const BRANCH_UIDS: &str = "branch_uids";
+    pub const QUOTA: &str = "quota";
+    pub const BRANCH_QGROUP: &str = "branch_qgroup";
+    pub const BRANCH_SPACE: &str = "branch_space";
 }
 
 fn required(meta: &Meta, key: &str) -> Result<String> {
@@ -123,6 +128,7 @@ impl Config {
                 .map(|n| n.min(u32::MAX as u64) as u32),
             min_free: number(key::MIN_FREE)?.filter(|n| *n > 0),
             uids: uid_range(meta, home)?,
+            quotas: crate::storage::load(meta)?,
         })
     }
 }

@@ -270,6 +270,8 @@ pub fn doctor(home: &Home) -> DoctorReport {
             for (status, detail) in crate::isolation::check(c, &branches) {
                 r.push("isolation", status, detail);
             }
+            let (status, detail) = crate::storage::check(home, c);
+            r.push("storage limits", status, detail);
         }
         let running = branches
             .iter()

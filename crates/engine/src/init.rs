@@ -35,6 +35,9 @@ pub struct InitOptions {
     /// OS uids for sandboxed servers (root only; default: a range picked
     /// from the home's path).
     pub branch_uids: Option<UidRange>,
+    /// How much of the pool all branches together may take (btrfs pools,
+    /// as root; default: see [`crate::storage::default_branch_space`]).
+    pub branch_space: Option<crate::storage::BranchSpace>,
 }
 
 /// What `init` found and decided.
@@ -68,6 +71,8 @@ pub struct InitReport {
     pub max_branches_per_source: Option<u32>,
     /// Free-space floor of the pool in bytes, if any.
     pub min_free: Option<u64>,
+    /// Storage limits the filesystem enforces, if it can.
+    pub quotas: Option<crate::storage::Quotas>,
     /// The API bearer token, when this run made it: shown once, stored
     /// only as a hash (`pgfork token rotate` makes a new one).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -261,7 +266,7 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
     let had_token = meta.setting(key::API_TOKEN_SHA256)?.is_some();
     let api_token = (!had_token).then(new_api_token);
 
-    meta.write(|c| {
+    let quotas = meta.write(|c| {
         if let Some(token) = &api_token {
             Meta::set_setting(c, key::API_TOKEN_SHA256, &hash_api_token(token))?;
         }
@@ -274,7 +279,7 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         if let Some(range) = uids {
             Meta::set_setting(c, key::BRANCH_UIDS, &range.to_string())?;
         }
-        Ok::<_, EngineError>(())
+        crate::storage::set_up(c, &home.pool(), driver, opts.branch_space)
     })?;
 
     let mut warnings: Vec<String> = narrowed.into_iter().collect();
@@ -283,6 +288,13 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
     }
     if uids.is_none() {
         warnings.push(crate::isolation::not_root(&run_as));
+    }
+    if quotas.is_none()
+        && let Some(why) = crate::storage::unavailable_reason(&home.pool(), driver)
+    {
+        warnings.push(format!(
+            "branches cannot be held to a size ({why}); the free-space floor (--min-free) is the only guard"
+        ));
     }
     if bins.version.major < 13 {
         warnings.push(format!(
@@ -320,6 +332,7 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
             .setting(key::MIN_FREE)?
             .and_then(|v| v.parse().ok())
             .filter(|n| *n > 0),
+        quotas,
         api_token,
         created: !existed,
         warnings,

@@ -28,6 +28,7 @@ mod seal;
 mod server;
 mod snapshot;
 mod source;
+pub mod storage;
 pub mod view;
 
 use std::path::PathBuf;

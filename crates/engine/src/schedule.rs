@@ -89,6 +89,7 @@ impl Engine {
             Err(TryLockError::Error(e)) => return Err(EngineError::io("lock", &lock_path)(e)),
         }
         let report = self.tick_locked();
+        self.settle_headroom();
         drop::<File>(lock);
         report
     }

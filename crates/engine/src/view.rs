@@ -141,6 +141,9 @@ pub struct BranchInfo {
     /// [`crate::Engine::branch_unshared_bytes`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub unshared_bytes: Option<u64>,
+    /// The most bytes it may hold of its own (`--max-size`), enforced by
+    /// the filesystem; `unshared_bytes` is what it holds.
+    pub max_size: Option<u64>,
     /// What is wrong with its stored row, and what to do, when part of it
     /// cannot be shown (the rest is shown as well as it can be).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -240,6 +243,7 @@ impl BranchInfo {
                 total_ms: t.total_ms.max(0) as u64,
             }),
             unshared_bytes: None,
+            max_size: row.max_size,
             error: row_error(row, source, snapshot),
             secret: dsn,
         }

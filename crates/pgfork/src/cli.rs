@@ -282,6 +282,11 @@ pub struct InitArgs {
     /// the home's path].
     #[arg(long, value_name = "FIRST-LAST")]
     pub branch_uids: Option<String>,
+    /// On a btrfs pool, as root: how much of the pool all branches together may take, as a size
+    /// (6G) or a percentage (75%); the rest is kept for sources, standbys and snapshots [default:
+    /// leave 20% of the pool, and at least 2G unless that is over half of it].
+    #[arg(long, value_name = "SIZE|PERCENT")]
+    pub branch_space: Option<String>,
 }
 
 /// `pgfork source ...`.
@@ -326,6 +331,8 @@ pub enum SourceCommand {
         /// Source name.
         name: String,
     },
+    /// Show or set the limits a source gives its new branches (`--max-size` default).
+    Limits(SourceLimitsArgs),
     /// Delete a source and its snapshots.
     Delete {
         /// Source name.
@@ -500,6 +507,16 @@ pub struct SourceMaskArgs {
     pub allow_unmasked: bool,
 }
 
+/// `pgfork source limits`.
+#[derive(Debug, Args)]
+pub struct SourceLimitsArgs {
+    /// Source name.
+    pub name: String,
+    /// Default `--max-size` of its new branches (e.g. 1G; `none` removes it).
+    #[arg(long, value_name = "SIZE|none")]
+    pub branch_max_size: Option<String>,
+}
+
 /// `pgfork branch create`.
 #[derive(Debug, Args)]
 pub struct BranchCreateArgs {
@@ -529,6 +546,11 @@ pub struct BranchCreateArgs {
     /// Allow an unmasked snapshot of a remote source that has no masking rules.
     #[arg(long)]
     pub unmasked: bool,
+    /// Most bytes the branch may write of its own (e.g. 512M), enforced by the filesystem (btrfs
+    /// pools): past it, the statement gets PostgreSQL's "could not extend file" error [default:
+    /// the source's, see `pgfork source limits`].
+    #[arg(long, value_name = "SIZE")]
+    pub max_size: Option<String>,
 }
 
 /// `pgfork branch set`.

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
+use pgfork_engine::storage::BranchSpace;
 use pgfork_engine::{BranchCreate, DumpFormat, Engine, InitOptions, Mode, SourceAdd, names};
 use pgfork_pool::{Driver, FsKind, Home, space};
 
@@ -104,6 +105,11 @@ fn init(home: &Home, args: crate::cli::InitArgs, json: bool) -> Result<()> {
             .map(pgfork_os::UidRange::parse)
             .transpose()
             .map_err(pgfork_engine::EngineError::InvalidArgument)?,
+        branch_space: args
+            .branch_space
+            .as_deref()
+            .map(BranchSpace::parse)
+            .transpose()?,
     };
     let report = pgfork_engine::init(home, opts)?;
     if json {
@@ -348,6 +354,30 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
                 output::sources(&list)
             }
         }
+        SourceCommand::Limits(args) => {
+            let limits = match args.branch_max_size.as_deref() {
+                None => engine.source_limits(&args.name)?,
+                Some(size) => {
+                    let mut limits = engine.source_limits(&args.name)?;
+                    limits.branch_max_size = match size {
+                        "none" => None,
+                        size => Some(parse_size(size)?),
+                    };
+                    engine.set_source_limits(&args.name, limits)?
+                }
+            };
+            if json {
+                output::json(&limits)
+            } else {
+                println!(
+                    "branch max size: {}",
+                    limits
+                        .branch_max_size
+                        .map(space::human_bytes)
+                        .unwrap_or_else(|| "none".into())
+                );
+            }
+        }
         SourceCommand::Info { name } => {
             let info = engine.source_info(&name)?;
             if json {
@@ -461,6 +491,7 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 schema_only: args.schema_only,
                 unmasked: args.unmasked,
                 proxy_only: false,
+                max_size: args.max_size.as_deref().map(parse_size).transpose()?,
             };
             if engine.config().driver == Driver::Copy && !json {
                 eprintln!("note: copy driver: this clone copies every byte (see `pgfork doctor`)");

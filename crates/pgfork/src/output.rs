@@ -143,6 +143,12 @@ pub fn branch(b: &BranchInfo) {
                 .map(|n| format!("{} no longer shared with its snapshot", human_bytes(n)))
                 .unwrap_or_else(|| "-".into()),
         ),
+        (
+            "max size",
+            b.max_size
+                .map(|n| format!("{} (the filesystem refuses more)", human_bytes(n)))
+                .unwrap_or_else(|| "none".into()),
+        ),
         ("data", b.data_dir.display().to_string()),
         ("log", b.log.display().to_string()),
     ]);

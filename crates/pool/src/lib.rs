@@ -8,6 +8,7 @@ pub mod home;
 pub mod hygiene;
 pub mod image;
 pub mod meta;
+pub mod quota;
 pub mod space;
 
 pub use driver::{CloneError, Driver, Probe};

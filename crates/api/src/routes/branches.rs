@@ -43,6 +43,29 @@ pub struct CreateBranch {
     /// Allow an unmasked snapshot of a remote source without rules.
     #[serde(default)]
     pub unmasked: bool,
+    /// Most bytes the branch may write of its own: a number of bytes or a
+    /// size like `"512M"` (btrfs pools; default: the source's).
+    #[serde(default)]
+    pub max_size: Option<Size>,
+}
+
+/// A size given as bytes or as text like `512M`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum Size {
+    /// A number of bytes.
+    Bytes(u64),
+    /// `512M`, `2G`.
+    Text(String),
+}
+
+impl Size {
+    fn bytes(&self) -> Option<u64> {
+        match self {
+            Size::Bytes(n) => Some(*n),
+            Size::Text(t) => pgfork_pool::space::parse_size(t),
+        }
+    }
 }
 
 /// Body of `PATCH /v1/branches/{name}`.
@@ -87,6 +110,19 @@ pub fn branch_create(req: CreateBranch) -> Result<BranchCreate, ApiError> {
         schema_only: req.schema_only,
         unmasked: req.unmasked,
         proxy_only: false,
+        max_size: req
+            .max_size
+            .map(|s| {
+                s.bytes().ok_or_else(|| {
+                    ApiError::field(
+                        "max_size",
+                        pgfork_engine::EngineError::InvalidArgument(
+                            "not a number of bytes or a size like 512M".into(),
+                        ),
+                    )
+                })
+            })
+            .transpose()?,
     })
 }
 

@@ -7,6 +7,7 @@
 //! processes serialise their decisions (names, ports) without races.
 
 mod agents;
+mod limits;
 mod remote;
 mod rows;
 mod schema;
@@ -18,6 +19,7 @@ pub use rusqlite::Connection;
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use agents::{AgentRow, AuditRow};
+pub use limits::SourceLimits;
 pub use remote::{PolicyRow, RemoteRow};
 pub use rows::{
     BranchRow, BranchTimings, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports,
@@ -119,8 +121,12 @@ impl Meta {
 
     /// A setting from `init`.
     pub fn setting(&self, key: &str) -> Result<Option<String>, MetaError> {
-        Ok(self
-            .conn
+        Meta::setting_in(&self.conn, key)
+    }
+
+    /// A setting, read inside a transaction of [`Meta::write`].
+    pub fn setting_in(conn: &Connection, key: &str) -> Result<Option<String>, MetaError> {
+        Ok(conn
             .query_row("SELECT value FROM settings WHERE key = ?1", [key], |r| {
                 r.get(0)
             })

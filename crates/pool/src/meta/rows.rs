@@ -480,6 +480,9 @@ pub struct BranchRow {
     pub tcp: bool,
     /// When it was last in use (Unix milliseconds); see [`BranchRow::touch`].
     pub active_at_ms: Option<i64>,
+    /// The most bytes it may hold of its own (`--max-size`), enforced by
+    /// the filesystem's quotas.
+    pub max_size: Option<u64>,
     /// Stored values that could not be read (written by an older pgfork,
     /// or by hand) and were replaced by their defaults: the row is still
     /// listed, with these as its error, instead of breaking every listing.
@@ -501,7 +504,7 @@ pub struct BranchTimings {
 
 const BRANCH_COLS: &str = "name, source, snapshot_id, parent_branch, state, op, op_pid, op_start, port, password, \
                            pm_pid, pm_start, created_at, expires_at, protected, durable, labels, \
-                           snapshot_ms, clone_ms, start_ms, total_ms, uid, tcp, active_at_ms";
+                           snapshot_ms, clone_ms, start_ms, total_ms, uid, tcp, active_at_ms, max_size";
 
 /// A column read leniently: a value that cannot be read is recorded in
 /// `problems` and left out, rather than failing the whole listing.
@@ -569,6 +572,7 @@ impl BranchRow {
             uid: r.get::<_, Option<i64>>(21)?.map(|u| u as u32),
             tcp: r.get(22)?,
             active_at_ms: lenient(r, 23, "last activity", &mut problems).flatten(),
+            max_size: r.get::<_, Option<i64>>(24)?.map(|n| n.max(0) as u64),
             problems,
         })
     }
@@ -579,13 +583,14 @@ impl BranchRow {
         let (pm_pid, pm_start) = pm_params(self.postmaster);
         let labels = serde_json::to_string(&self.labels).expect("labels serialise");
         conn.execute(
-            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24)"),
+            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)"),
             params![
                 self.name, self.source, self.snapshot_id, self.parent_branch, self.state.as_str(), op, op_pid,
                 op_start, self.port as i64, self.password, pm_pid, pm_start, self.created_at, self.expires_at,
                 self.protected, self.durable, labels, self.timings.and_then(|t| t.snapshot_ms),
                 self.timings.map(|t| t.clone_ms), self.timings.map(|t| t.start_ms), self.timings.map(|t| t.total_ms),
-                self.uid.map(i64::from), self.tcp, self.active_at_ms
+                self.uid.map(i64::from), self.tcp, self.active_at_ms,
+                self.max_size.map(|n| n.min(i64::MAX as u64) as i64)
             ],
         )?;
         Ok(())
@@ -792,6 +797,7 @@ mod tests {
                 uid: Some(1_900_000_001),
                 tcp: false,
                 active_at_ms: Some(2_000),
+                max_size: Some(64 << 20),
                 problems: Vec::new(),
             }
             .insert(c)

@@ -171,6 +171,14 @@ ALTER TABLE audit ADD COLUMN tx_status TEXT;
 -- of a read-only or dry-run agent's own role on its source.
 ALTER TABLE agents ADD COLUMN max_connections INTEGER NOT NULL DEFAULT 10;
 "#,
+    r#"
+-- Storage limits: a branch's own (--max-size) and each source's default.
+ALTER TABLE branches ADD COLUMN max_size INTEGER;
+CREATE TABLE source_limits (
+    source          TEXT PRIMARY KEY REFERENCES sources(name) ON DELETE CASCADE,
+    branch_max_size INTEGER
+);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
