@@ -190,8 +190,8 @@ impl Engine {
         let max_size = match req.max_size {
             Some(size) => Some(size),
             None => {
-                let default = meta::SourceLimits::get(self.meta.conn(), &snapshot.source)?
-                    .branch_max_size;
+                let default =
+                    meta::SourceLimits::get(self.meta.conn(), &snapshot.source)?.branch_max_size;
                 self.check_storage_limit(default)?;
                 default
             }

@@ -85,9 +85,8 @@ pub(crate) fn load(meta: &Meta) -> Result<Option<Quotas>> {
     let Some(mode) = meta.setting(key::QUOTA)?.and_then(|m| QuotaMode::parse(&m)) else {
         return Ok(None);
     };
-    let number = |k: &str| -> Result<Option<u64>> {
-        Ok(meta.setting(k)?.and_then(|v| v.parse().ok()))
-    };
+    let number =
+        |k: &str| -> Result<Option<u64>> { Ok(meta.setting(k)?.and_then(|v| v.parse().ok())) };
     Ok(Some(Quotas {
         mode,
         group: number(key::BRANCH_QGROUP)?,
@@ -98,7 +97,9 @@ pub(crate) fn load(meta: &Meta) -> Result<Option<Quotas>> {
 /// Why a pool cannot limit storage, or `None` if it can.
 pub fn unavailable_reason(pool: &Path, driver: Driver) -> Option<String> {
     if driver != Driver::Btrfs {
-        let fs = space::fs_magic(pool).map(space::fs_name).unwrap_or("unknown");
+        let fs = space::fs_magic(pool)
+            .map(space::fs_name)
+            .unwrap_or("unknown");
         return Some(format!(
             "storage limits need a btrfs pool (quota groups); this pool is {fs}. XFS project quotas \
              are not used: this kernel {}. Make a btrfs pool: `pgfork init --pool-image 20G --fs btrfs` \
@@ -226,7 +227,10 @@ fn settle_group(pool: &Path, group: u64, limit: u64) {
     }
     if usage.used + RECOVERY_HEADROOM / 4 < limit {
         if let Err(e) = quota::set_limit(pool, group, Some(limit)) {
-            tracing::warn!("setting back the limit of {}: {e}", quota::qgroup_name(group));
+            tracing::warn!(
+                "setting back the limit of {}: {e}",
+                quota::qgroup_name(group)
+            );
         }
     } else {
         tracing::info!(group = %quota::qgroup_name(group), used = usage.used, limit, "headroom stays lent until the branch frees space");
@@ -330,7 +334,9 @@ impl Engine {
             return;
         };
         for row in rows {
-            if let (Some(limit), Some(group)) = (row.max_size, self.branch_group(&self.branch_dir(&row.name))) {
+            if let (Some(limit), Some(group)) =
+                (row.max_size, self.branch_group(&self.branch_dir(&row.name)))
+            {
                 settle_group(&pool, group, limit);
             }
         }
@@ -369,7 +375,11 @@ impl Engine {
 
     /// Sets the limits `source` gives its new branches (existing ones keep
     /// theirs); a size this pool cannot enforce is refused.
-    pub fn set_source_limits(&mut self, source: &str, limits: SourceLimits) -> Result<SourceLimits> {
+    pub fn set_source_limits(
+        &mut self,
+        source: &str,
+        limits: SourceLimits,
+    ) -> Result<SourceLimits> {
         self.source_row(source)?;
         self.check_storage_limit(limits.branch_max_size)?;
         self.meta.write(|c| limits.set(c, source))?;
@@ -389,7 +399,10 @@ mod tests {
 
     #[test]
     fn branch_space_parses_and_defaults() {
-        assert_eq!(BranchSpace::parse("6G").unwrap(), BranchSpace::Bytes(6 << 30));
+        assert_eq!(
+            BranchSpace::parse("6G").unwrap(),
+            BranchSpace::Bytes(6 << 30)
+        );
         assert_eq!(BranchSpace::parse("75%").unwrap(), BranchSpace::Percent(75));
         assert!(BranchSpace::parse("0%").is_err());
         assert!(BranchSpace::parse("100%").is_err());

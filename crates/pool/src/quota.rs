@@ -191,8 +191,22 @@ fn sysfs_dir(path: &Path) -> Result<PathBuf, QuotaError> {
     let f = args.fsid;
     let uuid = format!(
         "{:02x}{:02x}{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}-{:02x}{:02x}{:02x}{:02x}{:02x}{:02x}",
-        f[0], f[1], f[2], f[3], f[4], f[5], f[6], f[7], f[8], f[9], f[10], f[11], f[12], f[13],
-        f[14], f[15]
+        f[0],
+        f[1],
+        f[2],
+        f[3],
+        f[4],
+        f[5],
+        f[6],
+        f[7],
+        f[8],
+        f[9],
+        f[10],
+        f[11],
+        f[12],
+        f[13],
+        f[14],
+        f[15]
     );
     Ok(Path::new("/sys/fs/btrfs").join(uuid))
 }
@@ -209,42 +223,83 @@ pub fn mode(path: &Path) -> Option<QuotaMode> {
     if !on {
         return None;
     }
-    // Kernels before simple quotas have no `mode` file: full accounting.
     match std::fs::read_to_string(dir.join("mode")) {
         Ok(m) if m.trim() == "squota" => Some(QuotaMode::Simple),
-        _ => Some(QuotaMode::Full),
+        Ok(_) => Some(QuotaMode::Full),
+        // Kernels before simple quotas have no `mode` file: full
+        // accounting. On newer ones it is missing only while quotas are
+        // being turned on.
+        Err(_) if kernel_has_simple_quotas() => None,
+        Err(_) => Some(QuotaMode::Full),
     }
+}
+
+/// Whether the running kernel's btrfs knows simple quotas (6.7+).
+fn kernel_has_simple_quotas() -> bool {
+    Path::new("/sys/fs/btrfs/features/simple_quota").exists()
 }
 
 /// Turns quotas on for the btrfs filesystem of `path` (simple quotas where
 /// the kernel has them) and returns the mode in force. Quotas already on
 /// stay as they are. Needs CAP_SYS_ADMIN.
 pub fn enable(path: &Path) -> Result<QuotaMode, QuotaError> {
-    if let Some(m) = mode(path) {
-        return Ok(m);
+    if mode(path).is_none() {
+        turn_on(path)?;
     }
+    Ok(settled_mode(path))
+}
+
+fn turn_on(path: &Path) -> Result<(), QuotaError> {
     let dir = open_dir(path)?;
     for cmd in [QUOTA_CTL_ENABLE_SIMPLE, QUOTA_CTL_ENABLE] {
         let mut args = QuotaCtlArgs { cmd, status: 0 };
         // SAFETY: the ioctl reads and writes one btrfs_ioctl_quota_ctl_args.
         match unsafe { ioc_quota_ctl(dir.as_raw_fd(), &mut args) } {
-            Ok(_) => break,
+            Ok(_) => return Ok(()),
             // Kernels before 6.7 do not know simple quotas.
-            Err(nix::Error::EINVAL) if cmd == QUOTA_CTL_ENABLE_SIMPLE => continue,
+            Err(nix::Error::EINVAL)
+                if cmd == QUOTA_CTL_ENABLE_SIMPLE && !kernel_has_simple_quotas() =>
+            {
+                continue;
+            }
             Err(nix::Error::EPERM) => {
                 return Err(QuotaError::Unsupported(
                     "turning btrfs quotas on needs root (CAP_SYS_ADMIN)".into(),
                 ));
             }
+            // Another process (a pgfork of another home on the same
+            // filesystem) may be turning them on at this very moment.
+            Err(_) if mode(path).is_some() || wait_for_mode(path) => return Ok(()),
             Err(e) => return Err(nix_err("enable quotas on", path)(e)),
         }
     }
-    mode(path).ok_or_else(|| {
-        QuotaError::Unsupported(format!(
-            "btrfs quotas did not come on for {}",
-            path.display()
-        ))
+    Ok(())
+}
+
+fn wait_for_mode(path: &Path) -> bool {
+    (0..200).any(|_| {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        mode(path).is_some()
     })
+}
+
+/// The mode in force once it has settled. While quotas are being turned
+/// on, sysfs can show them on in full mode for a moment before simple
+/// mode is set; the change only ever goes that way, so a kernel that
+/// knows simple quotas is watched for it briefly.
+fn settled_mode(path: &Path) -> QuotaMode {
+    let mut seen = mode(path);
+    if !kernel_has_simple_quotas() {
+        return seen.unwrap_or(QuotaMode::Full);
+    }
+    for _ in 0..50 {
+        if seen == Some(QuotaMode::Simple) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(10));
+        seen = mode(path).or(seen);
+    }
+    seen.unwrap_or(QuotaMode::Full)
 }
 
 /// Makes a new level-1 qgroup on the filesystem of `path`, the first free
