@@ -289,8 +289,10 @@ impl Engine {
         }
     }
 
-    /// Refuses new branches while the pool is below its free-space floor.
-    fn check_free_space(&self) -> Result<()> {
+    /// Refuses work that writes to the pool (a branch, a snapshot, a new
+    /// source, an import or refresh) while the pool is below its
+    /// free-space floor.
+    pub(crate) fn check_free_space(&self) -> Result<()> {
         let Some(floor) = self.config.min_free else {
             return Ok(());
         };

@@ -246,6 +246,7 @@ impl Engine {
                 row.mode
             )));
         }
+        self.check_free_space()?;
         let remote = RemoteRow::get(self.meta.conn(), name)?.ok_or_else(|| {
             EngineError::WrongState(format!("source {name} has no remote recorded"))
         })?;

@@ -162,6 +162,7 @@ impl Engine {
     /// (logical) of the database at `req.url`.
     pub fn source_add(&mut self, req: &SourceAdd) -> Result<SourceInfo> {
         names::validate(&req.name)?;
+        self.check_free_space()?;
         if let Some(kind) = meta::name_taken(self.meta.conn(), &req.name)? {
             return Err(EngineError::NameTaken {
                 name: req.name.clone(),

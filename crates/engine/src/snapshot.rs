@@ -45,6 +45,7 @@ impl Engine {
     /// Takes a snapshot; `unmasked` allows an unmasked snapshot of a remote
     /// source that has no masking rules (refused otherwise).
     pub fn snapshot_create_opts(&mut self, of: &str, unmasked: bool) -> Result<SnapshotInfo> {
+        self.check_free_space()?;
         let origin = if let Some(s) = SourceRow::get(self.meta.conn(), of)? {
             let policy = PolicyRow::get(self.meta.conn(), &s.name)?;
             let mask = match (&policy.mask_rules, &policy.mask_secret) {

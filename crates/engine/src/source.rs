@@ -61,6 +61,7 @@ impl Engine {
     /// name, started and ready for data.
     pub fn source_create(&mut self, name: &str) -> Result<SourceInfo> {
         names::validate(name)?;
+        self.check_free_space()?;
         let range = self.config.ports;
         let major = self.config.bins.version.major;
         let row = self.meta.write(|c| {

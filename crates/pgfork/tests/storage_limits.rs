@@ -249,5 +249,21 @@ fn limits_that_cannot_hold_are_refused_and_defaults_apply() {
     for b in ["defaulted", "own"] {
         home.json(&["branch", "delete", b]);
     }
+
+    // The free-space floor holds for everything that writes to the pool,
+    // not only branches: refused before anything is written.
+    home.ok(&["init", "--min-free", "1T"]);
+    let before = home.json(&["snapshot", "list"]);
+    for args in [
+        &["snapshot", "create", "shop"][..],
+        &["source", "create", "more"][..],
+        &["branch", "create", "b", "--from", "shop"][..],
+    ] {
+        let e = home.fails(args);
+        assert_eq!(e.code, "disk_floor", "{args:?}: {e:?}");
+        assert!(e.message.contains("--min-free"), "{}", e.message);
+    }
+    assert_eq!(home.json(&["snapshot", "list"]), before);
+    home.ok(&["init", "--min-free", "0"]);
     home.assert_settled();
 }
