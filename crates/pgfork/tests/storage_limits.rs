@@ -4,6 +4,7 @@
 //! reserve kept for sources; limits a pool cannot enforce are refused.
 
 mod common;
+mod proxy;
 
 use std::time::Duration;
 
@@ -180,6 +181,27 @@ fn branches_together_leave_the_sources_reserve() {
     assert_eq!(count_when_back(&home, "quiet"), 10_000);
     home.json(&["branch", "delete", "quiet"]);
     home.assert_settled();
+}
+
+/// An agent's `--max-storage` is a hard limit of the branch the proxy
+/// makes for it, not only the proxy's sampled check.
+#[test]
+fn an_agents_storage_budget_holds_its_branch() {
+    let home = TestHome::new(Pool::Btrfs, "quota-agent");
+    source_with_data(&home);
+    let secret = proxy::agent(&home, "dev", "shop", "branch", &["--max-storage", "48M"]);
+    let proxy = proxy::Proxy::start(&home, &[]);
+    let mut c = proxy.connect("dev", &secret, "shop");
+    assert_eq!(scalar(&mut c, "SELECT count(*) FROM items"), 10_000);
+    let info = home.branch("agent-dev");
+    assert_eq!(info["max_size"], 48 * MIB, "{info:#}");
+    let e = c.batch_execute(FILL).expect_err("the quota stops the fill");
+    eprintln!("through the proxy: {}", describe(&e));
+    quota_failure(&home, "agent-dev", Err(e));
+    source_is_untouched(&home, 10_000);
+    drop(c);
+    drop(proxy);
+    home.ok(&["agent", "revoke", "dev"]);
 }
 
 #[test]
