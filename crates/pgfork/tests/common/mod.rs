@@ -843,6 +843,32 @@ pub fn run_tool(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// `pg_amcheck` of every database of the server on `socket_dir` and
+/// `port`, as the superuser: every heap and index, each index entry
+/// checked against the heap (the amcheck extension is installed where it
+/// is missing). `Err` carries what it reported.
+pub fn amcheck(socket_dir: &Path, port: u16) -> Result<(), String> {
+    let out = Command::new(pg_tool("pg_amcheck"))
+        .args(["--install-missing", "--heapallindexed", "--all"])
+        .arg("--host")
+        .arg(socket_dir)
+        .args(["--port", &port.to_string(), "--username", "postgres"])
+        .arg("--no-password")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run pg_amcheck: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && stdout.trim().is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "pg_amcheck on {}:{port} ({}):\n{stdout}{}",
+        socket_dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    ))
+}
+
 /// `pgbench -i -s SCALE` into the database of `dsn`, as its role.
 pub fn pgbench_init(dsn: &str, scale: u32) {
     run_tool(
