@@ -70,7 +70,7 @@ impl Engine {
 
     /// Sets the op of `what` to `to` if it is `from`, in one transaction.
     fn swap_op(&mut self, what: Orphaned, from: Op, to: Op) -> Result<bool> {
-        Ok(self.meta.write(|c| {
+        self.meta.write(|c| {
             let now = match what {
                 Orphaned::Branch(n) => BranchRow::get(c, n)?.and_then(|r| r.op),
                 Orphaned::Snapshot(id) => SnapshotRow::get(c, id)?.and_then(|r| r.op),
@@ -85,7 +85,7 @@ impl Engine {
                 Orphaned::Source(n) => SourceRow::set_op(c, n, Some(to))?,
             }
             Ok(true)
-        })?)
+        })
     }
 }
 
