@@ -56,7 +56,7 @@ use serde_json::{Value, json};
 /// The source every branch comes from.
 const SOURCE: &str = "chaos";
 /// Size of the pool image: small, so that filling it is quick.
-const POOL_IMAGE: &str = "1G";
+const POOL_IMAGE: &str = "4G";
 /// Threads driving operations.
 const WORKERS: u64 = 3;
 /// Branches alive at most at once (each is a postmaster on the home's ports).
@@ -122,6 +122,7 @@ fn chaos_run() {
         ledger: Mutex::new(Ledger::default()),
         agent_statements: AtomicU64::new(0),
         dry_seq: AtomicU64::new(0),
+        last_source_stop: Mutex::new(started),
     };
     std::thread::scope(|s| {
         let ctx = &ctx;
@@ -152,6 +153,48 @@ fn chaos_run() {
             settings.secs,
             settings.fs
         );
+    }
+}
+
+/// A reset cut short (pgfork killed once the branch's data was removed),
+/// then several commands at once, each reconciling first: one of them
+/// finishes the reset, none fails, and the branch starts again with its
+/// snapshot's data. Found by the chaos run: they all finished it at once,
+/// one removing the directory while another cloned into it, and failed
+/// with "Directory not empty" or "No such file", leaving a branch that did
+/// not start.
+#[test]
+fn concurrent_reconciles_finish_an_interrupted_reset_once() {
+    let h = TestHome::new(Pool::Xfs, "recon");
+    h.create_source("rc");
+    load_items(&mut connect(&h.source_dsn("rc")), "base", 100_000);
+    h.snapshot("rc");
+    for round in 0..3 {
+        let name = format!("r{round}");
+        let dsn = dsn_of(&h.create_branch(&name, "rc@1", &[]));
+        load_items(&mut connect(&dsn), "scratch", 10);
+        h.crash_at("branch-reset:after-remove", &["branch", "reset", &name]);
+        let outputs: Vec<_> = std::thread::scope(|s| {
+            let racers: Vec<_> = (0..6)
+                .map(|_| s.spawn(|| h.output(&mut h.command(&["--json", "branch", "list"]))))
+                .collect();
+            racers.into_iter().map(|r| r.join().unwrap()).collect()
+        });
+        for out in &outputs {
+            assert!(
+                out.status.success(),
+                "a command reconciling at the same time as others failed:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        let info = h.branch(&name);
+        assert_eq!(info["status"], "stopped", "{info:#}");
+        assert_eq!(h.json(&["branch", "start", &name])["status"], "running");
+        let mut db = connect(&dsn);
+        assert_eq!(tagged(&mut db, "base"), 100_000);
+        assert_eq!(tagged(&mut db, "scratch"), 0);
+        h.assert_settled();
     }
 }
 
@@ -377,6 +420,7 @@ struct Chaos<'a> {
     ledger: Mutex<Ledger>,
     agent_statements: AtomicU64,
     dry_seq: AtomicU64,
+    last_source_stop: Mutex<Instant>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -738,7 +782,7 @@ impl Chaos<'_> {
                 (Op::Reset, if live > 0 { 3 } else { 0 }),
                 (Op::Delete, if live > 2 { 4 } else { 0 }),
                 (Op::Snapshot, 3),
-                (Op::SnapshotDelete, 1),
+                (Op::SnapshotDelete, 3),
                 (Op::Promote, if live > 0 { 3 } else { 0 }),
                 (Op::StopStart, if live > 0 { 2 } else { 0 }),
                 (Op::SourceRestart, 1),
@@ -811,13 +855,15 @@ impl Chaos<'_> {
                     Some(json!({ "name": name, "from": from })),
                 )),
             );
+            let mut target = format!("{name} from {from}");
             if let Outcome::Ok(v) = &outcome {
                 let mut m = lock(&self.model);
                 let b = m.branches.get_mut(&name).expect("registered");
                 b.created = true;
                 b.dsn = v["dsn"].as_str().map(str::to_string);
+                target = format!("{target} (port {}, pid {})", v["port"], v["pid"]);
             }
-            self.record(w, "create", &format!("{name} from {from}"), &via, &outcome);
+            self.record(w, "create", &target, &via, &outcome);
         };
         match (snapshot, parent_branch) {
             (Some((id, parent)), _) => create(&id, parent, w),
@@ -876,12 +922,53 @@ impl Chaos<'_> {
             Err(e) => {
                 self.count("write: failed".into());
                 self.note(format!("w{} write {name}: {}", w.id, describe(&e)));
+                if e.code() == Some(&postgres::error::SqlState::INVALID_PASSWORD) {
+                    self.diagnose_login(name, &dsn);
+                }
+                // Read it again next time: a start may move it to another port.
+                if let Some(b) = lock(&self.model).branches.get_mut(name) {
+                    b.dsn = None;
+                }
                 if w.rng.percent(60) {
                     self.start_branch(w, name);
                 }
                 false
             }
         }
+    }
+
+    /// A branch refused its own DSN's password: who answered on its port?
+    fn diagnose_login(&self, name: &str, dsn: &str) {
+        let port: u16 = dsn
+            .rsplit_once(':')
+            .and_then(|(_, rest)| rest.split('/').next())
+            .and_then(|p| p.parse().ok())
+            .unwrap_or(0);
+        let fresh = match self.cli(&["branch", "dsn", name], Kill::No) {
+            Outcome::Ok(v) => v["dsn"].as_str().map(str::to_string),
+            _ => None,
+        };
+        if fresh.as_deref().is_some_and(|f| f != dsn) {
+            self.note(format!(
+                "branch {name} has moved since its DSN was read (a start took another port): {} now",
+                redact(fresh.as_deref().unwrap_or_default())
+            ));
+            return;
+        }
+        let info = match self.cli(&["branch", "info", name], Kill::No) {
+            Outcome::Ok(v) => format!(
+                "branch info: status {}, port {}, pid {}, op {}",
+                v["status"], v["port"], v["pid"], v["op"]
+            ),
+            other => other.short(),
+        };
+        let listener = match listener_of(port) {
+            Some((pid, cwd)) => format!("pid {pid} ({}) in {}", comm(pid), cwd.display()),
+            None => "nobody".into(),
+        };
+        self.anomaly(format!(
+            "branch {name} refused the password of its DSN (port {port}): {info}; listening on port {port}: {listener}"
+        ));
     }
 
     fn start_branch(&self, w: &mut Worker, name: &str) {
@@ -1065,6 +1152,13 @@ impl Chaos<'_> {
 
     /// `source stop` (the ledger writer starts it again).
     fn op_source_restart(&self, w: &mut Worker) {
+        {
+            let mut last = lock(&self.last_source_stop);
+            if last.elapsed() < Duration::from_secs(15) {
+                return;
+            }
+            *last = Instant::now();
+        }
         let kill = w.kill_plan(&[]);
         let outcome = self.cli(&["source", "stop", SOURCE], kill);
         self.record(
@@ -1116,7 +1210,8 @@ impl Chaos<'_> {
             lock(&self.ledger).sent.insert((next, val));
             let result = c.query_one(
                 "INSERT INTO ledger (seq, val, chain)
-                 VALUES ($1, $2, md5($3::text || ':' || $1::text || ':' || $2::text)) RETURNING chain",
+                 VALUES ($1, $2, md5($3::text || ':' || $1::bigint::text || ':' || $2::bigint::text))
+                 RETURNING chain",
                 &[&next, &val, &prev],
             );
             match result {
@@ -1249,7 +1344,19 @@ impl Chaos<'_> {
     fn monkey(&self) {
         let mut rng = Rng::new(self.seed, 300);
         let mut last_source_kill = self.started;
+        let mut last_usage = self.started;
         while !self.done() {
+            if last_usage.elapsed() > Duration::from_secs(10) {
+                last_usage = Instant::now();
+                let (free, total) = space(&self.h.pool_dir());
+                self.note(format!(
+                    "pool: {} MiB used of {} MiB; {} snapshot and {} branch directories",
+                    (total - free) >> 20,
+                    total >> 20,
+                    entries(&self.h.pool_dir().join("snapshots")).len(),
+                    entries(&self.h.pool_dir().join("branches")).len()
+                ));
+            }
             self.nap(rng.ms(1200, 3500));
             if self.done() {
                 break;
@@ -1874,6 +1981,39 @@ fn postmasters(root: &Path) -> Vec<(i32, String, PathBuf)> {
             (pid, kind.to_string(), cwd)
         })
         .collect()
+}
+
+/// The process listening on 127.0.0.1:`port` (or any address), with its
+/// working directory.
+fn listener_of(port: u16) -> Option<(i32, PathBuf)> {
+    let table = fs::read_to_string("/proc/net/tcp").ok()?;
+    let inode = table.lines().skip(1).find_map(|l| {
+        let f: Vec<&str> = l.split_whitespace().collect();
+        let local_port = f.get(1)?.rsplit_once(':')?.1;
+        (u16::from_str_radix(local_port, 16).ok()? == port && *f.get(3)? == "0A")
+            .then(|| f.get(9).map(|i| i.to_string()))
+            .flatten()
+    })?;
+    let wanted = format!("socket:[{inode}]");
+    for entry in fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(fds) = fs::read_dir(entry.path().join("fd")) else {
+            continue;
+        };
+        for fd in fds.flatten() {
+            if fs::read_link(fd.path()).is_ok_and(|l| l.to_string_lossy() == wanted) {
+                let cwd = fs::read_link(entry.path().join("cwd")).unwrap_or_default();
+                return Some((pid, cwd));
+            }
+        }
+    }
+    None
 }
 
 /// (available, total) bytes of the filesystem of `dir`.
