@@ -371,6 +371,9 @@ struct BranchModel {
     definite: BTreeSet<String>,
     /// The branch that fills the pool: left to the filler.
     hog: bool,
+    /// Its `branch create` is running: not a target yet (its DSN does not
+    /// work until the create has set the password).
+    creating: bool,
     /// Held by the thread operating on it (writes, resets, promotes...).
     lock: Arc<Mutex<()>>,
 }
@@ -483,7 +486,12 @@ impl Chaos<'_> {
             }
         }
         let _guard = StopOnPanic(&self.stop);
-        body();
+        // A panic of the test's own code ends the chaos phase, but the home
+        // is still checked (and the panic reported with the rest).
+        if let Err(e) = std::panic::catch_unwind(AssertUnwindSafe(body)) {
+            self.stop.store(true, Ordering::SeqCst);
+            self.anomaly(format!("a thread of the test panicked: {}", panic_text(&e)));
+        }
     }
 
     /// Sleeps up to `d`, waking early when the run ends.
@@ -703,7 +711,7 @@ impl Chaos<'_> {
         lock(&self.model)
             .branches
             .iter()
-            .filter(|(_, b)| !b.deleted && !b.absent && !b.hog)
+            .filter(|(_, b)| !b.deleted && !b.absent && !b.hog && !b.creating)
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -833,6 +841,7 @@ impl Chaos<'_> {
                 name.clone(),
                 BranchModel {
                     parent,
+                    creating: true,
                     ..BranchModel::default()
                 },
             );
@@ -856,6 +865,11 @@ impl Chaos<'_> {
                 )),
             );
             let mut target = format!("{name} from {from}");
+            lock(&self.model)
+                .branches
+                .get_mut(&name)
+                .expect("registered")
+                .creating = false;
             if let Outcome::Ok(v) = &outcome {
                 let mut m = lock(&self.model);
                 let b = m.branches.get_mut(&name).expect("registered");
@@ -1551,11 +1565,7 @@ impl Chaos<'_> {
         let mut failures: Vec<String> = Vec::new();
         let mut check = |what: &str, f: &mut dyn FnMut()| {
             if let Err(e) = std::panic::catch_unwind(AssertUnwindSafe(f)) {
-                let msg = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_else(|| "panic".into());
+                let msg = panic_text(&e);
                 self.note(format!("INVARIANT BROKEN: {what}: {msg}"));
                 failures.push(format!("{what}: {msg}"));
             }
@@ -2040,7 +2050,10 @@ fn fill(dir: &Path) -> Vec<PathBuf> {
             break;
         }
         let path = dir.join(format!(".chaos-filler-{i}"));
-        let f = fs::File::create(&path).expect("filler file");
+        // A full filesystem may have no room left for one more inode.
+        let Ok(f) = fs::File::create(&path) else {
+            break;
+        };
         files.push(path);
         let mut len = free;
         // SAFETY: fallocate(2) on a file we just made.
@@ -2049,6 +2062,13 @@ fn fill(dir: &Path) -> Vec<PathBuf> {
         }
     }
     files
+}
+
+fn panic_text(e: &Box<dyn std::any::Any + Send>) -> String {
+    e.downcast_ref::<String>()
+        .cloned()
+        .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+        .unwrap_or_else(|| "panic".into())
 }
 
 fn summarize_doctor(stdout: &[u8]) -> String {
