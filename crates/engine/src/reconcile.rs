@@ -41,6 +41,11 @@ fn entries(dir: &Path) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether `path` exists (a link counts; it is not followed).
+fn present(path: &Path) -> bool {
+    std::fs::symlink_metadata(path).is_ok()
+}
+
 fn interrupted(op: Option<Op>) -> Option<Op> {
     op.filter(|o| !o.owner.is_alive())
 }
@@ -167,9 +172,10 @@ impl Engine {
             .map(|s| s.name.clone())
             .collect();
 
+        // A directory listed before a repair above removed it is gone.
         for name in listed_branches
             .iter()
-            .filter(|n| !branch_names.contains(*n))
+            .filter(|n| !branch_names.contains(*n) && present(&self.branch_dir(n)))
         {
             destroy_dir(self, &self.branch_dir(name))?;
             report
@@ -178,14 +184,17 @@ impl Engine {
         }
         for id in listed_snapshots
             .iter()
-            .filter(|n| !snapshot_ids.contains(*n))
+            .filter(|n| !snapshot_ids.contains(*n) && present(&self.home.snapshots().join(n)))
         {
             destroy_dir(self, &self.home.snapshots().join(id))?;
             report
                 .repaired
                 .push(format!("removed orphan snapshot directory {id}"));
         }
-        for name in listed_sources.iter().filter(|n| !source_names.contains(*n)) {
+        for name in listed_sources
+            .iter()
+            .filter(|n| !source_names.contains(*n) && present(&self.source_dir(n)))
+        {
             destroy_dir(self, &self.source_dir(name))?;
             report
                 .repaired
