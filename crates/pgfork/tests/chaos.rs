@@ -63,6 +63,8 @@ const WORKERS: u64 = 3;
 const MAX_BRANCHES: usize = 7;
 /// A pgfork command running longer than this is hung: a bug.
 const HUNG: Duration = Duration::from_secs(240);
+/// The daemon's options: its reaper deletes expired branches every 5 s.
+const SERVE_ARGS: &[&str] = &["--reap-every", "5s"];
 /// What a note of the dry-run agent is called: none may ever persist.
 const DRY_PREFIX: &str = "dry-";
 
@@ -102,7 +104,7 @@ fn chaos_run() {
     let reader = agent_secret(&h, "reader", "read-only");
     let tester = agent_secret(&h, "tester", "dry-run");
     let listen = format!("127.0.0.1:{proxy_port}");
-    let serve = Serve::try_start(&h, &listen, &[]).unwrap_or_else(|e| panic!("{e}"));
+    let serve = Serve::try_start(&h, &listen, SERVE_ARGS).unwrap_or_else(|e| panic!("{e}"));
 
     let started = Instant::now();
     let ctx = Chaos {
@@ -374,6 +376,11 @@ struct BranchModel {
     /// Its `branch create` is running: not a target yet (its DSN does not
     /// work until the create has set the password).
     creating: bool,
+    /// An operation raced others on it: its notes are not checked, and its
+    /// promotes require nothing of the source.
+    tainted: bool,
+    /// Made with a TTL: the daemon's reaper may delete it any time.
+    ttl: bool,
     /// Held by the thread operating on it (writes, resets, promotes...).
     lock: Arc<Mutex<()>>,
 }
@@ -723,6 +730,14 @@ impl Chaos<'_> {
         Some(f())
     }
 
+    /// An operation is about to race others on `name`: from now on which
+    /// notes it holds is not known.
+    fn taint(&self, name: &str) {
+        if let Some(b) = lock(&self.model).branches.get_mut(name) {
+            b.tainted = true;
+        }
+    }
+
     /// Every branch made from `name`, at any depth, as far as the test knows.
     fn descendants(m: &Model, name: &str) -> Vec<String> {
         let mut found = Vec::new();
@@ -804,16 +819,26 @@ impl Chaos<'_> {
                     let Some(name) = w.rng.pick(&self.candidates()) else {
                         continue;
                     };
-                    let ran = self.with_branch(&name, || match op {
+                    let run = |w: &mut Worker| match op {
                         Op::Write => {
-                            self.op_write(&mut w, &name);
+                            self.op_write(w, &name);
                         }
-                        Op::Reset => self.op_reset(&mut w, &name),
-                        Op::Delete => self.op_delete(&mut w, &name),
-                        Op::Snapshot => self.op_snapshot(&mut w, Some(&name)),
-                        Op::Promote => self.op_promote(&mut w, &name),
-                        _ => self.op_stop_start(&mut w, &name),
-                    });
+                        Op::Reset => self.op_reset(w, &name),
+                        Op::Delete => self.op_delete(w, &name),
+                        Op::Snapshot => self.op_snapshot(w, Some(&name)),
+                        Op::Promote => self.op_promote(w, &name),
+                        _ => self.op_stop_start(w, &name),
+                    };
+                    // Mostly one operation at a time on a branch, so that what
+                    // it must hold is known; sometimes one that races the
+                    // others on it, after which its content is not checked.
+                    let ran = if w.rng.percent(20) {
+                        self.taint(&name);
+                        run(&mut w);
+                        Some(())
+                    } else {
+                        self.with_branch(&name, || run(&mut w))
+                    };
                     if ran.is_none() {
                         // Someone else is on it: give them a moment.
                         std::thread::sleep(Duration::from_millis(20));
@@ -836,12 +861,18 @@ impl Chaos<'_> {
         } else {
             None
         };
+        // Some expire while the run goes on: the daemon's reaper deletes them.
+        let ttl = w
+            .rng
+            .percent(15)
+            .then(|| format!("{}s", 10 + w.rng.below(30)));
         let create = |from: &str, parent: Option<String>, w: &mut Worker| {
             lock(&self.model).branches.insert(
                 name.clone(),
                 BranchModel {
                     parent,
                     creating: true,
+                    ttl: ttl.is_some(),
                     ..BranchModel::default()
                 },
             );
@@ -854,17 +885,22 @@ impl Chaos<'_> {
                 points.push("snapshot-create:before-seal");
                 points.push("snapshot-create:during-backup");
             }
+            let mut args = vec!["branch", "create", &name, "--from", from];
+            let mut body = json!({ "name": name, "from": from });
+            if let Some(t) = &ttl {
+                args.extend(["--ttl", t]);
+                body["ttl"] = json!(t);
+            }
             let (outcome, via) = self.either(
                 w,
-                &["branch", "create", &name, "--from", from],
+                &args,
                 &points,
-                Some((
-                    Method::POST,
-                    "/v1/branches".into(),
-                    Some(json!({ "name": name, "from": from })),
-                )),
+                Some((Method::POST, "/v1/branches".into(), Some(body))),
             );
             let mut target = format!("{name} from {from}");
+            if let Some(t) = &ttl {
+                target = format!("{target} --ttl {t}");
+            }
             lock(&self.model)
                 .branches
                 .get_mut(&name)
@@ -1128,6 +1164,7 @@ impl Chaos<'_> {
                 let carried: Vec<String> = m
                     .branches
                     .get(name)
+                    .filter(|b| !b.tainted)
                     .map(|b| b.definite.iter().cloned().collect())
                     .unwrap_or_default();
                 for id in carried {
@@ -1408,10 +1445,14 @@ impl Chaos<'_> {
     fn kill9(&self, pid: i32, what: &str) {
         // SAFETY: kill(2) of a postmaster of this test's home.
         let sent = unsafe { libc::kill(pid, libc::SIGKILL) } == 0;
-        self.count(format!(
-            "kill -9 {}",
-            what.split(' ').take(4).collect::<Vec<_>>().join(" ")
-        ));
+        let kind = if what.contains("branch") {
+            "a branch's postmaster"
+        } else if what.contains("source") {
+            "the source's postmaster"
+        } else {
+            "a seal or view postmaster"
+        };
+        self.count(format!("kill -9 {kind}"));
         self.note(format!(
             "monkey: kill -9 {what} (pid {pid}){}",
             if sent { "" } else { ": already gone" }
@@ -1431,7 +1472,7 @@ impl Chaos<'_> {
         std::thread::sleep(rng.ms(0, 1500));
         let mut last = String::new();
         for _ in 0..5 {
-            match Serve::try_start(self.h, &self.proxy_listen, &[]) {
+            match Serve::try_start(self.h, &self.proxy_listen, SERVE_ARGS) {
                 Ok(s) => {
                     self.note(format!("monkey: pgfork serve restarted at {}", s.url));
                     *lock(&self.api) = Some(Api::of(&s));
@@ -1872,7 +1913,7 @@ impl Chaos<'_> {
         let lost: Vec<&String> = m
             .branches
             .iter()
-            .filter(|(n, b)| b.created && b.delete_attempts == 0 && !exists.contains(n))
+            .filter(|(n, b)| b.created && !b.ttl && b.delete_attempts == 0 && !exists.contains(n))
             .map(|(n, _)| n)
             .collect();
         let undead: Vec<&String> = m
@@ -1905,7 +1946,11 @@ impl Chaos<'_> {
         let Some(b) = m.branches.get(name) else {
             return; // Reported by the existence check.
         };
-        let missing: Vec<&String> = b.definite.iter().filter(|n| !notes.contains(*n)).collect();
+        let missing: Vec<&String> = b
+            .definite
+            .iter()
+            .filter(|n| !b.tainted && !notes.contains(*n))
+            .collect();
         let foreign: Vec<&String> = notes.iter().filter(|n| !m.written.contains(*n)).collect();
         assert!(
             missing.is_empty(),
