@@ -284,26 +284,28 @@ impl Engine {
                 ));
             }
             OpKind::Starting | OpKind::Stopping | OpKind::Refreshing => {
-                let pm = (kind == OpKind::Starting)
-                    .then(|| running_postmaster(&dir))
-                    .flatten();
-                if pm.is_none() {
-                    stop_server(b.postmaster, &dir, StopMode::Fast)?;
-                }
-                let state = if pm.is_some() {
-                    RunState::Running
-                } else {
-                    RunState::Stopped
-                };
+                // An interrupted start is undone, never adopted: the server
+                // may be up before the start set the branch's password
+                // (after a reset its clone holds the snapshot's), and a
+                // start of a running branch does nothing, so its DSN would
+                // not log in until it was stopped. The next start arms it.
+                stop_server(b.postmaster, &dir, StopMode::Fast)?;
                 self.meta.write(|c| {
-                    BranchRow::set_state(c, &b.name, state, pm)?;
+                    BranchRow::set_state(c, &b.name, RunState::Stopped, None)?;
                     BranchRow::set_op(c, &b.name, None)
                 })?;
-                report.repaired.push(format!(
-                    "finished an interrupted {} of branch {}",
-                    kind.as_str(),
-                    b.name
-                ));
+                report.repaired.push(if kind == OpKind::Starting {
+                    format!(
+                        "stopped branch {}, whose start was interrupted (pgfork branch start {})",
+                        b.name, b.name
+                    )
+                } else {
+                    format!(
+                        "finished an interrupted {} of branch {}",
+                        kind.as_str(),
+                        b.name
+                    )
+                });
             }
             OpKind::Resetting => {
                 destroy_dir(self, &dir)?;
