@@ -200,6 +200,54 @@ fn concurrent_reconciles_finish_an_interrupted_reset_once() {
     }
 }
 
+/// `branch start` SIGKILLed the moment its postmaster is ready, before it
+/// set the branch's password, on a branch whose interrupted reset the
+/// reconcile finished (so its data holds the snapshot's password): the
+/// next `branch start` brings it back with its own DSN working. Found by
+/// the chaos run: the reconcile recorded the server as running, `branch
+/// start` of a running branch does nothing, and the DSN was refused
+/// (`password authentication failed`) until someone stopped the branch.
+#[test]
+fn a_start_killed_before_the_password_is_set_leaves_no_branch_refusing_its_dsn() {
+    let h = TestHome::new(Pool::Xfs, "armkill");
+    h.create_source("ak");
+    load_items(&mut connect(&h.source_dsn("ak")), "base", 10);
+    h.snapshot("ak");
+    for round in 0..3 {
+        let name = format!("a{round}");
+        let dsn = dsn_of(&h.create_branch(&name, "ak@1", &[]));
+        h.crash_at("branch-reset:after-remove", &["branch", "reset", &name]);
+        assert_eq!(h.branch(&name)["status"], "stopped");
+        let pidfile = h
+            .pool_dir()
+            .join("branches")
+            .join(&name)
+            .join("postmaster.pid");
+        let mut start = h
+            .command(&["branch", "start", &name])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pgfork");
+        let ready = poll_until(Duration::from_secs(60), Duration::from_micros(200), || {
+            fs::read_to_string(&pidfile)
+                .is_ok_and(|t| t.lines().nth(7).is_some_and(|l| l.trim() == "ready"))
+        });
+        let _ = start.kill();
+        let _ = start.wait();
+        assert!(ready, "the branch's postmaster never said it was ready");
+        assert_eq!(h.json(&["branch", "start", &name])["status"], "running");
+        let mut db = try_connect(&dsn).unwrap_or_else(|e| {
+            panic!(
+                "round {round}: the branch refuses its DSN: {}",
+                describe(&e)
+            )
+        });
+        assert_eq!(tagged(&mut db, "base"), 10);
+        h.assert_settled();
+    }
+}
+
 /// What the environment asks of the run.
 #[derive(Debug, Clone, Copy)]
 struct Settings {
@@ -996,12 +1044,31 @@ impl Chaos<'_> {
             .unwrap_or(0);
         let fresh = match self.cli(&["branch", "dsn", name], Kill::No) {
             Outcome::Ok(v) => v["dsn"].as_str().map(str::to_string),
+            Outcome::Refused { code, .. } if code == "unknown_branch" => {
+                // Deleted under the write (by a racing delete or the
+                // reaper); its port may serve another branch by now.
+                self.note(format!("branch {name} is gone"));
+                return;
+            }
             _ => None,
         };
         if fresh.as_deref().is_some_and(|f| f != dsn) {
             self.note(format!(
                 "branch {name} has moved since its DSN was read (a start took another port): {} now",
                 redact(fresh.as_deref().unwrap_or_default())
+            ));
+            return;
+        }
+        // A create or reset sets the password right after its server is up:
+        // a login racing it is refused for a moment. Only a branch that
+        // keeps refusing its DSN is broken.
+        let logs_in = poll_until(Duration::from_secs(3), Duration::from_millis(200), || {
+            quick_connect(dsn).is_ok()
+        });
+        if logs_in {
+            self.count("write: password refused while (re)starting".into());
+            self.note(format!(
+                "branch {name} refused its DSN's password for a moment (a create, start or reset racing the login)"
             ));
             return;
         }
