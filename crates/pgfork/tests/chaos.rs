@@ -1722,6 +1722,24 @@ impl Chaos<'_> {
             .map(|b| b["name"].as_str().expect("name").to_string())
             .collect();
         self.note(format!("surviving branches: {}", names.join(", ")));
+        // What doctor tells a user to do: a branch whose data directory is
+        // gone (a reset that failed after removing it, on the full pool) is
+        // rebuilt from its snapshot with `branch reset`.
+        for name in &names {
+            if !h.pool_dir().join("branches").join(name).exists() {
+                self.count("settle: branch reset of a branch without data".into());
+                check(&format!("branch {name}, without data, resets"), &mut || {
+                    let out = h.json(&["branch", "reset", name]);
+                    self.note(format!(
+                        "branch {name} had no data directory (doctor: branch reset): reset, {}",
+                        out["status"]
+                    ));
+                    if let Some(b) = lock(&self.model).branches.get_mut(name) {
+                        b.definite.clear();
+                    }
+                });
+            }
+        }
         for name in &names {
             check(&format!("branch {name} starts"), &mut || {
                 let out = h.json(&["branch", "start", name]);
