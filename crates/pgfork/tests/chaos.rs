@@ -65,6 +65,8 @@ const MAX_BRANCHES: usize = 7;
 const HUNG: Duration = Duration::from_secs(240);
 /// The daemon's options: its reaper deletes expired branches every 5 s.
 const SERVE_ARGS: &[&str] = &["--reap-every", "5s"];
+/// The branch the proxy makes for the branch agent on its first session.
+const AGENT_BRANCH: &str = "agentb";
 /// What a note of the dry-run agent is called: none may ever persist.
 const DRY_PREFIX: &str = "dry-";
 
@@ -103,6 +105,20 @@ fn chaos_run() {
     h.snapshot(SOURCE);
     let reader = agent_secret(&h, "reader", "read-only");
     let tester = agent_secret(&h, "tester", "dry-run");
+    let builder = {
+        let out = h.json(&[
+            "agent",
+            "create",
+            "builder",
+            "--source",
+            SOURCE,
+            "--policy",
+            "branch",
+            "--branch",
+            AGENT_BRANCH,
+        ]);
+        out["secret"].as_str().expect("secret").to_string()
+    };
     let listen = format!("127.0.0.1:{proxy_port}");
     let serve = Serve::try_start(&h, &listen, SERVE_ARGS).unwrap_or_else(|e| panic!("{e}"));
 
@@ -113,7 +129,16 @@ fn chaos_run() {
         started,
         deadline: started + Duration::from_secs(settings.secs),
         stop: AtomicBool::new(false),
-        model: Mutex::new(Model::default()),
+        model: Mutex::new(Model {
+            branches: BTreeMap::from([(
+                AGENT_BRANCH.to_string(),
+                BranchModel {
+                    external: true,
+                    ..BranchModel::default()
+                },
+            )]),
+            ..Model::default()
+        }),
         api: Mutex::new(Some(Api::of(&serve))),
         serve: Mutex::new(Some(serve)),
         proxy_listen: listen,
@@ -132,7 +157,7 @@ fn chaos_run() {
             s.spawn(move || ctx.guarded(|| ctx.worker(w)));
         }
         s.spawn(move || ctx.guarded(|| ctx.ledger_writer()));
-        s.spawn(move || ctx.guarded(|| ctx.agents(&reader, &tester)));
+        s.spawn(move || ctx.guarded(|| ctx.agents([&reader, &tester, &builder])));
         s.spawn(move || ctx.guarded(|| ctx.monkey()));
         s.spawn(move || ctx.guarded(|| ctx.filler(settings.secs)));
     });
@@ -429,6 +454,8 @@ struct BranchModel {
     tainted: bool,
     /// Made with a TTL: the daemon's reaper may delete it any time.
     ttl: bool,
+    /// The proxy makes it, for the branch agent: no worker's target.
+    external: bool,
     /// Held by the thread operating on it (writes, resets, promotes...).
     lock: Arc<Mutex<()>>,
 }
@@ -766,7 +793,7 @@ impl Chaos<'_> {
         lock(&self.model)
             .branches
             .iter()
-            .filter(|(_, b)| !b.deleted && !b.absent && !b.hog && !b.creating)
+            .filter(|(_, b)| !b.deleted && !b.absent && !b.hog && !b.creating && !b.external)
             .map(|(n, _)| n.clone())
             .collect()
     }
@@ -1065,6 +1092,17 @@ impl Chaos<'_> {
         let logs_in = poll_until(Duration::from_secs(3), Duration::from_millis(200), || {
             quick_connect(dsn).is_ok()
         });
+        let running = match self.cli(&["branch", "info", name], Kill::No) {
+            Outcome::Ok(v) => v["status"] == "running",
+            _ => false,
+        };
+        if !logs_in && !running {
+            // Killed, stopped or reset meanwhile: nothing to conclude.
+            self.note(format!(
+                "branch {name} refused its DSN's password, then stopped running"
+            ));
+            return;
+        }
         if logs_in {
             self.count("write: password refused while (re)starting".into());
             self.note(format!(
@@ -1410,21 +1448,22 @@ impl Chaos<'_> {
 
     // --- agents through the daemon's proxy ---------------------------------------
 
-    /// A read-only agent reading the ledger and a dry-run agent writing
-    /// notes that must never stay, through the proxy of the daemon (which
-    /// the monkey kills): the audit log they fill must still verify.
-    fn agents(&self, reader: &str, tester: &str) {
+    /// Through the proxy of the daemon (which the monkey kills): a
+    /// read-only agent reading the ledger, a dry-run agent writing notes
+    /// that must never stay, and a branch agent writing notes into the
+    /// branch the proxy makes for it. The audit log they fill must still
+    /// verify.
+    fn agents(&self, secrets: [&str; 3]) {
+        const AGENTS: [&str; 3] = ["reader", "tester", "builder"];
         let mut rng = Rng::new(self.seed, 200);
-        let mut sessions: [Option<postgres::Client>; 2] = [None, None];
+        let mut sessions: [Option<postgres::Client>; 3] = [None, None, None];
         while !self.done() {
-            let i = rng.below(2) as usize;
+            let i = rng.below(3) as usize;
             if sessions[i].is_none() {
-                let (agent, secret) = if i == 0 {
-                    ("reader", reader)
-                } else {
-                    ("tester", tester)
-                };
-                let url = format!("postgres://{agent}:{secret}@{}/{SOURCE}", self.proxy_listen);
+                let url = format!(
+                    "postgres://{}:{}@{}/{SOURCE}",
+                    AGENTS[i], secrets[i], self.proxy_listen
+                );
                 sessions[i] = quick_connect(&url).ok();
                 if sessions[i].is_none() {
                     self.nap(Duration::from_millis(300));
@@ -1432,25 +1471,48 @@ impl Chaos<'_> {
                 }
             }
             let c = sessions[i].as_mut().expect("session");
-            let result = if i == 0 {
-                c.query_one("SELECT count(*), max(seq) FROM ledger", &[])
+            let result = match i {
+                0 => c
+                    .query_one("SELECT count(*), max(seq) FROM ledger", &[])
+                    .map(|_| ()),
+                1 => {
+                    let id = format!(
+                        "{DRY_PREFIX}{}",
+                        self.dry_seq.fetch_add(1, Ordering::SeqCst)
+                    );
+                    c.execute(
+                        "INSERT INTO notes (id, branch, body) VALUES ($1, 'dry-run', 'never kept')",
+                        &[&id],
+                    )
                     .map(|_| ())
-            } else {
-                let id = format!(
-                    "{DRY_PREFIX}{}",
-                    self.dry_seq.fetch_add(1, Ordering::SeqCst)
-                );
-                c.execute(
-                    "INSERT INTO notes (id, branch, body) VALUES ($1, 'dry-run', 'never kept')",
-                    &[&id],
-                )
-                .map(|_| ())
+                }
+                _ => {
+                    let id = {
+                        let mut m = lock(&self.model);
+                        m.note_seq += 1;
+                        let id = format!("{AGENT_BRANCH}-{}", m.note_seq);
+                        m.written.insert(id.clone());
+                        id
+                    };
+                    c.execute(
+                        "INSERT INTO notes (id, branch, body) VALUES ($1, $2, md5($1))",
+                        &[&id, &AGENT_BRANCH],
+                    )
+                    .map(|_| ())
+                }
             };
             match result {
                 Ok(()) => {
                     self.agent_statements.fetch_add(1, Ordering::SeqCst);
+                    self.count(format!("agent {}: ok", AGENTS[i]));
                 }
-                Err(_) => sessions[i] = None,
+                Err(e) => {
+                    self.count(format!("agent {}: failed", AGENTS[i]));
+                    if i == 2 {
+                        self.note(format!("agent builder: {}", describe(&e)));
+                    }
+                    sessions[i] = None;
+                }
             }
             std::thread::sleep(rng.ms(20, 120));
         }
@@ -2023,8 +2085,16 @@ impl Chaos<'_> {
     }
 
     fn check_branch_notes(&self, name: &str) {
-        let dsn = self.h.branch_dsn(name);
-        let mut c = connect(&dsn);
+        let external = lock(&self.model)
+            .branches
+            .get(name)
+            .is_some_and(|b| b.external);
+        // The proxy's branch has no TCP listener: read it over its socket.
+        let mut c = if external {
+            self.h.branch_superuser(name, SOURCE)
+        } else {
+            connect(&self.h.branch_dsn(name))
+        };
         assert_eq!(scalar(&mut c, "SELECT 1"), 1);
         let notes = note_ids(&mut c);
         let m = lock(&self.model);

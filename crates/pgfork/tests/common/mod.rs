@@ -441,7 +441,8 @@ impl TestHome {
     /// - every process working under the home belongs to a running source
     ///   or branch, and every running one has its postmaster;
     /// - every port of the range not held by a row can be bound, and the
-    ///   ports of running servers cannot.
+    ///   ports of running servers cannot (but those of branches without TCP,
+    ///   made for the proxy's agents).
     pub fn assert_settled(&self) {
         let sources = self.json(&["source", "list"]);
         let branches = self.json(&["branch", "list"]);
@@ -536,9 +537,11 @@ impl TestHome {
             );
         }
 
+        // A branch made for the proxy's agents has no TCP listener: its
+        // port is only reserved.
         let mut held = BTreeMap::new();
         for o in servers.values() {
-            held.insert(port_of(o), o["status"] == "running");
+            held.insert(port_of(o), o["status"] == "running" && o["tcp"] != false);
         }
         for port in self.ports.0..=self.ports.1 {
             match held.get(&port) {
