@@ -27,8 +27,8 @@ set -Eeuo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 die() { printf 'chaos.sh: %s\n' "$*" >&2; exit 1; }
 
-SECS=${1:-75}
-SEED=${2:-}
+SECS=${1:-${PGFORK_CHAOS_SECS:-75}}
+SEED=${2:-${PGFORK_CHAOS_SEED:-}}
 [[ $SECS =~ ^[0-9]+$ ]] && ((SECS >= 10)) || die "SECONDS must be a whole number, at least 10 (got '$SECS')"
 [[ -z $SEED || $SEED =~ ^[0-9]+$ ]] || die "SEED must be a number (got '$SEED')"
 ((EUID == 0)) || die "the chaos run needs root (loop-mounted pools, servers run as their own users): sudo $0 $*"

@@ -170,15 +170,15 @@ fn chaos_run() {
     if !failures.is_empty() {
         panic!(
             "\n\nchaos run with seed {} ({}, {} s) broke {} invariant(s):\n\n- {}\n\n\
-             Replay: PGFORK_CHAOS_SEED={} PGFORK_CHAOS_SECS={} PGFORK_CHAOS_FS={} scripts/chaos.sh\n",
+             Replay: PGFORK_CHAOS_FS={} scripts/chaos.sh {} {}\n",
             settings.seed,
             settings.fs,
             settings.secs,
             failures.len(),
             failures.join("\n- "),
-            settings.seed,
+            settings.fs,
             settings.secs,
-            settings.fs
+            settings.seed
         );
     }
 }
