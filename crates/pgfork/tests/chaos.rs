@@ -1236,9 +1236,40 @@ impl Chaos<'_> {
         self.record(w, "snapshot", of, &via, &outcome);
     }
 
+    /// Deletes a snapshot: mostly an old one no branch uses, as a user
+    /// prunes them (every promote and every branch of a branch makes one,
+    /// and each holds at least a WAL segment of its own); sometimes any one
+    /// the test took.
     fn op_snapshot_delete(&self, w: &mut Worker) {
-        let Some((id, _)) = w.rng.pick(&lock(&self.model).snapshots) else {
-            return;
+        let id = if w.rng.percent(75) {
+            let (listed, _) = self.either(
+                w,
+                &["snapshot", "list"],
+                &[],
+                Some((Method::GET, "/v1/snapshots".into(), None)),
+            );
+            let Outcome::Ok(v) = listed else {
+                return;
+            };
+            let unused: Vec<String> = v
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|s| s["status"] == "ready")
+                .filter(|s| s["branches"].as_array().is_some_and(|b| b.is_empty()))
+                .filter_map(|s| s["id"].as_str().map(str::to_string))
+                .collect();
+            // Listed oldest first: one of the older half.
+            let older = unused.len().div_ceil(2);
+            let Some(id) = w.rng.pick(&unused[..older]) else {
+                return;
+            };
+            id
+        } else {
+            let Some((id, _)) = w.rng.pick(&lock(&self.model).snapshots) else {
+                return;
+            };
+            id
         };
         let (outcome, via) = self.either(
             w,
