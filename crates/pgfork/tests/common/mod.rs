@@ -441,7 +441,8 @@ impl TestHome {
     /// - every process working under the home belongs to a running source
     ///   or branch, and every running one has its postmaster;
     /// - every port of the range not held by a row can be bound, and the
-    ///   ports of running servers cannot.
+    ///   ports of running servers cannot (but those of branches without TCP,
+    ///   made for the proxy's agents).
     pub fn assert_settled(&self) {
         let sources = self.json(&["source", "list"]);
         let branches = self.json(&["branch", "list"]);
@@ -536,9 +537,11 @@ impl TestHome {
             );
         }
 
+        // A branch made for the proxy's agents has no TCP listener: its
+        // port is only reserved.
         let mut held = BTreeMap::new();
         for o in servers.values() {
-            held.insert(port_of(o), o["status"] == "running");
+            held.insert(port_of(o), o["status"] == "running" && o["tcp"] != false);
         }
         for port in self.ports.0..=self.ports.1 {
             match held.get(&port) {
@@ -841,6 +844,32 @@ pub fn run_tool(cmd: &mut Command) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// `pg_amcheck` of every database of the server on `socket_dir` and
+/// `port`, as the superuser: every heap and index, each index entry
+/// checked against the heap (the amcheck extension is installed where it
+/// is missing). `Err` carries what it reported.
+pub fn amcheck(socket_dir: &Path, port: u16) -> Result<(), String> {
+    let out = Command::new(pg_tool("pg_amcheck"))
+        .args(["--install-missing", "--heapallindexed", "--all"])
+        .arg("--host")
+        .arg(socket_dir)
+        .args(["--port", &port.to_string(), "--username", "postgres"])
+        .arg("--no-password")
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("run pg_amcheck: {e}"))?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if out.status.success() && stdout.trim().is_empty() {
+        return Ok(());
+    }
+    Err(format!(
+        "pg_amcheck on {}:{port} ({}):\n{stdout}{}",
+        socket_dir.display(),
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    ))
 }
 
 /// `pgbench -i -s SCALE` into the database of `dsn`, as its role.

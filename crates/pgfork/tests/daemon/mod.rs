@@ -34,22 +34,49 @@ impl Serve {
     /// Starts `pgfork serve` on `h` with `extra` options, after rotating
     /// the API token (the new one is [`Serve::token`]).
     pub fn start(h: &TestHome, extra: &[&str]) -> Serve {
-        let token = h.json(&["token", "rotate"])["api_token"]
-            .as_str()
-            .expect("api_token")
-            .to_string();
-        let mut cmd = h.command(&["serve", "--listen", "127.0.0.1:0", "--proxy-listen", "off"]);
+        Serve::try_start(h, "off", extra).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Like [`Serve::start`], with the policy proxy on `proxy_listen`
+    /// (`ADDR:PORT`, or `off`); the error says why it did not start.
+    pub fn try_start(h: &TestHome, proxy_listen: &str, extra: &[&str]) -> Result<Serve, String> {
+        let rotated = h.run(&["--json", "token", "rotate"]);
+        let token = serde_json::from_slice::<Value>(&rotated.stdout)
+            .ok()
+            .and_then(|v| v["api_token"].as_str().map(str::to_string))
+            .ok_or_else(|| {
+                format!(
+                    "token rotate failed ({}): {}{}",
+                    rotated.status,
+                    String::from_utf8_lossy(&rotated.stdout),
+                    String::from_utf8_lossy(&rotated.stderr)
+                )
+            })?;
+        let mut cmd = h.command(&[
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--proxy-listen",
+            proxy_listen,
+        ]);
         cmd.args(extra).stderr(Stdio::piped()).stdout(Stdio::null());
-        let mut child = cmd.spawn().expect("start pgfork serve");
+        let mut child = cmd
+            .spawn()
+            .map_err(|e| format!("start pgfork serve: {e}"))?;
         let mut lines = BufReader::new(child.stderr.take().expect("stderr")).lines();
-        // With -v, log lines may come first.
+        // With -v, log lines may come first; so may the proxy's own
+        // "listening on" line.
         let mut seen = Vec::new();
         let url = loop {
             let line = match lines.next() {
                 Some(Ok(line)) => line,
-                _ => panic!("serve did not start: {}", seen.join("\n")),
+                _ => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return Err(format!("serve did not start: {}", seen.join("\n")));
+                }
             };
-            if let Some(rest) = line.split("listening on ").nth(1) {
+            if let Some(rest) = line.split("serve: listening on ").nth(1) {
                 break rest
                     .split_whitespace()
                     .next()
@@ -70,13 +97,24 @@ impl Serve {
             .timeout(Duration::from_secs(300))
             .build()
             .expect("http client");
-        Serve {
+        Ok(Serve {
             child,
             url,
             token,
             http,
             log,
-        }
+        })
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// `kill -9` of the daemon (its proxy included), reaped at once.
+    pub fn kill9(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The lines it wrote to stderr so far (log lines need `-v`).
@@ -132,6 +170,10 @@ impl Serve {
 
 impl Drop for Serve {
     fn drop(&mut self) {
+        // Already reaped (killed): its pid may belong to another process now.
+        if !matches!(self.child.try_wait(), Ok(None)) {
+            return;
+        }
         unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
         if !wait_until(Duration::from_secs(20), || {
             matches!(self.child.try_wait(), Ok(Some(_)))
