@@ -42,6 +42,8 @@ pub struct BranchCreate {
     /// Listen only on the unix socket: a branch for the proxy's agents,
     /// which no password the agent sets can open from elsewhere.
     pub proxy_only: bool,
+    /// CPU, memory and process limits (over the source's defaults).
+    pub compute: crate::ComputeRequest,
 }
 
 /// Where the time of a `branch create` went, in milliseconds.
@@ -182,6 +184,10 @@ impl Engine {
             });
         }
         self.check_free_space()?;
+        // Checked before anything is made: a limit that cannot be enforced
+        // leaves no snapshot, row or directory behind.
+        let origin = self.origin_source(&req.from)?;
+        let limits = self.new_branch_limits(&req.name, origin.as_deref(), &req.compute)?;
         let (snapshot, parent_branch, took_snapshot) = self.snapshot_for(req)?;
         let snapshot_ms = took_snapshot.then(|| ms(began.elapsed()));
         let range = self.config.ports;
@@ -244,6 +250,9 @@ impl Engine {
                 problems: Vec::new(),
             };
             row.insert(c)?;
+            if !limits.is_empty() {
+                meta::compute::set_branch_limits(c, &row.name, &limits)?;
+            }
             Ok(row)
         })?;
         tracing::debug!(elapsed = ?began.elapsed(), "branch row inserted");
@@ -419,7 +428,9 @@ impl Engine {
     /// One branch (password masked; see [`BranchInfo::reveal`]).
     pub fn branch_info(&self, name: &str) -> Result<BranchInfo> {
         let row = self.branch_row(name)?;
-        self.branch_info_of(&row)
+        let mut info = self.branch_info_of(&row)?;
+        info.compute = self.compute_info(name, true)?;
+        Ok(info)
     }
 
     /// Starts a stopped or crashed branch; its data is kept. Starting a
@@ -448,6 +459,7 @@ impl Engine {
         let row = self.branch_row(name)?;
         self.claim(Target::Branch(name), OpKind::Stopping)?;
         let stopped = stop_server(row.postmaster, &self.branch_dir(name), StopMode::Fast);
+        self.tidy_groups(Some(Target::Branch(name)));
         self.settle(
             Target::Branch(name),
             stopped.is_ok().then_some((RunState::Stopped, None)),
@@ -577,6 +589,8 @@ impl Engine {
             return;
         }
         self.remove_server_files(ServerKind::Branch, name);
+        // A group that cannot go yet stays recorded; a reconcile removes it.
+        self.tidy_groups(Some(Target::Branch(name)));
         if let Err(e) = self.meta.write(|c| BranchRow::delete(c, name)) {
             tracing::warn!("forgetting branch {name}: {e}");
         }

@@ -334,6 +334,25 @@ pub enum SourceCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Show or set the limits each new branch of a source gets (branch create's flags override them).
+    Limits(SourceLimitsArgs),
+}
+
+/// `pgfork source limits`.
+#[derive(Debug, Args)]
+pub struct SourceLimitsArgs {
+    /// Source name.
+    pub name: String,
+    /// CPUs each new branch's server may use (0.5: half a CPU), through cgroups; `none` removes it.
+    #[arg(long, value_name = "CPUS|none")]
+    pub branch_cpu: Option<String>,
+    /// Memory each new branch's server may use (e.g. 512M); over it the branch is killed (crashed)
+    /// and comes back with `branch start`; `none` removes it.
+    #[arg(long, value_name = "SIZE|none")]
+    pub branch_memory: Option<String>,
+    /// Most processes each new branch's server may run; `none` removes it.
+    #[arg(long, value_name = "N|none")]
+    pub branch_pids: Option<String>,
 }
 
 /// `pgfork snapshot ...`.
@@ -529,6 +548,17 @@ pub struct BranchCreateArgs {
     /// Allow an unmasked snapshot of a remote source that has no masking rules.
     #[arg(long)]
     pub unmasked: bool,
+    /// CPUs its server may use (0.5: half a CPU), enforced through cgroups [default: the source's,
+    /// see `source limits`; `none`: no limit].
+    #[arg(long, value_name = "CPUS|none")]
+    pub cpu: Option<String>,
+    /// Memory its server may use (e.g. 512M); over it the branch is killed and shows as crashed
+    /// until `branch start` [default: the source's; `none`: no limit].
+    #[arg(long, value_name = "SIZE|none")]
+    pub memory: Option<String>,
+    /// Most processes its server may run [default: the source's; `none`: no limit].
+    #[arg(long, value_name = "N|none")]
+    pub pids: Option<String>,
 }
 
 /// `pgfork branch set`.

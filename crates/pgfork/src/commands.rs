@@ -5,7 +5,9 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
-use pgfork_engine::{BranchCreate, DumpFormat, Engine, InitOptions, Mode, SourceAdd, names};
+use pgfork_engine::{
+    BranchCreate, ComputeRequest, DumpFormat, Engine, InitOptions, Mode, SourceAdd, compute, names,
+};
 use pgfork_pool::{Driver, FsKind, Home, space};
 
 use crate::cli::{
@@ -386,6 +388,31 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
             }
         }
         SourceCommand::Delete { name, force } => deleted(engine.source_delete(&name, force)?, json),
+        SourceCommand::Limits(args) => {
+            let req = ComputeRequest {
+                cpu_millis: args
+                    .branch_cpu
+                    .as_deref()
+                    .map(|t| compute::parse_cpu("--branch-cpu", t))
+                    .transpose()?,
+                memory: args
+                    .branch_memory
+                    .as_deref()
+                    .map(|t| compute::parse_memory("--branch-memory", t))
+                    .transpose()?,
+                pids: args
+                    .branch_pids
+                    .as_deref()
+                    .map(|t| compute::parse_pids("--branch-pids", t))
+                    .transpose()?,
+            };
+            let limits = engine.source_limits(&args.name, &req)?;
+            if json {
+                output::json(&limits)
+            } else {
+                output::source_limits(&limits)
+            }
+        }
     }
     Ok(())
 }
@@ -461,6 +488,23 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 schema_only: args.schema_only,
                 unmasked: args.unmasked,
                 proxy_only: false,
+                compute: ComputeRequest {
+                    cpu_millis: args
+                        .cpu
+                        .as_deref()
+                        .map(|t| compute::parse_cpu("--cpu", t))
+                        .transpose()?,
+                    memory: args
+                        .memory
+                        .as_deref()
+                        .map(|t| compute::parse_memory("--memory", t))
+                        .transpose()?,
+                    pids: args
+                        .pids
+                        .as_deref()
+                        .map(|t| compute::parse_pids("--pids", t))
+                        .transpose()?,
+                },
             };
             if engine.config().driver == Driver::Copy && !json {
                 eprintln!("note: copy driver: this clone copies every byte (see `pgfork doctor`)");

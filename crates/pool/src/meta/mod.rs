@@ -7,6 +7,7 @@
 //! processes serialise their decisions (names, ports) without races.
 
 mod agents;
+pub mod compute;
 mod remote;
 mod rows;
 mod schema;
@@ -18,6 +19,7 @@ pub use rusqlite::Connection;
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use agents::{AgentRow, AuditRow};
+pub use compute::{CgroupRow, ComputeLimits};
 pub use remote::{PolicyRow, RemoteRow};
 pub use rows::{
     BranchRow, BranchTimings, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports,
