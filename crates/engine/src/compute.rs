@@ -526,7 +526,13 @@ impl Engine {
                 }
             }
             let group = Group::at(std::slice::from_ref(&row.path));
-            if row.path.exists() && !group.procs().is_empty() {
+            if row.path.exists() {
+                if !group.procs().is_empty() {
+                    continue;
+                }
+            } else if !cgroup::visible(&row.path) {
+                // Not gone: out of this process's sight (a mount namespace
+                // without cgroups). Whoever sees it removes it.
                 continue;
             }
             let kills = group.usage().oom_kills.unwrap_or(0);
@@ -601,7 +607,8 @@ impl Engine {
 }
 
 /// Makes `group` under `parent`, retrying if a concurrent tidy removed
-/// the (then empty) parent between the two.
+/// the (then empty) parent between the two (the group's mkdir then finds
+/// no parent).
 fn make(
     parent: &Group,
     parent_limits: &Limits,
@@ -610,9 +617,12 @@ fn make(
 ) -> Result<(), CgroupError> {
     let mut attempt = 0;
     loop {
+        // The parent's weight again after: a parent removed and made again
+        // by the group's own walk in between would have the default.
         let made = parent
             .create(parent_limits)
-            .and_then(|()| group.create(own));
+            .and_then(|()| group.create(own))
+            .and_then(|()| parent.create(parent_limits));
         match made {
             Err(CgroupError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>

@@ -943,6 +943,17 @@ impl Group {
     }
 }
 
+/// Whether `path` lies in a cgroup hierarchy mounted where this process
+/// sees it. A recorded group that does not exist is gone only if its
+/// hierarchy is visible: a pgfork in a mount namespace without the cgroup
+/// filesystems (a container) must not forget the groups it cannot see.
+pub fn visible(path: &Path) -> bool {
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    parse_mountinfo(&mountinfo)
+        .iter()
+        .any(|m| path.starts_with(&m.point) && m.point.is_dir())
+}
+
 /// Removes one group directory (with none below it), waiting up to two
 /// seconds for its last processes to be released.
 pub fn remove_dir(path: &Path) -> Result<(), CgroupError> {

@@ -609,6 +609,38 @@ pub enum BenchWhat {
     Sources(SourcesBenchArgs),
     /// Branch creation over the HTTP API against the CLI (same run, same snapshot), then concurrent creates.
     Api(BenchApiArgs),
+    /// Noisy neighbours: the source's pgbench TPS alone and beside a CPU-bound branch, without cgroups,
+    /// with them, and with the branch held to --cpu; and what cgroups cost branch create.
+    Neighbours(NeighboursArgs),
+}
+
+/// `pgfork bench neighbours`.
+#[derive(Debug, Args)]
+pub struct NeighboursArgs {
+    /// pgbench scale of the source (bench-s{SCALE}, reused if it exists).
+    #[arg(long, default_value_t = 10)]
+    pub scale: u32,
+    /// Seconds of each pgbench run.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u32,
+    /// Rounds of every setting (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// The busy branch's limit in the limited setting.
+    #[arg(long, default_value = "0.25")]
+    pub cpu: String,
+    /// Sessions of the CPU-bound query on the busy branch.
+    #[arg(long, default_value_t = 2)]
+    pub hog_sessions: usize,
+    /// branch creates per variant (no cgroups, cgroups, cgroups with limits).
+    #[arg(long, default_value_t = 20)]
+    pub creates: usize,
+    /// Keep the bench source this run loads.
+    #[arg(long)]
+    pub keep_source: bool,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
 }
 
 /// `pgfork bench sources`.

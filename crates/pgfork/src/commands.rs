@@ -55,6 +55,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     Some(crate::cli::BenchWhat::Sources(args)) => {
                         crate::bench::sources::run(engine, args, json)
                     }
+                    Some(crate::cli::BenchWhat::Neighbours(args)) => {
+                        crate::bench::neighbours::run(engine, args, json)
+                    }
                 },
                 Command::Init(_)
                 | Command::Doctor
