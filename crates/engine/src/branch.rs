@@ -119,7 +119,7 @@ impl Engine {
         // never fails the listing of the others.
         let source = SourceRow::get(self.meta.conn(), &row.source)?;
         let snapshot = SnapshotRow::get(self.meta.conn(), row.snapshot_id)?;
-        Ok(BranchInfo::new(
+        let mut info = BranchInfo::new(
             row,
             source.as_ref(),
             snapshot.as_ref(),
@@ -129,7 +129,9 @@ impl Engine {
                 self.log_path(ServerKind::Branch, &row.name),
             ),
             crate::activity::unix_secs(self.last_active(row)),
-        ))
+        );
+        info.compute = self.compute_info(&row.name, false)?;
+        Ok(info)
     }
 
     /// The snapshot `from` means, taking one if needed: a source's latest

@@ -167,6 +167,9 @@ fn limits_land_in_the_group_and_the_server_runs_in_it() {
         Some("268435456")
     );
     assert_eq!(cg_file(&dirs, "pids.max").as_deref(), Some("100"));
+    let listed = h.json(&["branch", "list"]);
+    assert_eq!(listed[0]["compute"]["memory"], 256u64 << 20, "{listed:#}");
+    assert_eq!(groups_of(&listed[0]), dirs);
 
     // The postmaster and every process it forked, and nothing else, are in
     // every directory of the group: they were born there.
