@@ -19,7 +19,11 @@
 //! weight of `branches` (cpu.weight 400 against 100; cpu.shares 4096
 //! against 1024 on v1), so that under contention all sources together get
 //! at least four fifths of what pgfork's servers get, however many
-//! branches run; a branch's `--cpu` caps it outright.
+//! branches run; a branch's `--cpu` caps it outright. `pgfork-HOMEID`
+//! weighs what both weigh together (500; 5120 on v1): against the
+//! machine's other processes (100 each), the sources weigh as four busy
+//! processes, about what a source with four busy sessions weighed before
+//! it had a group, and all branches together as one.
 //!
 //! # Finding groups again
 //!
@@ -470,7 +474,16 @@ impl Engine {
             pids: limits.pids,
             cpu_weight: None,
         };
-        let made = make(&parent, &parent_limits, &group, &own).and_then(|()| group.join());
+        // The top group weighs what its two children weigh together, so
+        // that grouping takes nothing from pgfork's servers against the
+        // machine's other processes (each of which weighs 100).
+        let top = cg.group(Path::new(&self.cgroup_root_name()));
+        let top_limits = Limits {
+            cpu_weight: Some(SOURCES_WEIGHT + BRANCHES_WEIGHT),
+            ..Limits::default()
+        };
+        let ancestors = [(&top, &top_limits), (&parent, &parent_limits)];
+        let made = make(&ancestors, &group, &own).and_then(|()| group.join());
         match made {
             Ok(join) => Ok(Some(Joined { join, limits })),
             Err(e) => {
@@ -606,23 +619,22 @@ impl Engine {
     }
 }
 
-/// Makes `group` under `parent`, retrying if a concurrent tidy removed
-/// the (then empty) parent between the two (the group's mkdir then finds
-/// no parent).
-fn make(
-    parent: &Group,
-    parent_limits: &Limits,
-    group: &Group,
-    own: &Limits,
-) -> Result<(), CgroupError> {
+/// Makes `group` below its `ancestors` (outermost first, each with its
+/// weight), retrying if a concurrent tidy removed an (empty) ancestor in
+/// between: the group's mkdir then finds no parent.
+fn make(ancestors: &[(&Group, &Limits)], group: &Group, own: &Limits) -> Result<(), CgroupError> {
     let mut attempt = 0;
     loop {
-        // The parent's weight again after: a parent removed and made again
-        // by the group's own walk in between would have the default.
-        let made = parent
-            .create(parent_limits)
+        // The ancestors' weights again after: one removed and made again by
+        // the group's own walk in between would have the default.
+        let ancestors_made = || {
+            ancestors
+                .iter()
+                .try_for_each(|(g, limits)| g.create(limits))
+        };
+        let made = ancestors_made()
             .and_then(|()| group.create(own))
-            .and_then(|()| parent.create(parent_limits));
+            .and_then(|()| ancestors_made());
         match made {
             Err(CgroupError::Io { source, .. })
                 if source.kind() == std::io::ErrorKind::NotFound && attempt < 3 =>

@@ -216,6 +216,17 @@ fn limits_land_in_the_group_and_the_server_runs_in_it() {
         "4096"
     );
     assert_eq!(shares(cpu_dir(&dirs).parent().unwrap()).trim(), "1024");
+    let top = cpu_dir(&dirs)
+        .parent()
+        .unwrap()
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    assert_eq!(
+        shares(&top).trim(),
+        "5120",
+        "pgfork-HOMEID weighs both together"
+    );
     drop(source);
 
     // A branch without limits runs in a group too (under the branches'
