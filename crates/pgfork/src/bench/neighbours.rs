@@ -60,8 +60,8 @@ struct Round {
     loaded_tps: f64,
     /// loaded / solo.
     ratio: f64,
-    /// CPUs the busy branch used meanwhile, from its group's accounting
-    /// (none without cgroups).
+    /// CPUs the busy branch's processes used meanwhile (from /proc, the
+    /// same way in every setting).
     hog_cpus: Option<f64>,
 }
 
@@ -402,6 +402,7 @@ fn beside_hog(
     create.extend_from_slice(extra);
     let info = cli.run(no_cgroups, &create)?;
     let conn = AppConn::parse(info["dsn"].as_str().context("dsn")?)?;
+    let data_dir = std::path::PathBuf::from(info["data_dir"].as_str().context("data_dir")?);
     let timeout = args.seconds + 30;
     let sessions: Vec<_> = (0..args.hog_sessions)
         .map(|_| {
@@ -417,28 +418,61 @@ fn beside_hog(
         .collect();
     // Let the sessions get going.
     std::thread::sleep(Duration::from_secs(1));
-    let usage = || -> Option<(u64, Instant)> {
-        let info = cli.run(false, &["branch", "info", HOG]).ok()?;
-        Some((
-            info["compute"]["usage"]["cpu_usec"].as_u64()?,
-            Instant::now(),
-        ))
-    };
-    let before = usage();
+    let before = (cpu_ticks(&data_dir), Instant::now());
     let measured = super::tps::pgbench(engine, source, args.seconds);
-    let after = usage();
+    let after = (cpu_ticks(&data_dir), Instant::now());
     let deleted = cli.run(false, &["branch", "delete", HOG]);
     for s in sessions {
         let _ = s.join();
     }
     deleted?;
-    let hog_cpus = match (before, after) {
-        (Some((u0, t0)), Some((u1, t1))) if t1 > t0 => {
-            Some(u1.saturating_sub(u0) as f64 / (t1 - t0).as_micros() as f64)
-        }
-        _ => None,
-    };
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    let used: u64 = after
+        .0
+        .iter()
+        .filter_map(|(pid, t1)| before.0.get(pid).map(|t0| t1.saturating_sub(*t0)))
+        .sum();
+    let wall = (after.1 - before.1).as_secs_f64();
+    let hog_cpus = (wall > 0.0 && !after.0.is_empty()).then(|| used as f64 / hz / wall);
     Ok((measured?.0, hog_cpus))
+}
+
+/// User and system CPU ticks of every process working in `dir` (a
+/// server's data directory), by pid.
+fn cpu_ticks(dir: &std::path::Path) -> std::collections::BTreeMap<i32, u64> {
+    let mut out = std::collections::BTreeMap::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if std::fs::read_link(format!("/proc/{pid}/cwd"))
+            .ok()
+            .as_deref()
+            != Some(dir)
+        {
+            continue;
+        }
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        let Some(rest) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
+            continue;
+        };
+        // From the state (field 3) on: utime and stime are fields 14 and 15.
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let tick = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        out.insert(pid, tick(11) + tick(12));
+    }
+    out
 }
 
 fn print(r: &Report) {
