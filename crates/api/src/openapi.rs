@@ -71,6 +71,27 @@ fn schemas() -> Value {
         "description": "At most 32. Keys like Kubernetes label keys: an optional DNS-subdomain prefix (at most 253 characters of lowercase letters, digits, '-' and '.') and '/', then a name of 1-63 letters, digits, '-', '_' and '.' starting and ending with a letter or digit (team, example.com/team). Values at most 256 characters, no control characters.",
         "additionalProperties": { "type": "string", "maxLength": 256 }
     });
+    // Compute limits (issue 12), built apart: json! nests only so deep.
+    let limit_props = json!({
+        "cpu": { "type": ["number", "null"], "description": "CPUs (0.5: half of one)." },
+        "memory": { "type": ["integer", "null"], "description": "Bytes." },
+        "pids": { "type": ["integer", "null"] }
+    });
+    let mut compute_props = limit_props.clone();
+    compute_props["cgroups"] = json!({ "type": "array", "items": { "type": "string" } });
+    compute_props["usage"] = json!({ "type": "object", "additionalProperties": { "type": "integer" },
+        "description": "memory_bytes, memory_peak_bytes, cpu_usec, nr_throttled, oom_kills, pids (single-branch GET, while it runs)." });
+    compute_props["oom_kills"] = json!({ "type": "integer" });
+    let compute = json!({
+        "type": "object",
+        "description": "Compute limits (null: none) and where the server runs: its control group directories (one per cgroup hierarchy), what it uses, and how many of its processes the kernel killed for going over its memory limit.",
+        "properties": compute_props
+    });
+    let branch_limits = json!({
+        "type": "object",
+        "description": "Compute limits each new branch gets unless its create says otherwise (null: none).",
+        "properties": limit_props
+    });
     json!({
         "Error": {
             "type": "object", "required": ["error"],
@@ -108,7 +129,10 @@ fn schemas() -> Value {
                 "durable": { "type": "boolean", "default": false },
                 "fresh": { "type": "boolean", "default": false },
                 "schema_only": { "type": "boolean", "default": false },
-                "unmasked": { "type": "boolean", "default": false }
+                "unmasked": { "type": "boolean", "default": false },
+                "cpu": { "type": ["number", "string"], "description": "CPUs its server may use (0.5: half a CPU; 0.01 to 1024, at most three decimals), through cgroups; \"none\": no limit. Default: the source's (`pgfork source limits`). 422 compute_unavailable where cgroups cannot enforce it." },
+                "memory": { "type": ["integer", "string"], "description": "Memory its server may use: bytes, or a size such as \"512M\" (64M to 16T); over it the branch is killed and shows as crashed until started again; \"none\": no limit. Default: the source's." },
+                "pids": { "type": ["integer", "string"], "description": "Most processes its server may run (16 to 4194304); \"none\": no limit. Default: the source's." }
             }
         },
         "SetBranch": {
@@ -153,6 +177,7 @@ fn schemas() -> Value {
                 "timings": reference("Timings"),
                 "unshared_bytes": { "type": "integer", "description": "Bytes no longer shared with the base snapshot." },
                 "max_size": { "type": ["integer", "null"], "description": "Most bytes it may hold of its own (--max-size), enforced by the filesystem." },
+                "compute": compute,
                 "error": { "type": "string", "description": "Present only when the branch's stored record cannot be shown whole (an expiry past the year 9999, unreadable labels, a missing snapshot or source row): what is wrong and what to do. The other fields show what could be read." }
             }
         },
@@ -162,7 +187,9 @@ fn schemas() -> Value {
                 "name": string, "mode": string, "status": string, "port": { "type": "integer" },
                 "database": string, "user": string, "dsn": string, "pg_major": { "type": "integer" },
                 "created_at": string, "snapshots": { "type": "integer" }, "branches": { "type": "integer" },
-                "masking": string
+                "masking": string,
+                "branch_limits": branch_limits,
+                "cgroups": { "type": "array", "items": string, "description": "The control groups its server runs in." }
             }
         },
         "CreateAgent": {

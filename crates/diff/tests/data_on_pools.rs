@@ -45,6 +45,7 @@ fn run(bins: &PgBinaries, dir: &Path, work: &Path, name: &str) -> Cluster {
         port: 5432,
         overrides: &overrides,
         timeout: Duration::from_secs(60),
+        cgroup: None,
     };
     let pm = start(&spec).unwrap_or_else(|e| panic!("start {name}: {e}"));
     Cluster {

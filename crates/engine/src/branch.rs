@@ -45,6 +45,8 @@ pub struct BranchCreate {
     /// The most bytes the branch may hold of its own (the filesystem
     /// refuses more); `None`: the source's default, if it has one.
     pub max_size: Option<u64>,
+    /// CPU, memory and process limits (over the source's defaults).
+    pub compute: crate::ComputeRequest,
 }
 
 /// Where the time of a `branch create` went, in milliseconds.
@@ -120,7 +122,7 @@ impl Engine {
         // never fails the listing of the others.
         let source = SourceRow::get(self.meta.conn(), &row.source)?;
         let snapshot = SnapshotRow::get(self.meta.conn(), row.snapshot_id)?;
-        Ok(BranchInfo::new(
+        let mut info = BranchInfo::new(
             row,
             source.as_ref(),
             snapshot.as_ref(),
@@ -130,7 +132,9 @@ impl Engine {
                 self.log_path(ServerKind::Branch, &row.name),
             ),
             crate::activity::unix_secs(self.last_active(row)),
-        ))
+        );
+        info.compute = self.compute_info(&row.name, false)?;
+        Ok(info)
     }
 
     /// The snapshot `from` means, taking one if needed: a source's latest
@@ -186,6 +190,10 @@ impl Engine {
         }
         self.check_free_space()?;
         self.check_storage_limit(req.max_size)?;
+        // Checked before anything is made: a limit that cannot be enforced
+        // leaves no snapshot, row or directory behind.
+        let origin = self.origin_source(&req.from)?;
+        let limits = self.new_branch_limits(&req.name, origin.as_deref(), &req.compute)?;
         let (snapshot, parent_branch, took_snapshot) = self.snapshot_for(req)?;
         let max_size = match req.max_size {
             Some(size) => Some(size),
@@ -258,6 +266,9 @@ impl Engine {
                 problems: Vec::new(),
             };
             row.insert(c)?;
+            if !limits.is_empty() {
+                meta::compute::set_branch_limits(c, &row.name, &limits)?;
+            }
             Ok(row)
         })?;
         tracing::debug!(elapsed = ?began.elapsed(), "branch row inserted");
@@ -440,7 +451,9 @@ impl Engine {
     /// One branch (password masked; see [`BranchInfo::reveal`]).
     pub fn branch_info(&self, name: &str) -> Result<BranchInfo> {
         let row = self.branch_row(name)?;
-        self.branch_info_of(&row)
+        let mut info = self.branch_info_of(&row)?;
+        info.compute = self.compute_info(name, true)?;
+        Ok(info)
     }
 
     /// Starts a stopped or crashed branch; its data is kept. Starting a
@@ -472,6 +485,7 @@ impl Engine {
         let row = self.branch_row(name)?;
         self.claim(Target::Branch(name), OpKind::Stopping)?;
         let stopped = stop_server(row.postmaster, &self.branch_dir(name), StopMode::Fast);
+        self.tidy_groups(Some(Target::Branch(name)));
         self.settle(
             Target::Branch(name),
             stopped.is_ok().then_some((RunState::Stopped, None)),
@@ -605,6 +619,8 @@ impl Engine {
         }
         self.forget_branch_group(group);
         self.remove_server_files(ServerKind::Branch, name);
+        // A group that cannot go yet stays recorded; a reconcile removes it.
+        self.tidy_groups(Some(Target::Branch(name)));
         if let Err(e) = self.meta.write(|c| BranchRow::delete(c, name)) {
             tracing::warn!("forgetting branch {name}: {e}");
         }

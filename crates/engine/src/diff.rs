@@ -210,6 +210,7 @@ impl Engine {
             port: 5432,
             overrides: &overrides,
             timeout: crate::server::START_TIMEOUT,
+            cgroup: None,
         };
         let started: std::result::Result<Postmaster, _> = server::start(&spec);
         let pm = match started {

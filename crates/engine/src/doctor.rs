@@ -312,6 +312,20 @@ pub fn doctor(home: &Home) -> DoctorReport {
                 crashed.join(", ")
             ));
         }
+        // Compute limits (issue 12): what cgroups pgfork can use, and
+        // groups left without a server.
+        let cg = pgfork_os::cgroup::Cgroups::detect();
+        for (name, detail) in crate::compute::compute_checks(&cg, conn) {
+            let limited = pgfork_os::cgroup::Controller::LIMITS
+                .iter()
+                .all(|c| cg.usable(*c));
+            let status = if name == "compute limits" && limited {
+                "ok"
+            } else {
+                "warn"
+            };
+            r.push(name, status, detail);
+        }
         let missing: Vec<&str> = branches
             .iter()
             .filter(|b| b.op.is_none() && !home.branches().join(&b.name).is_dir())

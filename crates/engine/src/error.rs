@@ -136,6 +136,10 @@ pub enum EngineError {
     /// A TTL, label or other option value is malformed.
     #[error("{0}")]
     InvalidArgument(String),
+    /// A compute limit (--cpu, --memory, --pids) cannot be enforced here:
+    /// the message says which controller is missing, why, and what to do.
+    #[error("{0}")]
+    ComputeUnavailable(String),
     /// PostgreSQL failed.
     #[error(transparent)]
     Pg(#[from] PgError),
@@ -198,6 +202,7 @@ impl EngineError {
             EngineError::Config(_) => "config",
             EngineError::UnsafeContent(_) => "unsafe_content",
             EngineError::InvalidArgument(_) => "invalid_argument",
+            EngineError::ComputeUnavailable(_) => "compute_unavailable",
             EngineError::Pg(PgError::NoBinaries { .. }) => "no_postgres",
             EngineError::Pg(PgError::StartFailed { .. }) => "start_failed",
             EngineError::Pg(_) => "postgres",

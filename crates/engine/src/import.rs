@@ -131,6 +131,7 @@ impl Engine {
             port: row.port,
             overrides: &[],
             timeout: Duration::from_secs(120),
+            cgroup: None,
         };
         let mut pm = server::start(&spec)
             .inspect_err(|_| self.remove_server_files(ServerKind::Import, &row.name))?;

@@ -8,6 +8,7 @@ pub mod agents;
 pub mod audit;
 mod branch;
 mod branch_data;
+pub mod compute;
 pub mod config;
 mod diff;
 mod doctor;
@@ -39,6 +40,7 @@ use pgfork_pool::{Home, Meta, PoolImage};
 
 pub use branch::{BranchCreate, CreateTimings, GcReport};
 pub use branch_data::DumpFormat;
+pub use compute::{ComputeInfo, ComputeRequest, LimitsView, SourceLimits};
 pub use config::Config;
 pub use diff::{DiffReport, DiffRequest};
 pub use doctor::{Check, DoctorReport, doctor};

@@ -257,6 +257,11 @@ impl Engine {
         for entry in listed_logs.iter().filter(|e| !known(e)) {
             let _ = std::fs::remove_file(self.home.logs().join(entry));
         }
+        for path in self.tidy_groups(None) {
+            report.repaired.push(format!(
+                "removed control group {path}, which no server uses"
+            ));
+        }
         for line in &report.repaired {
             self.progress.warn(line);
         }

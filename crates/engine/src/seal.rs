@@ -101,6 +101,7 @@ impl Engine {
             port: 5432,
             overrides: &overrides,
             timeout: SEAL_TIMEOUT,
+            cgroup: None,
         };
         let mut pm = server::start(&spec)?;
         if let Some(role) = how.forget_password_of {

@@ -113,6 +113,8 @@ impl Engine {
     /// Writes `pgfork.conf` and starts the server as `owner`, waiting for
     /// it by connecting. If its port was taken meanwhile (another program,
     /// or a pgfork of another home), picks a new one, records it, retries.
+    /// The server starts in its control group, if it gets one (see
+    /// [`crate::compute`]); its other, empty groups are removed after.
     pub(crate) fn start_server(
         &mut self,
         target: Target,
@@ -120,7 +122,39 @@ impl Engine {
         owner: &RunAs,
         profile: Profile,
         extra: &[(String, String)],
+        port: u16,
+    ) -> Result<(Postmaster, u16)> {
+        let joined = self.server_group(target)?;
+        let mut extra = extra.to_vec();
+        if joined.as_ref().is_some_and(|j| j.limits.memory.is_some()) {
+            // Out of memory, the branch stops and shows as crashed rather
+            // than re-initialising (see crate::compute).
+            extra.push(("restart_after_crash".into(), "off".into()));
+        }
+        let started = self.start_in_group(
+            target,
+            datadir,
+            owner,
+            profile,
+            &extra,
+            port,
+            joined.as_ref().map(|j| &j.join),
+        );
+        drop(joined);
+        self.tidy_groups(Some(target));
+        started
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn start_in_group(
+        &mut self,
+        target: Target,
+        datadir: &Path,
+        owner: &RunAs,
+        profile: Profile,
+        extra: &[(String, String)],
         mut port: u16,
+        cgroup: Option<&pgfork_os::cgroup::Join>,
     ) -> Result<(Postmaster, u16)> {
         let (kind, name) = match target {
             Target::Source(n) => (ServerKind::Source, n),
@@ -142,6 +176,7 @@ impl Engine {
                 port,
                 overrides: &[],
                 timeout: START_TIMEOUT,
+                cgroup,
             };
             match server::start(&spec) {
                 Ok(pm) => return Ok((pm, port)),

@@ -48,6 +48,8 @@ impl Engine {
         }
         let policy = PolicyRow::get(self.meta.conn(), &row.name)?;
         info.snapshot_schedule = policy.snapshot_every.zip(policy.snapshot_keep);
+        info.branch_limits = self.source_branch_limits(&row.name)?;
+        info.cgroups = pgfork_pool::meta::CgroupRow::of(self.meta.conn(), "source", &row.name)?;
         info.masking = match (&policy.mask_rules, policy.unmasked_ok) {
             (Some(_), _) => "rules",
             (None, true) => "unmasked-allowed",
@@ -180,6 +182,7 @@ impl Engine {
         let row = self.source_row(name)?;
         self.claim(Target::Source(name), OpKind::Stopping)?;
         let stopped = stop_server(row.postmaster, &self.source_dir(name), StopMode::Fast);
+        self.tidy_groups(Some(Target::Source(name)));
         self.settle(
             Target::Source(name),
             stopped.is_ok().then_some((RunState::Stopped, None)),
@@ -243,6 +246,7 @@ impl Engine {
         }
         self.remove_server_files(ServerKind::Source, name);
         self.remove_server_files(ServerKind::Import, name);
+        self.tidy_groups(Some(Target::Source(name)));
         if row.is_some_and(|r| r.mode == "physical")
             && let Ok(Some(remote)) = RemoteRow::get(self.meta.conn(), name)
             && let Ok(url) = RemoteUrl::parse(&remote.url)

@@ -368,14 +368,14 @@ impl Engine {
     }
 
     /// The limits `source` gives its new branches.
-    pub fn source_limits(&self, source: &str) -> Result<SourceLimits> {
+    pub fn source_storage_limits(&self, source: &str) -> Result<SourceLimits> {
         self.source_row(source)?;
         Ok(SourceLimits::get(self.meta.conn(), source)?)
     }
 
     /// Sets the limits `source` gives its new branches (existing ones keep
     /// theirs); a size this pool cannot enforce is refused.
-    pub fn set_source_limits(
+    pub fn set_source_storage_limits(
         &mut self,
         source: &str,
         limits: SourceLimits,

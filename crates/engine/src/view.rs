@@ -148,6 +148,9 @@ pub struct BranchInfo {
     /// cannot be shown (the rest is shown as well as it can be).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// CPU, memory and process limits, its control groups, and what it
+    /// uses (`branch info` only).
+    pub compute: crate::ComputeInfo,
     #[serde(skip)]
     pub(crate) secret: Option<Dsn>,
 }
@@ -245,6 +248,7 @@ impl BranchInfo {
             unshared_bytes: None,
             max_size: row.max_size,
             error: row_error(row, source, snapshot),
+            compute: crate::ComputeInfo::default(),
             secret: dsn,
         }
     }
@@ -304,6 +308,12 @@ pub struct SourceInfo {
     pub snapshot_schedule: Option<(i64, i64)>,
     /// `rules`, `none`, or `unmasked-allowed`.
     pub masking: &'static str,
+    /// The compute limits each new branch of it gets unless `branch
+    /// create` says otherwise (`pgfork source limits`).
+    pub branch_limits: crate::LimitsView,
+    /// The control groups its server runs in (a share of the CPU larger
+    /// than all branches' together; see `pgfork doctor`).
+    pub cgroups: Vec<PathBuf>,
     #[serde(skip)]
     pub(crate) secret: Option<Dsn>,
 }
@@ -359,6 +369,8 @@ impl SourceInfo {
             lag: None,
             snapshot_schedule: None,
             masking: "none",
+            branch_limits: crate::LimitsView::default(),
+            cgroups: Vec::new(),
             secret: (row.mode == "local").then_some(dsn),
         }
     }

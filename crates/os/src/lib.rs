@@ -1,6 +1,8 @@
-//! Operating-system facts pgfork relies on: which user runs the servers and
-//! how to recognise a process again after its pid may have been reused.
+//! Operating-system facts pgfork relies on: which user runs the servers,
+//! how to recognise a process again after its pid may have been reused,
+//! and the control groups that limit what a server may use.
 
+pub mod cgroup;
 pub mod process;
 pub mod user;
 

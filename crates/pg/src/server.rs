@@ -36,6 +36,10 @@ pub struct StartSpec<'a> {
     pub overrides: &'a [(&'a str, &'a str)],
     /// Give up waiting after this long.
     pub timeout: Duration,
+    /// The control groups to start it in (`cgroup.procs` opened by the
+    /// caller): the child enters them between fork and exec, so the
+    /// postmaster and every process it forks are in them from the start.
+    pub cgroup: Option<&'a pgfork_os::cgroup::Join>,
 }
 
 /// A running postmaster and a superuser connection to it.
@@ -110,17 +114,24 @@ pub fn start(spec: &StartSpec) -> Result<Postmaster, PgError> {
     if spec.run_as.needs_switch() {
         cmd.uid(spec.run_as.uid).gid(spec.run_as.gid);
     }
-    // SAFETY: setsid is async-signal-safe and touches no memory.
+    // Collected before the fork: the child must not allocate.
+    let cgroup_fds = spec.cgroup.map(|j| j.fds()).unwrap_or_default();
+    // SAFETY: setsid and write(2) (in `enter`) are async-signal-safe, and
+    // the closure allocates nothing.
     unsafe {
-        cmd.pre_exec(|| {
+        cmd.pre_exec(move || {
             libc::setsid();
-            Ok(())
+            pgfork_os::cgroup::enter(&cgroup_fds)
         });
     }
     let spawned = Instant::now();
     let child = cmd.spawn().map_err(|e| PgError::Command {
         program: spec.bins.tool("postgres").display().to_string(),
-        detail: e.to_string(),
+        detail: if spec.cgroup.is_some() {
+            format!("{e} (starting it in its control group; `pgfork doctor` checks cgroups)")
+        } else {
+            e.to_string()
+        },
     })?;
     let mut guard = StartGuard {
         child: Some(child),

@@ -331,8 +331,6 @@ pub enum SourceCommand {
         /// Source name.
         name: String,
     },
-    /// Show or set the limits a source gives its new branches (`--max-size` default).
-    Limits(SourceLimitsArgs),
     /// Delete a source and its snapshots.
     Delete {
         /// Source name.
@@ -341,6 +339,29 @@ pub enum SourceCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Show or set the limits each new branch of a source gets (branch create's flags override them).
+    Limits(SourceLimitsArgs),
+}
+
+/// `pgfork source limits`.
+#[derive(Debug, Args)]
+pub struct SourceLimitsArgs {
+    /// Source name.
+    pub name: String,
+    /// CPUs each new branch's server may use (0.5: half a CPU), through cgroups; `none` removes it.
+    #[arg(long, value_name = "CPUS|none")]
+    pub branch_cpu: Option<String>,
+    /// Memory each new branch's server may use (e.g. 512M); over it the branch is killed (crashed)
+    /// and comes back with `branch start`; `none` removes it.
+    #[arg(long, value_name = "SIZE|none")]
+    pub branch_memory: Option<String>,
+    /// Most processes each new branch's server may run; `none` removes it.
+    #[arg(long, value_name = "N|none")]
+    pub branch_pids: Option<String>,
+    /// Most bytes each new branch may write of its own (e.g. 1G), enforced by the filesystem
+    /// (btrfs pools; see `branch create --max-size`); `none` removes it.
+    #[arg(long, value_name = "SIZE|none")]
+    pub branch_max_size: Option<String>,
 }
 
 /// `pgfork snapshot ...`.
@@ -507,16 +528,6 @@ pub struct SourceMaskArgs {
     pub allow_unmasked: bool,
 }
 
-/// `pgfork source limits`.
-#[derive(Debug, Args)]
-pub struct SourceLimitsArgs {
-    /// Source name.
-    pub name: String,
-    /// Default `--max-size` of its new branches (e.g. 1G; `none` removes it).
-    #[arg(long, value_name = "SIZE|none")]
-    pub branch_max_size: Option<String>,
-}
-
 /// `pgfork branch create`.
 #[derive(Debug, Args)]
 pub struct BranchCreateArgs {
@@ -551,6 +562,17 @@ pub struct BranchCreateArgs {
     /// the source's, see `pgfork source limits`].
     #[arg(long, value_name = "SIZE")]
     pub max_size: Option<String>,
+    /// CPUs its server may use (0.5: half a CPU), enforced through cgroups [default: the source's,
+    /// see `source limits`; `none`: no limit].
+    #[arg(long, value_name = "CPUS|none")]
+    pub cpu: Option<String>,
+    /// Memory its server may use (e.g. 512M); over it the branch is killed and shows as crashed
+    /// until `branch start` [default: the source's; `none`: no limit].
+    #[arg(long, value_name = "SIZE|none")]
+    pub memory: Option<String>,
+    /// Most processes its server may run [default: the source's; `none`: no limit].
+    #[arg(long, value_name = "N|none")]
+    pub pids: Option<String>,
 }
 
 /// `pgfork branch set`.
@@ -601,6 +623,38 @@ pub enum BenchWhat {
     Sources(SourcesBenchArgs),
     /// Branch creation over the HTTP API against the CLI (same run, same snapshot), then concurrent creates.
     Api(BenchApiArgs),
+    /// Noisy neighbours: the source's pgbench TPS alone and beside a CPU-bound branch, without cgroups,
+    /// with them, and with the branch held to --cpu; and what cgroups cost branch create.
+    Neighbours(NeighboursArgs),
+}
+
+/// `pgfork bench neighbours`.
+#[derive(Debug, Args)]
+pub struct NeighboursArgs {
+    /// pgbench scale of the source (bench-s{SCALE}, reused if it exists).
+    #[arg(long, default_value_t = 10)]
+    pub scale: u32,
+    /// Seconds of each pgbench run.
+    #[arg(long, default_value_t = 20)]
+    pub seconds: u32,
+    /// Rounds of every setting (medians are reported).
+    #[arg(long, default_value_t = 3)]
+    pub rounds: usize,
+    /// The busy branch's limit in the limited setting.
+    #[arg(long, default_value = "0.25")]
+    pub cpu: String,
+    /// Sessions of the CPU-bound query on the busy branch.
+    #[arg(long, default_value_t = 2)]
+    pub hog_sessions: usize,
+    /// branch creates per variant (no cgroups, cgroups, cgroups with limits).
+    #[arg(long, default_value_t = 20)]
+    pub creates: usize,
+    /// Keep the bench source this run loads.
+    #[arg(long)]
+    pub keep_source: bool,
+    /// Also write the JSON report to FILE.
+    #[arg(long, value_name = "FILE")]
+    pub json_out: Option<PathBuf>,
 }
 
 /// `pgfork bench sources`.

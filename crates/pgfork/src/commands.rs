@@ -6,7 +6,9 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result, bail};
 use pgfork_engine::storage::BranchSpace;
-use pgfork_engine::{BranchCreate, DumpFormat, Engine, InitOptions, Mode, SourceAdd, names};
+use pgfork_engine::{
+    BranchCreate, ComputeRequest, DumpFormat, Engine, InitOptions, Mode, SourceAdd, compute, names,
+};
 use pgfork_pool::{Driver, FsKind, Home, space};
 
 use crate::cli::{
@@ -53,6 +55,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     }
                     Some(crate::cli::BenchWhat::Sources(args)) => {
                         crate::bench::sources::run(engine, args, json)
+                    }
+                    Some(crate::cli::BenchWhat::Neighbours(args)) => {
+                        crate::bench::neighbours::run(engine, args, json)
                     }
                 },
                 Command::Init(_)
@@ -354,30 +359,6 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
                 output::sources(&list)
             }
         }
-        SourceCommand::Limits(args) => {
-            let limits = match args.branch_max_size.as_deref() {
-                None => engine.source_limits(&args.name)?,
-                Some(size) => {
-                    let mut limits = engine.source_limits(&args.name)?;
-                    limits.branch_max_size = match size {
-                        "none" => None,
-                        size => Some(parse_size(size)?),
-                    };
-                    engine.set_source_limits(&args.name, limits)?
-                }
-            };
-            if json {
-                output::json(&limits)
-            } else {
-                println!(
-                    "branch max size: {}",
-                    limits
-                        .branch_max_size
-                        .map(space::human_bytes)
-                        .unwrap_or_else(|| "none".into())
-                );
-            }
-        }
         SourceCommand::Info { name } => {
             let info = engine.source_info(&name)?;
             if json {
@@ -416,6 +397,48 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
             }
         }
         SourceCommand::Delete { name, force } => deleted(engine.source_delete(&name, force)?, json),
+        SourceCommand::Limits(args) => {
+            let req = ComputeRequest {
+                cpu_millis: args
+                    .branch_cpu
+                    .as_deref()
+                    .map(|t| compute::parse_cpu("--branch-cpu", t))
+                    .transpose()?,
+                memory: args
+                    .branch_memory
+                    .as_deref()
+                    .map(|t| compute::parse_memory("--branch-memory", t))
+                    .transpose()?,
+                pids: args
+                    .branch_pids
+                    .as_deref()
+                    .map(|t| compute::parse_pids("--branch-pids", t))
+                    .transpose()?,
+            };
+            let limits = engine.source_limits(&args.name, &req)?;
+            let mut storage = engine.source_storage_limits(&args.name)?;
+            if let Some(size) = args.branch_max_size.as_deref() {
+                storage.branch_max_size = match size {
+                    "none" => None,
+                    size => Some(parse_size(size)?),
+                };
+                storage = engine.set_source_storage_limits(&args.name, storage)?;
+            }
+            if json {
+                let mut out = serde_json::to_value(&limits)?;
+                out["branch_max_size"] = serde_json::json!(storage.branch_max_size);
+                output::json(&out)
+            } else {
+                output::source_limits(&limits);
+                println!(
+                    "branch max size: {}",
+                    storage
+                        .branch_max_size
+                        .map(space::human_bytes)
+                        .unwrap_or_else(|| "none".into())
+                );
+            }
+        }
     }
     Ok(())
 }
@@ -492,6 +515,23 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 unmasked: args.unmasked,
                 proxy_only: false,
                 max_size: args.max_size.as_deref().map(parse_size).transpose()?,
+                compute: ComputeRequest {
+                    cpu_millis: args
+                        .cpu
+                        .as_deref()
+                        .map(|t| compute::parse_cpu("--cpu", t))
+                        .transpose()?,
+                    memory: args
+                        .memory
+                        .as_deref()
+                        .map(|t| compute::parse_memory("--memory", t))
+                        .transpose()?,
+                    pids: args
+                        .pids
+                        .as_deref()
+                        .map(|t| compute::parse_pids("--pids", t))
+                        .transpose()?,
+                },
             };
             if engine.config().driver == Driver::Copy && !json {
                 eprintln!("note: copy driver: this clone copies every byte (see `pgfork doctor`)");

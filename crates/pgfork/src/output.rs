@@ -152,9 +152,73 @@ pub fn branch(b: &BranchInfo) {
         ("data", b.data_dir.display().to_string()),
         ("log", b.log.display().to_string()),
     ]);
+    branch_compute(b);
     if let Some(error) = &b.error {
         fields(&[("error", error.clone())]);
     }
+}
+
+/// Compute limits as one line: `cpu 0.25, memory 256.0 MiB, pids -`.
+fn limits_line(l: &pgfork_engine::LimitsView) -> String {
+    if l.cpu.is_none() && l.memory.is_none() && l.pids.is_none() {
+        return "none".into();
+    }
+    format!(
+        "cpu {}, memory {}, pids {}",
+        l.cpu.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+        l.memory.map(human_bytes).unwrap_or_else(|| "-".into()),
+        l.pids.map(|p| p.to_string()).unwrap_or_else(|| "-".into())
+    )
+}
+
+/// A branch's compute limits, groups and use (issue 12).
+fn branch_compute(b: &BranchInfo) {
+    let c = &b.compute;
+    let mut lines = vec![("limits", limits_line(&c.limits))];
+    if !c.cgroups.is_empty() {
+        let paths: Vec<String> = c.cgroups.iter().map(|p| p.display().to_string()).collect();
+        lines.push(("cgroups", paths.join(", ")));
+    }
+    if let Some(u) = &c.usage {
+        let mut used = Vec::new();
+        if let Some(m) = u.memory_bytes {
+            used.push(format!("memory {}", human_bytes(m)));
+        }
+        if let Some(us) = u.cpu_usec {
+            used.push(format!("cpu {:.1} s", us as f64 / 1e6));
+        }
+        if let Some(t) = u.nr_throttled {
+            used.push(format!("throttled {t} times"));
+        }
+        if let Some(p) = u.pids {
+            used.push(format!("{p} processes"));
+        }
+        if !used.is_empty() {
+            lines.push(("uses", used.join(", ")));
+        }
+    }
+    if c.oom_kills > 0 {
+        let mut text = format!(
+            "{} (the kernel killed its processes for going over its memory limit)",
+            c.oom_kills
+        );
+        if b.status == "crashed" {
+            text.push_str(&format!(
+                "; it is down: `pgfork branch start {}` brings it back",
+                b.name
+            ));
+        }
+        lines.push(("out of memory", text));
+    }
+    fields(&lines);
+}
+
+/// `source limits`: what each new branch of a source gets.
+pub fn source_limits(l: &pgfork_engine::SourceLimits) {
+    fields(&[
+        ("source", l.source.clone()),
+        ("branch limits", limits_line(&l.branch)),
+    ]);
 }
 
 /// After a table of branches, what is wrong with the rows that could not
@@ -256,6 +320,7 @@ pub fn source(s: &SourceInfo) {
         ),
         ("data", s.data_dir.display().to_string()),
         ("log", s.log.display().to_string()),
+        ("branch limits", limits_line(&s.branch_limits)),
     ]);
 }
 

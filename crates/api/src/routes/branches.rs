@@ -7,7 +7,7 @@ use axum::Json;
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use pgfork_engine::view::BranchInfo;
-use pgfork_engine::{BranchCreate, DiffRequest, names};
+use pgfork_engine::{BranchCreate, ComputeRequest, DiffRequest, compute, names};
 use serde::Deserialize;
 
 use crate::body::{JsonBody, MAX_DIFF_ROWS, known_params, query_flag, query_number, query_pairs};
@@ -47,6 +47,15 @@ pub struct CreateBranch {
     /// size like `"512M"` (btrfs pools; default: the source's).
     #[serde(default)]
     pub max_size: Option<Size>,
+    /// CPUs (a number such as 0.5, or a string; "none": no limit).
+    #[serde(default)]
+    pub cpu: Option<serde_json::Value>,
+    /// Memory: bytes, or a size such as "512M" ("none": no limit).
+    #[serde(default)]
+    pub memory: Option<serde_json::Value>,
+    /// Most processes ("none": no limit).
+    #[serde(default)]
+    pub pids: Option<serde_json::Value>,
 }
 
 /// A size given as bytes or as text like `512M`.
@@ -66,6 +75,51 @@ impl Size {
             Size::Text(t) => pgfork_pool::space::parse_size(t),
         }
     }
+}
+
+/// A compute limit's JSON value as the CLI's text: a number or a string.
+fn limit_text(field: &str, v: &serde_json::Value) -> Result<String, ApiError> {
+    match v {
+        serde_json::Value::Number(n) => Ok(n.to_string()),
+        serde_json::Value::String(s) => Ok(s.clone()),
+        _ => Err(ApiError::field(
+            field,
+            pgfork_engine::EngineError::InvalidArgument(format!(
+                "{field} must be a number or a string such as \"none\""
+            )),
+        )),
+    }
+}
+
+/// The compute limits of a create body, each checked and named.
+fn compute_request(req: &CreateBranch) -> Result<ComputeRequest, ApiError> {
+    let parse = |field: &str,
+                 v: &Option<serde_json::Value>,
+                 f: &dyn Fn(&str, &str) -> pgfork_engine::Result<Option<u64>>|
+     -> Result<Option<Option<u64>>, ApiError> {
+        v.as_ref()
+            .map(|v| {
+                let text = limit_text(field, v)?;
+                f(field, &text).map_err(|e| ApiError::field(field, e))
+            })
+            .transpose()
+    };
+    let narrow = |v: Option<Option<u64>>| v.map(|o| o.map(|n| n as u32));
+    let cpu = parse("cpu", &req.cpu, &|f, t| {
+        Ok(compute::parse_cpu(f, t)?.map(u64::from))
+    })?;
+    let memory = parse("memory", &req.memory, &|f, t| {
+        // A bare number is bytes, as in the rest of the API.
+        compute::parse_memory(f, t)
+    })?;
+    let pids = parse("pids", &req.pids, &|f, t| {
+        Ok(compute::parse_pids(f, t)?.map(u64::from))
+    })?;
+    Ok(ComputeRequest {
+        cpu_millis: narrow(cpu),
+        memory,
+        pids: narrow(pids),
+    })
 }
 
 /// Body of `PATCH /v1/branches/{name}`.
@@ -94,6 +148,7 @@ pub struct SetBranch {
 pub fn branch_create(req: CreateBranch) -> Result<BranchCreate, ApiError> {
     names::validate(&req.name).map_err(|e| ApiError::field("name", e))?;
     names::validate_labels(&req.labels).map_err(|e| ApiError::field("labels", e))?;
+    let compute = compute_request(&req)?;
     Ok(BranchCreate {
         ttl: req
             .ttl
@@ -123,6 +178,7 @@ pub fn branch_create(req: CreateBranch) -> Result<BranchCreate, ApiError> {
                 })
             })
             .transpose()?,
+        compute,
     })
 }
 

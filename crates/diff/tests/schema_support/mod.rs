@@ -91,6 +91,7 @@ impl Cluster {
                 ("shared_buffers", "16MB"),
             ],
             timeout: Duration::from_secs(60),
+            cgroup: None,
         })
         .expect("start the test server");
         Cluster {

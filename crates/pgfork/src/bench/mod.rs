@@ -18,6 +18,7 @@ pub mod diff_cost;
 mod interrupt;
 mod live;
 mod load;
+pub mod neighbours;
 mod production;
 mod progress;
 mod render;

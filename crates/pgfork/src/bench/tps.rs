@@ -71,7 +71,7 @@ fn measured(result: Result<(f64, Option<f64>)>) -> TpsRun {
 }
 
 /// `pgbench -c 4 -j 2 -T seconds` (tpcb-like, which vacuums its tables first).
-fn pgbench(engine: &Engine, conn: &AppConn, seconds: u32) -> Result<(f64, Option<f64>)> {
+pub(super) fn pgbench(engine: &Engine, conn: &AppConn, seconds: u32) -> Result<(f64, Option<f64>)> {
     let mut cmd = Command::new(engine.config().bins.tool("pgbench"));
     cmd.args([
         "-c",

@@ -553,8 +553,60 @@ impl TestHome {
     }
 }
 
+impl TestHome {
+    /// The control group directories meta.db records for this home's
+    /// servers (issue 12), read straight from meta.db.
+    pub fn recorded_cgroups(&self) -> Vec<PathBuf> {
+        let Ok(db) = rusqlite::Connection::open_with_flags(
+            self.root.join("meta.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        ) else {
+            return Vec::new();
+        };
+        let Ok(mut stmt) = db.prepare("SELECT path FROM cgroups ORDER BY path") else {
+            return Vec::new(); // A meta.db older than the table.
+        };
+        stmt.query_map([], |r| r.get::<_, String>(0))
+            .map(|rows| rows.flatten().map(PathBuf::from).collect())
+            .unwrap_or_default()
+    }
+}
+
+/// Last resort for a test that failed half-way: removes control groups
+/// pgfork recorded and no longer needs (their processes were killed), and
+/// their `pgfork-*` parents once empty. rmdir only: a group with a
+/// process in it stays (and is reported).
+fn remove_cgroups(paths: &[PathBuf]) {
+    for path in paths {
+        if !path.exists() {
+            continue;
+        }
+        let mut removed = false;
+        for _ in 0..100 {
+            if fs::remove_dir(path).is_ok() || !path.exists() {
+                removed = true;
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        if !removed {
+            eprintln!("cleanup: could not remove control group {}", path.display());
+            continue;
+        }
+        // BASE/pgfork-HOMEID/KIND/NAME: the parents up to BASE, if empty.
+        let mut dir = path.parent();
+        for _ in 0..2 {
+            match dir {
+                Some(d) if fs::remove_dir(d).is_ok() => dir = d.parent(),
+                _ => break,
+            }
+        }
+    }
+}
+
 impl Drop for TestHome {
     fn drop(&mut self) {
+        let cgroups = self.recorded_cgroups();
         if self.root.join("meta.db").exists() {
             let out = self.command(&["--json", "source", "list"]).output();
             let sources: Vec<String> = out
@@ -591,6 +643,7 @@ impl Drop for TestHome {
         for (pid, _) in &leftovers {
             wait_gone(*pid, Duration::from_secs(5));
         }
+        remove_cgroups(&cgroups);
         let pool = self.pool_dir();
         if is_mountpoint(&pool) {
             let _ = Command::new("umount").arg(&pool).status();

@@ -7,6 +7,7 @@
 //! processes serialise their decisions (names, ports) without races.
 
 mod agents;
+pub mod compute;
 mod limits;
 mod remote;
 mod rows;
@@ -19,6 +20,7 @@ pub use rusqlite::Connection;
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use agents::{AgentRow, AuditRow};
+pub use compute::{CgroupRow, ComputeLimits};
 pub use limits::SourceLimits;
 pub use remote::{PolicyRow, RemoteRow};
 pub use rows::{

@@ -178,6 +178,30 @@ CREATE TABLE source_limits (
     source          TEXT PRIMARY KEY REFERENCES sources(name) ON DELETE CASCADE,
     branch_max_size INTEGER
 );
+-- Compute limits (cgroups, issue 12). A branch's server's limits; the
+-- defaults a source gives the branches made from it; and every control
+-- group pgfork made, recorded before it is made and forgotten once it is
+-- removed, so that another pgfork process (a CLI call in another cgroup,
+-- the daemon) finds it again and none is left behind.
+CREATE TABLE branch_compute (
+    branch     TEXT PRIMARY KEY REFERENCES branches(name) ON DELETE CASCADE,
+    cpu_millis INTEGER,                -- thousandths of a CPU
+    memory     INTEGER,                -- bytes
+    pids       INTEGER,
+    oom_kills  INTEGER NOT NULL DEFAULT 0  -- counted in groups since removed
+);
+CREATE TABLE source_compute (
+    source            TEXT PRIMARY KEY REFERENCES sources(name) ON DELETE CASCADE,
+    branch_cpu_millis INTEGER,
+    branch_memory     INTEGER,
+    branch_pids       INTEGER
+);
+CREATE TABLE cgroups (
+    path TEXT PRIMARY KEY,             -- absolute directory, one per hierarchy
+    kind TEXT NOT NULL CHECK (kind IN ('source', 'branch')),
+    name TEXT NOT NULL
+);
+CREATE INDEX cgroups_owner ON cgroups(kind, name);
 "#,
 ];
 

@@ -124,6 +124,7 @@ fn start(engine: &Engine, dir: &Path, branch_conf: &str) -> Result<(Postmaster, 
         port,
         overrides: &[],
         timeout: Duration::from_secs(120),
+        cgroup: None,
     };
     Ok((server::start(&spec)?, port))
 }
