@@ -389,10 +389,12 @@ fn reaper_stops_idle_deletes_expired_and_idle_and_metrics_show_it() {
         b
     };
     let busy = create("busy", json!({ "protect": true }));
+    // A session at once: on a loaded machine the next creates can take
+    // longer than --idle-stop.
+    let mut session = connect(&dsn_of(&busy));
     create("idle", json!({ "protect": true }));
     create("brief", json!({ "ttl": "1s" }));
     create("doomed", json!({}));
-    let mut session = connect(&dsn_of(&busy));
 
     // Watched through the list: a request about one branch is a use of it,
     // which would keep it from ever being idle. Null once it is deleted.
