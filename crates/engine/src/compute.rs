@@ -10,20 +10,25 @@
 //! calling process's own group there (its "base", see `pgfork_os::cgroup`):
 //!
 //! ```text
-//! BASE/pgfork-HOMEID/sources/NAME     a source, or the standby of a physical one
-//! BASE/pgfork-HOMEID/branches/NAME    a branch, with its --cpu, --memory, --pids
+//! BASE/pgfork-HOMEID-sources/NAME     a source, or the standby of a physical one
+//! BASE/pgfork-HOMEID-branches/NAME    a branch, with its --cpu, --memory, --pids
 //! ```
 //!
 //! HOMEID is the first 8 hex digits of the SHA-256 of the home's canonical
-//! path: two homes never share a group. `sources` has four times the CPU
-//! weight of `branches` (cpu.weight 400 against 100; cpu.shares 4096
-//! against 1024 on v1), so that under contention all sources together get
-//! at least four fifths of what pgfork's servers get, however many
-//! branches run; a branch's `--cpu` caps it outright. `pgfork-HOMEID`
-//! weighs what both weigh together (500; 5120 on v1): against the
-//! machine's other processes (100 each), the sources weigh as four busy
-//! processes, about what a source with four busy sessions weighed before
-//! it had a group, and all branches together as one.
+//! path: two homes never share a group. The sources' group weighs four
+//! times the branches' (cpu.weight 400 against 100; cpu.shares 4096
+//! against 1024 on v1): against each other and against the machine's other
+//! processes (100 each), all sources together weigh as four busy
+//! processes (about what a source with four busy sessions weighed before
+//! it had a group) and all branches together as one, however many run; a
+//! branch's `--cpu` caps it outright.
+//!
+//! The two are not under one parent on purpose: a parent's share is
+//! shared out to its busy children only, so a source waiting on its
+//! clients (as a source mostly does) would hand its share to the branches,
+//! and a busy branch would then weigh as five processes against the
+//! source's own clients. (The first layout did that; BENCHMARKS.md shows
+//! what it cost.)
 //!
 //! # Finding groups again
 //!
@@ -35,7 +40,7 @@
 //! server's groups are removed when it stops or is deleted; the reconcile
 //! every command runs removes every recorded group that is empty and not
 //! being worked on (a crashed branch's, one whose removal failed), and any
-//! unrecorded one under this process's own `pgfork-HOMEID`. So no group
+//! unrecorded one under this process's own `pgfork-HOMEID-*`. So no group
 //! outlives its server for longer than the next pgfork command.
 //!
 //! # Out of memory
@@ -282,9 +287,25 @@ fn needed(limits: &ComputeLimits) -> Vec<(Controller, &'static str)> {
     out
 }
 
+/// What is refused when a limit cannot be enforced, and what to do then.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Refusal {
+    /// A new branch is not made.
+    Create,
+    /// An existing server is not started.
+    Start,
+    /// A source's defaults are not stored.
+    Defaults,
+}
+
 /// Refuses `limits` that this machine cannot enforce for this process,
 /// saying why and what to do; `what` names whose limits they are.
-pub(crate) fn require(cg: &Cgroups, limits: &ComputeLimits, what: &str) -> Result<()> {
+pub(crate) fn require(
+    cg: &Cgroups,
+    limits: &ComputeLimits,
+    what: &str,
+    refusal: Refusal,
+) -> Result<()> {
     let missing: Vec<String> = needed(limits)
         .into_iter()
         .filter_map(|(c, flag)| {
@@ -295,10 +316,21 @@ pub(crate) fn require(cg: &Cgroups, limits: &ComputeLimits, what: &str) -> Resul
     if missing.is_empty() {
         return Ok(());
     }
+    let (outcome, otherwise) = match refusal {
+        Refusal::Create => (
+            "it is not made",
+            "or ask for no such limit (`none` removes a source's default)",
+        ),
+        Refusal::Start => (
+            "it is not started",
+            "or start it where pgfork can use them (as root, with the cgroup filesystems mounted)",
+        ),
+        Refusal::Defaults => ("they are not stored", "or set no such default"),
+    };
     Err(EngineError::ComputeUnavailable(format!(
-        "{what} cannot be held to its limits, so it is not started: {}. pgfork never runs a server \
+        "{what} cannot be held to its limits here, so {outcome}: {}. pgfork never runs a server \
          without a limit it was given: make cgroups usable (`pgfork doctor` shows what pgfork \
-         found), or ask for no such limit",
+         found), {otherwise}",
         missing.join("; ")
     )))
 }
@@ -320,10 +352,10 @@ pub(crate) struct Joined {
     pub limits: ComputeLimits,
 }
 
-/// The directory above `pgfork-HOMEID` of a recorded group
-/// (`BASE/pgfork-HOMEID/KIND/NAME`): where tidying its parents stops.
+/// The base of a recorded group (`BASE/pgfork-HOMEID-KIND/NAME`): where
+/// tidying its parents stops.
 fn base_of(path: &Path) -> Option<&Path> {
-    path.parent()?.parent()?.parent()
+    path.parent()?.parent()
 }
 
 impl Engine {
@@ -374,7 +406,7 @@ impl Engine {
         } else {
             format!("branch '{name}'")
         };
-        require(&Cgroups::detect(), &limits, &what)?;
+        require(&Cgroups::detect(), &limits, &what, Refusal::Create)?;
         Ok(limits)
     }
 
@@ -391,6 +423,7 @@ impl Engine {
                 &Cgroups::detect(),
                 &limits,
                 &format!("every new branch of source '{source}'"),
+                Refusal::Defaults,
             )?;
             self.meta
                 .write(|c| meta_compute::set_source_branch_defaults(c, source, &limits))?;
@@ -444,14 +477,18 @@ impl Engine {
             Target::Source(_) => ComputeLimits::default(),
         };
         let cg = Cgroups::detect();
-        require(&cg, &limits, &format!("{kind} '{name}'"))?;
+        require(&cg, &limits, &format!("{kind} '{name}'"), Refusal::Start)?;
         if cg.hierarchies.is_empty() {
             return Ok(None);
         }
-        let parent_rel = PathBuf::from(self.cgroup_root_name()).join(match target {
-            Target::Source(_) => "sources",
-            Target::Branch(_) => "branches",
-        });
+        let parent_rel = PathBuf::from(format!(
+            "{}-{}",
+            self.cgroup_root_name(),
+            match target {
+                Target::Source(_) => "sources",
+                Target::Branch(_) => "branches",
+            }
+        ));
         let rel = parent_rel.join(name);
         let group = cg.group(&rel);
         let parent = cg.group(&parent_rel);
@@ -474,15 +511,7 @@ impl Engine {
             pids: limits.pids,
             cpu_weight: None,
         };
-        // The top group weighs what its two children weigh together, so
-        // that grouping takes nothing from pgfork's servers against the
-        // machine's other processes (each of which weighs 100).
-        let top = cg.group(Path::new(&self.cgroup_root_name()));
-        let top_limits = Limits {
-            cpu_weight: Some(SOURCES_WEIGHT + BRANCHES_WEIGHT),
-            ..Limits::default()
-        };
-        let ancestors = [(&top, &top_limits), (&parent, &parent_limits)];
+        let ancestors = [(&parent, &parent_limits)];
         let made = make(&ancestors, &group, &own).and_then(|()| group.join());
         match made {
             Ok(join) => Ok(Some(Joined { join, limits })),
@@ -505,7 +534,7 @@ impl Engine {
     /// Removes the recorded groups that no process uses: those of
     /// `target` (its caller is working on it), or, with `None`, those of
     /// every server nobody is working on, then any unrecorded group under
-    /// this process's own `pgfork-HOMEID`. A removed branch group's
+    /// this process's own `pgfork-HOMEID-*`. A removed branch group's
     /// out-of-memory kills are added to the branch's count. Returns the
     /// orphans it removed (groups of servers that no longer exist, or that
     /// no row records), for the reconcile's report: removing the empty
@@ -581,19 +610,15 @@ impl Engine {
         removed
     }
 
-    /// Removes groups under this process's own `pgfork-HOMEID` that no
+    /// Removes groups under this process's own `pgfork-HOMEID-*` that no
     /// row records (made by hand, or by a pgfork older than the records)
     /// and that hold no process.
     fn tidy_unrecorded(&mut self, known: &[PathBuf]) -> Vec<String> {
         let mut removed = Vec::new();
         let root = self.cgroup_root_name();
         for h in Cgroups::detect().hierarchies {
-            let top = h.base.join(&root);
-            if !top.is_dir() {
-                continue;
-            }
             for kind in ["sources", "branches"] {
-                let dir = top.join(kind);
+                let dir = h.base.join(format!("{root}-{kind}"));
                 let Ok(entries) = std::fs::read_dir(&dir) else {
                     continue;
                 };
@@ -611,9 +636,8 @@ impl Engine {
                         removed.push(format!("{}", path.display()));
                     }
                 }
+                cgroup::remove_empty_parents(&dir, &h.base);
             }
-            cgroup::remove_empty_parents(&top.join("sources"), &h.base);
-            cgroup::remove_empty_parents(&top.join("branches"), &h.base);
         }
         removed
     }
@@ -801,7 +825,7 @@ mod tests {
             memory: Some(256 << 20),
             ..ComputeLimits::default()
         };
-        let e = require(&cg, &limits, "branch 'b'").unwrap_err();
+        let e = require(&cg, &limits, "branch 'b'", Refusal::Create).unwrap_err();
         assert_eq!(e.code(), "compute_unavailable");
         let text = e.to_string();
         assert!(
@@ -809,6 +833,6 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("pgfork doctor"), "{text}");
-        require(&cg, &ComputeLimits::default(), "branch 'b'").unwrap();
+        require(&cg, &ComputeLimits::default(), "branch 'b'", Refusal::Start).unwrap();
     }
 }

@@ -54,13 +54,13 @@ fn procs_in(dir: &Path) -> Vec<i32> {
         .collect()
 }
 
-/// `BASE/pgfork-HOMEID/branches` of the hierarchy `dir` (a branch's or
-/// source's group) is in.
+/// `BASE/pgfork-HOMEID-branches` of the hierarchy `dir` (a branch's or
+/// source's group, `BASE/pgfork-HOMEID-KIND/NAME`) is in.
 fn branches_dir_of(dir: &Path) -> PathBuf {
-    dir.parent()
-        .and_then(Path::parent)
-        .expect("BASE/pgfork-HOMEID/KIND/NAME")
-        .join("branches")
+    let parent = dir.parent().expect("BASE/pgfork-HOMEID-KIND/NAME");
+    let name = parent.file_name().unwrap().to_str().unwrap();
+    let (root, _kind) = name.rsplit_once('-').expect("pgfork-HOMEID-KIND");
+    parent.with_file_name(format!("{root}-branches"))
 }
 
 /// `pgfork --home H --json ARGS` in a private mount namespace where the
@@ -216,16 +216,10 @@ fn limits_land_in_the_group_and_the_server_runs_in_it() {
         "4096"
     );
     assert_eq!(shares(cpu_dir(&dirs).parent().unwrap()).trim(), "1024");
-    let top = cpu_dir(&dirs)
-        .parent()
-        .unwrap()
-        .parent()
-        .unwrap()
-        .to_path_buf();
     assert_eq!(
-        shares(&top).trim(),
-        "5120",
-        "pgfork-HOMEID weighs both together"
+        cpu_dir(&dirs).parent().unwrap().parent(),
+        cpu_dir(&source_dirs).parent().unwrap().parent(),
+        "side by side, not under one parent"
     );
     drop(source);
 
@@ -600,9 +594,7 @@ fn groups_left_by_killed_pgfork_or_by_hand_are_removed() {
         ],
     );
     assert!(
-        h.recorded_cgroups()
-            .iter()
-            .any(|p| p.ends_with("branches/doomed")),
+        h.recorded_cgroups().iter().any(|p| p.ends_with("doomed")),
         "recorded before it was made"
     );
     assert_eq!(h.json(&["branch", "list"]), json!([]), "reconciled");

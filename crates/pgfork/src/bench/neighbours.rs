@@ -9,8 +9,9 @@
 //!   branch started by a pgfork that cannot see any: the way before issue
 //!   12), cgroups without a limit on the branch (only the sources' larger
 //!   CPU weight), and the branch held to `--cpu` (0.25). Each round runs
-//!   every setting, its solo figure next to its loaded ones, so that drift
-//!   in the machine's load hits all alike; the medians are reported.
+//!   every setting, and each loaded run is compared with the mean of the
+//!   solo runs just before and after it, so that drift in the machine's
+//!   load hits all alike; the medians over the rounds are reported.
 //! - `branch create`, command start to first query, p50: without cgroups,
 //!   with cgroups and no limits, with `--cpu 0.5 --memory 512M`,
 //!   interleaved.
@@ -54,7 +55,7 @@ enum Setting {
 #[derive(Debug, Clone, Serialize)]
 struct Round {
     setting: Setting,
-    /// Source TPS alone (measured just before).
+    /// Source TPS alone: the mean of the runs just before and just after.
     solo_tps: f64,
     /// Source TPS while the branch is busy.
     loaded_tps: f64,
@@ -213,63 +214,60 @@ pub fn run(mut engine: Engine, args: NeighboursArgs, json: bool) -> Result<()> {
         let snapshot = engine.snapshot_create(&source)?.id;
         let mut rounds = Vec::new();
         for round in 1..=args.rounds {
-            let settings: &[Setting] = if unshare {
-                &[
-                    Setting::NoCgroups,
-                    Setting::CgroupsNoLimit,
-                    Setting::CgroupsLimit,
-                ]
-            } else {
-                &[Setting::CgroupsNoLimit, Setting::CgroupsLimit]
-            };
-            let mut solo = None;
-            for &setting in settings {
-                let no_cgroups = setting == Setting::NoCgroups;
-                // The source restarts where the setting wants it: without
-                // a group, or in the sources' group.
-                if no_cgroups || solo.is_none() {
-                    progress.step(format!(
-                        "round {round}: restarting the source ({setting:?})"
-                    ));
-                    cli.run(false, &["source", "stop", &source])?;
-                    cli.run(no_cgroups, &["source", "start", &source])?;
-                    progress.step(format!("round {round}: pgbench alone ({setting:?})"));
+            // Each loaded run is compared with the mean of the solo runs
+            // just before and just after it: the machine's own load drifts.
+            let mut groups: Vec<&[Setting]> = Vec::new();
+            if unshare {
+                groups.push(&[Setting::NoCgroups]);
+            }
+            groups.push(&[Setting::CgroupsNoLimit, Setting::CgroupsLimit]);
+            for settings in groups {
+                let no_cgroups = settings[0] == Setting::NoCgroups;
+                // The source restarts where the settings want it: without a
+                // group, or in the sources' group.
+                progress.step(format!("round {round}: restarting the source"));
+                cli.run(false, &["source", "stop", &source])?;
+                cli.run(no_cgroups, &["source", "start", &source])?;
+                let solo = |what: &str| -> Result<f64> {
+                    progress.step(format!("round {round}: pgbench alone ({what})"));
                     let tps = super::tps::pgbench(&engine, &loaded.app, args.seconds)?.0;
-                    eprintln!("round {round} {setting:?}: source alone {tps:.0} tps");
-                    solo = Some(tps);
-                }
-                let extra: Vec<String> = match setting {
-                    Setting::CgroupsLimit => vec!["--cpu".into(), args.cpu.clone()],
-                    _ => Vec::new(),
+                    eprintln!("round {round}: source alone {tps:.0} tps ({what})");
+                    Ok(tps)
                 };
-                let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
-                progress.step(format!(
-                    "round {round}: pgbench beside a busy branch ({setting:?})"
-                ));
-                let (tps, hog_cpus) = beside_hog(
-                    &engine,
-                    &cli,
-                    no_cgroups,
-                    &snapshot,
-                    &extra,
-                    &loaded.app,
-                    &args,
-                )?;
-                let solo_tps = solo.expect("measured first");
-                eprintln!(
-                    "round {round} {setting:?}: source beside the busy branch {tps:.0} tps ({:.0}%), the branch used {}",
-                    100.0 * tps / solo_tps,
-                    hog_cpus.map_or("?".to_string(), |c| format!("{c:.2} CPU"))
-                );
-                rounds.push(Round {
-                    setting,
-                    solo_tps,
-                    loaded_tps: tps,
-                    ratio: tps / solo_tps,
-                    hog_cpus,
-                });
-                if no_cgroups {
-                    solo = None; // the next setting restarts it in its group
+                let mut before = solo("before")?;
+                for &setting in settings {
+                    let extra: Vec<String> = match setting {
+                        Setting::CgroupsLimit => vec!["--cpu".into(), args.cpu.clone()],
+                        _ => Vec::new(),
+                    };
+                    let extra: Vec<&str> = extra.iter().map(String::as_str).collect();
+                    progress.step(format!(
+                        "round {round}: pgbench beside a busy branch ({setting:?})"
+                    ));
+                    let (tps, hog_cpus) = beside_hog(
+                        &engine,
+                        &cli,
+                        no_cgroups,
+                        &snapshot,
+                        &extra,
+                        &loaded.app,
+                        &args,
+                    )?;
+                    let after = solo("after")?;
+                    let solo_tps = (before + after) / 2.0;
+                    eprintln!(
+                        "round {round} {setting:?}: source beside the busy branch {tps:.0} tps ({:.0}% of {solo_tps:.0}), the branch used {}",
+                        100.0 * tps / solo_tps,
+                        hog_cpus.map_or("?".to_string(), |c| format!("{c:.2} CPU"))
+                    );
+                    rounds.push(Round {
+                        setting,
+                        solo_tps,
+                        loaded_tps: tps,
+                        ratio: tps / solo_tps,
+                        hog_cpus,
+                    });
+                    before = after;
                 }
             }
         }

@@ -574,7 +574,7 @@ impl TestHome {
 
 /// Last resort for a test that failed half-way: removes control groups
 /// pgfork recorded and no longer needs (their processes were killed), and
-/// their `pgfork-*` parents once empty. rmdir only: a group with a
+/// their `pgfork-HOMEID-*` parents once empty. rmdir only: a group with a
 /// process in it stays (and is reported).
 fn remove_cgroups(paths: &[PathBuf]) {
     for path in paths {
@@ -593,13 +593,9 @@ fn remove_cgroups(paths: &[PathBuf]) {
             eprintln!("cleanup: could not remove control group {}", path.display());
             continue;
         }
-        // BASE/pgfork-HOMEID/KIND/NAME: the parents up to BASE, if empty.
-        let mut dir = path.parent();
-        for _ in 0..2 {
-            match dir {
-                Some(d) if fs::remove_dir(d).is_ok() => dir = d.parent(),
-                _ => break,
-            }
+        // BASE/pgfork-HOMEID-KIND/NAME: the parent too, if empty.
+        if let Some(parent) = path.parent() {
+            let _ = fs::remove_dir(parent);
         }
     }
 }
