@@ -30,7 +30,8 @@ fn source_with_data(home: &TestHome) {
 /// The failure of a statement that crossed a quota. The statement gets
 /// PostgreSQL's own out-of-space error, unless a WAL write of the same
 /// server hit the quota a moment earlier: then PostgreSQL PANICs and
-/// restarts, and the client sees its connection closed. Either way the
+/// restarts, and the client sees its connection closed (through the proxy:
+/// 08006, the server connection was lost). Either way the
 /// branch's log has PostgreSQL's own error.
 fn quota_failure(home: &TestHome, branch: &str, result: Result<(), postgres::Error>) -> String {
     let e = result.expect_err("the fill must be stopped by the quota");
@@ -43,7 +44,9 @@ fn quota_failure(home: &TestHome, branch: &str, result: Result<(), postgres::Err
     let log = home.branch(branch)["log"].as_str().unwrap().to_string();
     let log = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(
-        own_error(&text) || (text.contains("connection closed") && own_error(&log)),
+        own_error(&text)
+            || ((text.contains("connection closed") || text.contains("connection was lost"))
+                && own_error(&log)),
         "not PostgreSQL's own out-of-space error: {text}\nlog: {log}"
     );
     text
