@@ -622,14 +622,21 @@ impl Engine {
                 let Ok(entries) = std::fs::read_dir(&dir) else {
                     continue;
                 };
-                for entry in entries.flatten() {
+                let entries: Vec<_> = entries.flatten().collect();
+                // A group is recorded before it is made, so one listed here
+                // that was made after `known` was read is in the rows now:
+                // read them again after the listing, never before it.
+                let recorded: Vec<PathBuf> = CgroupRow::list(self.meta.conn())
+                    .map(|rows| rows.into_iter().map(|r| r.path).collect())
+                    .unwrap_or_default();
+                for entry in entries {
                     let path = entry.path();
-                    if !entry.file_type().is_ok_and(|t| t.is_dir()) || known.contains(&path) {
+                    if !entry.file_type().is_ok_and(|t| t.is_dir())
+                        || known.contains(&path)
+                        || recorded.contains(&path)
+                    {
                         continue;
                     }
-                    // Listed before the rows were read? A group made since
-                    // is recorded first, so it is in `known` or was made
-                    // after the list, and is not listed here.
                     if Group::at(std::slice::from_ref(&path)).procs().is_empty()
                         && cgroup::remove_tree(&path).is_ok()
                     {
