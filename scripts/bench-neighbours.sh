@@ -21,18 +21,14 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 WORK=${PGFORK_BENCH_WORK:-/var/tmp/pgfork-bench-neighbours}
 PORTS=${PGFORK_BENCH_PORTS:-26100-26199}
 IMAGE=${PGFORK_BENCH_IMAGE:-6G}
-die() { printf 'bench-neighbours: %s\n' "$*" >&2; exit 1; }
+BENCH=bench-neighbours
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 [[ $EUID -eq 0 ]] || die "run as root (it loop-mounts a pool image, and measures without cgroups in a mount namespace)"
 [[ -e $WORK ]] && die "$WORK exists: remove it (umount $WORK/home/pool first) or set PGFORK_BENCH_WORK"
 
 cd "$ROOT"
-if [[ -n ${PGFORK_BIN:-} ]]; then
-    [[ -x $PGFORK_BIN ]] || die "PGFORK_BIN=$PGFORK_BIN is not an executable"
-    P=$(realpath "$PGFORK_BIN")
-else
-    cargo build --release --quiet --bin pgfork
-    P=$ROOT/target/release/pgfork
-fi
+pgfork_to_measure
 
 home=$WORK/home
 teardown() {

@@ -38,18 +38,14 @@ IDLE=${IDLE:-500}
 PORT=${PORT:-26019}
 BOUNCER_PORT=${BOUNCER_PORT:-$((PORT + 1))}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-die() { printf 'bench-proxy: %s\n' "$*" >&2; exit 1; }
+BENCH=bench-proxy
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 [[ $EUID -eq 0 ]] || die "run as root (it loop-mounts a pool image)"
 [[ -e $WORK ]] && die "$WORK exists: remove it (umount $WORK/pool first) or set PGFORK_BENCH_WORK"
 
 cd "$ROOT"
-if [[ -n ${PGFORK_BIN:-} ]]; then
-    [[ -x $PGFORK_BIN ]] || die "PGFORK_BIN=$PGFORK_BIN is not an executable"
-    P=$(realpath "$PGFORK_BIN")
-else
-    cargo build --release --quiet --bin pgfork
-    P=$ROOT/target/release/pgfork
-fi
+pgfork_to_measure
 BOUNCER=$(command -v pgbouncer || true)
 [[ -z $BOUNCER && -x /usr/sbin/pgbouncer ]] && BOUNCER=/usr/sbin/pgbouncer
 if [[ -z $BOUNCER ]]; then

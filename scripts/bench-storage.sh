@@ -29,18 +29,14 @@ DURATION=${DURATION:-20}
 MAX_SIZE=${MAX_SIZE:-256M}
 CREATES=${CREATES:-15}
 PGBIN=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -n 1)
-die() { printf 'bench-storage: %s\n' "$*" >&2; exit 1; }
+BENCH=bench-storage
+# shellcheck source=scripts/bench-lib.sh
+source "$ROOT/scripts/bench-lib.sh"
 [[ $EUID -eq 0 ]] || die "run as root (it loop-mounts a pool image)"
 [[ -e $WORK ]] && die "$WORK exists: remove it (umount $WORK/pool first) or set PGFORK_BENCH_WORK"
 
 cd "$ROOT"
-if [[ -n ${PGFORK_BIN:-} ]]; then
-    [[ -x $PGFORK_BIN ]] || die "PGFORK_BIN=$PGFORK_BIN is not an executable"
-    P=$(realpath "$PGFORK_BIN")
-else
-    cargo build --release --quiet --bin pgfork
-    P=$ROOT/target/release/pgfork
-fi
+pgfork_to_measure
 mkdir -p "$WORK/pool"
 chmod 711 "$WORK" "$WORK/pool"
 truncate -s "$POOL" "$WORK/pool.img"

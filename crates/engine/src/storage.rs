@@ -135,11 +135,10 @@ pub(crate) fn set_up(
     driver: Driver,
     asked: Option<BranchSpace>,
 ) -> Result<Option<Quotas>> {
-    if unavailable_reason(pool, driver).is_some() {
+    if let Some(why) = unavailable_reason(pool, driver) {
         if asked.is_some() {
             return Err(EngineError::InvalidArgument(format!(
-                "--branch-space cannot be enforced: {}",
-                unavailable_reason(pool, driver).unwrap_or_default()
+                "--branch-space cannot be enforced: {why}"
             )));
         }
         return Ok(None);
@@ -334,8 +333,9 @@ impl Engine {
             return;
         };
         for row in rows {
-            if let (Some(limit), Some(group)) =
-                (row.max_size, self.branch_group(&self.branch_dir(&row.name)))
+            // Only limited branches can hold a loan: no ioctl for the rest.
+            if let Some(limit) = row.max_size
+                && let Some(group) = self.branch_group(&self.branch_dir(&row.name))
             {
                 settle_group(&pool, group, limit);
             }

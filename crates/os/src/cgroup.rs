@@ -219,29 +219,6 @@ struct CgroupMount {
     controllers: Vec<String>,
 }
 
-/// Undoes mountinfo's octal escapes (`\040` for a space).
-fn unescape(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
     let mut mounts = Vec::new();
     for line in text.lines() {
@@ -266,8 +243,8 @@ fn parse_mountinfo(text: &str) -> Vec<CgroupMount> {
             .collect();
         mounts.push(CgroupMount {
             version,
-            root: PathBuf::from(unescape(left[3])),
-            point: PathBuf::from(unescape(left[4])),
+            root: PathBuf::from(crate::mountinfo::unescape(left[3])),
+            point: PathBuf::from(crate::mountinfo::unescape(left[4])),
             read_only,
             controllers,
         });

@@ -3,6 +3,7 @@
 //! and the control groups that limit what a server may use.
 
 pub mod cgroup;
+pub mod mountinfo;
 pub mod process;
 pub mod user;
 

@@ -135,12 +135,7 @@ fn limits_land_in_the_group_and_the_server_runs_in_it() {
     h.snapshot("shop");
 
     let doctor = h.json(&["doctor"]);
-    let check = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "compute limits")
-        .expect("doctor checks compute limits");
+    let check = common::doctor_check(&doctor, "compute limits");
     assert_eq!(check["status"], "ok", "{check:#}");
 
     let b = h.create_branch(
@@ -514,13 +509,7 @@ fn bad_or_unenforceable_limits_are_refused_and_leave_nothing() {
     // and a branch without limits runs unlimited.
     let out = without_cgroups(&h, &["doctor"]);
     let doctor = json_of(&out);
-    let check = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "compute limits")
-        .expect("doctor checks compute limits")
-        .clone();
+    let check = common::doctor_check(&doctor, "compute limits");
     assert_eq!(check["status"], "warn", "{check:#}");
     assert!(
         check["detail"]

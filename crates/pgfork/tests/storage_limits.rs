@@ -136,13 +136,7 @@ fn a_branch_at_its_max_size_fails_alone() {
     answers_again(&home, "capped");
 
     let doctor = home.json(&["doctor"]);
-    let check = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "storage limits")
-        .cloned()
-        .expect("a storage limits check");
+    let check = common::doctor_check(&doctor, "storage limits");
     assert_eq!(check["status"], "ok", "{check:#}");
 
     home.json(&["branch", "delete", "capped"]);
@@ -230,13 +224,7 @@ fn limits_that_cannot_hold_are_refused_and_defaults_apply() {
     let e = xfs.fails(&["init", "--branch-space", "1G"]);
     assert!(e.message.contains("btrfs"), "{}", e.message);
     let doctor = xfs.json(&["doctor"]);
-    let check = doctor["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "storage limits")
-        .cloned()
-        .expect("a storage limits check");
+    let check = common::doctor_check(&doctor, "storage limits");
     assert_eq!(check["status"], "warn", "{check:#}");
     xfs.assert_settled();
 

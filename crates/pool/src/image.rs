@@ -247,30 +247,7 @@ pub fn is_mountpoint(path: &Path) -> bool {
     };
     info.lines()
         .filter_map(|line| line.split(' ').nth(4))
-        .any(|mp| Path::new(&unescape_mount_path(mp)) == real)
-}
-
-/// mountinfo escapes space, tab, newline and backslash as octal.
-fn unescape_mount_path(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'\\'
-            && i + 3 < bytes.len()
-            && bytes[i + 1..i + 4]
-                .iter()
-                .all(|b| (b'0'..=b'7').contains(b))
-        {
-            let v = (bytes[i + 1] - b'0') * 64 + (bytes[i + 2] - b'0') * 8 + (bytes[i + 3] - b'0');
-            out.push(v);
-            i += 4;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
+        .any(|mp| Path::new(&pgfork_os::mountinfo::unescape(mp)) == real)
 }
 
 #[cfg(test)]
@@ -278,9 +255,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn root_is_a_mountpoint_and_escapes_decode() {
+    fn root_is_a_mountpoint() {
         assert!(is_mountpoint(Path::new("/")));
-        assert_eq!(unescape_mount_path("/a\\040b"), "/a b");
-        assert_eq!(unescape_mount_path("/plain"), "/plain");
     }
 }

@@ -76,15 +76,7 @@ impl Pgfork {
             .stdin(Stdio::null())
             .output()
             .with_context(|| format!("run {}", self.exe.display()))?;
-        let value: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
-        if !out.status.success() {
-            let message = value
-                .as_ref()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
-            bail!("pgfork {}: {message}", args.join(" "));
-        }
-        value.with_context(|| format!("pgfork {} printed no JSON", args.join(" ")))
+        json_output(&out, args)
     }
 
     /// Creates a branch of `from` and times it from spawning the command to
@@ -121,4 +113,18 @@ impl Pgfork {
         self.run(&["branch", "delete", name])?;
         Ok(began.elapsed())
     }
+}
+
+/// The JSON a `pgfork --json ARGS` run printed, or its error (the JSON
+/// error's message, else its stderr) if it failed.
+pub fn json_output(out: &std::process::Output, args: &[&str]) -> Result<serde_json::Value> {
+    let value: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
+    if !out.status.success() {
+        let message = value
+            .as_ref()
+            .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
+            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
+        bail!("pgfork {}: {message}", args.join(" "));
+    }
+    value.with_context(|| format!("pgfork {} printed no JSON", args.join(" ")))
 }

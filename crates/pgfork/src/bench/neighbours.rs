@@ -145,15 +145,7 @@ impl Cli {
             .command(no_cgroups, args)
             .output()
             .with_context(|| format!("run pgfork {}", args.join(" ")))?;
-        let value: Option<serde_json::Value> = serde_json::from_slice(&out.stdout).ok();
-        if !out.status.success() {
-            let message = value
-                .as_ref()
-                .and_then(|v| v["error"]["message"].as_str().map(str::to_string))
-                .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).trim().to_string());
-            bail!("pgfork {}: {message}", args.join(" "));
-        }
-        value.with_context(|| format!("pgfork {} printed no JSON", args.join(" ")))
+        super::child::json_output(&out, args)
     }
 
     /// Creates a branch, timed from the command's start to the first query.

@@ -1095,3 +1095,14 @@ pub fn rfc3339_secs(text: &str) -> i64 {
     let days = era * 146097 + doe - 719468;
     days * 86400 + n(11..13) * 3600 + n(14..16) * 60 + n(17..19)
 }
+
+/// The first check named `name` of a `doctor --json` report.
+pub fn doctor_check(report: &Value, name: &str) -> Value {
+    report["checks"]
+        .as_array()
+        .expect("doctor's checks")
+        .iter()
+        .find(|c| c["name"] == name)
+        .cloned()
+        .unwrap_or_else(|| panic!("doctor has no '{name}' check: {report:#}"))
+}
