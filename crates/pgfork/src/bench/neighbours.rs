@@ -97,6 +97,11 @@ struct Report {
     create_no_cgroups: Option<Summary>,
     create_cgroups: Option<Summary>,
     create_cgroups_limits: Option<Summary>,
+    /// The cgroup work of one branch start alone, in this process: make
+    /// its group in every hierarchy, set --cpu, --memory and --pids, open
+    /// its cgroup.procs, remove it (what `branch create` adds, but for the
+    /// meta.db record and the child's writes).
+    cgroup_ops: Option<Summary>,
     notes: Vec<String>,
 }
 
@@ -330,6 +335,7 @@ pub fn run(mut engine: Engine, args: NeighboursArgs, json: bool) -> Result<()> {
             create_no_cgroups: Summary::of(&none),
             create_cgroups: Summary::of(&plain),
             create_cgroups_limits: Summary::of(&limited),
+            cgroup_ops: cgroup_ops(200),
             notes: notes.clone(),
         })
     })();
@@ -362,6 +368,43 @@ pub fn run(mut engine: Engine, args: NeighboursArgs, json: bool) -> Result<()> {
         print(&report);
     }
     Ok(())
+}
+
+/// Times the cgroup work of `n` branch starts (see `Report::cgroup_ops`),
+/// under a probe group of this process's own that is removed after.
+fn cgroup_ops(n: usize) -> Option<Summary> {
+    use pgfork_os::cgroup::{self, Cgroups, Limits};
+    let cg = Cgroups::detect();
+    if cg.hierarchies.is_empty() {
+        return None;
+    }
+    let parent = std::path::PathBuf::from(format!("pgfork-bench-probe-{}", std::process::id()));
+    let group = cg.group(&parent.join("b"));
+    let limits = Limits {
+        cpu_millis: Some(500),
+        memory_bytes: Some(512 << 20),
+        pids: Some(200),
+        cpu_weight: None,
+    };
+    let mut times = Vec::with_capacity(n);
+    for _ in 0..n {
+        let began = Instant::now();
+        let ok = group
+            .create(&limits)
+            .and_then(|()| group.join())
+            .and_then(|join| {
+                drop(join);
+                group.remove()
+            });
+        if ok.is_err() {
+            break;
+        }
+        times.push(began.elapsed());
+    }
+    for h in &cg.hierarchies {
+        let _ = cgroup::remove_tree(&h.base.join(&parent));
+    }
+    Summary::of(&times)
 }
 
 /// The CPU-bound query each busy session runs (cut off by
@@ -517,6 +560,12 @@ fn print(r: &Report) {
                 s.p50_ms, s.p99_ms, s.n
             );
         }
+    }
+    if let Some(s) = &r.cgroup_ops {
+        println!(
+            "  the cgroup work alone (make, limit, open, remove in every hierarchy): p50 {:.2} ms, p99 {:.2} ms (n={})",
+            s.p50_ms, s.p99_ms, s.n
+        );
     }
     for n in &r.notes {
         println!("note: {n}");
