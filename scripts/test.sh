@@ -11,7 +11,8 @@
 # XFS with reflink=1, btrfs, and ext4 (no copy-on-write), runs the tests
 # on them (then the Python client and MCP tests with pytest, in a venv
 # under $PGFORK_TEST_WORK), and always unmounts and removes them again,
-# leaving no server running. Not as root, only formatting, lints and unit
+# leaving no server or control group behind. Not as root, only formatting,
+# lints and unit
 # tests run, and the script says so: the pools need loop mounts, which need
 # root.
 set -Eeuo pipefail
@@ -109,6 +110,23 @@ kill_leftovers() {
     sleep 1
 }
 
+# Removes the control groups of the homes under $WORK (issue 12): a test
+# killed before its cleanup leaves its servers' groups, empty once
+# kill_leftovers has run. A home's groups are named pgfork-HOMEID-*, HOMEID
+# the first 8 hex digits of the SHA-256 of its canonical path; rmdir only,
+# so a group that still holds a process stays.
+remove_cgroups() {
+    local db home hid dir
+    while read -r db; do
+        home=$(realpath "$(dirname "$db")")
+        hid=$(printf %s "$home" | sha256sum | cut -c1-8)
+        while read -r dir; do
+            [[ -n $dir ]] && find "$dir" -depth -type d -exec rmdir {} \; 2>/dev/null
+        done < <(find /sys/fs/cgroup -maxdepth 6 -type d -name "pgfork-$hid-*" 2>/dev/null)
+    done < <(find "$WORK" -maxdepth 5 -name meta.db 2>/dev/null)
+    return 0
+}
+
 # Kills leftovers, unmounts everything under $WORK and removes it. Refuses
 # a $WORK this script did not make (no marker file), so that a mistyped
 # PGFORK_TEST_WORK cannot cost anyone their files.
@@ -117,6 +135,7 @@ teardown() {
     [[ -e $WORK ]] || return 0
     [[ -e $WORK/$MARKER ]] || die "$WORK exists but was not made by test.sh (no $MARKER): remove it or set PGFORK_TEST_WORK"
     kill_leftovers
+    remove_cgroups
     while read -r mp; do
         [[ -n $mp ]] || continue
         umount "$mp" 2>/dev/null || { sleep 1; umount "$mp" 2>/dev/null; } ||
