@@ -11,10 +11,9 @@
 # XFS with reflink=1, btrfs, and ext4 (no copy-on-write), runs the tests
 # on them (then the Python client and MCP tests with pytest, in a venv
 # under $PGFORK_TEST_WORK), and always unmounts and removes them again,
-# leaving no server or control group behind. Not as root, only formatting,
-# lints and unit
-# tests run, and the script says so: the pools need loop mounts, which need
-# root.
+# leaving no server or control group behind. Not as root, only
+# formatting, lints and unit tests run, and the script says so: the pools
+# need loop mounts, which need root.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
