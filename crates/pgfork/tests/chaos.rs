@@ -20,7 +20,9 @@
 //! - the home holds exactly what meta.db says ([`TestHome::assert_settled`]:
 //!   directories vs rows, no half-done object, no orphan process, socket
 //!   directory, log or port), no stray pgfork process, extra mount, loop
-//!   device or socket file; `pgfork doctor` reports no failure;
+//!   device or socket file, and (where pgfork runs servers in control
+//!   groups) one group per running server and none of a server that is
+//!   gone; `pgfork doctor` reports no failure;
 //! - `pg_amcheck` is clean on the source and on every branch, and every
 //!   branch starts and answers on its DSN;
 //! - `pgfork audit --verify` holds, though the daemon whose proxy wrote the
@@ -1849,6 +1851,9 @@ impl Chaos<'_> {
         check("socket files belong to running servers", &mut || {
             self.check_sockets()
         });
+        check("control groups belong to running servers", &mut || {
+            self.check_cgroups()
+        });
         check("doctor reports no failure", &mut || {
             let out = h.run(&["--json", "doctor"]);
             let v: Value = serde_json::from_slice(&out.stdout).expect("doctor JSON");
@@ -1990,6 +1995,79 @@ impl Chaos<'_> {
                 );
             }
         }
+    }
+
+    /// Where pgfork runs servers in control groups (compute limits): each
+    /// running server sits in its own group under the home's
+    /// `pgfork-HOMEID`, and no group is left of a server that is gone.
+    fn check_cgroups(&self) {
+        let source = self.h.json(&["source", "info", SOURCE]);
+        let pid = source["pid"].as_i64().expect("the source runs") as i32;
+        let mut tops: BTreeSet<PathBuf> = BTreeSet::new();
+        for (mount, rel) in cgroups_of(pid) {
+            let Some(at) = rel.find("/pgfork-") else {
+                continue;
+            };
+            let top_len = rel[at + 1..].find('/').map_or(rel.len(), |n| at + 1 + n);
+            tops.insert(mount.join(&rel[1..top_len]));
+        }
+        if tops.is_empty() {
+            self.note("control groups: pgfork runs no server in one here".into());
+            return;
+        }
+        let running: BTreeMap<String, i32> = self
+            .h
+            .json(&["branch", "list"])
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter(|b| b["status"] == "running")
+            .map(|b| {
+                (
+                    b["name"].as_str().expect("name").to_string(),
+                    b["pid"].as_i64().expect("pid") as i32,
+                )
+            })
+            .collect();
+        let dirs = |d: &Path| -> BTreeSet<String> {
+            entries(d)
+                .into_iter()
+                .filter(|e| d.join(e).is_dir())
+                .collect()
+        };
+        let names: BTreeSet<String> = running.keys().cloned().collect();
+        for top in &tops {
+            assert_eq!(
+                dirs(&top.join("branches")),
+                names,
+                "groups in {}/branches vs the running branches",
+                top.display()
+            );
+            assert_eq!(
+                dirs(&top.join("sources")),
+                BTreeSet::from([SOURCE.to_string()]),
+                "groups in {}/sources",
+                top.display()
+            );
+        }
+        for (name, pid) in &running {
+            let suffix = format!("/branches/{name}");
+            assert!(
+                cgroups_of(*pid)
+                    .iter()
+                    .any(|(_, rel)| rel.ends_with(&suffix)),
+                "the postmaster of branch {name} is in none of its groups: {:?}",
+                cgroups_of(*pid)
+            );
+        }
+        self.note(format!(
+            "control groups: {} branch groups and the source's under {}",
+            names.len(),
+            tops.iter()
+                .map(|t| t.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
     }
 
     fn check_ledger(&self) {
@@ -2255,6 +2333,40 @@ fn listener_of(port: u16) -> Option<(i32, PathBuf)> {
         }
     }
     None
+}
+
+/// The control groups of process `pid`, as (mount point of the hierarchy,
+/// path inside it), for the hierarchies mounted here.
+fn cgroups_of(pid: i32) -> Vec<(PathBuf, String)> {
+    let mounts: Vec<(PathBuf, String, BTreeSet<String>)> =
+        fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let (left, right) = l.split_once(" - ")?;
+                let mut r = right.split(' ');
+                let fstype = r.next()?.to_string();
+                let options: BTreeSet<String> = r.nth(1)?.split(',').map(str::to_string).collect();
+                let mount = PathBuf::from(left.split(' ').nth(4)?);
+                (fstype == "cgroup" || fstype == "cgroup2").then_some((mount, fstype, options))
+            })
+            .collect();
+    fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| {
+            let mut parts = l.splitn(3, ':');
+            let (_, controllers, rel) = (parts.next()?, parts.next()?, parts.next()?);
+            let mount = mounts.iter().find(|(_, fstype, options)| {
+                if controllers.is_empty() {
+                    fstype == "cgroup2"
+                } else {
+                    fstype == "cgroup" && controllers.split(',').all(|c| options.contains(c))
+                }
+            })?;
+            Some((mount.0.clone(), rel.to_string()))
+        })
+        .collect()
 }
 
 /// (available, total) bytes of the filesystem of `dir`.
