@@ -1998,20 +1998,27 @@ impl Chaos<'_> {
     }
 
     /// Where pgfork runs servers in control groups (compute limits): each
-    /// running server sits in its own group under the home's
-    /// `pgfork-HOMEID`, and no group is left of a server that is gone.
+    /// running server sits in its own group, the source under the home's
+    /// `pgfork-HOMEID-sources` and each branch under `pgfork-HOMEID-branches`,
+    /// and no group is left of a server that is gone.
     fn check_cgroups(&self) {
         let source = self.h.json(&["source", "info", SOURCE]);
         let pid = source["pid"].as_i64().expect("the source runs") as i32;
-        let mut tops: BTreeSet<PathBuf> = BTreeSet::new();
+        // `.../pgfork-HOMEID-sources/SOURCE` gives the hierarchy's
+        // `.../pgfork-HOMEID` prefix, to which `-sources` and `-branches` add.
+        let mut roots: BTreeSet<PathBuf> = BTreeSet::new();
         for (mount, rel) in cgroups_of(pid) {
-            let Some(at) = rel.find("/pgfork-") else {
-                continue;
-            };
-            let top_len = rel[at + 1..].find('/').map_or(rel.len(), |n| at + 1 + n);
-            tops.insert(mount.join(&rel[1..top_len]));
+            let suffix = format!("-sources/{SOURCE}");
+            if let Some(prefix) = rel.strip_suffix(&suffix)
+                && prefix
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|n| n.starts_with("pgfork-"))
+            {
+                roots.insert(mount.join(prefix.trim_start_matches('/')));
+            }
         }
-        if tops.is_empty() {
+        if roots.is_empty() {
             self.note("control groups: pgfork runs no server in one here".into());
             return;
         }
@@ -2036,22 +2043,29 @@ impl Chaos<'_> {
                 .collect()
         };
         let names: BTreeSet<String> = running.keys().cloned().collect();
-        for top in &tops {
+        let with = |root: &Path, kind: &str| {
+            let mut p = root.as_os_str().to_owned();
+            p.push(format!("-{kind}"));
+            PathBuf::from(p)
+        };
+        for root in &roots {
+            let branches = with(root, "branches");
             assert_eq!(
-                dirs(&top.join("branches")),
+                dirs(&branches),
                 names,
-                "groups in {}/branches vs the running branches",
-                top.display()
+                "groups in {} vs the running branches",
+                branches.display()
             );
+            let sources = with(root, "sources");
             assert_eq!(
-                dirs(&top.join("sources")),
+                dirs(&sources),
                 BTreeSet::from([SOURCE.to_string()]),
-                "groups in {}/sources",
-                top.display()
+                "groups in {}",
+                sources.display()
             );
         }
         for (name, pid) in &running {
-            let suffix = format!("/branches/{name}");
+            let suffix = format!("-branches/{name}");
             assert!(
                 cgroups_of(*pid)
                     .iter()
@@ -2061,9 +2075,10 @@ impl Chaos<'_> {
             );
         }
         self.note(format!(
-            "control groups: {} branch groups and the source's under {}",
+            "control groups: {} branch groups and the source's beside {}",
             names.len(),
-            tops.iter()
+            roots
+                .iter()
                 .map(|t| t.display().to_string())
                 .collect::<Vec<_>>()
                 .join(", ")
