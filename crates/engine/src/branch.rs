@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use pgfork_os::RunAs;
-use pgfork_pg::conf::Profile;
+use pgfork_pg::conf::{self, Profile, TcpLogins};
 use pgfork_pg::sql::{quote_ident, quote_literal, random_password, scram_verifier};
 use pgfork_pg::{Postmaster, StopMode};
 use pgfork_pool::meta::{
@@ -74,6 +74,23 @@ pub struct GcReport {
 
 fn ms(d: Duration) -> u64 {
     d.as_millis() as u64
+}
+
+/// Lets the armed branch take SCRAM logins over TCP. Before PostgreSQL 16
+/// the postmaster reloads `pg_hba.conf` in its SIGHUP handler, which runs
+/// before it accepts another connection; from 16 on it reloads between two
+/// rounds of accepting, so a client in the same round is refused once (and
+/// never let in early).
+fn open_tcp_logins(
+    client: &mut postgres::Client,
+    dir: &std::path::Path,
+    owner: &RunAs,
+) -> Result<()> {
+    conf::write_hba(dir, owner, TcpLogins::Scram)?;
+    client
+        .simple_query("SELECT pg_reload_conf()")
+        .map_err(EngineError::sql("reload the branch's pg_hba.conf"))?;
+    Ok(())
 }
 
 /// Hands the application role to an agent safely: a fresh password (sent
@@ -397,6 +414,10 @@ impl Engine {
         } else {
             vec![("listen_addresses".into(), "''".into())]
         };
+        // Until it is armed, the application role has the password of what
+        // the snapshot was taken of: the source's (snapshots of branches
+        // forget theirs). So TCP logins are refused until then.
+        conf::write_hba(dir, &owner, TcpLogins::Refused)?;
         let (mut pm, _) = self.start_server(
             Target::Branch(&row.name),
             dir,
@@ -405,7 +426,10 @@ impl Engine {
             &extra,
             row.port,
         )?;
-        if let Err(e) = arm_app_role(&mut pm.client, &role, &row.password) {
+        crate::failpoint::hit("branch-boot:before-arm");
+        if let Err(e) = arm_app_role(&mut pm.client, &role, &row.password)
+            .and_then(|()| open_tcp_logins(&mut pm.client, dir, &owner))
+        {
             let _ = stop_server(Some(pm.pid), dir, StopMode::Immediate);
             return Err(e);
         }

@@ -175,6 +175,32 @@ pub fn install(datadir: &Path, owner: &RunAs) -> Result<(), PgError> {
         text.push('\n');
         write_owned(&conf_path, text.as_bytes(), owner)?;
     }
+    write_hba(datadir, owner, TcpLogins::Scram)?;
+    let ident = datadir.join("pg_ident.conf");
+    if !ident.exists() {
+        write_owned(&ident, b"# Written by pgfork: no user name maps.\n", owner)?;
+    }
+    Ok(())
+}
+
+/// Whom `pg_hba.conf` lets in over TCP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpLogins {
+    /// Every role but the superuser, with SCRAM.
+    Scram,
+    /// Nobody: a branch starts so until its application role has its own
+    /// password. Until then the role carries the password of the source
+    /// the snapshot was taken of.
+    Refused,
+}
+
+/// Writes `pg_hba.conf`: the superuser only over the unix socket, everyone
+/// else over TCP as `tcp` says.
+pub fn write_hba(datadir: &Path, owner: &RunAs, tcp: TcpLogins) -> Result<(), PgError> {
+    let method = match tcp {
+        TcpLogins::Scram => "scram-sha-256",
+        TcpLogins::Refused => "reject",
+    };
     let hba = format!(
         "# Written by pgfork.\n\
          # The superuser ({su}) connects only over the unix socket, whose directory\n\
@@ -182,16 +208,11 @@ pub fn install(datadir: &Path, owner: &RunAs) -> Result<(), PgError> {
          local   all   all                    trust\n\
          host    all   {su}   0.0.0.0/0     reject\n\
          host    all   {su}   ::/0          reject\n\
-         host    all   all    127.0.0.1/32  scram-sha-256\n\
-         host    all   all    ::1/128       scram-sha-256\n",
+         host    all   all    127.0.0.1/32  {method}\n\
+         host    all   all    ::1/128       {method}\n",
         su = crate::SUPERUSER
     );
-    write_owned(&datadir.join("pg_hba.conf"), hba.as_bytes(), owner)?;
-    let ident = datadir.join("pg_ident.conf");
-    if !ident.exists() {
-        write_owned(&ident, b"# Written by pgfork: no user name maps.\n", owner)?;
-    }
-    Ok(())
+    write_owned(&datadir.join("pg_hba.conf"), hba.as_bytes(), owner)
 }
 
 /// Writes a file by rename, so a crash never leaves half of it. The file

@@ -254,3 +254,67 @@ fn passwords_never_appear_in_logs_or_stderr() {
         }
     }
 }
+
+/// Until a branch's server has given the application role the branch's own
+/// password, the role still has the password of what the snapshot was
+/// taken of: the source's (a snapshot of a branch forgets its password when
+/// it is sealed). pgfork is killed in that window (`branch-boot:before-arm`)
+/// of a create and of a reset, leaving the server up with the old password:
+/// TCP logins with it must be rejected by pg_hba.conf, not let in.
+#[test]
+fn a_branch_takes_no_tcp_login_before_its_own_password() {
+    let h = TestHome::new(Pool::Btrfs, "arming");
+    h.create_source("shop");
+    let source_dsn = h.source_dsn("shop");
+    load_items(&mut connect(&source_dsn), "base", 10);
+    let a = h.create_branch("alice", "shop", &[]);
+    let alice_dsn = dsn_of(&a);
+    let on = |port: u16, dsn: &str| {
+        format!("postgres://shop:{}@127.0.0.1:{port}/shop", password_of(dsn))
+    };
+
+    for from in ["shop", "alice"] {
+        h.crash_at(
+            "branch-boot:before-arm",
+            &["branch", "create", "bob", "--from", from],
+        );
+        let port = h.recorded_port("bob").expect("bob's row records its port");
+        for (whose, dsn) in [("the source's", &source_dsn), ("alice's", &alice_dsn)] {
+            assert_eq!(
+                sqlstate(
+                    try_connect(&on(port, dsn)),
+                    &format!("{whose} password on bob's half-made server (from {from})")
+                ),
+                REJECTED,
+                "bob's server must be up and refuse TCP logins until armed"
+            );
+        }
+        // The next command undoes bob; nothing of him is left.
+        assert_eq!(
+            h.json(&["branch", "list"]).as_array().map(Vec::len),
+            Some(1)
+        );
+    }
+
+    h.crash_at("branch-boot:before-arm", &["branch", "reset", "alice"]);
+    let port = h.recorded_port("alice").expect("alice's port");
+    assert_eq!(
+        sqlstate(
+            try_connect(&on(port, &source_dsn)),
+            "the source's password on alice's half-reset server"
+        ),
+        REJECTED
+    );
+    // Once started properly, alice takes her own password and only hers.
+    let started = h.json(&["branch", "start", "alice"]);
+    assert_eq!(started["status"], "running", "{started:#}");
+    connect(&h.branch_dsn("alice"));
+    assert_eq!(
+        sqlstate(
+            try_connect(&on(port_of(&started), &source_dsn)),
+            "the source's password on the armed branch"
+        ),
+        "28P01"
+    );
+    h.assert_settled();
+}

@@ -554,6 +554,20 @@ impl TestHome {
 }
 
 impl TestHome {
+    /// The port meta.db records for branch `name`, read straight from
+    /// meta.db (no pgfork command, which would reconcile first).
+    pub fn recorded_port(&self, name: &str) -> Option<u16> {
+        let db = rusqlite::Connection::open_with_flags(
+            self.root.join("meta.db"),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .ok()?;
+        db.query_row("SELECT port FROM branches WHERE name = ?1", [name], |r| {
+            r.get::<_, u16>(0)
+        })
+        .ok()
+    }
+
     /// The control group directories meta.db records for this home's
     /// servers (issue 12), read straight from meta.db.
     pub fn recorded_cgroups(&self) -> Vec<PathBuf> {
