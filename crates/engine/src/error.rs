@@ -107,6 +107,10 @@ pub enum EngineError {
         /// The floor.
         floor: u64,
     },
+    /// The pool or the home filled up during an operation; what it had
+    /// written was removed (see [`crate::disk_full`]).
+    #[error("{0}")]
+    NoSpace(Box<crate::disk_full::OutOfSpace>),
     /// The requested driver does not work on this pool.
     #[error("the {driver} driver does not work on this pool ({filesystem} at {}): {hint}", pool.display())]
     DriverUnavailable {
@@ -197,12 +201,16 @@ impl EngineError {
             EngineError::NoFreeUid { .. } => "no_free_uid",
             EngineError::QuotaExceeded { .. } => "quota_exceeded",
             EngineError::DiskFloor { .. } => "disk_floor",
+            EngineError::NoSpace(_) => "no_space",
             EngineError::DriverUnavailable { .. } => "driver_unavailable",
             EngineError::UnsafeHome(_) => "unsafe_home",
             EngineError::Config(_) => "config",
             EngineError::UnsafeContent(_) => "unsafe_content",
             EngineError::InvalidArgument(_) => "invalid_argument",
             EngineError::ComputeUnavailable(_) => "compute_unavailable",
+            // Whichever layer noticed a full disk (a write of pgfork.conf,
+            // a server that could not start, SQLite).
+            e if e.is_out_of_space() => "no_space",
             EngineError::Pg(PgError::NoBinaries { .. }) => "no_postgres",
             EngineError::Pg(PgError::StartFailed { .. }) => "start_failed",
             EngineError::Pg(_) => "postgres",
@@ -210,6 +218,7 @@ impl EngineError {
             EngineError::Clone(_) => "clone_failed",
             EngineError::Meta(MetaError::NotInitialised(_)) => "not_initialised",
             EngineError::Meta(MetaError::Unsafe(_)) => "unsafe_home",
+            EngineError::Meta(e) if e.is_disk_full() => "no_space",
             EngineError::Meta(_) => "meta",
             EngineError::Image(_) => "pool_image",
             EngineError::User(_) => "os_user",

@@ -14,6 +14,7 @@ use pgfork_pg::{StopMode, initdb};
 use pgfork_pool::meta::{self, OpKind, RemoteRow, RunState, SourceRow};
 use pgfork_pool::{home, hygiene};
 
+use crate::disk_full::{CLUSTER_MIN, Full};
 use crate::remote::RemoteFacts;
 use crate::server::{Target, stop_server};
 use crate::view::SourceInfo;
@@ -257,8 +258,24 @@ impl Engine {
         hygiene::make_dir(&self.home.staging(), home::TRAVERSE_DIR)
             .map_err(EngineError::io("create", &self.home.staging()))?;
         let staging = self.home.staging().join(name);
-        let result = self.refresh_into(&row, &url, password.as_deref(), &staging);
+        let facts = self.remote_facts(&url, password.as_deref());
+        let needed = facts.as_ref().ok().map(crate::remote::import_bytes);
+        let full = || Full {
+            during: format!(
+                "refreshing source '{name}' (an import of {})",
+                url.redacted()
+            ),
+            needed,
+            kept: format!(
+                "Source '{name}' still serves its previous import, and its snapshots and branches are untouched"
+            ),
+        };
+        let result = facts.and_then(|facts| {
+            self.check_room(CLUSTER_MIN + facts.database_bytes, full)?;
+            self.refresh_into(&row, &url, password.as_deref(), &facts, &staging)
+        });
         let _ = self.config.driver.remove(&staging);
+        let result = self.when_full(result, full);
         let error = result.as_ref().err().map(|e| e.to_string());
         let pm = result.as_ref().ok().copied();
         self.meta.write(|c| {
@@ -285,11 +302,11 @@ impl Engine {
         row: &SourceRow,
         url: &RemoteUrl,
         password: Option<&str>,
+        facts: &RemoteFacts,
         staging: &Path,
     ) -> Result<pgfork_os::ProcessId> {
         self.config.driver.remove(staging)?;
-        let facts = self.remote_facts(url, password)?;
-        self.import_into(row, url, password, &facts, staging)?;
+        self.import_into(row, url, password, facts, staging)?;
         crate::failpoint::hit("source-refresh:before-swap");
         let dir = self.source_dir(&row.name);
         self.progress

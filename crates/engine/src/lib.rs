@@ -11,6 +11,7 @@ mod branch_data;
 pub mod compute;
 pub mod config;
 mod diff;
+pub mod disk_full;
 mod doctor;
 mod error;
 pub mod failpoint;

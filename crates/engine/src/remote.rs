@@ -12,6 +12,7 @@ use pgfork_pool::meta::{self, Op, OpKind, PolicyRow, RemoteRow, RunState, Source
 use pgfork_pool::{home, hygiene};
 use serde::Serialize;
 
+use crate::disk_full::{CLUSTER_MIN, CLUSTER_OVERHEAD, Full};
 use crate::server::Target;
 use crate::view::SourceInfo;
 use crate::{Engine, EngineError, Result, ServerKind, names, ports};
@@ -87,7 +88,10 @@ fn passfile_password(line: &str) -> Option<String> {
 /// The SQL deciding which role branches log in as, and whether it may.
 const ROLE_QUERY: &str = "SELECT current_setting('server_version_num'), current_user,
     (SELECT rolreplication OR rolsuper FROM pg_roles WHERE rolname = current_user),
-    pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype
+    pg_get_userbyid(datdba), pg_encoding_to_char(encoding), datcollate, datctype,
+    pg_database_size(current_database()),
+    (SELECT sum(pg_database_size(oid)) FROM pg_database
+      WHERE datallowconn AND has_database_privilege(oid, 'CONNECT'))
   FROM pg_database WHERE datname = current_database()";
 
 /// What the remote said about itself.
@@ -98,6 +102,18 @@ pub(crate) struct RemoteFacts {
     pub encoding: String,
     pub collate: String,
     pub ctype: String,
+    /// Bytes of the database a logical source imports.
+    pub database_bytes: u64,
+    /// Bytes of every database this login can see: what a base backup
+    /// copies, give or take the WAL.
+    pub cluster_bytes: u64,
+}
+
+/// About what a logical import takes in the pool: the dump (compressed,
+/// removed afterwards, put at half the database) beside the restored
+/// database and a new cluster.
+pub(crate) fn import_bytes(facts: &RemoteFacts) -> u64 {
+    facts.database_bytes + facts.database_bytes / 2 + CLUSTER_OVERHEAD
 }
 
 impl Engine {
@@ -120,7 +136,7 @@ impl Engine {
         password: Option<&str>,
     ) -> Result<RemoteFacts> {
         let rows = remote::query(&self.config.bins, url, password, ROLE_QUERY)?;
-        let row = rows.first().filter(|r| r.len() == 7).ok_or_else(|| {
+        let row = rows.first().filter(|r| r.len() == 9).ok_or_else(|| {
             EngineError::WrongState(format!(
                 "{} answered the catalog query with nothing",
                 url.redacted()
@@ -133,6 +149,8 @@ impl Engine {
             encoding: row[4].clone(),
             collate: row[5].clone(),
             ctype: row[6].clone(),
+            database_bytes: row[7].parse().unwrap_or(0),
+            cluster_bytes: row[8].parse().unwrap_or(0),
         })
     }
 
@@ -190,6 +208,36 @@ impl Engine {
         check_compatible(req.mode, &facts, local, &url.redacted())?;
         let role = req.role.clone().unwrap_or_else(|| facts.db_owner.clone());
         self.check_branch_role(&url, password.as_deref(), &role)?;
+        let full = || Full {
+            during: match req.mode {
+                Mode::Physical => format!(
+                    "adding source '{}' (a base backup of {})",
+                    req.name,
+                    url.redacted()
+                ),
+                Mode::Logical => format!(
+                    "adding source '{}' (an import of {})",
+                    req.name,
+                    url.redacted()
+                ),
+            },
+            needed: Some(match req.mode {
+                Mode::Physical => facts.cluster_bytes + CLUSTER_OVERHEAD,
+                Mode::Logical => import_bytes(&facts),
+            }),
+            kept: format!(
+                "Source '{}' was not added; the remote was only read",
+                req.name
+            ),
+        };
+        // At least the data itself must fit (the dump of an import is
+        // compressed and goes once restored).
+        let at_least = CLUSTER_MIN
+            + match req.mode {
+                Mode::Physical => facts.cluster_bytes,
+                Mode::Logical => facts.database_bytes,
+            };
+        self.check_room(at_least, full)?;
 
         let range = self.config.ports;
         let row = self.meta.write(|c| {
@@ -240,13 +288,11 @@ impl Engine {
             Mode::Physical => self.build_standby(&row, &url, password.as_deref()),
             Mode::Logical => self.build_logical(&row, &url, password.as_deref(), &facts),
         };
-        match built {
-            Ok(()) => self.source_info(&req.name),
-            Err(e) => {
-                self.destroy_source(&req.name);
-                Err(e)
-            }
+        if built.is_err() {
+            self.destroy_source_reaching(&req.name, password.as_deref());
         }
+        self.when_full(built, full)?;
+        self.source_info(&req.name)
     }
 
     /// Replication slot name of a physical source on its primary.
@@ -543,6 +589,8 @@ mod tests {
             encoding: "UTF8".into(),
             collate: "C".into(),
             ctype: "C".into(),
+            database_bytes: 0,
+            cluster_bytes: 0,
         }
     }
 

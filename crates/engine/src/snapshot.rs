@@ -12,6 +12,7 @@ use pgfork_pg::{StopMode, control};
 use pgfork_pool::driver::TreeEntry;
 use pgfork_pool::meta::{BranchRow, Op, OpKind, PolicyRow, SnapshotRow, SourceRow};
 
+use crate::disk_full::{CLUSTER_OVERHEAD, Full, tree_bytes};
 use crate::seal::{Seal, atomic_filter, backup_filter};
 use crate::server::stop_server;
 use crate::view::SnapshotInfo;
@@ -110,13 +111,33 @@ impl Engine {
                 Op::mine(OpKind::Creating),
             )
         })?;
-        match self.take_snapshot(id, &origin) {
-            Ok(()) => self.snapshot_info_id(id),
-            Err(e) => {
-                self.destroy_snapshot(id);
-                Err(e)
-            }
+        let taken = self.take_snapshot(id, &origin);
+        if taken.is_err() {
+            self.destroy_snapshot(id);
         }
+        let what = origin.branch.as_deref().unwrap_or(&origin.source);
+        self.when_full(taken, || Full {
+            during: format!(
+                "taking a snapshot of {what}{}",
+                if origin.mask.is_some() {
+                    " (copy, masking, seal)"
+                } else {
+                    " (copy and seal)"
+                }
+            ),
+            // Sealing writes WAL and a checkpoint; masking rewrites the
+            // masked tables, at worst the whole origin.
+            needed: Some(
+                CLUSTER_OVERHEAD
+                    + if origin.mask.is_some() {
+                        tree_bytes(&origin.dir)
+                    } else {
+                        0
+                    },
+            ),
+            kept: format!("No snapshot was kept; {what} and its branches are untouched"),
+        })?;
+        self.snapshot_info_id(id)
     }
 
     fn take_snapshot(&mut self, id: i64, origin: &Origin) -> Result<()> {

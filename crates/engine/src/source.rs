@@ -9,6 +9,7 @@ use pgfork_pool::meta::{
     self, BranchRow, Op, OpKind, PolicyRow, RemoteRow, RunState, SnapshotRow, SourceRow,
 };
 
+use crate::disk_full::{CLUSTER_OVERHEAD, Full};
 use crate::server::{Target, after_start, stop_server};
 use crate::view::{RemoteInfo, SourceInfo};
 use crate::{Engine, EngineError, Result, ServerKind, names, ports};
@@ -89,13 +90,16 @@ impl Engine {
             row.insert(c)?;
             Ok(row)
         })?;
-        match self.build_source(&row) {
-            Ok(()) => self.source_info(name),
-            Err(e) => {
-                self.destroy_source(name);
-                Err(e)
-            }
+        let built = self.build_source(&row);
+        if built.is_err() {
+            self.destroy_source(name);
         }
+        self.when_full(built, || Full {
+            during: format!("creating source '{name}'"),
+            needed: Some(CLUSTER_OVERHEAD),
+            kept: format!("Source '{name}' was not made"),
+        })?;
+        self.source_info(name)
     }
 
     fn build_source(&mut self, row: &SourceRow) -> Result<()> {
@@ -233,6 +237,13 @@ impl Engine {
     /// Removes everything of a source, best effort, in the order that
     /// keeps a crash recoverable: server, directory, files, then the row.
     pub(crate) fn destroy_source(&mut self, name: &str) {
+        self.destroy_source_reaching(name, None);
+    }
+
+    /// [`Engine::destroy_source`], reaching a physical source's primary
+    /// with `password` when given (a `source add` that failed before the
+    /// standby's passfile was written still has it in hand).
+    pub(crate) fn destroy_source_reaching(&mut self, name: &str, password: Option<&str>) {
         let row = SourceRow::get(self.meta.conn(), name).ok().flatten();
         let pm = row.as_ref().and_then(|r| r.postmaster);
         let dir = self.source_dir(name);
@@ -251,7 +262,10 @@ impl Engine {
             && let Ok(Some(remote)) = RemoteRow::get(self.meta.conn(), name)
             && let Ok(url) = RemoteUrl::parse(&remote.url)
         {
-            self.drop_remote_slot(name, &url, self.remote_password(&remote).as_deref());
+            let password = password
+                .map(str::to_string)
+                .or_else(|| self.remote_password(&remote));
+            self.drop_remote_slot(name, &url, password.as_deref());
         }
         let _ = std::fs::remove_file(self.home.secrets().join(format!("{name}.pgpass")));
         if let Err(e) = self.meta.write(|c| SourceRow::delete(c, name)) {

@@ -218,7 +218,7 @@ pub struct ServeArgs {
     /// Refuse a new branch of a source that has N branches already (stored like `init --max-branches-per-source`).
     #[arg(long, value_name = "N")]
     pub max_branches_per_source: Option<u32>,
-    /// Refuse new branches below SIZE free in the pool (stored like `init --min-free`).
+    /// Refuse work that writes to the pool (branches, snapshots, sources, refreshes) below SIZE free in it (stored like `init --min-free`).
     #[arg(long, value_name = "SIZE")]
     pub min_free: Option<String>,
     /// Address of the policy proxy that serve also runs (off: none).
@@ -274,7 +274,7 @@ pub struct InitArgs {
     /// Refuse a new branch of a source that has N branches already (0: no quota).
     #[arg(long, value_name = "N")]
     pub max_branches_per_source: Option<u32>,
-    /// Refuse new branches while the pool has less than SIZE free (e.g. 2G; 0: no floor).
+    /// Refuse work that writes to the pool (branches, snapshots, sources, refreshes) while it has less than SIZE free (e.g. 2G; 0: no floor).
     #[arg(long, value_name = "SIZE")]
     pub min_free: Option<String>,
     /// As root: OS uids for sandboxed servers, one per branch (each branch's server runs as a

@@ -67,8 +67,40 @@ pub enum MetaError {
         source: std::io::Error,
     },
     /// SQLite failed.
-    #[error("meta.db: {0}")]
+    #[error("meta.db: {}", sqlite_text(.0))]
     Sqlite(#[from] rusqlite::Error),
+}
+
+/// SQLite's error, with what to do when the home's filesystem is full.
+fn sqlite_text(e: &rusqlite::Error) -> String {
+    match e {
+        rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull => {
+            "the home's filesystem is full, so meta.db cannot be written; this command recorded \
+             nothing more (an operation it had begun is finished or undone by the next command). \
+             Free space on the home's filesystem (its logs, or files that are not pgfork's) and retry"
+                .to_string()
+        }
+        other => other.to_string(),
+    }
+}
+
+impl MetaError {
+    /// Whether meta.db could not be written because its filesystem (the
+    /// home's) is full.
+    pub fn is_disk_full(&self) -> bool {
+        match self {
+            MetaError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
+                f.code == rusqlite::ErrorCode::DiskFull
+            }
+            MetaError::Io { source, .. } => {
+                matches!(
+                    source.raw_os_error(),
+                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
+                )
+            }
+            _ => false,
+        }
+    }
 }
 
 /// An open meta.db.
