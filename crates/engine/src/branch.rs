@@ -13,6 +13,7 @@ use pgfork_pool::meta::{
 };
 use serde::Serialize;
 
+use crate::disk_full::{Full, tree_bytes};
 use crate::server::{Target, after_start, stop_server};
 use crate::view::BranchInfo;
 use crate::{Engine, EngineError, Result, ServerKind, names, ports};
@@ -523,7 +524,22 @@ impl Engine {
     pub fn branch_reset(&mut self, name: &str) -> Result<BranchInfo> {
         let row = self.branch_row(name)?;
         self.claim(Target::Branch(name), OpKind::Resetting)?;
-        let result = self.reset_data(&row);
+        // The fresh clone is made beside the branch first: if the pool
+        // cannot take it, the branch keeps its data and goes on serving.
+        let fresh = self.reset_dir(name);
+        let _ = self.config.driver.remove(&fresh);
+        if let Err(e) = self.clone_base(&row, &fresh) {
+            let _ = self.config.driver.remove(&fresh);
+            self.settle(Target::Branch(name), None)?;
+            let copies = self.config.driver == pgfork_pool::Driver::Copy;
+            let snapshot = self.snapshot_dir(row.snapshot_id);
+            return self.when_full(Err(e), || Full {
+                during: format!("resetting branch '{name}' (a new clone of its snapshot)"),
+                needed: copies.then(|| tree_bytes(&snapshot)),
+                kept: format!("Branch '{name}' keeps its data and its state"),
+            });
+        }
+        let result = self.swap_in_reset(&row, &fresh);
         let pm = result.as_ref().ok().map(|pm| pm.pid);
         self.settle(Target::Branch(name), after_start(pm))?;
         result?;
@@ -531,14 +547,16 @@ impl Engine {
         self.branch_info(name)
     }
 
-    fn reset_data(&mut self, row: &BranchRow) -> Result<Postmaster> {
+    /// Stops the branch, replaces its directory with the `fresh` clone and
+    /// starts it. A crash in between is finished by the reconcile.
+    fn swap_in_reset(&mut self, row: &BranchRow, fresh: &std::path::Path) -> Result<Postmaster> {
         let dir = self.branch_dir(&row.name);
         stop_server(row.postmaster, &dir, StopMode::Immediate)?;
         let group = self.branch_group(&dir);
         self.config.driver.remove(&dir)?;
         self.forget_branch_group(group);
         crate::failpoint::hit("branch-reset:after-remove");
-        self.clone_base(row, &dir)?;
+        std::fs::rename(fresh, &dir).map_err(EngineError::io("swap in the new clone", &dir))?;
         self.boot_branch(row, &dir)
     }
 

@@ -143,6 +143,12 @@ impl Engine {
         self.home.branches().join(name)
     }
 
+    /// Where `branch reset` clones the snapshot before swapping it in (no
+    /// branch name has a dot).
+    pub(crate) fn reset_dir(&self, name: &str) -> PathBuf {
+        self.home.branches().join(format!("{name}{RESET_SUFFIX}"))
+    }
+
     pub(crate) fn snapshot_dir(&self, id: i64) -> PathBuf {
         self.home.snapshots().join(id.to_string())
     }
@@ -171,6 +177,9 @@ impl Engine {
         let _ = std::fs::remove_file(self.log_path(kind, name));
     }
 }
+
+/// Suffix of the directory a reset clones into (see [`Engine::reset_dir`]).
+pub(crate) const RESET_SUFFIX: &str = ".reset";
 
 /// The unix socket directory of a server of `kind` named `name` in `home`
 /// (for work that does not open an engine, such as the proxy's).

@@ -172,11 +172,16 @@ impl Engine {
             .map(|s| s.name.clone())
             .collect();
 
+        // The fresh clone of a reset running right now is in use.
+        let resetting: HashSet<String> = BranchRow::list(conn)?
+            .into_iter()
+            .filter(|b| b.op.is_some_and(|o| o.owner.is_alive()))
+            .map(|b| format!("{}{}", b.name, crate::RESET_SUFFIX))
+            .collect();
         // A directory listed before a repair above removed it is gone.
-        for name in listed_branches
-            .iter()
-            .filter(|n| !branch_names.contains(*n) && present(&self.branch_dir(n)))
-        {
+        for name in listed_branches.iter().filter(|n| {
+            !branch_names.contains(*n) && !resetting.contains(*n) && present(&self.branch_dir(n))
+        }) {
             destroy_dir(self, &self.branch_dir(name))?;
             report
                 .repaired
@@ -313,6 +318,7 @@ impl Engine {
                 });
             }
             OpKind::Resetting => {
+                destroy_dir(self, &self.reset_dir(&b.name))?;
                 destroy_dir(self, &dir)?;
                 self.config
                     .driver

@@ -265,10 +265,53 @@ fn a_full_pool_fails_each_operation_cleanly_and_keeps_what_serves() {
             "taking a snapshot of loc",
             "No snapshot was kept",
         );
-        assert_eq!(h.json(&["snapshot", "list"]), serde_json::json!([]));
+        assert_eq!(
+            h.json(&["snapshot", "list"]).as_array().map(Vec::len),
+            Some(0)
+        );
         assert!(entries(&h.pool_dir().join("snapshots")).is_empty());
         serving("loc", "items", 100);
     }
+
+    // A reset, whose new clone (a full copy on this driver) cannot be
+    // made: the branch keeps its data and goes on running.
+    let snap = h.snapshot("loc");
+    let b = h.create_branch("work", "loc", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "DELETE FROM items WHERE id <= 40",
+    );
+    {
+        let _full = Filler::leaving(&h.pool_dir(), MIB);
+        fails_full(
+            &h,
+            &["branch", "reset", "work"],
+            "resetting branch 'work'",
+            "Branch 'work' keeps its data",
+        );
+        let info = h.branch("work");
+        assert_eq!(info["status"], "running", "{info:#}");
+        assert_eq!(
+            scalar(&mut connect(&dsn_of(&b)), "SELECT count(*) FROM items"),
+            60,
+            "the branch lost its data in a failed reset"
+        );
+        assert_eq!(
+            entries(&h.pool_dir().join("branches")),
+            ["work".to_string()].into()
+        );
+    }
+    // With room, the reset happens.
+    h.ok(&["branch", "reset", "work"]);
+    assert_eq!(
+        scalar(
+            &mut connect(&h.branch_dsn("work")),
+            "SELECT count(*) FROM items"
+        ),
+        100
+    );
+    h.ok(&["branch", "delete", "work"]);
+    h.ok(&["snapshot", "delete", snap["id"].as_str().unwrap()]);
 
     // meta.db: the home's filesystem is the pool's here, so a full pool
     // is a full home too. Rules too big for the space left are refused,
