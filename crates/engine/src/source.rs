@@ -170,7 +170,10 @@ impl Engine {
     /// Starts a stopped (or crashed) source.
     pub fn source_start(&mut self, name: &str) -> Result<SourceInfo> {
         let row = self.source_row(name)?;
-        if row.postmaster.is_some_and(|p| p.is_alive()) {
+        // Running and nobody at work on it: nothing to do. While another
+        // process stops (or refreshes) it, the claim says so (busy)
+        // rather than report a server about to go as started.
+        if row.op.is_none() && row.postmaster.is_some_and(|p| p.is_alive()) {
             return self.source_info(name);
         }
         self.claim(Target::Source(name), OpKind::Starting)?;
