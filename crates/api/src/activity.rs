@@ -18,8 +18,11 @@ fn branch_of(path: &str) -> Option<&str> {
 /// Middleware: records use of the branch a request is about, before the
 /// request is handled (so that the reaper cannot stop it meanwhile).
 pub async fn touch_requested(State(s): State<Shared>, req: Request, next: Next) -> Response {
-    if let Some(name) = branch_of(req.uri().path()) {
-        s.touch(name.to_string()).await;
+    if let (Some(name), Some(actor)) = (
+        branch_of(req.uri().path()),
+        req.extensions().get::<pgfork_engine::Actor>(),
+    ) {
+        s.touch(actor, name.to_string()).await;
     }
     next.run(req).await
 }

@@ -1,7 +1,9 @@
-//! Bearer-token authentication. `init` stores only the token's SHA-256 in
-//! meta.db; the hash is read again at most once a second, so that `pgfork
-//! token rotate` takes effect on a running server without a restart.
+//! Bearer-token authentication. meta.db keeps only each token's SHA-256,
+//! an admin's or an agent's (see [`pgfork_engine::identity`]). A lookup is
+//! trusted for at most a second, so that a revoked or rotated token stops
+//! working on a running server within a second, without a restart.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -9,59 +11,57 @@ use axum::extract::{Request, State};
 use axum::http::header;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use pgfork_engine::Actor;
 use pgfork_pool::Home;
 
 use crate::error::ApiError;
 
-/// How long a read of the stored hash is trusted.
+/// How long a lookup is trusted.
 const REFRESH: Duration = Duration::from_secs(1);
 
-/// Checks bearer tokens against the hash in meta.db.
+/// Cached lookups kept at most; past it the cache starts afresh (a client
+/// trying many tokens only makes lookups).
+const MAX_CACHED: usize = 1024;
+
+/// Resolves bearer tokens to the identity they belong to.
 pub struct TokenCheck {
     home: Home,
-    cached: Mutex<Option<(Instant, Option<String>)>>,
+    cached: Mutex<HashMap<String, (Instant, Option<Actor>)>>,
 }
 
 impl TokenCheck {
-    /// A checker for the token of `home`.
+    /// A checker for the tokens of `home`.
     pub fn new(home: Home) -> TokenCheck {
         TokenCheck {
             home,
-            cached: Mutex::new(None),
+            cached: Mutex::new(HashMap::new()),
         }
     }
 
-    fn stored_hash(&self) -> Option<String> {
-        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some((at, hash)) = cached.as_ref()
-            && at.elapsed() < REFRESH
+    /// Whose token `token` is; `None` for an unknown, revoked or rotated one.
+    pub fn resolve(&self, token: &str) -> Option<Actor> {
+        let key = pgfork_engine::hash_api_token(token);
         {
-            return hash.clone();
+            let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some((at, actor)) = cached.get(&key)
+                && at.elapsed() < REFRESH
+            {
+                return actor.clone();
+            }
         }
-        let hash = match pgfork_engine::api_token_sha256(&self.home) {
-            Ok(h) => h,
+        let actor = match pgfork_engine::resolve_token(&self.home, token) {
+            Ok(a) => a,
             Err(e) => {
-                tracing::warn!("reading the API token hash: {e}");
+                tracing::warn!("looking up an API token: {e}");
                 None
             }
         };
-        *cached = Some((Instant::now(), hash.clone()));
-        hash
-    }
-
-    /// Whether `token` is the current one.
-    pub fn accepts(&self, token: &str) -> bool {
-        let Some(stored) = self.stored_hash() else {
-            return false;
-        };
-        let given = pgfork_engine::hash_api_token(token);
-        // Constant time, although comparing hashes leaks little anyway.
-        given.len() == stored.len()
-            && given
-                .bytes()
-                .zip(stored.bytes())
-                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
-                == 0
+        let mut cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
+        if cached.len() >= MAX_CACHED {
+            cached.clear();
+        }
+        cached.insert(key, (Instant::now(), actor.clone()));
+        actor
     }
 }
 
@@ -74,10 +74,12 @@ fn bearer(req: &Request) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
-/// Middleware: every route but `/health` needs the token.
+/// Middleware: every route but `/health` needs a token; the identity it
+/// belongs to goes with the request (an [`Actor`] extension), for the
+/// handlers and MCP tools to act as.
 pub async fn require_token(
     State(check): State<Arc<TokenCheck>>,
-    req: Request,
+    mut req: Request,
     next: Next,
 ) -> Response {
     if req.uri().path() == "/health" {
@@ -88,12 +90,15 @@ pub async fn require_token(
     };
     // Reading meta.db may wait for another writer's lock: not on the
     // async workers.
-    let allowed = tokio::task::spawn_blocking(move || check.accepts(&token))
+    let actor = tokio::task::spawn_blocking(move || check.resolve(&token))
         .await
-        .unwrap_or(false);
-    if allowed {
-        next.run(req).await
-    } else {
-        ApiError::unauthorized().into_response()
+        .ok()
+        .flatten();
+    match actor {
+        Some(actor) => {
+            req.extensions_mut().insert(actor);
+            next.run(req).await
+        }
+        None => ApiError::unauthorized().into_response(),
     }
 }

@@ -71,6 +71,7 @@ pub fn status_of(e: &EngineError) -> StatusCode {
             StatusCode::CONFLICT
         }
         "quota_exceeded" => StatusCode::TOO_MANY_REQUESTS,
+        "forbidden" => StatusCode::FORBIDDEN,
         "compute_unavailable" => StatusCode::UNPROCESSABLE_ENTITY,
         "disk_floor" | "no_space" => StatusCode::INSUFFICIENT_STORAGE,
         "no_free_port" | "no_free_uid" => StatusCode::SERVICE_UNAVAILABLE,

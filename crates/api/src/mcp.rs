@@ -10,18 +10,20 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use axum::http::StatusCode;
+use pgfork_engine::Actor;
 use pgfork_engine::EngineError;
 use rmcp::handler::server::router::tool::ToolRouter;
 use rmcp::handler::server::wrapper::Parameters;
 use rmcp::model::{CallToolResult, Implementation, ServerCapabilities, ServerConfig};
-use rmcp::{ErrorData, ServerHandler, schemars, tool, tool_handler, tool_router};
+use rmcp::service::RequestContext;
+use rmcp::{ErrorData, RoleServer, ServerHandler, schemars, tool, tool_handler, tool_router};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::body::MAX_DIFF_ROWS;
 use crate::error::ApiError;
 use crate::query::{self, DEFAULT_ROWS, MAX_ROWS_LIMIT, MAX_TIMEOUT_SECS, QueryError};
-use crate::state::Shared;
+use crate::state::{Scoped, Shared};
 
 /// Parameters of `create_branch`.
 #[derive(Debug, Deserialize, schemars::JsonSchema)]
@@ -95,6 +97,9 @@ pub struct DiffBranchParams {
 #[derive(Clone)]
 pub struct PgforkMcp {
     shared: Shared,
+    /// Who a stdio server acts for (`pgfork mcp`, `pgfork mcp --agent`).
+    /// Over HTTP each request's token decides instead.
+    stdio_actor: Option<Actor>,
     tool_router: ToolRouter<Self>,
 }
 
@@ -148,26 +153,59 @@ fn query_error(e: QueryError) -> ApiError {
 
 #[tool_router]
 impl PgforkMcp {
-    /// A server for the home of `shared`.
+    /// A server for the home of `shared`, served over HTTP: each call acts
+    /// for the identity of the token that came with it.
     pub fn new(shared: Shared) -> PgforkMcp {
         PgforkMcp {
             shared,
+            stdio_actor: None,
             tool_router: Self::tool_router(),
+        }
+    }
+
+    /// A server on stdio acting for `actor` throughout.
+    pub fn on_stdio(shared: Shared, actor: Actor) -> PgforkMcp {
+        PgforkMcp {
+            stdio_actor: Some(actor),
+            ..PgforkMcp::new(shared)
+        }
+    }
+
+    /// The state and identity a call acts with: over HTTP, the identity
+    /// of the request's token (put there by the token check).
+    fn scoped(&self, ctx: &RequestContext<RoleServer>) -> Result<Scoped, CallToolResult> {
+        let over_http = ctx
+            .extensions
+            .get::<axum::http::request::Parts>()
+            .and_then(|parts| parts.extensions.get::<Actor>().cloned());
+        match over_http.or_else(|| self.stdio_actor.clone()) {
+            Some(actor) => Ok(Scoped {
+                shared: self.shared.clone(),
+                actor,
+            }),
+            None => Err(failed(ApiError::unauthorized())),
         }
     }
 
     /// The DSN of a branch, started first if it was stopped; either way
     /// the engine records the call as a use of the branch.
-    async fn awake_dsn(&self, branch: String) -> Result<String, ApiError> {
-        let info = self.shared.start_branch(branch).await?;
+    async fn awake_dsn(&self, s: &Scoped, branch: String) -> Result<String, ApiError> {
+        let info = s.start_branch(branch).await?;
         Ok(info.dsn_with_password().unwrap_or_default())
     }
 
     #[tool(
         description = "List the sources: the databases branches are made from. Returns {\"sources\": [{name, mode (local/physical/logical), status, database, snapshots, branches}]}. Use a source name as `from` in create_branch."
     )]
-    async fn list_sources(&self) -> Result<CallToolResult, ErrorData> {
-        Ok(match self.shared.engine(|e| e.source_list()).await {
+    async fn list_sources(
+        &self,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
+        Ok(match s.engine(|e| e.source_list()).await {
             Ok(list) => done(json!({ "sources": list.iter().map(|s| json!({
                 "name": s.name, "mode": s.mode, "status": s.status, "database": s.database,
                 "snapshots": s.snapshots, "branches": s.branches,
@@ -182,7 +220,12 @@ impl PgforkMcp {
     async fn create_branch(
         &self,
         Parameters(p): Parameters<CreateBranchParams>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
         let ttl = match p
             .ttl
             .as_deref()
@@ -199,7 +242,7 @@ impl PgforkMcp {
             labels: p.labels,
             ..Default::default()
         };
-        Ok(match self.shared.create_branch(req).await {
+        Ok(match s.create_branch(req).await {
             Ok(info) => done(branch_summary(&info, info.dsn_with_password())),
             Err(e) => failed(e),
         })
@@ -211,15 +254,18 @@ impl PgforkMcp {
     async fn list_branches(
         &self,
         Parameters(p): Parameters<ListBranchesParams>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        Ok(
-            match self.shared.engine(move |e| e.branch_list(&p.labels)).await {
-                Ok(list) => done(json!({
-                    "branches": list.iter().map(|b| branch_summary(b, None)).collect::<Vec<_>>()
-                })),
-                Err(e) => failed(e),
-            },
-        )
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
+        Ok(match s.engine(move |e| e.branch_list(&p.labels)).await {
+            Ok(list) => done(json!({
+                "branches": list.iter().map(|b| branch_summary(b, None)).collect::<Vec<_>>()
+            })),
+            Err(e) => failed(e),
+        })
     }
 
     #[tool(
@@ -228,8 +274,13 @@ impl PgforkMcp {
     async fn describe_schema(
         &self,
         Parameters(p): Parameters<BranchParams>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
-        let dsn = match self.awake_dsn(p.branch).await {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
+        let dsn = match self.awake_dsn(&s, p.branch).await {
             Ok(d) => d,
             Err(e) => return Ok(failed(e)),
         };
@@ -247,7 +298,12 @@ impl PgforkMcp {
     async fn run_sql(
         &self,
         Parameters(p): Parameters<RunSqlParams>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
         let max_rows = p.max_rows.unwrap_or(DEFAULT_ROWS).clamp(1, MAX_ROWS_LIMIT);
         let secs = p.timeout_seconds.unwrap_or(MAX_TIMEOUT_SECS);
         if !(1..=MAX_TIMEOUT_SECS).contains(&secs) {
@@ -256,7 +312,7 @@ impl PgforkMcp {
             )));
         }
         let limit = Duration::from_secs(secs);
-        let dsn = match self.awake_dsn(p.branch.clone()).await {
+        let dsn = match self.awake_dsn(&s, p.branch.clone()).await {
             Ok(d) => d,
             Err(e) => return Ok(failed(e)),
         };
@@ -266,7 +322,7 @@ impl PgforkMcp {
         // keeps the agent's answer bounded should even that hang.
         let result = tokio::time::timeout(limit + 3 * query::GRACE, work).await;
         // A long query was a use until it ended: idle time counts from here.
-        self.shared.touch(p.branch).await;
+        self.shared.touch(&s.actor, p.branch).await;
         Ok(match result {
             Ok(Ok(Ok(r))) => done(serde_json::to_value(r).expect("serialisable")),
             Ok(Ok(Err(e))) => failed(query_error(e)),
@@ -281,14 +337,19 @@ impl PgforkMcp {
     async fn diff_branch(
         &self,
         Parameters(p): Parameters<DiffBranchParams>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
         let limit = p.limit.unwrap_or(20);
         if limit > MAX_DIFF_ROWS {
             return Ok(bad_argument(format!(
                 "limit must be at most {MAX_DIFF_ROWS}, not {limit}; the counts are complete whatever it is"
             )));
         }
-        self.shared.touch(p.branch.clone()).await;
+        self.shared.touch(&s.actor, p.branch.clone()).await;
         let req = pgfork_engine::DiffRequest {
             target: p.branch,
             against: p.against,
@@ -298,7 +359,7 @@ impl PgforkMcp {
             full: false,
             sql: false,
         };
-        Ok(match self.shared.engine(move |e| e.diff(&req)).await {
+        Ok(match s.engine(move |e| e.diff(&req)).await {
             Ok(report) => done(serde_json::to_value(report).expect("serialisable")),
             Err(e) => failed(e),
         })
@@ -310,15 +371,18 @@ impl PgforkMcp {
     async fn reset_branch(
         &self,
         Parameters(p): Parameters<BranchParams>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
         // The engine records the reset as a use of the branch.
         let name = p.branch;
-        Ok(
-            match self.shared.engine(move |e| e.branch_reset(&name)).await {
-                Ok(info) => done(branch_summary(&info, None)),
-                Err(e) => failed(e),
-            },
-        )
+        Ok(match s.engine(move |e| e.branch_reset(&name)).await {
+            Ok(info) => done(branch_summary(&info, None)),
+            Err(e) => failed(e),
+        })
     }
 
     #[tool(
@@ -327,14 +391,15 @@ impl PgforkMcp {
     async fn delete_branch(
         &self,
         Parameters(p): Parameters<DeleteBranchParams>,
+        ctx: RequestContext<RoleServer>,
     ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
         let (name, force) = (p.branch, p.force);
         Ok(
-            match self
-                .shared
-                .engine(move |e| e.branch_delete(&name, force))
-                .await
-            {
+            match s.engine(move |e| e.branch_delete(&name, force)).await {
                 Ok(deleted) => done(json!({ "deleted": deleted })),
                 Err(e) => failed(e),
             },

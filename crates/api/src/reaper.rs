@@ -17,6 +17,8 @@ use std::time::Duration;
 use pgfork_engine::{Engine, EngineError};
 
 use crate::metrics::ReaperAction;
+use pgfork_engine::Actor;
+
 use crate::state::Shared;
 
 /// When the reaper acts.
@@ -41,7 +43,7 @@ pub async fn run(shared: Shared, opts: ReaperOptions) {
         timer.tick().await;
         let s = shared.clone();
         let result = shared
-            .engine(move |e| {
+            .engine_as(Actor::Admin("reaper".into()), move |e| {
                 pass(e, &s, opts);
                 Ok(())
             })
@@ -60,7 +62,7 @@ pub async fn sample_storage(shared: Shared) {
         timer.tick().await;
         let metrics = shared.metrics.clone();
         let result = shared
-            .engine(move |e| {
+            .engine_as(Actor::Admin("reaper".into()), move |e| {
                 let mut sample = BTreeMap::new();
                 for b in e.branch_list(&BTreeMap::new())? {
                     if let Ok(n) = e.branch_unshared_bytes(&b.name) {

@@ -40,7 +40,9 @@ pub enum ServeError {
     )]
     NotLoopback(SocketAddr),
     /// The home has no API token (made before tokens existed).
-    #[error("this home has no API token yet: run `pgfork token rotate` to make one")]
+    #[error(
+        "this home has no admin API token: run `pgfork token rotate` (or `pgfork token create --admin NAME`) to make one"
+    )]
     NoToken,
     /// The home cannot be opened.
     #[error(transparent)]
@@ -97,7 +99,7 @@ pub fn serve(home: Home, opts: ServeOptions) -> Result<(), ServeError> {
     }
     // Fail now, not at the first request, on a home that cannot be used.
     drop(Engine::open(home.clone(), Arc::new(Quiet))?);
-    if pgfork_engine::api_token_sha256(&home)?.is_none() {
+    if !pgfork_engine::has_admin_token(&home)? {
         return Err(ServeError::NoToken);
     }
     runtime()?.block_on(async move {
@@ -145,10 +147,10 @@ async fn shutdown_signal() {
 
 /// Runs `pgfork mcp`: the MCP server on stdin and stdout until the client
 /// closes them.
-pub fn mcp_stdio(home: Home) -> Result<(), ServeError> {
+pub fn mcp_stdio(home: Home, actor: pgfork_engine::Actor) -> Result<(), ServeError> {
     drop(Engine::open(home.clone(), Arc::new(Quiet))?);
     runtime()?.block_on(async move {
-        let server = PgforkMcp::new(Shared::new(home))
+        let server = PgforkMcp::on_stdio(Shared::new(home), actor)
             .serve(rmcp::transport::stdio())
             .await
             .map_err(|e| ServeError::Io {

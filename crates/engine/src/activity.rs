@@ -108,6 +108,20 @@ pub fn touch(home: &Home, branch: &str) -> Result<()> {
     settle(home, branch, written)
 }
 
+/// [`touch`], for a request of `actor`: an agent's request about another
+/// agent's branch is no use of it (the request is refused as unknown), so
+/// that nobody keeps another's branch from its idle stop.
+pub fn touch_as(home: &Home, actor: &crate::Actor, branch: &str) -> Result<()> {
+    if let crate::Actor::Agent(_) = actor {
+        let meta = Meta::open(&home.meta_db(), false)?;
+        let made_by = BranchRow::get(meta.conn(), branch)?.and_then(|b| b.created_by);
+        if made_by.as_deref() != Some(actor.label().as_str()) {
+            return Ok(());
+        }
+    }
+    touch(home, branch)
+}
+
 /// After a write: a failed one is tried again at the next use rather than
 /// a second later, and an unknown branch is not remembered.
 fn settle(

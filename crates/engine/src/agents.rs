@@ -97,6 +97,10 @@ pub struct AgentCreate {
     pub audit_params: bool,
     /// Most proxy sessions at once (1..=1000); also its role's CONNECTION LIMIT.
     pub max_connections: u32,
+    /// Most branches it may hold through the API and MCP (None: no limit).
+    pub max_branches: Option<u32>,
+    /// Longest TTL it may give its branches (None: 24 h).
+    pub max_ttl: Option<Duration>,
 }
 
 /// An agent as `agent list` shows it (never its secret).
@@ -130,6 +134,10 @@ pub struct AgentInfo {
     pub audit_params: bool,
     /// Most proxy sessions at once.
     pub max_connections: i64,
+    /// Most branches it may hold through the API and MCP (null: no limit).
+    pub max_branches: Option<i64>,
+    /// Longest TTL it may ask for, in seconds.
+    pub max_ttl_secs: i64,
     /// Creation time.
     pub created_at: String,
     /// Last rotation.
@@ -164,6 +172,10 @@ impl AgentInfo {
             fresh: row.fresh,
             audit_params: row.audit_params,
             max_connections: row.max_connections,
+            max_branches: row.max_branches,
+            max_ttl_secs: row
+                .max_ttl
+                .unwrap_or(crate::scope::DEFAULT_MAX_TTL.as_secs() as i64),
             created_at: timestamp(row.created_at),
             rotated_at: row.rotated_at.map(timestamp),
             revoked_at: row.revoked_at.map(timestamp),
@@ -181,6 +193,9 @@ pub struct AgentSecret {
     pub secret: String,
     /// `postgres://NAME:SECRET@PROXY/DATABASE`.
     pub dsn: String,
+    /// Its bearer token for the HTTP API and MCP (shown once, like the
+    /// secret; meta.db keeps only a hash).
+    pub api_token: String,
 }
 
 /// The branch an agent's sessions share (its named branch, or `agent-NAME`).
@@ -260,6 +275,7 @@ impl Engine {
 
     /// Creates an agent and returns it with its secret (shown once).
     pub fn agent_create(&mut self, req: &AgentCreate) -> Result<AgentSecret> {
+        self.admin_only("manage agents")?;
         names::validate(&req.name)?;
         // Every stored value is checked before anything is written (a
         // read-only or dry-run agent gets a role on the source below).
@@ -348,11 +364,19 @@ impl Engine {
             created_at: meta::now(),
             rotated_at: None,
             revoked_at: None,
+            max_branches: req.max_branches.map(i64::from),
+            max_ttl: req
+                .max_ttl
+                .map(|d| {
+                    names::check_duration("max-ttl", d, names::TTL)?;
+                    Ok::<_, EngineError>(d.as_secs() as i64)
+                })
+                .transpose()?,
         };
         // The row first, so that its name is the agent's before its role is
         // made (a name taken already must not touch that agent's role); a
         // crash in between leaves an agent whose first session makes it.
-        self.meta.write(|c| {
+        let api_token = self.meta.write(|c| {
             if AgentRow::get(c, &row.name)?.is_some() {
                 return Err(EngineError::InvalidArgument(format!(
                     "agent '{}' exists already (revoked agents keep their name for the audit log): choose another name",
@@ -360,18 +384,21 @@ impl Engine {
                 )));
             }
             row.insert(c)?;
-            Ok(())
+            crate::identity::put_agent_token(c, &row.name)
         })?;
         if req.policy != Policy::Branch
             && let Err(e) = self.make_agent_role(&row)
         {
-            self.meta.write(|c| AgentRow::delete(c, &row.name))?;
+            self.meta.write(|c| {
+                crate::identity::delete_agent_token(c, &row.name)?;
+                Ok::<_, EngineError>(AgentRow::delete(c, &row.name)?)
+            })?;
             return Err(e);
         }
-        self.secret_of(&row, secret)
+        self.secret_of(&row, secret, api_token)
     }
 
-    fn secret_of(&self, row: &AgentRow, secret: String) -> Result<AgentSecret> {
+    fn secret_of(&self, row: &AgentRow, secret: String, api_token: String) -> Result<AgentSecret> {
         let source = self.source_row(&row.source)?;
         let addr = proxy_addr(&self.meta)?;
         Ok(AgentSecret {
@@ -381,11 +408,13 @@ impl Engine {
                 row.name, source.database
             ),
             secret,
+            api_token,
         })
     }
 
     /// Every agent.
     pub fn agent_list(&self) -> Result<Vec<AgentInfo>> {
+        self.admin_only("list agents")?;
         Ok(AgentRow::list(self.meta.conn())?
             .iter()
             .map(AgentInfo::new)
@@ -394,11 +423,16 @@ impl Engine {
 
     /// One agent.
     pub fn agent_info(&self, name: &str) -> Result<AgentInfo> {
+        // An agent may read its own record, and no other's.
+        if self.actor.agent().is_some_and(|me| me != name) {
+            self.admin_only("read other agents")?;
+        }
         Ok(AgentInfo::new(&self.agent_row(name)?))
     }
 
     /// Gives an agent a new secret; the old one stops working for new logins.
     pub fn agent_rotate(&mut self, name: &str) -> Result<AgentSecret> {
+        self.admin_only("manage agents")?;
         let row = self.agent_row(name)?;
         if row.revoked_at.is_some() {
             return Err(EngineError::WrongState(format!(
@@ -407,19 +441,26 @@ impl Engine {
         }
         let secret = random_password();
         let verifier = scram_verifier(&secret);
-        self.meta
-            .write(|c| AgentRow::set_verifier(c, name, &verifier, meta::now()))?;
+        // The proxy secret and the API token change together: a rotation
+        // is one identity's.
+        let api_token = self.meta.write(|c| {
+            AgentRow::set_verifier(c, name, &verifier, meta::now())?;
+            crate::identity::put_agent_token(c, name)
+        })?;
         let row = self.agent_row(name)?;
-        self.secret_of(&row, secret)
+        self.secret_of(&row, secret, api_token)
     }
 
     /// Revokes an agent: no new login, and a running proxy ends its
     /// sessions; the role of a read-only or dry-run agent is dropped from
     /// its source (with its sessions there). Revoking again retries that.
     pub fn agent_revoke(&mut self, name: &str) -> Result<AgentInfo> {
+        self.admin_only("manage agents")?;
         let row = self.agent_row(name)?;
-        self.meta
-            .write(|c| AgentRow::revoke(c, name, meta::now()))?;
+        self.meta.write(|c| {
+            AgentRow::revoke(c, name, meta::now())?;
+            crate::identity::delete_agent_token(c, name)
+        })?;
         if row.policy != "branch" {
             let source = self.source_row(&row.source)?;
             if source.mode != "physical" {
@@ -592,6 +633,7 @@ impl Engine {
                     // Only the proxy may reach it: no TCP port, so a
                     // password the agent sets on its role opens nothing.
                     proxy_only: true,
+                    for_agent: Some(agent.name.clone()),
                     // Where the filesystem can hold it, the agent's
                     // storage budget is a hard limit too, not only the
                     // proxy's sampled check.
@@ -610,6 +652,7 @@ impl Engine {
 
     /// The application-role credentials of a branch (a secret).
     pub fn branch_credentials(&self, name: &str) -> Result<Dsn> {
+        self.visible_branch(name)?;
         let row = self.branch_row(name)?;
         let source = self.source_row(&row.source)?;
         Ok(Dsn {

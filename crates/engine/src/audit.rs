@@ -130,9 +130,14 @@ pub struct VerifyReport {
 impl Engine {
     /// Audit records, oldest first.
     pub fn audit_query(&self, q: &AuditQuery) -> Result<Vec<AuditRow>> {
+        // An agent reads its own records only, whatever it asked for.
+        let agent = match self.acting_agent()? {
+            Some(a) => Some(a.name),
+            None => q.agent.clone(),
+        };
         Ok(AuditRow::query(
             self.meta.conn(),
-            q.agent.as_deref(),
+            agent.as_deref(),
             q.since_ms,
             q.limit,
         )?)
@@ -140,6 +145,7 @@ impl Engine {
 
     /// Recomputes the whole chain and reports the first broken link.
     pub fn audit_verify(&self) -> Result<VerifyReport> {
+        self.admin_only("verify the whole audit log")?;
         let mut report = VerifyReport {
             records: 0,
             ok: true,

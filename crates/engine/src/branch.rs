@@ -48,6 +48,8 @@ pub struct BranchCreate {
     pub max_size: Option<u64>,
     /// CPU, memory and process limits (over the source's defaults).
     pub compute: crate::ComputeRequest,
+    /// Made by the proxy for agent NAME: recorded as the agent's branch.
+    pub for_agent: Option<String>,
 }
 
 /// Where the time of a `branch create` went, in milliseconds.
@@ -185,7 +187,7 @@ impl Engine {
         } else {
             return Err(EngineError::UnknownOrigin(from.into()));
         }
-        let info = self.snapshot_create_opts(from, req.unmasked)?;
+        let info = self.take_snapshot_opts(from, req.unmasked)?;
         let row = SnapshotRow::get(self.meta.conn(), info.number)?
             .ok_or_else(|| EngineError::UnknownSnapshot(info.id.clone()))?;
         let parent = row.parent_branch.clone();
@@ -195,6 +197,13 @@ impl Engine {
     /// Creates a branch and returns it with its full DSN (a secret).
     pub fn branch_create(&mut self, req: &BranchCreate) -> Result<BranchInfo> {
         let began = Instant::now();
+        let mut scoped = req.clone();
+        let agent_max = self.scope_create(&mut scoped)?;
+        let req = &scoped;
+        let created_by = match &req.for_agent {
+            Some(agent) => crate::Actor::Agent(agent.clone()).label(),
+            None => self.actor.label(),
+        };
         names::validate(&req.name)?;
         if let Some(ttl) = req.ttl {
             names::check_duration("ttl", ttl, names::TTL)?;
@@ -248,6 +257,19 @@ impl Engine {
                     });
                 }
             }
+            if let Some(max) = agent_max {
+                let count = BranchRow::list(c)?
+                    .iter()
+                    .filter(|b| b.created_by.as_deref() == Some(created_by.as_str()))
+                    .count() as u64;
+                if count >= max {
+                    return Err(EngineError::AgentQuota {
+                        agent: self.actor.agent().unwrap_or_default().to_string(),
+                        count,
+                        max,
+                    });
+                }
+            }
             // The snapshot may have been deleted while we looked.
             if SnapshotRow::get(c, snapshot.id)?.is_none_or(|s| !s.is_ready()) {
                 return Err(EngineError::UnknownSnapshot(snapshot.label()));
@@ -281,6 +303,7 @@ impl Engine {
                 tcp: !req.proxy_only,
                 active_at_ms: Some(meta::now_ms()),
                 max_size,
+                created_by: Some(created_by.clone()),
                 problems: Vec::new(),
             };
             row.insert(c)?;
@@ -340,6 +363,7 @@ impl Engine {
     /// are on, else from every file's extent map, so callers that ask
     /// often should cache it.
     pub fn branch_unshared_bytes(&self, name: &str) -> Result<u64> {
+        self.visible_branch(name)?;
         let row = self.branch_row(name)?;
         let dir = self.branch_dir(name);
         // Where quotas count it, the filesystem already knows the figure.
@@ -464,10 +488,25 @@ impl Engine {
         Ok(row)
     }
 
-    /// Every branch, optionally only those carrying all `labels`.
+    /// Every branch the actor may see, optionally only those carrying all
+    /// `labels`.
     pub fn branch_list(&self, labels: &BTreeMap<String, String>) -> Result<Vec<BranchInfo>> {
+        self.branch_list_by(labels, None)
+    }
+
+    /// [`Engine::branch_list`], optionally only the branches agent `agent`
+    /// made (the registry an orchestrator reads).
+    pub fn branch_list_by(
+        &self,
+        labels: &BTreeMap<String, String>,
+        agent: Option<&str>,
+    ) -> Result<Vec<BranchInfo>> {
+        self.acting_agent()?;
+        let made_by = agent.map(|a| crate::Actor::Agent(a.into()).label());
         BranchRow::list(self.meta.conn())?
             .iter()
+            .filter(|b| self.may_use_branch(b))
+            .filter(|b| made_by.is_none() || b.created_by == made_by)
             .filter(|b| labels.iter().all(|(k, v)| b.labels.get(k) == Some(v)))
             .map(|b| self.branch_info_of(b))
             .collect()
@@ -475,6 +514,7 @@ impl Engine {
 
     /// One branch (password masked; see [`BranchInfo::reveal`]).
     pub fn branch_info(&self, name: &str) -> Result<BranchInfo> {
+        self.visible_branch(name)?;
         let row = self.branch_row(name)?;
         let mut info = self.branch_info_of(&row)?;
         info.compute = self.compute_info(name, true)?;
@@ -484,6 +524,7 @@ impl Engine {
     /// Starts a stopped or crashed branch; its data is kept. Starting a
     /// running one does nothing, but counts as a use of it, as a start does.
     pub fn branch_start(&mut self, name: &str) -> Result<BranchInfo> {
+        self.visible_branch(name)?;
         let row = self.branch_row(name)?;
         if row.op.is_none() && row.postmaster.is_some_and(|p| p.is_alive()) {
             self.touch_branch(name);
@@ -507,6 +548,7 @@ impl Engine {
 
     /// Stops a branch (fast shutdown); its data is kept.
     pub fn branch_stop(&mut self, name: &str) -> Result<BranchInfo> {
+        self.visible_branch(name)?;
         let row = self.branch_row(name)?;
         self.claim(Target::Branch(name), OpKind::Stopping)?;
         let stopped = stop_server(row.postmaster, &self.branch_dir(name), StopMode::Fast);
@@ -522,6 +564,7 @@ impl Engine {
     /// Throws away a branch's changes: a new clone of its base snapshot,
     /// same name, port and password. It is running afterwards.
     pub fn branch_reset(&mut self, name: &str) -> Result<BranchInfo> {
+        self.visible_branch(name)?;
         let row = self.branch_row(name)?;
         self.claim(Target::Branch(name), OpKind::Resetting)?;
         // The fresh clone is made beside the branch first: if the pool
@@ -569,6 +612,7 @@ impl Engine {
         add_labels: &BTreeMap<String, String>,
         remove_labels: &[String],
     ) -> Result<BranchInfo> {
+        self.visible_branch(name)?;
         let row = self.branch_row(name)?;
         let expires_at = match ttl {
             Some(Some(t)) => Some(names::expiry(meta::now(), t)?),
@@ -608,6 +652,7 @@ impl Engine {
     /// Deletes a branch and the snapshots taken of it. Refused while other
     /// branches were made from it unless `force`, which deletes them too.
     pub fn branch_delete(&mut self, name: &str, force: bool) -> Result<Vec<String>> {
+        self.visible_branch(name)?;
         self.branch_row(name)?;
         let dependents = self.branch_dependents(name)?;
         if !dependents.is_empty() && !force {
@@ -671,6 +716,7 @@ impl Engine {
 
     /// Deletes expired branches that are not protected.
     pub fn gc(&mut self) -> Result<GcReport> {
+        self.admin_only("run gc")?;
         let now = meta::now();
         let mut report = GcReport::default();
         let expired: Vec<BranchRow> = BranchRow::list(self.meta.conn())?

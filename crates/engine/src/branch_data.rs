@@ -108,7 +108,7 @@ impl Engine {
 
     /// Writes a `pg_dump` of a running branch's database to `out`.
     pub fn branch_dump(&self, name: &str, format: DumpFormat, out: &mut dyn Write) -> Result<()> {
-        let row = self.branch_row(name)?;
+        let row = self.visible_branch(name)?;
         if !row.postmaster.is_some_and(|p| p.is_alive()) {
             return Err(EngineError::WrongState(format!(
                 "branch '{name}' is not running: pgfork branch start {name}"

@@ -414,6 +414,7 @@ impl Engine {
     /// it afterwards (branches made before keep theirs). A limit this
     /// machine cannot enforce is refused now rather than at every create.
     pub fn source_limits(&mut self, source: &str, req: &ComputeRequest) -> Result<SourceLimits> {
+        self.admin_only("change source limits")?;
         self.source_row(source)?;
         let current = meta_compute::source_branch_defaults(self.meta.conn(), source)?;
         let limits = req.over(current);

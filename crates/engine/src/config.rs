@@ -48,7 +48,6 @@ pub(crate) mod key {
     pub const IMAGE_FS: &str = "image_fs";
     pub const MAX_BRANCHES_PER_SOURCE: &str = "max_branches_per_source";
     pub const MIN_FREE: &str = "min_free";
-    pub const API_TOKEN_SHA256: &str = "api_token_sha256";
     pub const BRANCH_UIDS: &str = "branch_uids";
     pub const QUOTA: &str = "quota";
     pub const BRANCH_QGROUP: &str = "branch_qgroup";

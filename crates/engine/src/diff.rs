@@ -105,11 +105,17 @@ static VIEWS: AtomicUsize = AtomicUsize::new(0);
 impl Engine {
     /// A branch or snapshot by name or id.
     pub(crate) fn resolve_side(&self, text: &str) -> Result<Resolved> {
-        if let Some(b) = BranchRow::get(self.meta.conn(), text)? {
+        if let Some(b) = BranchRow::get(self.meta.conn(), text)?
+            && self.may_use_branch(&b)
+        {
             return Ok(Resolved::Branch(b));
         }
         if text.contains('@') || text.chars().all(|c| c.is_ascii_digit()) {
-            return Ok(Resolved::Snapshot(self.resolve_snapshot(text)?));
+            let s = self.resolve_snapshot(text)?;
+            if !self.may_see_snapshot(&s)? {
+                return Err(EngineError::UnknownSnapshot(text.into()));
+            }
+            return Ok(Resolved::Snapshot(s));
         }
         Err(EngineError::UnknownOrigin(text.into()))
     }

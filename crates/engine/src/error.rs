@@ -137,6 +137,23 @@ pub enum EngineError {
     /// (see SECURITY.md); the message names it and says what to do.
     #[error("{0}")]
     UnsafeContent(String),
+    /// The actor's scope does not allow the operation; the message says
+    /// what it allows (see [`crate::scope`]).
+    #[error("{0}")]
+    Forbidden(String),
+    /// An agent holds as many branches as it may.
+    #[error(
+        "agent '{agent}' holds {count} branches, the most it may (--max-branches {max}): delete one of its \
+         branches first, or ask an admin to raise its limit"
+    )]
+    AgentQuota {
+        /// The agent.
+        agent: String,
+        /// Its branches now.
+        count: u64,
+        /// Its limit.
+        max: u64,
+    },
     /// A TTL, label or other option value is malformed.
     #[error("{0}")]
     InvalidArgument(String),
@@ -207,6 +224,8 @@ impl EngineError {
             EngineError::Config(_) => "config",
             EngineError::UnsafeContent(_) => "unsafe_content",
             EngineError::InvalidArgument(_) => "invalid_argument",
+            EngineError::Forbidden(_) => "forbidden",
+            EngineError::AgentQuota { .. } => "quota_exceeded",
             EngineError::ComputeUnavailable(_) => "compute_unavailable",
             // Whichever layer noticed a full disk (a write of pgfork.conf,
             // a server that could not start, SQLite).

@@ -241,6 +241,7 @@ impl Engine {
     /// Branches and snapshots made before keep working: they are copies.
     /// If the import fails, the previous one stays in use.
     pub fn source_refresh(&mut self, name: &str) -> Result<SourceInfo> {
+        self.admin_only("refresh sources")?;
         let row = self.source_row(name)?;
         if row.mode != "logical" {
             return Err(EngineError::WrongState(format!(

@@ -4,15 +4,15 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use pgfork_os::{RunAs, UidRange};
-use pgfork_pg::sql::random_password;
 use pgfork_pg::{PgBinaries, PgVersion};
 use pgfork_pool::home::{PRIVATE_DIR, TRAVERSE_DIR};
 use pgfork_pool::hygiene::{self, Finding, Severity};
+use pgfork_pool::meta::{self, TokenKind, TokenRow};
 use pgfork_pool::{Driver, FsKind, Home, Meta, PoolImage, driver, space};
 use serde::Serialize;
 
 use crate::config::{self, DEFAULT_PORTS, key};
-use crate::{EngineError, Result};
+use crate::{EngineError, Result, identity};
 
 /// What `init` was asked to do.
 #[derive(Debug, Clone, Default)]
@@ -263,12 +263,19 @@ pub fn init(home: &Home, opts: InitOptions) -> Result<InitReport> {
         .transpose()?;
     let ports = opts.ports.or(previous_ports).unwrap_or(DEFAULT_PORTS);
     let uids = sandbox_uids(&meta, home, opts.branch_uids)?;
-    let had_token = meta.setting(key::API_TOKEN_SHA256)?.is_some();
-    let api_token = (!had_token).then(new_api_token);
+    // A home without an admin token (new, or every one revoked) gets one.
+    let had_token = !TokenRow::list(meta.conn(), TokenKind::Admin)?.is_empty();
+    let api_token = (!had_token).then(identity::new_api_token);
 
     let quotas = meta.write(|c| {
         if let Some(token) = &api_token {
-            Meta::set_setting(c, key::API_TOKEN_SHA256, &hash_api_token(token))?;
+            TokenRow {
+                kind: TokenKind::Admin,
+                name: identity::FIRST_ADMIN.into(),
+                sha256: identity::hash_api_token(token),
+                created_at: meta::now(),
+            }
+            .put(c)?;
         }
         store_limits(c, opts.max_branches_per_source, opts.min_free)?;
         Meta::set_setting(c, key::DRIVER, driver.name())?;
@@ -385,37 +392,6 @@ pub fn set_branch_limits(
 ) -> Result<()> {
     let mut meta = Meta::open(&home.meta_db(), false)?;
     meta.write(|c| store_limits(c, max_branches_per_source, min_free))
-}
-
-/// A new API bearer token: 40 random letters and digits behind a prefix
-/// that makes it recognisable (to people, and to secret scanners).
-fn new_api_token() -> String {
-    format!("pgf_{}{}", random_password(), &random_password()[..16])
-}
-
-/// The hex SHA-256 of a token, as meta.db stores it. A fast hash is enough:
-/// the token is random and long, so there is nothing to guess from it.
-pub fn hash_api_token(token: &str) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
-/// The stored hash of the API token, if `init` has made one.
-pub fn api_token_sha256(home: &Home) -> Result<Option<String>> {
-    let meta = Meta::open(&home.meta_db(), false)?;
-    Ok(meta.setting(key::API_TOKEN_SHA256)?)
-}
-
-/// Makes a new API token, replacing the old one at once (a running
-/// `pgfork serve` reads the hash again within a second), and returns it.
-pub fn rotate_api_token(home: &Home) -> Result<String> {
-    let mut meta = Meta::open(&home.meta_db(), false)?;
-    let token = new_api_token();
-    meta.write(|c| Meta::set_setting(c, key::API_TOKEN_SHA256, &hash_api_token(&token)))?;
-    Ok(token)
 }
 
 /// The warning shown wherever the copy driver is in use.

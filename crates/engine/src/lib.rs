@@ -15,6 +15,7 @@ pub mod disk_full;
 mod doctor;
 mod error;
 pub mod failpoint;
+pub mod identity;
 mod import;
 mod init;
 pub mod isolation;
@@ -26,6 +27,7 @@ mod promote;
 mod reconcile;
 mod remote;
 mod schedule;
+mod scope;
 mod seal;
 mod server;
 mod snapshot;
@@ -46,10 +48,11 @@ pub use config::Config;
 pub use diff::{DiffReport, DiffRequest};
 pub use doctor::{Check, DoctorReport, doctor};
 pub use error::{EngineError, Result};
-pub use init::{
-    InitOptions, InitReport, api_token_sha256, hash_api_token, init, rotate_api_token,
-    set_branch_limits,
+pub use identity::{
+    Actor, admin_token_create, admin_token_list, admin_token_revoke, has_admin_token,
+    hash_api_token, resolve_token, rotate_admin_token,
 };
+pub use init::{InitOptions, InitReport, init, set_branch_limits};
 pub use masking::MaskReport;
 /// Types of diff reports.
 pub use pgfork_diff::data as diff_types;
@@ -68,6 +71,8 @@ pub struct Engine {
     config: Config,
     progress: Arc<dyn Progress>,
     reconciled: ReconcileReport,
+    /// Who the engine acts for; its scope decides what it may do.
+    actor: Actor,
 }
 
 /// The kinds of server pgfork runs, which name their sockets and logs.
@@ -115,9 +120,21 @@ impl Engine {
             config,
             progress,
             reconciled: ReconcileReport::default(),
+            actor: Actor::owner(),
         };
         engine.reconciled = engine.reconcile()?;
         Ok(engine)
+    }
+
+    /// Acts for `actor` from now on (the CLI is the home's owner; the
+    /// daemon acts for whoever's token came with the request).
+    pub fn act_as(&mut self, actor: Actor) {
+        self.actor = actor;
+    }
+
+    /// Who the engine acts for.
+    pub fn actor(&self) -> &Actor {
+        &self.actor
     }
 
     /// The home directory.

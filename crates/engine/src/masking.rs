@@ -158,6 +158,7 @@ impl Engine {
     /// against the source's database: unknown columns and impossible
     /// transforms are errors, unmasked personal-looking columns warnings.
     pub fn source_mask(&mut self, name: &str, rules_file: &Path) -> Result<MaskReport> {
+        self.admin_only("change masking rules")?;
         let row = self.source_row(name)?;
         let text =
             std::fs::read_to_string(rules_file).map_err(EngineError::io("read", rules_file))?;
@@ -195,6 +196,7 @@ impl Engine {
     /// Removes a source's masking rules; with `allow_unmasked`, records that
     /// someone chose to let its unmasked data reach branches.
     pub fn source_unmask(&mut self, name: &str, allow_unmasked: bool) -> Result<()> {
+        self.admin_only("change masking rules")?;
         self.source_row(name)?;
         let mut policy = PolicyRow::get(self.meta.conn(), name)?;
         policy.mask_rules = None;

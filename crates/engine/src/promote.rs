@@ -163,6 +163,7 @@ fn change_to(key: Key, source: Option<Value>, branch: Option<Value>) -> Option<R
 impl Engine {
     /// Checks a branch's changes against its source and applies them.
     pub fn promote(&mut self, req: &PromoteRequest) -> Result<PromoteReport> {
+        self.admin_only("promote a branch")?;
         let branch = self.branch_row(&req.branch)?;
         let source = self.source_row(&branch.source)?;
         let base = SnapshotRow::get(self.meta.conn(), branch.snapshot_id)?.ok_or_else(|| {
@@ -459,8 +460,7 @@ impl Engine {
         report.applied = true;
         drop(target);
         let policy = PolicyRow::get(self.meta.conn(), &source.name)?;
-        match self.snapshot_create_opts(&source.name, policy.unmasked_ok || source.mode == "local")
-        {
+        match self.take_snapshot_opts(&source.name, policy.unmasked_ok || source.mode == "local") {
             Ok(s) => report.snapshot = Some(s.id),
             Err(e) => self.progress.warn(&format!(
                 "the changes were applied, but no new snapshot was taken: {e}"

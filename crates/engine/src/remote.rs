@@ -179,6 +179,7 @@ impl Engine {
     /// Adds a remote source: a streaming standby (physical) or an import
     /// (logical) of the database at `req.url`.
     pub fn source_add(&mut self, req: &SourceAdd) -> Result<SourceInfo> {
+        self.admin_only("add sources")?;
         names::validate(&req.name)?;
         self.check_free_space()?;
         if let Some(kind) = meta::name_taken(self.meta.conn(), &req.name)? {
@@ -458,6 +459,7 @@ impl Engine {
 
     /// Replication state of a physical source.
     pub fn source_lag(&self, name: &str) -> Result<Lag> {
+        self.visible_source(name)?;
         let row = self.source_row(name)?;
         if row.mode != "physical" {
             return Err(EngineError::WrongState(format!(

@@ -66,6 +66,7 @@ impl Engine {
     /// Runs what is due: refreshes, then scheduled snapshots and pruning.
     /// Refuses to run while another tick runs.
     pub fn tick(&mut self) -> Result<TickReport> {
+        self.admin_only("run scheduled work")?;
         // Owner only: anyone who can open the lock can hold it (a shared
         // flock needs only read access) and keep every tick out.
         let lock_path = self.home.tick_lock();
@@ -117,7 +118,7 @@ impl Engine {
             };
             let latest = SnapshotRow::latest_of_source(self.meta.conn(), &source.name)?;
             if latest.is_none_or(|s| s.created_at + every <= now) {
-                match self.snapshot_create_opts(&source.name, policy.unmasked_ok) {
+                match self.take_snapshot_opts(&source.name, policy.unmasked_ok) {
                     Ok(info) => report.snapshots.push(info.id),
                     Err(e) => report.errors.push((source.name.clone(), e.to_string())),
                 }

@@ -46,6 +46,13 @@ impl Engine {
     /// Takes a snapshot; `unmasked` allows an unmasked snapshot of a remote
     /// source that has no masking rules (refused otherwise).
     pub fn snapshot_create_opts(&mut self, of: &str, unmasked: bool) -> Result<SnapshotInfo> {
+        self.admin_only("take snapshots")?;
+        self.take_snapshot_opts(of, unmasked)
+    }
+
+    /// [`Engine::snapshot_create_opts`] on behalf of another operation the
+    /// actor may do (a branch of its own branch, a scheduled snapshot).
+    pub(crate) fn take_snapshot_opts(&mut self, of: &str, unmasked: bool) -> Result<SnapshotInfo> {
         self.check_free_space()?;
         let origin = if let Some(s) = SourceRow::get(self.meta.conn(), of)? {
             let policy = PolicyRow::get(self.meta.conn(), &s.name)?;
@@ -256,16 +263,23 @@ impl Engine {
     /// Every snapshot, optionally of one source only.
     pub fn snapshot_list(&self, source: Option<&str>) -> Result<Vec<SnapshotInfo>> {
         if let Some(s) = source {
+            self.visible_source(s)?;
             self.source_row(s)?;
         }
         let branches = BranchRow::list(self.meta.conn())?;
-        Ok(SnapshotRow::list(self.meta.conn())?
+        let visible = SnapshotRow::list(self.meta.conn())?
+            .into_iter()
+            .map(|s| Ok((self.may_see_snapshot(&s)?, s)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(visible
             .iter()
+            .filter(|(seen, _)| *seen)
+            .map(|(_, s)| s)
             .filter(|s| source.is_none_or(|name| s.source == name))
             .map(|s| {
                 let users = branches
                     .iter()
-                    .filter(|b| b.snapshot_id == s.id)
+                    .filter(|b| b.snapshot_id == s.id && self.may_use_branch(b))
                     .map(|b| b.name.clone())
                     .collect();
                 SnapshotInfo::new(s, users, self.snapshot_dir(s.id))
@@ -276,6 +290,9 @@ impl Engine {
     /// One snapshot, by `ORIGIN@N` or `N`.
     pub fn snapshot_info(&self, id: &str) -> Result<SnapshotInfo> {
         let row = self.resolve_snapshot(id)?;
+        if !self.may_see_snapshot(&row)? {
+            return Err(EngineError::UnknownSnapshot(id.into()));
+        }
         self.snapshot_info_id(row.id)
     }
 
@@ -309,6 +326,7 @@ impl Engine {
     /// Deletes a snapshot. Refused while branches use it unless `force`,
     /// which deletes them first. Returns what was deleted.
     pub fn snapshot_delete(&mut self, id: &str, force: bool) -> Result<Vec<String>> {
+        self.admin_only("delete snapshots")?;
         let row = self.resolve_snapshot(id)?;
         self.snapshot_delete_id(row.id, force)
     }

@@ -63,6 +63,7 @@ impl Engine {
     /// application role (not a superuser) that owns a database of the same
     /// name, started and ready for data.
     pub fn source_create(&mut self, name: &str) -> Result<SourceInfo> {
+        self.admin_only("create sources")?;
         names::validate(name)?;
         self.check_free_space()?;
         let range = self.config.ports;
@@ -155,20 +156,38 @@ impl Engine {
 
     /// Every source.
     pub fn source_list(&self) -> Result<Vec<SourceInfo>> {
+        let agent = self.acting_agent()?;
         SourceRow::list(self.meta.conn())?
             .iter()
-            .map(|r| self.source_info_of(r))
+            .filter(|r| agent.as_ref().is_none_or(|a| a.source == r.name))
+            .map(|r| self.scoped_source_info(r))
             .collect()
     }
 
     /// One source.
     pub fn source_info(&self, name: &str) -> Result<SourceInfo> {
+        self.visible_source(name)?;
         let row = self.source_row(name)?;
-        self.source_info_of(&row)
+        self.scoped_source_info(&row)
+    }
+
+    /// A source as the actor may see it: an agent never gets its
+    /// connection string or where its files and sockets are.
+    fn scoped_source_info(&self, row: &SourceRow) -> Result<SourceInfo> {
+        let mut info = self.source_info_of(row)?;
+        if self.acting_agent()?.is_some() {
+            info.dsn = String::new();
+            info.data_dir = Default::default();
+            info.socket_dir = Default::default();
+            info.log = Default::default();
+            info.cgroups = Vec::new();
+        }
+        Ok(info)
     }
 
     /// Starts a stopped (or crashed) source.
     pub fn source_start(&mut self, name: &str) -> Result<SourceInfo> {
+        self.admin_only("start sources")?;
         let row = self.source_row(name)?;
         // Running and nobody at work on it: nothing to do. While another
         // process stops (or refreshes) it, the claim says so (busy)
@@ -186,6 +205,7 @@ impl Engine {
 
     /// Stops a source (fast shutdown); its data and snapshots stay.
     pub fn source_stop(&mut self, name: &str) -> Result<SourceInfo> {
+        self.admin_only("stop sources")?;
         let row = self.source_row(name)?;
         self.claim(Target::Source(name), OpKind::Stopping)?;
         let stopped = stop_server(row.postmaster, &self.source_dir(name), StopMode::Fast);
@@ -201,6 +221,7 @@ impl Engine {
     /// Deletes a source with its snapshots. Refused while branches of it
     /// exist unless `force`, which deletes them first. Returns what was deleted.
     pub fn source_delete(&mut self, name: &str, force: bool) -> Result<Vec<String>> {
+        self.admin_only("delete sources")?;
         self.source_row(name)?;
         let branches: Vec<String> = BranchRow::list(self.meta.conn())?
             .into_iter()

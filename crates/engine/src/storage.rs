@@ -380,6 +380,7 @@ impl Engine {
         source: &str,
         limits: SourceLimits,
     ) -> Result<SourceLimits> {
+        self.admin_only("change source limits")?;
         self.source_row(source)?;
         self.check_storage_limit(limits.branch_max_size)?;
         self.meta.write(|c| limits.set(c, source))?;

@@ -97,6 +97,8 @@ pub struct BranchInfo {
     pub snapshot: String,
     /// Branch it was made from, if any.
     pub parent_branch: Option<String>,
+    /// Who made it: `admin:NAME` or `agent:NAME` (null: before identities).
+    pub created_by: Option<String>,
     /// `running`, `stopped`, `crashed`, or an operation in progress.
     pub status: &'static str,
     /// TCP port on 127.0.0.1.
@@ -247,6 +249,7 @@ impl BranchInfo {
             }),
             unshared_bytes: None,
             max_size: row.max_size,
+            created_by: row.created_by.clone(),
             error: row_error(row, source, snapshot),
             compute: crate::ComputeInfo::default(),
             secret: dsn,

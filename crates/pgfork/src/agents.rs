@@ -34,7 +34,7 @@ pub fn agent(home: Home, cmd: AgentCommand, json: bool) -> Result<()> {
     let mut engine = open(home)?;
     match cmd {
         AgentCommand::Create(args) => {
-            let req = create_request(args)?;
+            let req = create_request(*args)?;
             let created = engine.agent_create(&req)?;
             print_secret(&created, json);
         }
@@ -126,6 +126,8 @@ fn create_request(a: AgentCreateArgs) -> Result<AgentCreate> {
         fresh: a.fresh,
         audit_params: a.audit_params,
         max_connections: a.max_connections,
+        max_branches: a.max_branches,
+        max_ttl: Some(pgfork_engine::names::parse_ttl(&a.max_ttl)?),
     })
 }
 
@@ -134,8 +136,10 @@ fn print_secret(s: &AgentSecret, json: bool) {
         output::json(s);
     } else {
         println!("{}", s.dsn);
+        println!("PGFORK_TOKEN={}", s.api_token);
         eprintln!(
-            "agent {} ({} on {}): the secret is shown only now; `pgfork agent rotate {}` makes a new one",
+            "agent {} ({} on {}): its proxy DSN and API token are shown only now; `pgfork agent rotate {}` \
+             makes new ones",
             s.agent.name, s.agent.policy, s.agent.source, s.agent.name
         );
     }

@@ -59,8 +59,8 @@ pub enum Command {
     /// The daemon: HTTP API, MCP at /mcp, Prometheus /metrics, the reaper and scheduled work.
     Serve(ServeArgs),
     /// An MCP server on stdin/stdout, for agent clients that launch a command.
-    Mcp,
-    /// The API bearer token.
+    Mcp(McpArgs),
+    /// API bearer tokens of admins (agents get theirs from `agent create`).
     #[command(subcommand)]
     Token(TokenCommand),
     /// Credentials of the policy proxy: each with a source and a policy (read-only, dry-run, branch).
@@ -75,8 +75,8 @@ pub enum Command {
 /// `pgfork agent ...`.
 #[derive(Debug, Subcommand)]
 pub enum AgentCommand {
-    /// Create an agent and print its connection string (the secret is shown only now).
-    Create(AgentCreateArgs),
+    /// Create an agent and print its proxy connection string and API token (shown only now).
+    Create(Box<AgentCreateArgs>),
     /// List agents.
     List,
     /// Show one agent.
@@ -152,6 +152,13 @@ pub struct AgentCreateArgs {
     /// CONNECTION LIMIT of its own role on the source (read-only, dry-run).
     #[arg(long, value_name = "N", default_value_t = pgfork_engine::agents::DEFAULT_MAX_CONNECTIONS)]
     pub max_connections: u32,
+    /// Most branches it may hold through the API and MCP (default: no limit).
+    #[arg(long, value_name = "N")]
+    pub max_branches: Option<u32>,
+    /// Longest TTL it may give a branch through the API and MCP; a longer one is refused, and a
+    /// branch without one gets this.
+    #[arg(long, value_name = "DURATION", default_value = "24h")]
+    pub max_ttl: String,
 }
 
 /// `pgfork audit`.
@@ -193,8 +200,36 @@ pub struct ProxyArgs {
 /// `pgfork token ...`.
 #[derive(Debug, Subcommand)]
 pub enum TokenCommand {
-    /// Make a new API token and print it (once); the old one stops working at once.
-    Rotate,
+    /// Make a new token for an admin token NAME (default: `admin`, the one `init` printed) and print
+    /// it once; the old one stops working at once.
+    Rotate {
+        /// The admin token to replace.
+        #[arg(default_value = pgfork_engine::identity::FIRST_ADMIN)]
+        name: String,
+    },
+    /// Make another admin token and print it once (several may exist; each is revoked alone).
+    Create {
+        /// Its name.
+        name: String,
+        /// An admin token: it may do everything (agents' tokens come from `pgfork agent create`).
+        #[arg(long, required = true)]
+        admin: bool,
+    },
+    /// The admin tokens: names and creation times (never the tokens).
+    List,
+    /// Revoke admin token NAME: a running `pgfork serve` refuses it within a second.
+    Revoke {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `pgfork mcp`.
+#[derive(Debug, Args)]
+pub struct McpArgs {
+    /// Act as agent NAME, whose API token must be in PGFORK_TOKEN: the agent's scope, not the admin's.
+    #[arg(long, value_name = "NAME")]
+    pub agent: Option<String>,
 }
 
 /// `pgfork serve`.
@@ -420,6 +455,9 @@ pub enum BranchCommand {
         /// Only branches with this label (repeatable).
         #[arg(long, value_name = "KEY=VALUE")]
         label: Vec<String>,
+        /// Only branches agent NAME made (through the API, MCP or the proxy).
+        #[arg(long, value_name = "NAME")]
+        agent: Option<String>,
     },
     /// Show one branch.
     Info {

@@ -28,7 +28,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Doctor => doctor(&home, json),
         Command::Token(c) => token(&home, c, json),
         Command::Serve(args) => crate::serve::serve(home, args),
-        Command::Mcp => crate::serve::mcp(home),
+        Command::Mcp(args) => crate::serve::mcp(home, args.agent),
         Command::Agent(c) => crate::agents::agent(home, c, json),
         Command::Audit(args) => crate::agents::audit(home, args, json),
         Command::Proxy(args) => crate::agents::proxy(home, args),
@@ -64,7 +64,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 | Command::Doctor
                 | Command::Token(_)
                 | Command::Serve(_)
-                | Command::Mcp
+                | Command::Mcp(_)
                 | Command::Agent(_)
                 | Command::Audit(_)
                 | Command::Proxy(_) => unreachable!("handled above"),
@@ -199,14 +199,51 @@ pub fn parse_size(text: &str) -> Result<u64> {
 }
 
 fn token(home: &Home, cmd: TokenCommand, json: bool) -> Result<()> {
+    let shown = |name: &str, token: String, note: &str| {
+        if json {
+            output::json(&serde_json::json!({ "name": name, "api_token": token }));
+        } else {
+            println!("{token}");
+            eprintln!("{note}");
+        }
+    };
     match cmd {
-        TokenCommand::Rotate => {
-            let token = pgfork_engine::rotate_api_token(home)?;
+        TokenCommand::Rotate { name } => {
+            let token = pgfork_engine::rotate_admin_token(home, &name)?;
+            shown(
+                &name,
+                token,
+                "The old token no longer works; this one is shown only now.",
+            );
+        }
+        TokenCommand::Create { name, admin: _ } => {
+            let token = pgfork_engine::admin_token_create(home, &name)?;
+            shown(
+                &name,
+                token,
+                "Admin token made; it is shown only now (`pgfork token revoke NAME` ends it).",
+            );
+        }
+        TokenCommand::List => {
+            let tokens = pgfork_engine::admin_token_list(home)?;
             if json {
-                output::json(&serde_json::json!({ "api_token": token }));
+                output::json(&tokens);
             } else {
-                println!("{token}");
-                eprintln!("The old token no longer works; this one is shown only now.");
+                for t in &tokens {
+                    println!(
+                        "{}\tadmin\t{}",
+                        t.name,
+                        pgfork_engine::view::timestamp(t.created_at)
+                    );
+                }
+            }
+        }
+        TokenCommand::Revoke { name } => {
+            pgfork_engine::admin_token_revoke(home, &name)?;
+            if json {
+                output::json(&serde_json::json!({ "revoked": name }));
+            } else {
+                eprintln!("admin token '{name}' revoked");
             }
         }
     }
@@ -532,6 +569,7 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                         .map(|t| compute::parse_pids("--pids", t))
                         .transpose()?,
                 },
+                for_agent: None,
             };
             if engine.config().driver == Driver::Copy && !json {
                 eprintln!("note: copy driver: this clone copies every byte (see `pgfork doctor`)");
@@ -543,8 +581,8 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 println!("{}", info.dsn);
             }
         }
-        BranchCommand::List { label } => {
-            let list = engine.branch_list(&names::parse_labels(&label)?)?;
+        BranchCommand::List { label, agent } => {
+            let list = engine.branch_list_by(&names::parse_labels(&label)?, agent.as_deref())?;
             if json {
                 output::json(&list)
             } else {

@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     if !matches!(
         cli.command,
-        cli::Command::Serve(_) | cli::Command::Proxy(_) | cli::Command::Mcp
+        cli::Command::Serve(_) | cli::Command::Proxy(_) | cli::Command::Mcp(_)
     ) {
         // A one-shot command whose reader went away (`pgfork ... | head`)
         // ends quietly, as Unix tools do, rather than panicking in

@@ -59,8 +59,27 @@ pub fn serve(home: Home, args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Runs the MCP server on stdio.
-pub fn mcp(home: Home) -> Result<()> {
-    pgfork_api::mcp_stdio(home)?;
+/// Runs the MCP server on stdio: as the home's owner, or with `--agent
+/// NAME` as that agent, proven by its token in `PGFORK_TOKEN`.
+pub fn mcp(home: Home, agent: Option<String>) -> Result<()> {
+    let actor = match agent {
+        None => pgfork_engine::Actor::owner(),
+        Some(name) => {
+            let token = std::env::var("PGFORK_TOKEN").map_err(|_| {
+                anyhow::anyhow!(
+                    "--agent {name} needs the agent's API token in PGFORK_TOKEN (printed by `pgfork agent create` \
+                     and `pgfork agent rotate`)"
+                )
+            })?;
+            match pgfork_engine::resolve_token(&home, token.trim())? {
+                Some(actor) if actor.agent() == Some(name.as_str()) => actor,
+                _ => anyhow::bail!(
+                    "PGFORK_TOKEN is not a valid token of agent '{name}' (unknown, rotated or revoked): \
+                     `pgfork agent rotate {name}` makes a new one"
+                ),
+            }
+        }
+    };
+    pgfork_api::mcp_stdio(home, actor)?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use pgfork_engine::EngineError;
 use pgfork_engine::agents::{
@@ -17,7 +17,7 @@ use serde::Deserialize;
 
 use crate::body::{JsonBody, number_in, query_pairs};
 use crate::error::ApiError;
-use crate::state::Shared;
+use crate::state::Scoped;
 
 /// Body of `POST /v1/agents`.
 #[derive(Debug, Deserialize)]
@@ -55,6 +55,10 @@ pub struct CreateAgent {
     pub audit_params: bool,
     /// Most proxy sessions at once (1-1000, default 10).
     pub max_connections: Option<u64>,
+    /// Most branches it may hold through the API and MCP.
+    pub max_branches: Option<u32>,
+    /// Longest TTL it may give its branches (`24h`, the default).
+    pub max_ttl: Option<String>,
 }
 
 /// A duration field within `limit`; absent or `0` is none.
@@ -71,13 +75,13 @@ fn duration(field: &str, text: Option<&str>, limit: Limit) -> Result<Option<Dura
 const MAX_AUDIT_ROWS: u64 = 100_000;
 
 /// `GET /v1/agents`.
-pub async fn list(State(s): State<Shared>) -> Result<Json<Vec<AgentInfo>>, ApiError> {
+pub async fn list(s: Scoped) -> Result<Json<Vec<AgentInfo>>, ApiError> {
     Ok(Json(s.engine(|e| e.agent_list()).await?))
 }
 
 /// `POST /v1/agents`: the response carries the secret and DSN, once.
 pub async fn create(
-    State(s): State<Shared>,
+    s: Scoped,
     JsonBody(req): JsonBody<CreateAgent>,
 ) -> Result<(StatusCode, Json<AgentSecret>), ApiError> {
     let policy = Policy::parse(&req.policy)
@@ -128,40 +132,30 @@ pub async fn create(
         fresh: req.fresh,
         audit_params: req.audit_params,
         max_connections,
+        max_branches: req.max_branches,
+        max_ttl: duration("max_ttl", req.max_ttl.as_deref(), names::TTL)?,
     };
     let created = s.engine(move |e| e.agent_create(&create)).await?;
     Ok((StatusCode::CREATED, Json(created)))
 }
 
 /// `GET /v1/agents/{name}`.
-pub async fn info(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<AgentInfo>, ApiError> {
+pub async fn info(s: Scoped, Path(name): Path<String>) -> Result<Json<AgentInfo>, ApiError> {
     Ok(Json(s.engine(move |e| e.agent_info(&name)).await?))
 }
 
 /// `POST /v1/agents/{name}/rotate`: a new secret, returned once.
-pub async fn rotate(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<AgentSecret>, ApiError> {
+pub async fn rotate(s: Scoped, Path(name): Path<String>) -> Result<Json<AgentSecret>, ApiError> {
     Ok(Json(s.engine(move |e| e.agent_rotate(&name)).await?))
 }
 
 /// `POST /v1/agents/{name}/revoke`: no new logins; a running proxy ends its sessions.
-pub async fn revoke(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<AgentInfo>, ApiError> {
+pub async fn revoke(s: Scoped, Path(name): Path<String>) -> Result<Json<AgentInfo>, ApiError> {
     Ok(Json(s.engine(move |e| e.agent_revoke(&name)).await?))
 }
 
 /// `GET /v1/audit?agent=A&since=1h&limit=N`: records, oldest first.
-pub async fn audit(
-    State(s): State<Shared>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Vec<AuditRow>>, ApiError> {
+pub async fn audit(s: Scoped, RawQuery(q): RawQuery) -> Result<Json<Vec<AuditRow>>, ApiError> {
     let mut query = AuditQuery {
         limit: Some(1000),
         ..AuditQuery::default()
@@ -190,6 +184,6 @@ pub async fn audit(
 }
 
 /// `GET /v1/audit/verify`: the hash chain recomputed.
-pub async fn verify(State(s): State<Shared>) -> Result<Json<VerifyReport>, ApiError> {
+pub async fn verify(s: Scoped) -> Result<Json<VerifyReport>, ApiError> {
     Ok(Json(s.engine(|e| e.audit_verify()).await?))
 }

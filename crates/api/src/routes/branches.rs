@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use pgfork_engine::view::BranchInfo;
 use pgfork_engine::{BranchCreate, ComputeRequest, DiffRequest, compute, names};
@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use crate::body::{JsonBody, MAX_DIFF_ROWS, known_params, query_flag, query_number, query_pairs};
 use crate::error::ApiError;
-use crate::state::Shared;
+use crate::state::Scoped;
 
 /// Body of `POST /v1/branches`.
 #[derive(Debug, Deserialize)]
@@ -165,6 +165,7 @@ pub fn branch_create(req: CreateBranch) -> Result<BranchCreate, ApiError> {
         schema_only: req.schema_only,
         unmasked: req.unmasked,
         proxy_only: false,
+        for_agent: None,
         max_size: req
             .max_size
             .map(|s| {
@@ -182,23 +183,30 @@ pub fn branch_create(req: CreateBranch) -> Result<BranchCreate, ApiError> {
     })
 }
 
-/// `GET /v1/branches?label=KEY=VALUE` (repeatable: all must match).
-pub async fn list(
-    State(s): State<Shared>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Vec<BranchInfo>>, ApiError> {
-    known_params(q.as_deref(), &["label"])?;
-    let labels: Vec<String> = query_pairs(q.as_deref())
-        .into_iter()
-        .map(|(_, v)| v)
+/// `GET /v1/branches?label=KEY=VALUE&agent=NAME`: labels repeatable (all
+/// must match); `agent` keeps the branches that agent made (the registry).
+pub async fn list(s: Scoped, RawQuery(q): RawQuery) -> Result<Json<Vec<BranchInfo>>, ApiError> {
+    known_params(q.as_deref(), &["label", "agent"])?;
+    let pairs = query_pairs(q.as_deref());
+    let labels: Vec<String> = pairs
+        .iter()
+        .filter(|(k, _)| k == "label")
+        .map(|(_, v)| v.clone())
         .collect();
+    let agent = pairs
+        .into_iter()
+        .find(|(k, _)| k == "agent")
+        .map(|(_, v)| v);
     let labels = names::parse_labels(&labels).map_err(|e| ApiError::field("label", e))?;
-    Ok(Json(s.engine(move |e| e.branch_list(&labels)).await?))
+    Ok(Json(
+        s.engine(move |e| e.branch_list_by(&labels, agent.as_deref()))
+            .await?,
+    ))
 }
 
 /// `POST /v1/branches`: 201 with the branch, `dsn` carrying its password.
 pub async fn create(
-    State(s): State<Shared>,
+    s: Scoped,
     JsonBody(req): JsonBody<CreateBranch>,
 ) -> Result<(StatusCode, Json<BranchInfo>), ApiError> {
     let info = s.create_branch(branch_create(req)?).await?;
@@ -207,10 +215,7 @@ pub async fn create(
 
 /// `GET /v1/branches/{name}`, with the bytes it no longer shares with its
 /// snapshot (password masked).
-pub async fn info(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<BranchInfo>, ApiError> {
+pub async fn info(s: Scoped, Path(name): Path<String>) -> Result<Json<BranchInfo>, ApiError> {
     let info = s
         .engine(move |e| {
             let mut info = e.branch_info(&name)?;
@@ -223,10 +228,7 @@ pub async fn info(
 }
 
 /// `GET /v1/branches/{name}/dsn`: `{"name", "dsn"}` with the password.
-pub async fn dsn(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
+pub async fn dsn(s: Scoped, Path(name): Path<String>) -> Result<Json<serde_json::Value>, ApiError> {
     let info = s.engine(move |e| e.branch_info(&name)).await?;
     Ok(Json(serde_json::json!({
         "name": info.name,
@@ -237,7 +239,7 @@ pub async fn dsn(
 /// `GET /v1/branches/{name}/diff?against=X&schema=false&data=false&limit=N&full=true`:
 /// what the branch changed against its base snapshot (or `against`).
 pub async fn diff(
-    State(s): State<Shared>,
+    s: Scoped,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<pgfork_engine::DiffReport>, ApiError> {
@@ -283,7 +285,7 @@ pub fn diff_request(target: String, query: Option<&str>) -> Result<DiffRequest, 
 
 /// `PATCH /v1/branches/{name}`: TTL, protection, labels.
 pub async fn set(
-    State(s): State<Shared>,
+    s: Scoped,
     Path(name): Path<String>,
     JsonBody(req): JsonBody<SetBranch>,
 ) -> Result<Json<BranchInfo>, ApiError> {
@@ -308,7 +310,7 @@ pub async fn set(
 
 /// `DELETE /v1/branches/{name}?force=true`.
 pub async fn remove(
-    State(s): State<Shared>,
+    s: Scoped,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {
@@ -319,25 +321,16 @@ pub async fn remove(
 }
 
 /// `POST /v1/branches/{name}/reset`.
-pub async fn reset(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<BranchInfo>, ApiError> {
+pub async fn reset(s: Scoped, Path(name): Path<String>) -> Result<Json<BranchInfo>, ApiError> {
     Ok(Json(s.engine(move |e| e.branch_reset(&name)).await?))
 }
 
 /// `POST /v1/branches/{name}/start`.
-pub async fn start(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<BranchInfo>, ApiError> {
+pub async fn start(s: Scoped, Path(name): Path<String>) -> Result<Json<BranchInfo>, ApiError> {
     Ok(Json(s.start_branch(name).await?))
 }
 
 /// `POST /v1/branches/{name}/stop`.
-pub async fn stop(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<BranchInfo>, ApiError> {
+pub async fn stop(s: Scoped, Path(name): Path<String>) -> Result<Json<BranchInfo>, ApiError> {
     Ok(Json(s.engine(move |e| e.branch_stop(&name)).await?))
 }

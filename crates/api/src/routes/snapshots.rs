@@ -1,14 +1,14 @@
 //! `/v1/snapshots`: sealed, immutable images of a source or branch.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use pgfork_engine::view::SnapshotInfo;
 use serde::Deserialize;
 
 use crate::body::{JsonBody, known_params, query_flag, query_pairs};
 use crate::error::ApiError;
-use crate::state::Shared;
+use crate::state::Scoped;
 
 /// Body of `POST /v1/snapshots`.
 #[derive(Debug, Deserialize)]
@@ -22,10 +22,7 @@ pub struct CreateSnapshot {
 }
 
 /// `GET /v1/snapshots?source=NAME`.
-pub async fn list(
-    State(s): State<Shared>,
-    RawQuery(q): RawQuery,
-) -> Result<Json<Vec<SnapshotInfo>>, ApiError> {
+pub async fn list(s: Scoped, RawQuery(q): RawQuery) -> Result<Json<Vec<SnapshotInfo>>, ApiError> {
     known_params(q.as_deref(), &["source"])?;
     let source = query_pairs(q.as_deref())
         .into_iter()
@@ -39,7 +36,7 @@ pub async fn list(
 
 /// `POST /v1/snapshots`.
 pub async fn create(
-    State(s): State<Shared>,
+    s: Scoped,
     JsonBody(req): JsonBody<CreateSnapshot>,
 ) -> Result<(StatusCode, Json<SnapshotInfo>), ApiError> {
     let info = s
@@ -49,16 +46,13 @@ pub async fn create(
 }
 
 /// `GET /v1/snapshots/{id}`.
-pub async fn info(
-    State(s): State<Shared>,
-    Path(id): Path<String>,
-) -> Result<Json<SnapshotInfo>, ApiError> {
+pub async fn info(s: Scoped, Path(id): Path<String>) -> Result<Json<SnapshotInfo>, ApiError> {
     Ok(Json(s.engine(move |e| e.snapshot_info(&id)).await?))
 }
 
 /// `DELETE /v1/snapshots/{id}?force=true`.
 pub async fn remove(
-    State(s): State<Shared>,
+    s: Scoped,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {

@@ -1,14 +1,14 @@
 //! `/v1/sources`: databases that branches are made from.
 
 use axum::Json;
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use pgfork_engine::view::SourceInfo;
 use serde::Deserialize;
 
 use crate::body::{JsonBody, known_params, query_flag};
 use crate::error::ApiError;
-use crate::state::Shared;
+use crate::state::Scoped;
 
 /// Body of `POST /v1/sources`.
 #[derive(Debug, Deserialize)]
@@ -19,13 +19,13 @@ pub struct CreateSource {
 }
 
 /// `GET /v1/sources`.
-pub async fn list(State(s): State<Shared>) -> Result<Json<Vec<SourceInfo>>, ApiError> {
+pub async fn list(s: Scoped) -> Result<Json<Vec<SourceInfo>>, ApiError> {
     Ok(Json(s.engine(|e| e.source_list()).await?))
 }
 
 /// `POST /v1/sources`: a local source, started, ready for data.
 pub async fn create(
-    State(s): State<Shared>,
+    s: Scoped,
     JsonBody(req): JsonBody<CreateSource>,
 ) -> Result<(StatusCode, Json<SourceInfo>), ApiError> {
     let info = s.engine(move |e| e.source_create(&req.name)).await?;
@@ -33,16 +33,13 @@ pub async fn create(
 }
 
 /// `GET /v1/sources/{name}`.
-pub async fn info(
-    State(s): State<Shared>,
-    Path(name): Path<String>,
-) -> Result<Json<SourceInfo>, ApiError> {
+pub async fn info(s: Scoped, Path(name): Path<String>) -> Result<Json<SourceInfo>, ApiError> {
     Ok(Json(s.engine(move |e| e.source_info(&name)).await?))
 }
 
 /// `DELETE /v1/sources/{name}?force=true`.
 pub async fn remove(
-    State(s): State<Shared>,
+    s: Scoped,
     Path(name): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<serde_json::Value>, ApiError> {

@@ -1,12 +1,11 @@
 //! Health, the OpenAPI document and the metrics.
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::header;
 use axum::response::IntoResponse;
 
 use crate::error::ApiError;
-use crate::state::Shared;
+use crate::state::Scoped;
 
 /// `GET /health`: no token needed, nothing revealed.
 pub async fn health() -> Json<serde_json::Value> {
@@ -19,7 +18,7 @@ pub async fn openapi() -> Json<serde_json::Value> {
 }
 
 /// `GET /metrics`: Prometheus text format.
-pub async fn metrics(State(s): State<Shared>) -> Result<impl IntoResponse, ApiError> {
+pub async fn metrics(s: Scoped) -> Result<impl IntoResponse, ApiError> {
     let (branches, snapshots) = s
         .engine(|e| Ok((e.branch_list(&Default::default())?, e.snapshot_list(None)?)))
         .await?;

@@ -195,8 +195,19 @@ pub struct Mcp {
 impl Mcp {
     /// Starts `pgfork mcp` on `h` and completes the MCP handshake.
     pub fn start(h: &TestHome) -> Mcp {
-        let mut child = h
-            .command(&["mcp"])
+        Mcp::spawn(h.command(&["mcp"]))
+    }
+
+    /// Starts `pgfork mcp --agent NAME` with the agent's token in
+    /// `PGFORK_TOKEN`, as an agent's client launches it.
+    pub fn start_as(h: &TestHome, agent: &str, token: &str) -> Mcp {
+        let mut cmd = h.command(&["mcp", "--agent", agent]);
+        cmd.env("PGFORK_TOKEN", token);
+        Mcp::spawn(cmd)
+    }
+
+    fn spawn(mut cmd: std::process::Command) -> Mcp {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())

@@ -46,10 +46,15 @@ pub struct AgentRow {
     pub rotated_at: Option<i64>,
     /// Revocation time (Unix seconds); a revoked agent cannot log in.
     pub revoked_at: Option<i64>,
+    /// Most branches it may hold through the API and MCP (None: no limit).
+    pub max_branches: Option<i64>,
+    /// Longest TTL it may ask for, in seconds (None: the default, 24 h).
+    pub max_ttl: Option<i64>,
 }
 
 const AGENT_COLUMNS: &str = "name, source, policy, verifier, branch, ttl, max_rows, statement_timeout_ms, \
-     max_storage, idle_stop, per_session, keep, fresh, audit_params, created_at, rotated_at, revoked_at, max_connections";
+     max_storage, idle_stop, per_session, keep, fresh, audit_params, created_at, rotated_at, revoked_at, max_connections, \
+     max_branches, max_ttl";
 
 impl AgentRow {
     fn from_row(r: &Row) -> Result<AgentRow, rusqlite::Error> {
@@ -72,6 +77,8 @@ impl AgentRow {
             rotated_at: r.get(15)?,
             revoked_at: r.get(16)?,
             max_connections: r.get(17)?,
+            max_branches: r.get(18)?,
+            max_ttl: r.get(19)?,
         })
     }
 
@@ -100,7 +107,7 @@ impl AgentRow {
     pub fn insert(&self, conn: &Connection) -> Result<(), MetaError> {
         conn.execute(
             &format!(
-                "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"
+                "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
             ),
             params![
                 self.name,
@@ -121,6 +128,8 @@ impl AgentRow {
                 self.rotated_at,
                 self.revoked_at,
                 self.max_connections,
+                self.max_branches,
+                self.max_ttl,
             ],
         )?;
         Ok(())

@@ -12,6 +12,7 @@ mod limits;
 mod remote;
 mod rows;
 mod schema;
+mod tokens;
 
 use std::path::Path;
 use std::time::Duration;
@@ -26,6 +27,7 @@ pub use remote::{PolicyRow, RemoteRow};
 pub use rows::{
     BranchRow, BranchTimings, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports,
 };
+pub use tokens::{TokenKind, TokenRow};
 
 /// Errors of the metadata store.
 #[derive(Debug, thiserror::Error)]

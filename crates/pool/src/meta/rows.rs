@@ -483,6 +483,9 @@ pub struct BranchRow {
     /// The most bytes it may hold of its own (`--max-size`), enforced by
     /// the filesystem's quotas.
     pub max_size: Option<u64>,
+    /// Who made it: `admin:NAME` or `agent:NAME` (None: made before
+    /// identities, by the home's owner).
+    pub created_by: Option<String>,
     /// Stored values that could not be read (written by an older pgfork,
     /// or by hand) and were replaced by their defaults: the row is still
     /// listed, with these as its error, instead of breaking every listing.
@@ -504,7 +507,7 @@ pub struct BranchTimings {
 
 const BRANCH_COLS: &str = "name, source, snapshot_id, parent_branch, state, op, op_pid, op_start, port, password, \
                            pm_pid, pm_start, created_at, expires_at, protected, durable, labels, \
-                           snapshot_ms, clone_ms, start_ms, total_ms, uid, tcp, active_at_ms, max_size";
+                           snapshot_ms, clone_ms, start_ms, total_ms, uid, tcp, active_at_ms, max_size, created_by";
 
 /// A column read leniently: a value that cannot be read is recorded in
 /// `problems` and left out, rather than failing the whole listing.
@@ -573,6 +576,7 @@ impl BranchRow {
             tcp: r.get(22)?,
             active_at_ms: lenient(r, 23, "last activity", &mut problems).flatten(),
             max_size: r.get::<_, Option<i64>>(24)?.map(|n| n.max(0) as u64),
+            created_by: r.get(25)?,
             problems,
         })
     }
@@ -583,14 +587,14 @@ impl BranchRow {
         let (pm_pid, pm_start) = pm_params(self.postmaster);
         let labels = serde_json::to_string(&self.labels).expect("labels serialise");
         conn.execute(
-            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25)"),
+            &format!("INSERT INTO branches ({BRANCH_COLS}) VALUES (?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16,?17,?18,?19,?20,?21,?22,?23,?24,?25,?26)"),
             params![
                 self.name, self.source, self.snapshot_id, self.parent_branch, self.state.as_str(), op, op_pid,
                 op_start, self.port as i64, self.password, pm_pid, pm_start, self.created_at, self.expires_at,
                 self.protected, self.durable, labels, self.timings.and_then(|t| t.snapshot_ms),
                 self.timings.map(|t| t.clone_ms), self.timings.map(|t| t.start_ms), self.timings.map(|t| t.total_ms),
                 self.uid.map(i64::from), self.tcp, self.active_at_ms,
-                self.max_size.map(|n| n.min(i64::MAX as u64) as i64)
+                self.max_size.map(|n| n.min(i64::MAX as u64) as i64), self.created_by
             ],
         )?;
         Ok(())
@@ -798,6 +802,7 @@ mod tests {
                 tcp: false,
                 active_at_ms: Some(2_000),
                 max_size: Some(64 << 20),
+                created_by: Some("agent:a1".into()),
                 problems: Vec::new(),
             }
             .insert(c)

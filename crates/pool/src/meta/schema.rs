@@ -203,6 +203,29 @@ CREATE TABLE cgroups (
 );
 CREATE INDEX cgroups_owner ON cgroups(kind, name);
 "#,
+    r#"
+-- Identities (issue 13). API tokens, each an admin's or an agent's; only
+-- the SHA-256 is kept, and revoking deletes the row. The home's one token
+-- so far becomes the admin token 'admin'.
+CREATE TABLE api_tokens (
+    kind       TEXT NOT NULL CHECK (kind IN ('admin', 'agent')),
+    name       TEXT NOT NULL,
+    sha256     TEXT NOT NULL UNIQUE,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (kind, name)
+);
+INSERT INTO api_tokens (kind, name, sha256, created_at)
+    SELECT 'admin', 'admin', value, CAST(strftime('%s', 'now') AS INTEGER)
+      FROM settings WHERE key = 'api_token_sha256';
+DELETE FROM settings WHERE key = 'api_token_sha256';
+-- Who made a branch: 'admin:NAME' or 'agent:NAME' (NULL: made before
+-- identities, by the home's owner).
+ALTER TABLE branches ADD COLUMN created_by TEXT;
+CREATE INDEX branches_created_by ON branches(created_by);
+-- An agent's limits on the API and MCP.
+ALTER TABLE agents ADD COLUMN max_branches INTEGER;
+ALTER TABLE agents ADD COLUMN max_ttl INTEGER;
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {

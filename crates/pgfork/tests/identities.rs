@@ -1,0 +1,301 @@
+//! One identity per agent (issue 13): agents' API tokens on a real `pgfork
+//! serve` and `pgfork mcp --agent`, held to their scope by the engine; admin
+//! tokens made, listed and revoked; revoked and rotated tokens refused
+//! within a second.
+
+mod common;
+mod daemon;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use daemon::{Mcp, Serve};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// An API client with one identity's token.
+struct As<'a> {
+    serve: &'a Serve,
+    token: String,
+}
+
+impl As<'_> {
+    fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self
+            .serve
+            .http
+            .request(method, format!("{}{path}", self.serve.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.serve.send(req)
+    }
+    fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, None)
+    }
+    fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, path, Some(body))
+    }
+    fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::DELETE, path, None)
+    }
+}
+
+fn code(body: &Value) -> &str {
+    body["error"]["code"].as_str().unwrap_or("")
+}
+
+fn names(list: &Value) -> Vec<String> {
+    list.as_array()
+        .expect("a list")
+        .iter()
+        .map(|b| b["name"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Polls for up to two seconds until `path` answers `status` for `who`.
+fn answers_within(who: &As, path: &str, status: StatusCode) -> Duration {
+    let began = Instant::now();
+    loop {
+        if who.get(path).0 == status {
+            return began.elapsed();
+        }
+        assert!(
+            began.elapsed() < Duration::from_secs(2),
+            "{path} did not answer {status} within two seconds"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn agents_are_held_to_their_scope_on_the_api_and_mcp() {
+    let h = TestHome::new(Pool::Xfs, "ident");
+    for source in ["shop", "other"] {
+        h.create_source(source);
+        load_items(&mut connect(&h.source_dsn(source)), "base", 10);
+    }
+    let serve = Serve::start(&h, &[]);
+    let admin = As {
+        serve: &serve,
+        token: serve.token.clone(),
+    };
+    let agent = |name: &str, extra: &[&str]| {
+        let mut args = vec![
+            "agent", "create", name, "--source", "shop", "--policy", "branch",
+        ];
+        args.extend_from_slice(extra);
+        let made = h.json(&args);
+        let token = made["api_token"]
+            .as_str()
+            .expect("an API token")
+            .to_string();
+        assert!(token.starts_with("pgf_"), "{made:#}");
+        token
+    };
+    let alice = As {
+        serve: &serve,
+        token: agent("alice", &["--max-branches", "2", "--max-ttl", "2h"]),
+    };
+    let bob = As {
+        serve: &serve,
+        token: agent("bob", &[]),
+    };
+
+    // Each makes a branch of its source; the registry records who.
+    let (status, a1) = alice.post("/v1/branches", json!({ "name": "a1", "from": "shop" }));
+    assert_eq!(status, StatusCode::CREATED, "{a1:#}");
+    assert_eq!(a1["created_by"], "agent:alice");
+    assert!(
+        a1["expires_at"].is_string(),
+        "an agent's branch always expires: {a1:#}"
+    );
+    let (status, b1) = bob.post("/v1/branches", json!({ "name": "b1", "from": "shop" }));
+    assert_eq!(status, StatusCode::CREATED, "{b1:#}");
+    let (_, all) = admin.get("/v1/branches");
+    assert_eq!(names(&all), ["a1", "b1"]);
+    assert_eq!(names(&alice.get("/v1/branches").1), ["a1"]);
+    assert_eq!(names(&admin.get("/v1/branches?agent=bob").1), ["b1"]);
+
+    // Bob's branch is unknown to alice, whatever she tries: she gets what
+    // a branch that does not exist gets, so its name does not leak.
+    for (method, path) in [
+        (Method::GET, "/v1/branches/b1"),
+        (Method::GET, "/v1/branches/b1/dsn"),
+        (Method::GET, "/v1/branches/b1/diff"),
+        (Method::POST, "/v1/branches/b1/reset"),
+        (Method::POST, "/v1/branches/b1/start"),
+        (Method::POST, "/v1/branches/b1/stop"),
+        (Method::DELETE, "/v1/branches/b1"),
+    ] {
+        let (status, body) = alice.send(method.clone(), path, None);
+        assert_eq!(status, StatusCode::NOT_FOUND, "{method} {path}: {body:#}");
+        let nowhere = path.replace("b1", "nosuch");
+        let (_, none) = alice.send(method.clone(), &nowhere, None);
+        assert_eq!(
+            body.to_string().replace("b1", "nosuch"),
+            none.to_string(),
+            "{method} {path}: bob's branch must look like one that does not exist"
+        );
+    }
+    assert_eq!(
+        h.branch("b1")["status"],
+        "running",
+        "bob's branch was touched"
+    );
+    // Her own branch is hers to use.
+    let (status, dsn) = alice.get("/v1/branches/a1/dsn");
+    assert_eq!(status, StatusCode::OK, "{dsn:#}");
+    assert_eq!(
+        scalar(
+            &mut connect(dsn["dsn"].as_str().unwrap()),
+            "SELECT count(*) FROM items"
+        ),
+        10
+    );
+
+    // Creating outside her grant, past her TTL or quota, or protected.
+    let (status, body) = alice.post("/v1/branches", json!({ "name": "x1", "from": "other" }));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_origin"),
+        "{body:#}"
+    );
+    let (status, body) = alice.post("/v1/branches", json!({ "name": "x2", "from": "b1" }));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::NOT_FOUND, "unknown_origin"),
+        "{body:#}"
+    );
+    let (status, body) = alice.post(
+        "/v1/branches",
+        json!({ "name": "x3", "from": "shop", "ttl": "3h" }),
+    );
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body:#}");
+    assert!(body.to_string().contains("--max-ttl is 2h"), "{body:#}");
+    let (status, body) = alice.post(
+        "/v1/branches",
+        json!({ "name": "x4", "from": "shop", "protect": true }),
+    );
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{body:#}"
+    );
+    let (status, _) = alice.post("/v1/branches", json!({ "name": "a2", "from": "a1" }));
+    assert_eq!(status, StatusCode::CREATED, "a branch of her own branch");
+    let (status, body) = alice.post("/v1/branches", json!({ "name": "a3", "from": "shop" }));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::TOO_MANY_REQUESTS, "quota_exceeded")
+    );
+    assert!(body.to_string().contains("--max-branches 2"), "{body:#}");
+    assert_eq!(names(&alice.get("/v1/branches").1), ["a1", "a2"]);
+
+    // Sources: hers only, without a DSN; nothing an admin does.
+    let (_, sources) = alice.get("/v1/sources");
+    assert_eq!(names(&sources), ["shop"]);
+    assert_eq!(sources[0]["dsn"], "", "{sources:#}");
+    assert_eq!(alice.get("/v1/sources/other").0, StatusCode::NOT_FOUND);
+    for (method, path, body) in [
+        (Method::POST, "/v1/sources", Some(json!({ "name": "mine" }))),
+        (Method::DELETE, "/v1/sources/shop", None),
+        (Method::POST, "/v1/snapshots", Some(json!({ "of": "shop" }))),
+        (Method::GET, "/v1/agents", None),
+        (Method::POST, "/v1/agents/bob/revoke", None),
+        (Method::GET, "/v1/audit/verify", None),
+    ] {
+        let (status, answer) = alice.send(method.clone(), path, body);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {answer:#}");
+        let message = answer["error"]["message"].as_str().unwrap_or("");
+        assert!(
+            message.contains("agent 'alice' may create at most 2 branches of source 'shop'")
+                && !message.contains("bob"),
+            "{method} {path}: the refusal must say what the scope allows, and name nothing else: {message}"
+        );
+    }
+    let (_, audit) = alice.get("/v1/audit");
+    assert!(
+        audit
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["agent"] == "alice"),
+        "{audit:#}"
+    );
+
+    // MCP on stdio as alice: her branches only.
+    let mut mcp = Mcp::start_as(&h, "alice", &alice.token);
+    let listed = mcp.ok("list_branches", json!({}));
+    let listed: Vec<&str> = listed["branches"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(listed, ["a1", "a2"]);
+    let (code_, _) = mcp.refused("run_sql", json!({ "branch": "b1", "sql": "SELECT 1" }));
+    assert_eq!(code_, "unknown_branch");
+    let (code_, _) = mcp.refused("delete_branch", json!({ "branch": "b1" }));
+    assert_eq!(code_, "unknown_branch");
+    let ran = mcp.ok(
+        "run_sql",
+        json!({ "branch": "a1", "sql": "SELECT count(*) FROM items" }),
+    );
+    assert_eq!(ran["rows"][0][0], "10");
+    drop(mcp);
+    // Launched with another agent's token, it does not start.
+    let out = h
+        .command(&["mcp", "--agent", "alice"])
+        .env("PGFORK_TOKEN", &bob.token)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not a valid token of agent 'alice'"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // Revoking, rotating: the old tokens stop within a second.
+    let (status, _) = admin.post("/v1/agents/bob/revoke", json!({}));
+    assert_eq!(status, StatusCode::OK);
+    answers_within(&bob, "/v1/branches", StatusCode::UNAUTHORIZED);
+    let rotated = h.json(&["agent", "rotate", "alice"]);
+    let old = As {
+        serve: &serve,
+        token: alice.token.clone(),
+    };
+    answers_within(&old, "/v1/branches", StatusCode::UNAUTHORIZED);
+    let renewed = As {
+        serve: &serve,
+        token: rotated["api_token"].as_str().unwrap().into(),
+    };
+    assert_eq!(names(&renewed.get("/v1/branches").1), ["a1", "a2"]);
+    let (status, body) = renewed.delete("/v1/branches/a2");
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let unknown = As {
+        serve: &serve,
+        token: "pgf_not-a-token".into(),
+    };
+    let (status, body) = unknown.get("/v1/branches");
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(body["error"]["message"], "a valid bearer token is required");
+
+    // Admin tokens: several, each revoked alone.
+    let made = h.json(&["token", "create", "ci", "--admin"]);
+    let ci = As {
+        serve: &serve,
+        token: made["api_token"].as_str().unwrap().into(),
+    };
+    assert_eq!(names(&ci.get("/v1/branches").1), ["a1", "b1"]);
+    let listed = h.json(&["token", "list"]);
+    assert_eq!(names(&listed), ["admin", "ci"]);
+    assert!(!listed.to_string().contains(&ci.token));
+    h.ok(&["token", "revoke", "ci"]);
+    answers_within(&ci, "/v1/branches", StatusCode::UNAUTHORIZED);
+    assert_eq!(admin.get("/v1/branches").0, StatusCode::OK);
+    let err = h.fails(&["token", "create", "admin", "--admin"]);
+    assert_eq!(err.code, "name_taken", "{}", err.message);
+}
