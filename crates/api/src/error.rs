@@ -93,6 +93,8 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::json!({ "error": { "code": self.code, "message": self.message } });
         let mut response = (self.status, Json(body)).into_response();
+        // For the audit of the request (see crate::audit).
+        response.extensions_mut().insert(self.clone());
         if self.status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()

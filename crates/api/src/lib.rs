@@ -5,6 +5,7 @@
 //! The binary only parses flags and calls [`serve`] or [`mcp_stdio`].
 
 mod activity;
+mod audit;
 mod auth;
 mod body;
 pub mod error;

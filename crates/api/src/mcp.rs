@@ -419,6 +419,62 @@ fn sql_error(e: postgres::Error) -> ApiError {
 
 #[tool_handler(router = self.tool_router)]
 impl ServerHandler for PgforkMcp {
+    /// Runs a tool and audits the call: who, which tool, which branch or
+    /// source, and the result.
+    async fn call_tool(
+        &self,
+        request: rmcp::model::CallToolRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<rmcp::model::CallToolResponse, ErrorData> {
+        let began = std::time::Instant::now();
+        let actor = self.scoped(&context).ok().map(|s| s.actor);
+        let tool = request.name.to_string();
+        let target = request
+            .arguments
+            .as_ref()
+            .and_then(|a| ["branch", "name", "from"].iter().find_map(|k| a.get(*k)))
+            .and_then(|v| v.as_str())
+            .unwrap_or("-")
+            .to_string();
+        let tcc = rmcp::handler::server::tool::ToolCallContext::new(self, request, context);
+        let response = self.tool_router.call(tcc).await;
+        let Some(actor) = actor else {
+            return response;
+        };
+        let (result, error) = match &response {
+            Ok(rmcp::model::CallToolResponse::Complete(r)) if r.is_error == Some(true) => {
+                let e = r.structured_content.as_ref().map(|v| &v["error"]).map(|e| {
+                    (
+                        e["code"].as_str().unwrap_or("").to_string(),
+                        e["message"].as_str().unwrap_or("").to_string(),
+                    )
+                });
+                ("error", e)
+            }
+            Ok(_) => ("ok", None),
+            Err(e) => (
+                "error",
+                Some(("protocol".to_string(), e.message.to_string())),
+            ),
+        };
+        let done = crate::audit::Done {
+            actor,
+            interface: "mcp",
+            client: if self.stdio_actor.is_some() {
+                "stdio"
+            } else {
+                "http"
+            },
+            action: format!("tool {tool}"),
+            target,
+            result: result.into(),
+            error,
+            began,
+        };
+        crate::audit::record(&self.shared, done).await;
+        response
+    }
+
     fn get_info(&self) -> ServerConfig {
         ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
             .with_server_info(Implementation::new("pgfork", env!("CARGO_PKG_VERSION")))

@@ -14,6 +14,7 @@ use rmcp::transport::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
 
 use crate::activity::touch_requested;
+use crate::audit::audit_requests;
 use crate::auth::{TokenCheck, require_token};
 use crate::mcp::PgforkMcp;
 use crate::reaper::{self, ReaperOptions};
@@ -88,6 +89,7 @@ pub fn app(shared: Shared, allow_remote: bool, cancel: CancellationToken) -> axu
     crate::routes::router()
         .route_service("/mcp", mcp)
         .layer(from_fn_with_state(shared.clone(), touch_requested))
+        .layer(from_fn_with_state(shared.clone(), audit_requests))
         .with_state(shared)
         .layer(from_fn_with_state(token, require_token))
 }

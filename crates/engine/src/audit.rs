@@ -103,6 +103,58 @@ impl AuditLog {
     }
 }
 
+/// One action through the HTTP API or MCP, for the audit log.
+#[derive(Debug, Clone)]
+pub struct Action<'a> {
+    /// Who asked.
+    pub actor: &'a crate::Actor,
+    /// `api` or `mcp`.
+    pub interface: &'a str,
+    /// How the caller came (`http`, `stdio`).
+    pub client: &'a str,
+    /// The route (`POST /v1/branches/dev/reset`) or tool (`tool run_sql`).
+    pub action: &'a str,
+    /// The object it was about (`-` for none).
+    pub target: &'a str,
+    /// The HTTP status, or `ok`/`error` for a tool.
+    pub result: &'a str,
+    /// The error's code and message, if it failed.
+    pub error: Option<(&'a str, &'a str)>,
+    /// How long it took.
+    pub duration: std::time::Duration,
+}
+
+/// Appends an API or MCP action to the audit log, in the same chain as
+/// the proxy's statements: `agent` is the agent's name (an admin's is
+/// `admin:NAME`), `policy` the interface, `statement` the route or tool,
+/// `tag` the result, `sqlstate` and `message` the error.
+pub fn record_action(home: &Home, a: &Action) -> Result<()> {
+    let who = match a.actor {
+        crate::Actor::Agent(name) => name.clone(),
+        admin => admin.label(),
+    };
+    let mut row = AuditRow {
+        id: 0,
+        at_ms: pgfork_pool::meta::now_ms(),
+        agent: who,
+        session: a.interface.to_string(),
+        client: a.client.to_string(),
+        target: a.target.to_string(),
+        policy: a.interface.to_string(),
+        statement: a.action.to_string(),
+        params: None,
+        duration_us: a.duration.as_micros().min(i64::MAX as u128) as i64,
+        tag: Some(a.result.to_string()),
+        rows: None,
+        sqlstate: a.error.map(|(code, _)| code.to_string()),
+        message: a.error.map(|(_, message)| message.to_string()),
+        tx_status: None,
+        prev_hash: String::new(),
+        hash: String::new(),
+    };
+    AuditLog::open(home)?.append(std::slice::from_mut(&mut row))
+}
+
 /// What `audit` is asked for.
 #[derive(Debug, Clone, Default)]
 pub struct AuditQuery {

@@ -258,6 +258,33 @@ fn agents_are_held_to_their_scope_on_the_api_and_mcp() {
         String::from_utf8_lossy(&out.stderr)
     );
 
+    // Every API request and MCP call is in the audit log, hers only to
+    // her, and the chain holds.
+    let (_, audit) = alice.get("/v1/audit?limit=1000");
+    let records = audit.as_array().unwrap();
+    let did = |statement: &str, target: &str, tag: &str| {
+        records
+            .iter()
+            .any(|r| r["statement"] == statement && r["target"] == target && r["tag"] == tag)
+    };
+    assert!(did("POST /v1/branches", "-", "201"), "{audit:#}");
+    assert!(did("GET /v1/branches/b1/dsn", "b1", "404"), "{audit:#}");
+    assert!(did("POST /v1/sources", "-", "403"), "{audit:#}");
+    assert!(did("tool run_sql", "a1", "ok"), "{audit:#}");
+    assert!(did("tool delete_branch", "b1", "error"), "{audit:#}");
+    assert!(records.iter().all(|r| r["agent"] == "alice"), "{audit:#}");
+    let (_, everyone) = admin.get("/v1/audit?limit=1000");
+    assert!(
+        everyone
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["agent"] == "bob" && r["statement"] == "POST /v1/branches"),
+        "{everyone:#}"
+    );
+    let verified = h.json(&["audit", "--verify"]);
+    assert_eq!(verified["ok"], true, "{verified:#}");
+
     // Revoking, rotating: the old tokens stop within a second.
     let (status, _) = admin.post("/v1/agents/bob/revoke", json!({}));
     assert_eq!(status, StatusCode::OK);
