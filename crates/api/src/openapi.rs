@@ -209,8 +209,22 @@ fn schemas() -> Value {
                 "idle_stop": { "type": "string", "description": "Stop its branch after this long without a session (default 10m, at most 10y; 0: never)." },
                 "audit_params": { "type": "boolean", "default": false },
                 "max_connections": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
-                    "description": "Most proxy sessions the agent holds at once (more are refused with SQLSTATE 53300); also the CONNECTION LIMIT of its own role on the source (read-only, dry-run)." }
+                    "description": "Most proxy sessions the agent holds at once (more are refused with SQLSTATE 53300); also the CONNECTION LIMIT of its own role on the source (read-only, dry-run)." },
+                "max_branches": { "type": "integer", "minimum": 0, "description": "Most branches its API token may hold at once (default: no limit); one more is a 429 quota_exceeded naming the limit." },
+                "max_ttl": { "type": "string", "default": "24h", "description": "Longest TTL its API token may give a branch; a longer request is a 400 naming the limit (never shortened), and a branch asked for without one gets this." }
             }
+        },
+        "ShareBranch": {
+            "type": "object", "required": ["agent"], "additionalProperties": false,
+            "properties": {
+                "agent": { "type": "string", "description": "The agent to share the branch with (of the branch's source)." },
+                "read_only": { "type": "boolean", "default": false, "description": "The member's role holds pg_read_all_data only; otherwise it acts as the branch's own role." }
+            }
+        },
+        "Member": {
+            "type": "object",
+            "properties": { "branch": string, "agent": string, "read_only": { "type": "boolean" },
+                            "role": { "type": "string", "description": "The role the member logs in as on the branch." } }
         },
         "Agent": {
             "type": "object",
@@ -224,8 +238,9 @@ fn schemas() -> Value {
         },
         "AgentSecret": {
             "type": "object",
-            "description": "An agent with its new secret and postgres:// DSN at the proxy: shown once.",
-            "properties": { "name": string, "policy": string, "secret": string, "dsn": string },
+            "description": "An agent with its new secret, its postgres:// DSN at the proxy and its API token: shown once.",
+            "properties": { "name": string, "policy": string, "secret": string, "dsn": string,
+                            "api_token": { "type": "string", "description": "Its bearer token for this API and MCP, held to its scope." } },
             "additionalProperties": true
         },
         "AuditRecord": {
@@ -268,7 +283,7 @@ pub fn document() -> Value {
         "info": {
             "title": "pgfork",
             "version": env!("CARGO_PKG_VERSION"),
-            "description": "Instant, isolated copy-on-write branches of real PostgreSQL databases. Every route but /health needs `Authorization: Bearer TOKEN` (made by `pgfork init`, replaced by `pgfork token rotate`). Errors are {\"error\": {\"code\", \"message\"}}. Every value is checked before anything is written: a value out of bounds is a 400 (code invalid_argument) whose message names the field, and a query parameter a route does not take is a 400 too. The MCP server is at /mcp (streamable HTTP)."
+            "description": "Instant, isolated copy-on-write branches of real PostgreSQL databases. Every route but /health needs `Authorization: Bearer TOKEN`: an admin token (made by `pgfork init`, more by `pgfork token create --admin NAME`), which may do everything, or an agent's (from `pgfork agent create`), which the engine holds to the agent's scope: it creates branches of its own source only (at most max_branches, TTL up to max_ttl, never protected or unmasked), sees and uses its own branches and those shared with it (another agent's branch is a 404 exactly as one that does not exist), resets, stops, deletes and shares only its own, sees its source without DSN, reads its own audit records, and gets a 403 naming what its scope allows for anything else. A revoked or rotated token is a 401 within a second. Every request is audited. Errors are {\"error\": {\"code\", \"message\"}}. Every value is checked before anything is written: a value out of bounds is a 400 (code invalid_argument) whose message names the field, and a query parameter a route does not take is a 400 too. The MCP server is at /mcp (streamable HTTP)."
         },
         "components": {
             "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
@@ -314,7 +329,9 @@ pub fn document() -> Value {
             "/v1/branches": {
                 "get": with(op("List branches.", "listBranches", responses!{ "200" => ok("Branches.", array_of("Branch")), "400" => bad.clone() }),
                     "parameters", json!([{ "name": "label", "in": "query", "required": false, "description": "KEY=VALUE; repeatable, all must match. Other query parameters are refused (400).",
-                        "schema": { "type": "array", "items": { "type": "string" } }, "style": "form", "explode": true }])),
+                        "schema": { "type": "array", "items": { "type": "string" } }, "style": "form", "explode": true },
+                        { "name": "agent", "in": "query", "required": false, "schema": { "type": "string" },
+                          "description": "Only the branches this agent made (the registry: an orchestrator lists its workers' branches)." }])),
                 "post": with(op("Create a branch; the response's dsn carries its password.", "createBranch",
                     responses!{
                         "201" => ok("Created and running.", branch.clone()),
@@ -367,9 +384,25 @@ pub fn document() -> Value {
                     responses!{ "200" => ok("The branch.", branch.clone()), "404" => not_found.clone(), "409" => conflict.clone() })
             },
             "/v1/branches/{name}/stop": {
-                "parameters": [name],
+                "parameters": [name.clone()],
                 "post": op("Stop a branch; data is kept.", "stopBranch",
-                    responses!{ "200" => ok("The branch.", branch), "404" => not_found, "409" => conflict })
+                    responses!{ "200" => ok("The branch.", branch), "404" => not_found.clone(), "409" => conflict })
+            },
+            "/v1/branches/{name}/share": {
+                "parameters": [name.clone()],
+                "post": with(op("Share the branch with another agent (its owner or an admin): the member lists it and gets a DSN of its own role.", "shareBranch",
+                    responses!{ "200" => ok("The membership.", reference("Member")), "400" => error_response("No such agent, or one of another source."), "403" => error_response("Only the branch's owner shares it."), "404" => not_found.clone() }),
+                    "requestBody", body("ShareBranch"))
+            },
+            "/v1/branches/{name}/share/{agent}": {
+                "parameters": [name.clone(), path_param("agent", "The member agent.")],
+                "delete": op("Stop sharing: the member's role is dropped and its sessions end at once.", "unshareBranch",
+                    responses!{ "200" => ok("Done.", json!({ "type": "object" })), "400" => error_response("Not shared with that agent."), "403" => error_response("Only the branch's owner unshares it."), "404" => not_found.clone() })
+            },
+            "/v1/branches/{name}/members": {
+                "parameters": [name],
+                "get": op("The agents the branch is shared with.", "branchMembers",
+                    responses!{ "200" => ok("Members.", array_of("Member")), "404" => not_found })
             },
             "/v1/agents": {
                 "get": op("List agents of the policy proxy.", "listAgents", responses!{ "200" => ok("Agents.", array_of("Agent")) }),

@@ -453,6 +453,7 @@ impl Engine {
         )?;
         crate::failpoint::hit("branch-boot:before-arm");
         if let Err(e) = arm_app_role(&mut pm.client, &role, &row.password)
+            .and_then(|()| self.arm_members(&mut pm.client, &row, &role))
             .and_then(|()| open_tcp_logins(&mut pm.client, dir, &owner))
         {
             let _ = stop_server(Some(pm.pid), dir, StopMode::Immediate);
@@ -508,7 +509,10 @@ impl Engine {
             .filter(|b| self.may_use_branch(b))
             .filter(|b| made_by.is_none() || b.created_by == made_by)
             .filter(|b| labels.iter().all(|(k, v)| b.labels.get(k) == Some(v)))
-            .map(|b| self.branch_info_of(b))
+            .map(|b| {
+                self.branch_info_of(b)
+                    .and_then(|info| self.as_seen(b, info))
+            })
             .collect()
     }
 
@@ -518,7 +522,7 @@ impl Engine {
         let row = self.branch_row(name)?;
         let mut info = self.branch_info_of(&row)?;
         info.compute = self.compute_info(name, true)?;
-        Ok(info)
+        self.as_seen(&row, info)
     }
 
     /// Starts a stopped or crashed branch; its data is kept. Starting a
@@ -548,7 +552,7 @@ impl Engine {
 
     /// Stops a branch (fast shutdown); its data is kept.
     pub fn branch_stop(&mut self, name: &str) -> Result<BranchInfo> {
-        self.visible_branch(name)?;
+        self.owned_branch(name, "stop")?;
         let row = self.branch_row(name)?;
         self.claim(Target::Branch(name), OpKind::Stopping)?;
         let stopped = stop_server(row.postmaster, &self.branch_dir(name), StopMode::Fast);
@@ -564,7 +568,7 @@ impl Engine {
     /// Throws away a branch's changes: a new clone of its base snapshot,
     /// same name, port and password. It is running afterwards.
     pub fn branch_reset(&mut self, name: &str) -> Result<BranchInfo> {
-        self.visible_branch(name)?;
+        self.owned_branch(name, "reset")?;
         let row = self.branch_row(name)?;
         self.claim(Target::Branch(name), OpKind::Resetting)?;
         // The fresh clone is made beside the branch first: if the pool
@@ -612,7 +616,8 @@ impl Engine {
         add_labels: &BTreeMap<String, String>,
         remove_labels: &[String],
     ) -> Result<BranchInfo> {
-        self.visible_branch(name)?;
+        self.owned_branch(name, "change")?;
+        self.scope_set(ttl, protect)?;
         let row = self.branch_row(name)?;
         let expires_at = match ttl {
             Some(Some(t)) => Some(names::expiry(meta::now(), t)?),
@@ -652,7 +657,7 @@ impl Engine {
     /// Deletes a branch and the snapshots taken of it. Refused while other
     /// branches were made from it unless `force`, which deletes them too.
     pub fn branch_delete(&mut self, name: &str, force: bool) -> Result<Vec<String>> {
-        self.visible_branch(name)?;
+        self.owned_branch(name, "delete")?;
         self.branch_row(name)?;
         let dependents = self.branch_dependents(name)?;
         if !dependents.is_empty() && !force {

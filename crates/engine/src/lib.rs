@@ -30,6 +30,7 @@ mod schedule;
 mod scope;
 mod seal;
 mod server;
+pub mod sharing;
 mod snapshot;
 mod source;
 pub mod storage;

@@ -69,11 +69,45 @@ impl Engine {
         }
     }
 
-    /// Whether the actor may see and use branch `row`.
+    /// Whether the actor may see and use branch `row`: its own, or one
+    /// shared with it.
     pub(crate) fn may_use_branch(&self, row: &BranchRow) -> bool {
-        match &self.actor {
-            Actor::Admin(_) => true,
-            actor @ Actor::Agent(_) => row.created_by.as_deref() == Some(&actor.label()),
+        self.owns_branch(row) || self.membership(row).ok().flatten().is_some()
+    }
+
+    /// Checks a `branch set` of an agent: no protection from expiry, no
+    /// TTL removed or made longer than its maximum.
+    pub(crate) fn scope_set(
+        &self,
+        ttl: Option<Option<Duration>>,
+        protect: Option<bool>,
+    ) -> Result<()> {
+        let Some(agent) = self.acting_agent()? else {
+            return Ok(());
+        };
+        let max_ttl = agent
+            .max_ttl
+            .map(|s| Duration::from_secs(s.max(0) as u64))
+            .unwrap_or(DEFAULT_MAX_TTL);
+        let refuse = |what: &str| {
+            Err(EngineError::Forbidden(format!(
+                "an agent's token cannot {what}: {}",
+                Self::scope_text(&agent)
+            )))
+        };
+        if protect == Some(true) {
+            return refuse("protect a branch from expiry");
+        }
+        match ttl {
+            Some(None) => refuse("remove a branch's TTL"),
+            Some(Some(t)) if t > max_ttl => Err(EngineError::InvalidArgument(format!(
+                "TTL {} is longer than agent '{}' may ask for (its --max-ttl is {}): ask for {} or less",
+                human(t),
+                agent.name,
+                human(max_ttl),
+                human(max_ttl)
+            ))),
+            _ => Ok(()),
         }
     }
 

@@ -487,6 +487,31 @@ pub enum BranchCommand {
         /// Branch name.
         name: String,
     },
+    /// Share a branch with another agent: it sees the branch and gets a DSN of its own (a role of its
+    /// own on the branch: as the branch's role, or read-only).
+    Share {
+        /// Branch name.
+        name: String,
+        /// The agent to share it with.
+        #[arg(long)]
+        agent: String,
+        /// The member may only read.
+        #[arg(long)]
+        read_only: bool,
+    },
+    /// Stop sharing a branch with an agent: its role is dropped and its sessions end at once.
+    Unshare {
+        /// Branch name.
+        name: String,
+        /// The member agent.
+        #[arg(long)]
+        agent: String,
+    },
+    /// The agents a branch is shared with.
+    Members {
+        /// Branch name.
+        name: String,
+    },
     /// Delete a branch.
     Delete {
         /// Branch name.

@@ -632,6 +632,53 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 println!("branch {name} is {}", info.status)
             }
         }
+        BranchCommand::Share {
+            name,
+            agent,
+            read_only,
+        } => {
+            let member = engine.branch_share(&name, &agent, read_only)?;
+            if json {
+                output::json(&member);
+            } else {
+                println!(
+                    "branch {name} is shared with agent {agent} ({}), as role {}",
+                    if read_only {
+                        "read-only"
+                    } else {
+                        "read and write"
+                    },
+                    member.role
+                );
+            }
+        }
+        BranchCommand::Unshare { name, agent } => {
+            engine.branch_unshare(&name, &agent)?;
+            if json {
+                output::json(&serde_json::json!({ "branch": name, "unshared": agent }));
+            } else {
+                println!("branch {name} is no longer shared with agent {agent}");
+            }
+        }
+        BranchCommand::Members { name } => {
+            let members = engine.branch_members(&name)?;
+            if json {
+                output::json(&members);
+            } else {
+                for m in &members {
+                    println!(
+                        "{}\t{}\t{}",
+                        m.agent,
+                        if m.read_only {
+                            "read-only"
+                        } else {
+                            "read-write"
+                        },
+                        m.role
+                    );
+                }
+            }
+        }
         BranchCommand::Reset { name } => {
             let info = engine.branch_reset(&name)?;
             if json {

@@ -326,3 +326,143 @@ fn agents_are_held_to_their_scope_on_the_api_and_mcp() {
     let err = h.fails(&["token", "create", "admin", "--admin"]);
     assert_eq!(err.code, "name_taken", "{}", err.message);
 }
+
+#[test]
+fn a_shared_branch_gives_each_member_its_own_role_until_unshared() {
+    let h = TestHome::new(Pool::Btrfs, "shared");
+    h.create_source("shop");
+    load_items(&mut connect(&h.source_dsn("shop")), "base", 10);
+    let serve = Serve::start(&h, &[]);
+    let token = |name: &str| {
+        let made = h.json(&[
+            "agent", "create", name, "--source", "shop", "--policy", "branch",
+        ]);
+        As {
+            serve: &serve,
+            token: made["api_token"].as_str().unwrap().into(),
+        }
+    };
+    let (owner, reader, writer, outsider) = (
+        token("owner"),
+        token("reader"),
+        token("writer"),
+        token("outsider"),
+    );
+    let (status, _) = owner.post("/v1/branches", json!({ "name": "team", "from": "shop" }));
+    assert_eq!(status, StatusCode::CREATED);
+
+    // Only the owner shares, only with agents that exist.
+    let (status, body) = reader.post("/v1/branches/team/share", json!({ "agent": "reader" }));
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body:#}");
+    let (status, body) = owner.post("/v1/branches/team/share", json!({ "agent": "nobody" }));
+    assert_eq!(
+        (status, code(&body)),
+        (StatusCode::BAD_REQUEST, "invalid_argument")
+    );
+    let (status, member) = owner.post(
+        "/v1/branches/team/share",
+        json!({ "agent": "reader", "read_only": true }),
+    );
+    assert_eq!(status, StatusCode::OK, "{member:#}");
+    assert_eq!(member["role"], "pgfork_member_reader");
+    let (status, _) = owner.post("/v1/branches/team/share", json!({ "agent": "writer" }));
+    assert_eq!(status, StatusCode::OK);
+
+    // Members list it and get DSNs of their own roles.
+    assert_eq!(names(&reader.get("/v1/branches").1), ["team"]);
+    assert!(names(&outsider.get("/v1/branches").1).is_empty());
+    let dsn_of_member = |who: &As| {
+        let (status, body) = who.get("/v1/branches/team/dsn");
+        assert_eq!(status, StatusCode::OK, "{body:#}");
+        body["dsn"].as_str().unwrap().to_string()
+    };
+    let (reader_dsn, writer_dsn) = (dsn_of_member(&reader), dsn_of_member(&writer));
+    assert!(
+        reader_dsn.starts_with("postgres://pgfork_member_reader:"),
+        "{reader_dsn}"
+    );
+    let owner_dsn = dsn_of_member(&owner);
+    assert_ne!(password_of(&reader_dsn), password_of(&owner_dsn));
+    let mut as_reader = connect(&reader_dsn);
+    assert_eq!(scalar(&mut as_reader, "SELECT count(*) FROM items"), 10);
+    for sql in [
+        "INSERT INTO items (tag, payload) VALUES ('r', 'r')",
+        "BEGIN READ WRITE; INSERT INTO items (tag, payload) VALUES ('r', 'r'); COMMIT",
+        "CREATE TABLE mine (x int)",
+    ] {
+        let e = as_reader
+            .batch_execute(sql)
+            .expect_err("a read-only member wrote");
+        let state = e.code().map(|c| c.code().to_string()).unwrap_or_default();
+        assert!(
+            state == "25006" || state == "42501",
+            "{sql}: {state} {}",
+            describe(&e)
+        );
+        let _ = as_reader.batch_execute("ROLLBACK");
+    }
+    let mut as_writer = connect(&writer_dsn);
+    exec(
+        &mut as_writer,
+        "INSERT INTO items (tag, payload) VALUES ('w', 'w'); CREATE TABLE notes (x int)",
+    );
+    assert_eq!(
+        text(
+            &mut connect(&owner_dsn),
+            "SELECT tableowner::text FROM pg_tables WHERE tablename = 'notes'"
+        ),
+        "shop",
+        "what a writer makes belongs to the branch's role"
+    );
+
+    // Members neither reset, delete, stop nor share it.
+    for (method, path) in [
+        (Method::POST, "/v1/branches/team/reset"),
+        (Method::POST, "/v1/branches/team/stop"),
+        (Method::DELETE, "/v1/branches/team"),
+    ] {
+        let (status, body) = writer.send(method.clone(), path, None);
+        assert_eq!(status, StatusCode::FORBIDDEN, "{method} {path}: {body:#}");
+    }
+    let (status, _) = writer.post("/v1/branches/team/share", json!({ "agent": "outsider" }));
+    assert_eq!(status, StatusCode::FORBIDDEN);
+
+    // A reset by the owner keeps the members (their roles are made again).
+    let (status, _) = owner.post("/v1/branches/team/reset", json!({}));
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(
+        scalar(&mut connect(&reader_dsn), "SELECT count(*) FROM items"),
+        10
+    );
+
+    // Unsharing ends the member's sessions at once and hides the branch.
+    let mut open = connect(&reader_dsn);
+    let (status, _) = owner.send(Method::DELETE, "/v1/branches/team/share/reader", None);
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        open.simple_query("SELECT 1").is_err(),
+        "the session survived"
+    );
+    assert!(try_connect(&reader_dsn).is_err());
+    assert_eq!(reader.get("/v1/branches/team").0, StatusCode::NOT_FOUND);
+    assert_eq!(
+        names(
+            &owner
+                .get("/v1/branches/team/members")
+                .1
+                .as_array()
+                .map(|m| {
+                    json!(
+                        m.iter()
+                            .map(|x| json!({ "name": x["agent"] }))
+                            .collect::<Vec<_>>()
+                    )
+                })
+                .unwrap()
+        ),
+        ["writer"]
+    );
+    h.ok(&["branch", "unshare", "team", "--agent", "writer"]);
+    assert!(try_connect(&writer_dsn).is_err());
+    h.assert_settled();
+}

@@ -334,3 +334,50 @@ pub async fn start(s: Scoped, Path(name): Path<String>) -> Result<Json<BranchInf
 pub async fn stop(s: Scoped, Path(name): Path<String>) -> Result<Json<BranchInfo>, ApiError> {
     Ok(Json(s.engine(move |e| e.branch_stop(&name)).await?))
 }
+
+/// Body of `POST /v1/branches/{name}/share`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShareBranch {
+    /// The agent to share it with.
+    pub agent: String,
+    /// Read only (default: read and write, as the branch's role).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// `POST /v1/branches/{name}/share`: the owner shares its branch.
+pub async fn share(
+    s: Scoped,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<ShareBranch>,
+) -> Result<Json<pgfork_engine::sharing::Member>, ApiError> {
+    Ok(Json(
+        s.engine(move |e| e.branch_share(&name, &req.agent, req.read_only))
+            .await?,
+    ))
+}
+
+/// `DELETE /v1/branches/{name}/share/{agent}`: the member's role is dropped
+/// and its sessions end.
+pub async fn unshare(
+    s: Scoped,
+    Path((name, agent)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    s.engine({
+        let (name, agent) = (name.clone(), agent.clone());
+        move |e| e.branch_unshare(&name, &agent)
+    })
+    .await?;
+    Ok(Json(
+        serde_json::json!({ "branch": name, "unshared": agent }),
+    ))
+}
+
+/// `GET /v1/branches/{name}/members`.
+pub async fn members(
+    s: Scoped,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<pgfork_engine::sharing::Member>>, ApiError> {
+    Ok(Json(s.engine(move |e| e.branch_members(&name)).await?))
+}

@@ -59,6 +59,17 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/v1/branches/{name}/reset", post(branches::reset)),
         route(M::POST, "/v1/branches/{name}/start", post(branches::start)),
         route(M::POST, "/v1/branches/{name}/stop", post(branches::stop)),
+        route(M::POST, "/v1/branches/{name}/share", post(branches::share)),
+        route(
+            M::DELETE,
+            "/v1/branches/{name}/share/{agent}",
+            delete(branches::unshare),
+        ),
+        route(
+            M::GET,
+            "/v1/branches/{name}/members",
+            get(branches::members),
+        ),
         route(M::GET, "/v1/agents", get(agents::list)),
         route(M::POST, "/v1/agents", post(agents::create)),
         route(M::GET, "/v1/agents/{name}", get(agents::info)),

@@ -9,6 +9,7 @@
 mod agents;
 pub mod compute;
 mod limits;
+mod members;
 mod remote;
 mod rows;
 mod schema;
@@ -23,6 +24,7 @@ use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 pub use agents::{AgentRow, AuditRow};
 pub use compute::{CgroupRow, ComputeLimits};
 pub use limits::SourceLimits;
+pub use members::MemberRow;
 pub use remote::{PolicyRow, RemoteRow};
 pub use rows::{
     BranchRow, BranchTimings, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports,

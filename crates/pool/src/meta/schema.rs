@@ -226,6 +226,20 @@ CREATE INDEX branches_created_by ON branches(created_by);
 ALTER TABLE agents ADD COLUMN max_branches INTEGER;
 ALTER TABLE agents ADD COLUMN max_ttl INTEGER;
 "#,
+    r#"
+-- Branches shared with agents other than their maker (issue 13): each
+-- member logs in to the branch as a role of its own, whose password is
+-- kept here as the branch's own is.
+CREATE TABLE branch_members (
+    branch     TEXT NOT NULL REFERENCES branches(name) ON DELETE CASCADE,
+    agent      TEXT NOT NULL,
+    read_only  INTEGER NOT NULL,
+    password   TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (branch, agent)
+);
+CREATE INDEX branch_members_agent ON branch_members(agent);
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {
