@@ -647,7 +647,14 @@ impl Engine {
                 Wake::Created
             }
         };
-        Ok((self.branch_credentials(name)?, wake))
+        let mut dsn = self.branch_credentials(name)?;
+        // A member of a branch shared with it (read-only, say) reaches it
+        // as its own role, so the same limits hold through the proxy.
+        if let Some(m) = pgfork_pool::meta::MemberRow::get(self.meta.conn(), name, &agent.name)? {
+            dsn.user = crate::sharing::member_role(&m.agent);
+            dsn.password = m.password;
+        }
+        Ok((dsn, wake))
     }
 
     /// The application-role credentials of a branch (a secret).

@@ -5,6 +5,7 @@
 
 mod common;
 mod daemon;
+mod proxy;
 
 use std::time::{Duration, Instant};
 
@@ -348,6 +349,8 @@ fn a_shared_branch_gives_each_member_its_own_role_until_unshared() {
         token("writer"),
         token("outsider"),
     );
+    // A proxy credential that routes to the shared branch.
+    let proxied_secret = proxy::agent(&h, "viaproxy", "shop", "branch", &["--branch", "team"]);
     let (status, _) = owner.post("/v1/branches", json!({ "name": "team", "from": "shop" }));
     assert_eq!(status, StatusCode::CREATED);
 
@@ -367,6 +370,26 @@ fn a_shared_branch_gives_each_member_its_own_role_until_unshared() {
     assert_eq!(member["role"], "pgfork_member_reader");
     let (status, _) = owner.post("/v1/branches/team/share", json!({ "agent": "writer" }));
     assert_eq!(status, StatusCode::OK);
+
+    let (status, _) = owner.post(
+        "/v1/branches/team/share",
+        json!({ "agent": "viaproxy", "read_only": true }),
+    );
+    assert_eq!(status, StatusCode::OK);
+    let proxy = proxy::Proxy::start(&h, &[]);
+    let mut via = proxy.connect("viaproxy", &proxied_secret, "shop");
+    assert_eq!(scalar(&mut via, "SELECT count(*) FROM items"), 10);
+    assert_eq!(
+        text(&mut via, "SELECT session_user::text"),
+        "pgfork_member_viaproxy",
+        "through the proxy a member reaches the branch as its own role"
+    );
+    let e = via
+        .batch_execute("BEGIN READ WRITE; DELETE FROM items; COMMIT")
+        .expect_err("a read-only member wrote through the proxy");
+    assert_eq!(proxy::sqlstate(&e), "42501", "{}", describe(&e));
+    drop(via);
+    drop(proxy);
 
     // Members list it and get DSNs of their own roles.
     assert_eq!(names(&reader.get("/v1/branches").1), ["team"]);
@@ -445,23 +468,14 @@ fn a_shared_branch_gives_each_member_its_own_role_until_unshared() {
     );
     assert!(try_connect(&reader_dsn).is_err());
     assert_eq!(reader.get("/v1/branches/team").0, StatusCode::NOT_FOUND);
-    assert_eq!(
-        names(
-            &owner
-                .get("/v1/branches/team/members")
-                .1
-                .as_array()
-                .map(|m| {
-                    json!(
-                        m.iter()
-                            .map(|x| json!({ "name": x["agent"] }))
-                            .collect::<Vec<_>>()
-                    )
-                })
-                .unwrap()
-        ),
-        ["writer"]
-    );
+    let (_, members) = owner.get("/v1/branches/team/members");
+    let agents: Vec<&str> = members
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["agent"].as_str().unwrap())
+        .collect();
+    assert_eq!(agents, ["viaproxy", "writer"]);
     h.ok(&["branch", "unshare", "team", "--agent", "writer"]);
     assert!(try_connect(&writer_dsn).is_err());
     h.assert_settled();
