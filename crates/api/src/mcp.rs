@@ -46,6 +46,30 @@ pub struct ListBranchesParams {
     /// Only branches carrying all of these labels.
     #[serde(default)]
     pub labels: BTreeMap<String, String>,
+    /// Only branches this agent made (an orchestrator lists its workers' branches).
+    #[serde(default)]
+    pub agent: Option<String>,
+}
+
+/// Parameters of `share_branch`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct ShareBranchParams {
+    /// Branch to share (one you made).
+    pub branch: String,
+    /// The agent to share it with.
+    pub agent: String,
+    /// The member may only read (default: read and write).
+    #[serde(default)]
+    pub read_only: bool,
+}
+
+/// Parameters of `unshare_branch`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct UnshareBranchParams {
+    /// Branch shared before.
+    pub branch: String,
+    /// The member agent to remove.
+    pub agent: String,
 }
 
 /// A branch named in a tool call.
@@ -260,7 +284,10 @@ impl PgforkMcp {
             Ok(s) => s,
             Err(e) => return Ok(e),
         };
-        Ok(match s.engine(move |e| e.branch_list(&p.labels)).await {
+        let listed = s
+            .engine(move |e| e.branch_list_by(&p.labels, p.agent.as_deref()))
+            .await;
+        Ok(match listed {
             Ok(list) => done(json!({
                 "branches": list.iter().map(|b| branch_summary(b, None)).collect::<Vec<_>>()
             })),
@@ -404,6 +431,49 @@ impl PgforkMcp {
                 Err(e) => failed(e),
             },
         )
+    }
+
+    #[tool(
+        description = "Share a branch you made with another agent: it then lists the branch and gets a postgres:// DSN of its own (a role of its own on the branch; read_only: it may only read). Returns {branch, agent, read_only, role}. Errors: unknown_branch, forbidden (only the branch's maker shares it), invalid_argument (no such agent)."
+    )]
+    async fn share_branch(
+        &self,
+        Parameters(p): Parameters<ShareBranchParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
+        let shared = s
+            .engine(move |e| e.branch_share(&p.branch, &p.agent, p.read_only))
+            .await;
+        Ok(match shared {
+            Ok(member) => done(serde_json::to_value(member).expect("serialisable")),
+            Err(e) => failed(e),
+        })
+    }
+
+    #[tool(
+        description = "Stop sharing a branch you made with an agent: its role on the branch is dropped and its open sessions end at once. Returns {branch, unshared}."
+    )]
+    async fn unshare_branch(
+        &self,
+        Parameters(p): Parameters<UnshareBranchParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
+        let (branch, agent) = (p.branch.clone(), p.agent.clone());
+        let unshared = s
+            .engine(move |e| e.branch_unshare(&p.branch, &p.agent))
+            .await;
+        Ok(match unshared {
+            Ok(()) => done(json!({ "branch": branch, "unshared": agent })),
+            Err(e) => failed(e),
+        })
     }
 }
 

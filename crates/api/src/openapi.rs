@@ -211,7 +211,8 @@ fn schemas() -> Value {
                 "max_connections": { "type": "integer", "minimum": 1, "maximum": 1000, "default": 10,
                     "description": "Most proxy sessions the agent holds at once (more are refused with SQLSTATE 53300); also the CONNECTION LIMIT of its own role on the source (read-only, dry-run)." },
                 "max_branches": { "type": "integer", "minimum": 0, "description": "Most branches its API token may hold at once (default: no limit); one more is a 429 quota_exceeded naming the limit." },
-                "max_ttl": { "type": "string", "default": "24h", "description": "Longest TTL its API token may give a branch; a longer request is a 400 naming the limit (never shortened), and a branch asked for without one gets this." }
+                "max_ttl": { "type": "string", "default": "24h", "description": "Longest TTL its API token may give a branch; a longer request is a 400 naming the limit (never shortened), and a branch asked for without one gets this." },
+                "parent": { "type": "string", "description": "The orchestrator agent it works for: that agent sees, uses, resets and deletes the branches this one makes." }
             }
         },
         "ShareBranch": {

@@ -101,6 +101,9 @@ pub struct AgentCreate {
     pub max_branches: Option<u32>,
     /// Longest TTL it may give its branches (None: 24 h).
     pub max_ttl: Option<Duration>,
+    /// The orchestrator agent it works for: that agent sees, uses, resets
+    /// and deletes the branches this one makes.
+    pub parent: Option<String>,
 }
 
 /// An agent as `agent list` shows it (never its secret).
@@ -138,6 +141,8 @@ pub struct AgentInfo {
     pub max_branches: Option<i64>,
     /// Longest TTL it may ask for, in seconds.
     pub max_ttl_secs: i64,
+    /// The orchestrator agent it works for.
+    pub parent: Option<String>,
     /// Creation time.
     pub created_at: String,
     /// Last rotation.
@@ -176,6 +181,7 @@ impl AgentInfo {
             max_ttl_secs: row
                 .max_ttl
                 .unwrap_or(crate::scope::DEFAULT_MAX_TTL.as_secs() as i64),
+            parent: row.parent.clone(),
             created_at: timestamp(row.created_at),
             rotated_at: row.rotated_at.map(timestamp),
             revoked_at: row.revoked_at.map(timestamp),
@@ -372,6 +378,24 @@ impl Engine {
                     Ok::<_, EngineError>(d.as_secs() as i64)
                 })
                 .transpose()?,
+            parent: match &req.parent {
+                None => None,
+                Some(p) if p == &req.name => {
+                    return Err(EngineError::InvalidArgument(format!(
+                        "agent '{p}' cannot be its own --parent"
+                    )));
+                }
+                Some(p) => Some(
+                    AgentRow::get(self.meta.conn(), p)?
+                        .filter(|a| a.revoked_at.is_none())
+                        .ok_or_else(|| {
+                            EngineError::InvalidArgument(format!(
+                                "--parent: no agent named '{p}' (or it is revoked): `pgfork agent list` shows the agents"
+                            ))
+                        })?
+                        .name,
+                ),
+            },
         };
         // The row first, so that its name is the agent's before its role is
         // made (a name taken already must not touch that agent's role); a

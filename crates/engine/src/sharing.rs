@@ -103,7 +103,15 @@ impl Engine {
     pub(crate) fn owns_branch(&self, row: &BranchRow) -> bool {
         match &self.actor {
             Actor::Admin(_) => true,
-            actor @ Actor::Agent(_) => row.created_by.as_deref() == Some(&actor.label()),
+            actor @ Actor::Agent(me) => {
+                let by = row.created_by.as_deref();
+                by == Some(&actor.label())
+                    // An orchestrator owns what its workers make.
+                    || by
+                        .and_then(|b| b.strip_prefix("agent:"))
+                        .and_then(|worker| AgentRow::get(self.meta.conn(), worker).ok().flatten())
+                        .is_some_and(|w| w.parent.as_deref() == Some(me.as_str()))
+            }
         }
     }
 

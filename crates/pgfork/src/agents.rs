@@ -128,6 +128,7 @@ fn create_request(a: AgentCreateArgs) -> Result<AgentCreate> {
         max_connections: a.max_connections,
         max_branches: a.max_branches,
         max_ttl: Some(pgfork_engine::names::parse_ttl(&a.max_ttl)?),
+        parent: a.parent,
     })
 }
 

@@ -159,6 +159,10 @@ pub struct AgentCreateArgs {
     /// branch without one gets this.
     #[arg(long, value_name = "DURATION", default_value = "24h")]
     pub max_ttl: String,
+    /// The orchestrator agent it works for: that agent sees, uses, resets and deletes the branches
+    /// this one makes (`branch list --agent THIS` lists them).
+    #[arg(long, value_name = "AGENT")]
+    pub parent: Option<String>,
 }
 
 /// `pgfork audit`.

@@ -478,5 +478,37 @@ fn a_shared_branch_gives_each_member_its_own_role_until_unshared() {
     assert_eq!(agents, ["viaproxy", "writer"]);
     h.ok(&["branch", "unshare", "team", "--agent", "writer"]);
     assert!(try_connect(&writer_dsn).is_err());
+
+    // An orchestrator and its worker: the orchestrator lists, uses and
+    // discards what the worker made; nobody else sees it.
+    let orchestrator = token("orch");
+    let made = h.json(&[
+        "agent", "create", "worker1", "--source", "shop", "--policy", "branch", "--parent", "orch",
+    ]);
+    assert_eq!(made["parent"], "orch", "{made:#}");
+    let worker = As {
+        serve: &serve,
+        token: made["api_token"].as_str().unwrap().into(),
+    };
+    let (status, _) = worker.post("/v1/branches", json!({ "name": "w1-try", "from": "shop" }));
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(
+        names(&orchestrator.get("/v1/branches?agent=worker1").1),
+        ["w1-try"]
+    );
+    assert_eq!(
+        orchestrator.get("/v1/branches/w1-try/dsn").0,
+        StatusCode::OK
+    );
+    assert!(names(&outsider.get("/v1/branches?agent=worker1").1).is_empty());
+    assert_eq!(orchestrator.delete("/v1/branches/w1-try").0, StatusCode::OK);
+    let err = h.fails(&[
+        "agent", "create", "worker2", "--source", "shop", "--policy", "branch", "--parent", "ghost",
+    ]);
+    assert!(
+        err.message.contains("no agent named 'ghost'"),
+        "{}",
+        err.message
+    );
     h.assert_settled();
 }

@@ -59,6 +59,8 @@ pub struct CreateAgent {
     pub max_branches: Option<u32>,
     /// Longest TTL it may give its branches (`24h`, the default).
     pub max_ttl: Option<String>,
+    /// The orchestrator agent it works for.
+    pub parent: Option<String>,
 }
 
 /// A duration field within `limit`; absent or `0` is none.
@@ -134,6 +136,7 @@ pub async fn create(
         max_connections,
         max_branches: req.max_branches,
         max_ttl: duration("max_ttl", req.max_ttl.as_deref(), names::TTL)?,
+        parent: req.parent,
     };
     let created = s.engine(move |e| e.agent_create(&create)).await?;
     Ok((StatusCode::CREATED, Json(created)))

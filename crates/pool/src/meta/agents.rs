@@ -50,11 +50,13 @@ pub struct AgentRow {
     pub max_branches: Option<i64>,
     /// Longest TTL it may ask for, in seconds (None: the default, 24 h).
     pub max_ttl: Option<i64>,
+    /// The orchestrator agent it works for, which may use its branches.
+    pub parent: Option<String>,
 }
 
 const AGENT_COLUMNS: &str = "name, source, policy, verifier, branch, ttl, max_rows, statement_timeout_ms, \
      max_storage, idle_stop, per_session, keep, fresh, audit_params, created_at, rotated_at, revoked_at, max_connections, \
-     max_branches, max_ttl";
+     max_branches, max_ttl, parent";
 
 impl AgentRow {
     fn from_row(r: &Row) -> Result<AgentRow, rusqlite::Error> {
@@ -79,6 +81,7 @@ impl AgentRow {
             max_connections: r.get(17)?,
             max_branches: r.get(18)?,
             max_ttl: r.get(19)?,
+            parent: r.get(20)?,
         })
     }
 
@@ -107,7 +110,7 @@ impl AgentRow {
     pub fn insert(&self, conn: &Connection) -> Result<(), MetaError> {
         conn.execute(
             &format!(
-                "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+                "INSERT INTO agents ({AGENT_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"
             ),
             params![
                 self.name,
@@ -130,6 +133,7 @@ impl AgentRow {
                 self.max_connections,
                 self.max_branches,
                 self.max_ttl,
+                self.parent,
             ],
         )?;
         Ok(())

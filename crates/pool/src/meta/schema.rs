@@ -239,6 +239,9 @@ CREATE TABLE branch_members (
     PRIMARY KEY (branch, agent)
 );
 CREATE INDEX branch_members_agent ON branch_members(agent);
+-- An orchestrator agent and its workers: the parent sees, uses, resets
+-- and deletes the branches its workers make.
+ALTER TABLE agents ADD COLUMN parent TEXT;
 "#,
 ];
 
