@@ -137,3 +137,73 @@ def test_mcp_over_stdio(server):
                 await exercise(session, source_dsn)
 
     asyncio.run(main())
+
+
+async def as_agent(session: ClientSession, me: str, other_branch: str) -> None:
+    """What an agent's MCP session may and may not do."""
+    await session.initialize()
+    r = await session.call_tool("list_sources", {})
+    assert [s["name"] for s in r.structured_content["sources"]] == ["shop"]
+    name = f"{me}-{uuid.uuid4().hex[:6]}"
+    r = await session.call_tool("create_branch", {"name": name, "from": "shop"})
+    assert not r.is_error, r.content
+    assert r.structured_content["expires_at"], "an agent's branch always expires"
+    r = await session.call_tool("list_branches", {})
+    assert [b["name"] for b in r.structured_content["branches"]] == [name]
+    # Another agent's branch is as unknown as one that does not exist.
+    for tool, args in [
+        ("run_sql", {"branch": other_branch, "sql": "SELECT 1"}),
+        ("reset_branch", {"branch": other_branch}),
+        ("delete_branch", {"branch": other_branch}),
+        ("diff_branch", {"branch": other_branch}),
+    ]:
+        r = await session.call_tool(tool, args)
+        assert r.is_error, (tool, r.content)
+        assert r.structured_content["error"]["code"] in ("unknown_branch", "unknown_origin"), r.structured_content
+    r = await session.call_tool("create_branch", {"name": f"{name}-long", "from": "shop", "ttl": "7d"})
+    assert r.is_error and "--max-ttl" in r.structured_content["error"]["message"], r.structured_content
+    r = await session.call_tool("delete_branch", {"branch": name})
+    assert not r.is_error, r.content
+
+
+def test_mcp_acts_as_the_agent_whose_token_it_has(server, client):
+    """An agent's token over streamable HTTP, and `pgfork mcp --agent` over
+    stdio: the agent's scope, not the admin's."""
+    tokens = {}
+    for agent in ("mcp-a", "mcp-b"):
+        made = server.json("agent", "create", agent, "--source", "shop", "--policy", "branch")
+        tokens[agent] = made["api_token"]
+    from pgfork import Client
+
+    other = Client(server.url, token=tokens["mcp-b"], timeout=120)
+    theirs = f"b-{uuid.uuid4().hex[:6]}"
+    other.create_branch(theirs, "shop")
+    assert [b.name for b in client.branches(agent="mcp-b")] == [theirs]
+
+    async def over_http() -> None:
+        http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {tokens['mcp-a']}"}, timeout=120)
+        async with streamable_http_client(f"{server.url}/mcp", http_client=http) as streams:
+            async with ClientSession(streams[0], streams[1]) as session:
+                await as_agent(session, "mcp-a", theirs)
+
+    asyncio.run(over_http())
+
+    params = StdioServerParameters(
+        command=server.binary,
+        args=["--home", str(server.home), "mcp", "--agent", "mcp-a"],
+        env={"PGFORK_TOKEN": tokens["mcp-a"], "PATH": "/usr/bin:/bin"},
+    )
+
+    async def over_stdio() -> None:
+        async with stdio_client(params) as (read, write):
+            async with ClientSession(read, write) as session:
+                await as_agent(session, "mcp-a", theirs)
+
+    asyncio.run(over_stdio())
+
+    # The API audits each call, under the agent's name.
+    records = [r for r in client._request("GET", "/v1/audit", query=[("agent", "mcp-a")])]
+    assert any(r["statement"] == "tool create_branch" for r in records), records
+    other.delete_branch(theirs)
+    for agent in tokens:
+        server.json("agent", "revoke", agent)

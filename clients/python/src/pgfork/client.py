@@ -127,9 +127,15 @@ class Client:
 
     # -- branches ----------------------------------------------------------
 
-    def branches(self, labels: Optional[Mapping[str, str]] = None) -> List[Branch]:
-        """Branches, optionally only those carrying all ``labels``."""
+    def branches(
+        self, labels: Optional[Mapping[str, str]] = None, agent: Optional[str] = None
+    ) -> List[Branch]:
+        """Branches the token may see, optionally only those carrying all
+        ``labels``, or only those ``agent`` made (an orchestrator lists its
+        workers' branches)."""
         q = [("label", f"{k}={v}") for k, v in (labels or {}).items()]
+        if agent is not None:
+            q.append(("agent", agent))
         return [Branch.from_json(b) for b in self._request("GET", "/v1/branches", query=q)]
 
     def get_branch(self, name: str) -> Branch:
@@ -210,6 +216,20 @@ class Client:
         """Deletes a branch (``force``: and the branches made from it)."""
         q = [("force", "true")] if force else None
         return self._request("DELETE", f"/v1/branches/{_seg(name)}", query=q)["deleted"]
+
+    def share_branch(self, name: str, agent: str, read_only: bool = False) -> Dict[str, Any]:
+        """Shares a branch the token's identity made with ``agent``, which
+        then gets a DSN of its own role on it (read-only if asked)."""
+        body: Dict[str, Any] = {"agent": agent, "read_only": read_only}
+        return self._request("POST", f"/v1/branches/{_seg(name)}/share", body)
+
+    def unshare_branch(self, name: str, agent: str) -> None:
+        """Stops sharing: the member's role goes and its sessions end."""
+        self._request("DELETE", f"/v1/branches/{_seg(name)}/share/{_seg(agent)}")
+
+    def members(self, name: str) -> List[Dict[str, Any]]:
+        """The agents a branch is shared with."""
+        return self._request("GET", f"/v1/branches/{_seg(name)}/members")
 
     def branch(
         self,
@@ -331,9 +351,11 @@ class AsyncClient:
         """See :meth:`Client.delete_snapshot`."""
         return await asyncio.to_thread(self.sync.delete_snapshot, id, force)
 
-    async def branches(self, labels: Optional[Mapping[str, str]] = None) -> List[Branch]:
+    async def branches(
+        self, labels: Optional[Mapping[str, str]] = None, agent: Optional[str] = None
+    ) -> List[Branch]:
         """See :meth:`Client.branches`."""
-        return await asyncio.to_thread(self.sync.branches, labels)
+        return await asyncio.to_thread(self.sync.branches, labels, agent)
 
     async def get_branch(self, name: str) -> Branch:
         """See :meth:`Client.get_branch`."""
@@ -366,6 +388,18 @@ class AsyncClient:
     async def delete_branch(self, name: str, force: bool = False) -> List[str]:
         """See :meth:`Client.delete_branch`."""
         return await asyncio.to_thread(self.sync.delete_branch, name, force)
+
+    async def share_branch(self, name: str, agent: str, read_only: bool = False) -> Dict[str, Any]:
+        """See :meth:`Client.share_branch`."""
+        return await asyncio.to_thread(self.sync.share_branch, name, agent, read_only)
+
+    async def unshare_branch(self, name: str, agent: str) -> None:
+        """See :meth:`Client.unshare_branch`."""
+        await asyncio.to_thread(self.sync.unshare_branch, name, agent)
+
+    async def members(self, name: str) -> List[Dict[str, Any]]:
+        """See :meth:`Client.members`."""
+        return await asyncio.to_thread(self.sync.members, name)
 
 
 def _seg(part: str) -> str:

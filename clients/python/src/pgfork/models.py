@@ -51,6 +51,8 @@ class Branch:
     labels: Dict[str, str] = field(default_factory=dict)
     timings: Optional[Timings] = None
     unshared_bytes: Optional[int] = None
+    #: Who made it: ``agent:NAME`` or ``admin:NAME``.
+    created_by: Optional[str] = None
     #: Set only when the branch's stored record cannot be shown whole
     #: (written by an older pgfork or by hand): what is wrong, what to do.
     error: Optional[str] = None
