@@ -485,6 +485,11 @@ impl Engine {
             AgentRow::revoke(c, name, meta::now())?;
             crate::identity::delete_agent_token(c, name)
         })?;
+        for problem in self.cut_off_agent(name) {
+            self.progress.warn(&format!(
+                "agent '{name}' is revoked, but not yet cut off a branch ({problem}): run `pgfork agent revoke {name}` again"
+            ));
+        }
         if row.policy != "branch" {
             let source = self.source_row(&row.source)?;
             if source.mode != "physical" {

@@ -239,6 +239,71 @@ impl Engine {
         Ok(info)
     }
 
+    /// Cuts a revoked agent off every branch it holds: its memberships go
+    /// (roles dropped, sessions ended), and the branches it made get a new
+    /// password, with their open sessions ended, so that a DSN it was
+    /// handed opens nothing. A stopped branch takes the new password at its
+    /// next start. Failures are reported, not fatal: the agent's tokens are
+    /// gone already.
+    pub(crate) fn cut_off_agent(&mut self, agent: &str) -> Vec<String> {
+        let mut problems = Vec::new();
+        let label = Actor::Agent(agent.into()).label();
+        let branches = match BranchRow::list(self.meta.conn()) {
+            Ok(b) => b,
+            Err(e) => return vec![e.to_string()],
+        };
+        for row in branches {
+            let running = row.postmaster.is_some_and(|p| p.is_alive());
+            let app_role = match self.source_row(&row.source) {
+                Ok(s) => s.role,
+                Err(e) => {
+                    problems.push(e.to_string());
+                    continue;
+                }
+            };
+            let member = MemberRow::get(self.meta.conn(), &row.name, agent)
+                .ok()
+                .flatten();
+            if member.is_some() {
+                let gone = self
+                    .meta
+                    .write(|c| MemberRow::delete(c, &row.name, agent))
+                    .map_err(EngineError::from)
+                    .and_then(|_| match running {
+                        true => self
+                            .branch_superuser(&row)
+                            .and_then(|mut c| disarm_member(&mut c, &app_role, agent)),
+                        false => Ok(()),
+                    });
+                if let Err(e) = gone {
+                    problems.push(format!("branch '{}': {e}", row.name));
+                }
+            }
+            if row.created_by.as_deref() == Some(label.as_str()) {
+                let password = random_password();
+                let rotated = self
+                    .meta
+                    .write(|c| BranchRow::set_password(c, &row.name, &password))
+                    .map_err(EngineError::from)
+                    .and_then(|()| match running {
+                        true => self.branch_superuser(&row).and_then(|mut c| {
+                            crate::branch::arm_app_role(&mut c, &app_role, &password)?;
+                            c.batch_execute(&format!(
+                                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {}",
+                                quote_literal(&app_role)
+                            ))
+                            .map_err(EngineError::sql("end the revoked agent's sessions"))
+                        }),
+                        false => Ok(()),
+                    });
+                if let Err(e) = rotated {
+                    problems.push(format!("branch '{}': {e}", row.name));
+                }
+            }
+        }
+        problems
+    }
+
     /// A superuser session in the branch's database (REASSIGN OWNED acts
     /// on the current database only).
     fn branch_superuser(&self, row: &BranchRow) -> Result<postgres::Client> {

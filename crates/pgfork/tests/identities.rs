@@ -286,10 +286,26 @@ fn agents_are_held_to_their_scope_on_the_api_and_mcp() {
     let verified = h.json(&["audit", "--verify"]);
     assert_eq!(verified["ok"], true, "{verified:#}");
 
-    // Revoking, rotating: the old tokens stop within a second.
+    // Revoking, rotating: the old tokens stop within a second. A revoked
+    // agent's branch DSN opens nothing any more, and its session ends.
+    let bob_dsn = dsn_of(&b1);
+    let mut bobs_session = connect(&bob_dsn);
     let (status, _) = admin.post("/v1/agents/bob/revoke", json!({}));
     assert_eq!(status, StatusCode::OK);
     answers_within(&bob, "/v1/branches", StatusCode::UNAUTHORIZED);
+    assert!(
+        bobs_session.simple_query("SELECT 1").is_err(),
+        "the revoked agent's session on its branch survived"
+    );
+    assert_eq!(
+        sqlstate(try_connect(&bob_dsn), "the revoked agent's DSN"),
+        "28P01"
+    );
+    assert_eq!(
+        h.branch("b1")["status"],
+        "running",
+        "the branch itself stays, for an admin"
+    );
     let rotated = h.json(&["agent", "rotate", "alice"]);
     let old = As {
         serve: &serve,

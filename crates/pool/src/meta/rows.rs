@@ -666,6 +666,16 @@ impl BranchRow {
         Ok(())
     }
 
+    /// Replaces the password of a branch's application role (cutting off
+    /// whoever had the old one).
+    pub fn set_password(conn: &Connection, name: &str, password: &str) -> Result<(), MetaError> {
+        conn.execute(
+            "UPDATE branches SET password = ?2 WHERE name = ?1",
+            params![name, password],
+        )?;
+        Ok(())
+    }
+
     /// Records the sandbox uid of a branch.
     pub fn set_uid(conn: &Connection, name: &str, uid: u32) -> Result<(), MetaError> {
         conn.execute(
