@@ -131,6 +131,18 @@ pub(crate) struct Full {
     pub kept: String,
 }
 
+impl Full {
+    fn error(self, place: Place, available: u64) -> EngineError {
+        EngineError::NoSpace(Box::new(OutOfSpace {
+            place,
+            during: self.during,
+            needed: self.needed,
+            available,
+            kept: self.kept,
+        }))
+    }
+}
+
 impl Engine {
     /// Turns an out-of-space failure of `result` into [`EngineError::NoSpace`]
     /// naming the operation, the space it needs and what still serves; any
@@ -148,18 +160,7 @@ impl Engine {
                     .map(|s| s.available)
                     .unwrap_or(0);
                 tracing::debug!(error = %e, "out of space");
-                let Full {
-                    during,
-                    needed,
-                    kept,
-                } = full();
-                Err(EngineError::NoSpace(Box::new(OutOfSpace {
-                    place,
-                    during,
-                    needed,
-                    available,
-                    kept,
-                })))
+                Err(full().error(place, available))
             }
             other => other,
         }
@@ -179,18 +180,9 @@ impl Engine {
         if available >= at_least {
             return Ok(());
         }
-        let Full {
-            during,
-            needed,
-            kept,
-        } = full();
-        Err(EngineError::NoSpace(Box::new(OutOfSpace {
-            place: Place::Pool,
-            during,
-            needed: Some(needed.unwrap_or(at_least).max(at_least)),
-            available,
-            kept,
-        })))
+        let mut full = full();
+        full.needed = Some(full.needed.unwrap_or(at_least).max(at_least));
+        Err(full.error(Place::Pool, available))
     }
 }
 
