@@ -108,14 +108,15 @@ pub fn touch(home: &Home, branch: &str) -> Result<()> {
     settle(home, branch, written)
 }
 
-/// [`touch`], for a request of `actor`: an agent's request about another
-/// agent's branch is no use of it (the request is refused as unknown), so
-/// that nobody keeps another's branch from its idle stop.
+/// [`touch`], for a request of `actor`: an agent's request about a branch
+/// it neither made nor shares is no use of it (the request is refused as
+/// unknown), so that nobody keeps another's branch from its idle stop.
 pub fn touch_as(home: &Home, actor: &crate::Actor, branch: &str) -> Result<()> {
-    if let crate::Actor::Agent(_) = actor {
+    if let crate::Actor::Agent(agent) = actor {
         let meta = Meta::open(&home.meta_db(), false)?;
         let made_by = BranchRow::get(meta.conn(), branch)?.and_then(|b| b.created_by);
-        if made_by.as_deref() != Some(actor.label().as_str()) {
+        let mine = made_by.as_deref() == Some(actor.label().as_str());
+        if !mine && pgfork_pool::meta::MemberRow::get(meta.conn(), branch, agent)?.is_none() {
             return Ok(());
         }
     }
