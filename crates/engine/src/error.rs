@@ -154,6 +154,10 @@ pub enum EngineError {
         /// Its limit.
         max: u64,
     },
+    /// A promote's own check found the source would not match the branch;
+    /// it was rolled back (see [`crate::promote_check`]).
+    #[error("{0}")]
+    Unverified(String),
     /// A TTL, label or other option value is malformed.
     #[error("{0}")]
     InvalidArgument(String),
@@ -225,6 +229,7 @@ impl EngineError {
             EngineError::UnsafeContent(_) => "unsafe_content",
             EngineError::InvalidArgument(_) => "invalid_argument",
             EngineError::Forbidden(_) => "forbidden",
+            EngineError::Unverified(_) => "promote_unverified",
             EngineError::AgentQuota { .. } => "quota_exceeded",
             EngineError::ComputeUnavailable(_) => "compute_unavailable",
             // Whichever layer noticed a full disk (a write of pgfork.conf,

@@ -24,6 +24,7 @@ pub mod names;
 mod ports;
 pub mod progress;
 mod promote;
+mod promote_check;
 mod reconcile;
 mod remote;
 mod schedule;

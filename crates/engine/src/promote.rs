@@ -19,7 +19,7 @@ use serde_json::Value;
 use crate::diff::Resolved;
 use pgfork_pg::untrusted::session::{self, Access};
 
-use crate::{Engine, EngineError, Result, ServerKind};
+use crate::{Engine, EngineError, Result, ServerKind, promote_check};
 
 /// How conflicts are resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -86,6 +86,15 @@ pub struct PromoteReport {
     pub statements: Vec<String>,
     /// The snapshot of the source taken after applying.
     pub snapshot: Option<String>,
+}
+
+/// What the source must hold once the patch is applied.
+struct Expected<'a> {
+    base: &'a promote_check::Fingerprint,
+    branch: &'a promote_check::Fingerprint,
+    strategy: Option<Strategy>,
+    /// Changed tables, and how many rows each gains (negative: loses).
+    deltas: &'a [(String, String, i64)],
 }
 
 /// Tables the branch dropped (no columns listed) and columns it dropped
@@ -183,6 +192,12 @@ impl Engine {
         let read = |client: &mut postgres::Client| {
             read_schema(client).map_err(|e| EngineError::WrongState(e.to_string()))
         };
+        // Read independently of the diff engine, for the check before the
+        // commit (crate::promote_check).
+        let base_fp = promote_check::fingerprint(&mut b_side.client)
+            .map_err(EngineError::sql("read the base snapshot's catalog"))?;
+        let branch_fp = promote_check::fingerprint(&mut x_side.client)
+            .map_err(EngineError::sql("read the branch's catalog"))?;
         let b_schema = read(&mut b_side.client)?;
         let dsx: SchemaDiff = diff_schema(&b_schema, &read(&mut x_side.client)?);
         let dss: SchemaDiff = diff_schema(&b_schema, &read(&mut target)?);
@@ -456,7 +471,23 @@ impl Engine {
         }
         drop(b_side);
         drop(x_side);
-        self.apply(&mut target, &report.statements)?;
+        // Each changed table must end with this many more rows than it had.
+        let deltas: Vec<(String, String, i64)> = plan
+            .tables
+            .iter()
+            .filter_map(|t| {
+                let info = x_tables.get(&t.table)?;
+                let delta = t.inserted as i64 - t.deleted as i64;
+                Some((info.schema.clone(), info.name.clone(), delta))
+            })
+            .collect();
+        let expected = Expected {
+            base: &base_fp,
+            branch: &branch_fp,
+            strategy: req.strategy,
+            deltas: &deltas,
+        };
+        self.apply(&mut target, &report.statements, &expected)?;
         report.applied = true;
         drop(target);
         let policy = PolicyRow::get(self.meta.conn(), &source.name)?;
@@ -566,11 +597,26 @@ impl Engine {
     }
 
     /// Runs `statements` in one transaction; on failure nothing stays and
-    /// the error names the statement.
-    fn apply(&self, client: &mut postgres::Client, statements: &[String]) -> Result<()> {
+    /// the error names the statement. Before committing, checks that the
+    /// source holds what it should (see [`crate::promote_check`]); if not,
+    /// rolls back and says what differs.
+    fn apply(
+        &self,
+        client: &mut postgres::Client,
+        statements: &[String],
+        expected: &Expected,
+    ) -> Result<()> {
         let mut tx = client
             .transaction()
             .map_err(EngineError::sql("begin the promote"))?;
+        let before = promote_check::fingerprint(&mut tx)
+            .map_err(EngineError::sql("read the source's catalog"))?;
+        let mut counts = Vec::new();
+        for (schema, name, delta) in expected.deltas {
+            let n = promote_check::count_rows(&mut tx, schema, name)
+                .map_err(EngineError::sql("count the source's rows"))?;
+            counts.push((schema, name, n.unwrap_or(0) + delta));
+        }
         for (i, sql) in statements.iter().enumerate() {
             if let Err(e) = tx.batch_execute(sql) {
                 let shown: String = sql.chars().take(300).collect();
@@ -585,6 +631,36 @@ impl Engine {
                     if sql.len() > shown.len() { " ..." } else { "" }
                 )));
             }
+        }
+        let after = promote_check::fingerprint(&mut tx).map_err(EngineError::sql(
+            "read the source's catalog after the patch",
+        ))?;
+        let mut wrong = promote_check::catalog_differences(
+            expected.base,
+            expected.branch,
+            &before,
+            &after,
+            expected.strategy,
+            20,
+        );
+        for (schema, name, want) in counts {
+            let got = promote_check::count_rows(&mut tx, schema, name)
+                .map_err(EngineError::sql("count the source's rows after the patch"))?;
+            if got.is_some_and(|n| n != want) {
+                wrong.push(format!(
+                    "table {schema}.{name}: should have {want} rows, has {}",
+                    got.unwrap_or(0)
+                ));
+            }
+        }
+        if !wrong.is_empty() {
+            drop(tx); // rolls back
+            return Err(EngineError::Unverified(format!(
+                "promote rolled back: after its patch the source would not hold what the branch does, so nothing \
+                 was applied. Differences:\n  {}\nThis is a change pgfork cannot carry yet: apply it by hand, or \
+                 report it with `pgfork diff` of the branch",
+                wrong.join("\n  ")
+            )));
         }
         tx.commit()
             .map_err(EngineError::sql("commit the promote"))?;

@@ -398,3 +398,64 @@ fn promote_refuses_what_it_cannot_apply_and_changes_nothing() {
     let err = home.fails(&["promote", "missing-branch"]);
     assert_eq!(err.code, "unknown_branch");
 }
+
+/// A change the diff engine does not carry (here `NOT NULL` set on a
+/// partition's column alone) used to promote as "done" with the source
+/// left different. Promote now
+/// checks the source's catalog against the branch's before it commits,
+/// rolls back, and names what differs; a promote with changes of the
+/// source's own beside the branch's still goes through.
+#[test]
+fn promote_checks_its_result_and_rolls_back_what_it_did_not_carry() {
+    let home = TestHome::new(Pool::Btrfs, "verify");
+    let source_dsn = prepared_source(&home);
+    exec(
+        &mut connect(&source_dsn),
+        "CREATE TABLE readings (at int NOT NULL, value int) PARTITION BY RANGE (at);
+         CREATE TABLE readings_1 PARTITION OF readings FOR VALUES FROM (0) TO (100);
+         INSERT INTO readings VALUES (1, 10), (2, 20)",
+    );
+    home.snapshot("shop");
+    let before = data_digest(&mut connect(&source_dsn));
+
+    let b = home.create_branch("notnull", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "ALTER TABLE readings_1 ALTER COLUMN value SET NOT NULL;
+         UPDATE customers SET name = 'z' WHERE id = 3",
+    );
+    let err = home.fails(&["promote", "notnull"]);
+    assert_eq!(err.code, "promote_unverified", "{err:?}");
+    assert!(
+        err.message.contains("rolled back")
+            && err
+                .message
+                .contains("column public.readings_1.value: should be integer not null, is integer"),
+        "{err:?}"
+    );
+    assert_eq!(
+        data_digest(&mut connect(&source_dsn)),
+        before,
+        "a promote that failed its check changed the source"
+    );
+
+    // The source's own changes since the snapshot are not the branch's to
+    // undo: a promote beside them passes the check.
+    exec(
+        &mut connect(&source_dsn),
+        "CREATE TABLE audit_trail (id int PRIMARY KEY); INSERT INTO audit_trail VALUES (1)",
+    );
+    let b = home.create_branch("plain", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "ALTER TABLE customers ADD COLUMN tier int; UPDATE customers SET name = 'w' WHERE id = 4",
+    );
+    let report = home.json(&["promote", "plain"]);
+    assert_eq!(report["applied"], true, "{report:#}");
+    let mut source = connect(&source_dsn);
+    assert_eq!(scalar(&mut source, "SELECT count(*) FROM audit_trail"), 1);
+    assert_eq!(
+        text(&mut source, "SELECT name FROM customers WHERE id = 4"),
+        "w"
+    );
+}
