@@ -68,7 +68,7 @@ pub fn status_of(e: &EngineError) -> StatusCode {
     match e.code() {
         "invalid_name" | "invalid_argument" => StatusCode::BAD_REQUEST,
         "name_taken" | "has_dependents" | "busy" | "wrong_state" | "unsafe_content"
-        | "promote_unverified" => StatusCode::CONFLICT,
+        | "promote_unverified" | "partial_patch" => StatusCode::CONFLICT,
         "quota_exceeded" => StatusCode::TOO_MANY_REQUESTS,
         "forbidden" => StatusCode::FORBIDDEN,
         "compute_unavailable" => StatusCode::UNPROCESSABLE_ENTITY,

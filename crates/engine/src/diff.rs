@@ -56,6 +56,9 @@ pub struct DiffReport {
     /// The patch, if asked for: schema statements, then rows, in order.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sql: Option<Vec<String>>,
+    /// What the schema diff could not express or check (the patch does
+    /// not carry these changes): also in `schema.warnings`.
+    pub warnings: Vec<String>,
     /// Milliseconds the comparison took.
     pub elapsed_ms: u64,
 }
@@ -333,7 +336,12 @@ impl Engine {
         } else {
             None
         };
+        let warnings = schema
+            .as_ref()
+            .map(|s| s.warnings.clone())
+            .unwrap_or_default();
         let report = DiffReport {
+            warnings,
             sql,
             from: old.label.clone(),
             to: new.label.clone(),

@@ -158,6 +158,10 @@ pub enum EngineError {
     /// it was rolled back (see [`crate::promote_check`]).
     #[error("{0}")]
     Unverified(String),
+    /// A promote whose patch cannot carry every change, refused without
+    /// `--allow-partial`; the message lists what.
+    #[error("{0}")]
+    PartialPatch(String),
     /// A TTL, label or other option value is malformed.
     #[error("{0}")]
     InvalidArgument(String),
@@ -230,6 +234,7 @@ impl EngineError {
             EngineError::InvalidArgument(_) => "invalid_argument",
             EngineError::Forbidden(_) => "forbidden",
             EngineError::Unverified(_) => "promote_unverified",
+            EngineError::PartialPatch(_) => "partial_patch",
             EngineError::AgentQuota { .. } => "quota_exceeded",
             EngineError::ComputeUnavailable(_) => "compute_unavailable",
             // Whichever layer noticed a full disk (a write of pgfork.conf,

@@ -42,6 +42,9 @@ pub struct PromoteRequest {
     pub strategy: Option<Strategy>,
     /// The user confirmed applying to a remote source.
     pub confirmed: bool,
+    /// Apply a patch that cannot carry everything (it has warnings): the
+    /// source then differs from the branch where the warnings say.
+    pub allow_partial: bool,
 }
 
 /// Something changed on both sides since the snapshot.
@@ -86,6 +89,9 @@ pub struct PromoteReport {
     pub statements: Vec<String>,
     /// The snapshot of the source taken after applying.
     pub snapshot: Option<String>,
+    /// What the patch does not carry (the diff's warnings), and, with
+    /// `--allow-partial`, where the source was left different.
+    pub warnings: Vec<String>,
 }
 
 /// What the source must hold once the patch is applied.
@@ -95,6 +101,8 @@ struct Expected<'a> {
     strategy: Option<Strategy>,
     /// Changed tables, and how many rows each gains (negative: loses).
     deltas: &'a [(String, String, i64)],
+    /// `--allow-partial`: catalog differences are reported, not refused.
+    partial: bool,
 }
 
 /// Tables the branch dropped (no columns listed) and columns it dropped
@@ -456,6 +464,7 @@ impl Engine {
             deleted: plan.tables.iter().map(|t| t.deleted).sum(),
             statements: Vec::new(),
             snapshot: None,
+            warnings: dsx.warnings.clone(),
         };
         // Rows are written in the branch's shape, which the schema
         // statements give the source first.
@@ -468,6 +477,15 @@ impl Engine {
         report.statements = statements;
         if req.dry_run || (!report.conflicts.is_empty() && req.strategy.is_none()) {
             return Ok(report);
+        }
+        if !report.warnings.is_empty() && !req.allow_partial {
+            return Err(EngineError::PartialPatch(format!(
+                "the patch cannot carry everything branch '{}' changed, so nothing was applied:\n  {}\n\
+                 Apply those changes by hand, or pass --allow-partial to apply the rest (the source then \
+                 differs from the branch there)",
+                branch.name,
+                report.warnings.join("\n  ")
+            )));
         }
         drop(b_side);
         drop(x_side);
@@ -486,8 +504,14 @@ impl Engine {
             branch: &branch_fp,
             strategy: req.strategy,
             deltas: &deltas,
+            partial: req.allow_partial,
         };
-        self.apply(&mut target, &report.statements, &expected)?;
+        let left_different = self.apply(&mut target, &report.statements, &expected)?;
+        report.warnings.extend(
+            left_different
+                .into_iter()
+                .map(|d| format!("left different: {d}")),
+        );
         report.applied = true;
         drop(target);
         let policy = PolicyRow::get(self.meta.conn(), &source.name)?;
@@ -605,7 +629,7 @@ impl Engine {
         client: &mut postgres::Client,
         statements: &[String],
         expected: &Expected,
-    ) -> Result<()> {
+    ) -> Result<Vec<String>> {
         let mut tx = client
             .transaction()
             .map_err(EngineError::sql("begin the promote"))?;
@@ -635,7 +659,7 @@ impl Engine {
         let after = promote_check::fingerprint(&mut tx).map_err(EngineError::sql(
             "read the source's catalog after the patch",
         ))?;
-        let mut wrong = promote_check::catalog_differences(
+        let catalog = promote_check::catalog_differences(
             expected.base,
             expected.branch,
             &before,
@@ -643,6 +667,12 @@ impl Engine {
             expected.strategy,
             20,
         );
+        // Announced and accepted with --allow-partial: reported, not refused.
+        let (mut wrong, left_different) = if expected.partial {
+            (Vec::new(), catalog)
+        } else {
+            (catalog, Vec::new())
+        };
         for (schema, name, want) in counts {
             let got = promote_check::count_rows(&mut tx, schema, name)
                 .map_err(EngineError::sql("count the source's rows after the patch"))?;
@@ -664,6 +694,6 @@ impl Engine {
         }
         tx.commit()
             .map_err(EngineError::sql("commit the promote"))?;
-        Ok(())
+        Ok(left_different)
     }
 }

@@ -844,6 +844,10 @@ pub struct PromoteArgs {
     /// Apply to a remote source without asking.
     #[arg(long)]
     pub yes: bool,
+    /// Apply a patch that cannot carry every change (it has warnings): the rest is applied, and the
+    /// source is left different from the branch where the warnings say.
+    #[arg(long)]
+    pub allow_partial: bool,
 }
 
 /// `pgfork bench api`.

@@ -25,6 +25,11 @@ pub fn diff(engine: &mut Engine, args: DiffArgs, json: bool) -> Result<()> {
     }
     if args.format == DiffFormat::Sql {
         println!("-- pgfork diff: {} -> {}", report.from, report.to);
+        // What the patch does not carry, where a reader of the SQL sees it.
+        for w in &report.warnings {
+            println!("-- warning (not in this patch): {w}");
+            eprintln!("warning: not in this patch: {w}");
+        }
         println!("BEGIN;");
         for s in report.sql.iter().flatten() {
             println!("{s};");
@@ -139,6 +144,7 @@ pub fn promote(engine: &mut Engine, args: PromoteArgs, json: bool) -> Result<()>
         dry_run: args.dry_run,
         strategy,
         confirmed: args.yes,
+        allow_partial: args.allow_partial,
     };
     let source = engine.branch_info(&args.branch)?.source;
     let remote = engine.source_info(&source)?.mode != "local";
@@ -210,5 +216,8 @@ fn print_promote(r: &PromoteReport) {
     }
     if let Some(s) = &r.snapshot {
         println!("new snapshot of {}: {s}", r.source);
+    }
+    for w in &r.warnings {
+        eprintln!("warning: {w}");
     }
 }

@@ -439,6 +439,56 @@ fn promote_checks_its_result_and_rolls_back_what_it_did_not_carry() {
         "a promote that failed its check changed the source"
     );
 
+    // A change the diff knows it cannot carry is announced everywhere, and
+    // promote refuses it unless told to apply the rest.
+    let b = home.create_branch("tsconf", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "CREATE TEXT SEARCH CONFIGURATION public.product_search (COPY = pg_catalog.english);
+         UPDATE customers SET name = 'v' WHERE id = 5",
+    );
+    let sql = home.run(&["diff", "tsconf", "--format", "sql"]);
+    let (out, err) = (
+        String::from_utf8_lossy(&sql.stdout),
+        String::from_utf8_lossy(&sql.stderr),
+    );
+    assert!(
+        out.contains(
+            "-- warning (not in this patch): text search configuration public.product_search"
+        ),
+        "{out}"
+    );
+    assert!(err.contains("warning: not in this patch"), "{err}");
+    let dry = home.json(&["promote", "tsconf", "--dry-run"]);
+    assert!(
+        dry["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("no SQL written")),
+        "{dry:#}"
+    );
+    let err = home.fails(&["promote", "tsconf"]);
+    assert_eq!(err.code, "partial_patch", "{err:?}");
+    assert!(
+        err.message.contains("--allow-partial") && err.message.contains("product_search"),
+        "{err:?}"
+    );
+    assert_eq!(data_digest(&mut connect(&source_dsn)), before);
+    let partial = home.json(&["promote", "tsconf", "--allow-partial"]);
+    assert_eq!(partial["applied"], true, "{partial:#}");
+    assert!(
+        partial["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("product_search")),
+        "{partial:#}"
+    );
+    assert_eq!(
+        text(
+            &mut connect(&source_dsn),
+            "SELECT name FROM customers WHERE id = 5"
+        ),
+        "v"
+    );
+
     // The source's own changes since the snapshot are not the branch's to
     // undo: a promote beside them passes the check.
     exec(
