@@ -293,6 +293,15 @@ impl Engine {
             SourceRow::set_op(c, name, None)
         })?;
         result?;
+        // Branches made `--from` the source take its newest snapshot: take
+        // one of the new import now (if this fails, the next such branch
+        // takes one, see Engine::snapshot_for).
+        let policy = meta::PolicyRow::get(self.meta.conn(), name)?;
+        if let Err(e) = self.take_snapshot_opts(name, policy.unmasked_ok) {
+            self.progress.warn(&format!(
+                "source '{name}' is refreshed, but no snapshot of it was taken ({e}); the next branch of it takes one"
+            ));
+        }
         self.source_info(name)
     }
 

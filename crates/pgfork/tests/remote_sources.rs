@@ -269,6 +269,17 @@ fn logical_refresh_swaps_in_new_data_and_old_branches_keep_working() {
         "{}",
         String::from_utf8_lossy(&out.stdout)
     );
+    // The refresh took a snapshot of the new import, and `--from SOURCE`
+    // takes the newest: no --fresh needed.
+    let plain = home.create_branch("after-plain", "crm", &[]);
+    assert_eq!(
+        scalar(
+            &mut connect(&dsn_of(&plain)),
+            "SELECT count(*) FROM orders WHERE amount = 888001"
+        ),
+        1,
+        "a branch made after a refresh holds the data from before it"
+    );
     let after = home.create_branch("after", "crm", &["--fresh"]);
     assert_eq!(
         scalar(
