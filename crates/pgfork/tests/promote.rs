@@ -509,3 +509,66 @@ fn promote_checks_its_result_and_rolls_back_what_it_did_not_carry() {
         "w"
     );
 }
+
+/// An orchestrator merging its workers one after another: each promote
+/// sees the source the one before left, changes both made in different
+/// places all land, and a row both changed is a conflict for the second.
+#[test]
+fn sequential_promotes_merge_and_catch_what_both_touched() {
+    let home = TestHome::new(Pool::Xfs, "sequence");
+    let source_dsn = prepared_source(&home);
+    let workers = [
+        (
+            "w-one",
+            "UPDATE customers SET name = 'one' WHERE id = 1; INSERT INTO scratch VALUES (101, 'one')",
+        ),
+        (
+            "w-two",
+            "UPDATE customers SET name = 'two' WHERE id = 2; ALTER TABLE scratch ADD COLUMN tag text",
+        ),
+        (
+            "w-three",
+            "UPDATE customers SET name = 'three' WHERE id = 1",
+        ),
+    ];
+    for (name, sql) in workers {
+        let b = home.create_branch(name, "shop", &[]);
+        exec(&mut connect(&dsn_of(&b)), sql);
+    }
+    assert_eq!(home.json(&["promote", "w-one"])["applied"], true);
+    let second = home.json(&["promote", "w-two"]);
+    assert_eq!(second["applied"], true, "{second:#}");
+    let mut source = connect(&source_dsn);
+    assert_eq!(
+        text(&mut source, "SELECT name FROM customers WHERE id = 1"),
+        "one"
+    );
+    assert_eq!(
+        text(&mut source, "SELECT name FROM customers WHERE id = 2"),
+        "two"
+    );
+    assert_eq!(
+        text(&mut source, "SELECT memo FROM scratch WHERE id = 101"),
+        "one"
+    );
+    assert_eq!(
+        scalar(
+            &mut source,
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'scratch' AND column_name = 'tag'"
+        ),
+        1
+    );
+    // The third changed the row the first did: a conflict, nothing applied.
+    let out = home.run(&["--json", "promote", "w-three"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["applied"], false, "{report:#}");
+    assert_eq!(
+        report["conflicts"][0]["object"], "public.customers",
+        "{report:#}"
+    );
+    assert_eq!(
+        text(&mut source, "SELECT name FROM customers WHERE id = 1"),
+        "one"
+    );
+}
