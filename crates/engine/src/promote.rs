@@ -94,6 +94,39 @@ pub struct PromoteReport {
     pub warnings: Vec<String>,
 }
 
+/// For a column type change PostgreSQL has no cast for (the diff writes
+/// `USING col::newtype`, which only a cast can run): which column, and
+/// the migration to write instead.
+fn retype_advice(sql: &str, e: &postgres::Error) -> Option<String> {
+    let db = e.as_db_error()?;
+    if db.code() != &postgres::error::SqlState::CANNOT_COERCE
+        && db.code() != &postgres::error::SqlState::DATATYPE_MISMATCH
+    {
+        return None;
+    }
+    let rest = sql.strip_prefix("ALTER TABLE ")?;
+    let (table, rest) = rest.split_once(" ALTER COLUMN ")?;
+    let (column, rest) = rest.split_once(" TYPE ")?;
+    let new_type = rest.split(" USING ").next()?.split(" COLLATE ").next()?;
+    // "cannot cast type bigint to timestamp with time zone"
+    let from = db
+        .message()
+        .strip_prefix("cannot cast type ")
+        .and_then(|m| m.split(" to ").next())
+        .unwrap_or("its old type");
+    let example = if new_type.starts_with("timestamp") && from.contains("int") {
+        format!("to_timestamp({column})")
+    } else {
+        format!("{column}::text::{new_type}")
+    };
+    Some(format!(
+        "column {table}.{column} changes from {from} to {new_type}, and PostgreSQL has no cast between \
+         them, so pgfork cannot write the conversion. Convert it with a migration of your own on the \
+         source, such as `ALTER TABLE {table} ALTER COLUMN {column} TYPE {new_type} USING {example}` \
+         (USING is the expression that turns each old value into a new one), then promote again"
+    ))
+}
+
 /// What the source must hold once the patch is applied.
 struct Expected<'a> {
     base: &'a promote_check::Fingerprint,
@@ -648,6 +681,11 @@ impl Engine {
                     .as_db_error()
                     .map(|d| d.message().to_string())
                     .unwrap_or_else(|| e.to_string());
+                if let Some(advice) = retype_advice(sql, &e) {
+                    return Err(EngineError::WrongState(format!(
+                        "promote failed, and nothing was applied (rolled back): {advice} ({detail})"
+                    )));
+                }
                 return Err(EngineError::WrongState(format!(
                     "promote failed at statement {} of {}, and nothing was applied (rolled back): {detail}\n  {shown}{}",
                     i + 1,

@@ -572,3 +572,37 @@ fn sequential_promotes_merge_and_catch_what_both_touched() {
         "one"
     );
 }
+
+/// A column type change PostgreSQL has no cast for: refused with the
+/// column named and the migration to write, the source unchanged.
+#[test]
+fn a_type_change_without_a_cast_names_the_column_and_the_migration() {
+    let home = TestHome::new(Pool::Xfs, "retype");
+    let source_dsn = prepared_source(&home);
+    exec(
+        &mut connect(&source_dsn),
+        "CREATE TABLE ticks (id int PRIMARY KEY, at bigint);
+         INSERT INTO ticks SELECT g, 1700000000 + g FROM generate_series(1, 20) g",
+    );
+    home.snapshot("shop");
+    let b = home.create_branch("epoch", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "ALTER TABLE ticks ALTER COLUMN at TYPE timestamptz USING to_timestamp(at)",
+    );
+    let err = home.fails(&["promote", "epoch"]);
+    assert!(
+        err.message
+            .contains("column public.ticks.at changes from bigint to timestamp with time zone")
+            && err.message.contains("USING to_timestamp(at)")
+            && err.message.contains("nothing was applied"),
+        "{err:?}"
+    );
+    assert_eq!(
+        text(
+            &mut connect(&source_dsn),
+            "SELECT data_type FROM information_schema.columns WHERE table_name = 'ticks' AND column_name = 'at'"
+        ),
+        "bigint"
+    );
+}
