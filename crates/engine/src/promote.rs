@@ -92,6 +92,15 @@ pub struct PromoteReport {
     /// What the patch does not carry (the diff's warnings), and, with
     /// `--allow-partial`, where the source was left different.
     pub warnings: Vec<String>,
+    /// Statements run before the transaction, each committed on its own:
+    /// enum values the rest uses (PostgreSQL refuses a new enum value in
+    /// the transaction that adds it). They stay if the rest fails.
+    pub before_transaction: Vec<String>,
+}
+
+/// Whether `sql` adds a value to an enum type.
+fn adds_enum_value(sql: &str) -> bool {
+    sql.starts_with("ALTER TYPE ") && sql.contains(" ADD VALUE ")
 }
 
 /// For a column type change PostgreSQL has no cast for (the diff writes
@@ -498,6 +507,7 @@ impl Engine {
             statements: Vec::new(),
             snapshot: None,
             warnings: dsx.warnings.clone(),
+            before_transaction: Vec::new(),
         };
         // Rows are written in the branch's shape, which the schema
         // statements give the source first.
@@ -507,6 +517,12 @@ impl Engine {
             data_patch(&plan, &x_tables, &order)
                 .map_err(|e| EngineError::WrongState(e.to_string()))?,
         );
+        // New enum values go first, each committed alone: the rows of the
+        // patch may use them, which PostgreSQL refuses in the transaction
+        // that adds them.
+        let (early, statements): (Vec<String>, Vec<String>) =
+            statements.into_iter().partition(|s| adds_enum_value(s));
+        report.before_transaction = early;
         report.statements = statements;
         if req.dry_run || (!report.conflicts.is_empty() && req.strategy.is_none()) {
             return Ok(report);
@@ -532,6 +548,13 @@ impl Engine {
                 Some((info.schema.clone(), info.name.clone(), delta))
             })
             .collect();
+        for sql in &report.before_transaction {
+            target
+                .batch_execute(sql)
+                .map_err(EngineError::sql(&format!(
+                    "add an enum value before the promote ({sql}); nothing else was applied"
+                )))?;
+        }
         let expected = Expected {
             base: &base_fp,
             branch: &branch_fp,

@@ -196,6 +196,10 @@ fn print_promote(r: &PromoteReport) {
             println!("  base {b}\n  branch {x}\n  source {s}");
         }
     }
+    for s in &r.before_transaction {
+        let verb = if r.applied { "ran" } else { "would run" };
+        println!("{verb} first, committed on its own (a new enum value the rest uses): {s}");
+    }
     let verb = if r.applied { "applied" } else { "would apply" };
     println!(
         "{verb} to {}: {} inserted, {} updated, {} deleted ({} statements)",

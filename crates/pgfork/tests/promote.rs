@@ -606,3 +606,52 @@ fn a_type_change_without_a_cast_names_the_column_and_the_migration() {
         "bigint"
     );
 }
+
+/// An enum value the branch added and used: PostgreSQL refuses a new enum
+/// value in the transaction that adds it, so promote adds it first, in a
+/// step of its own it announces, then applies the rest.
+#[test]
+fn an_enum_value_added_and_used_is_added_first() {
+    let home = TestHome::new(Pool::Xfs, "enumval");
+    let source_dsn = prepared_source(&home);
+    exec(
+        &mut connect(&source_dsn),
+        "CREATE TYPE mood AS ENUM ('sad', 'happy');
+         CREATE TABLE feelings (id int PRIMARY KEY, m mood);
+         INSERT INTO feelings VALUES (1, 'sad'), (2, 'happy')",
+    );
+    home.snapshot("shop");
+    let b = home.create_branch("ecstatic", "shop", &[]);
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "ALTER TYPE mood ADD VALUE 'ecstatic' AFTER 'happy'",
+    );
+    exec(
+        &mut connect(&dsn_of(&b)),
+        "UPDATE feelings SET m = 'ecstatic' WHERE id = 2; INSERT INTO feelings VALUES (3, 'ecstatic')",
+    );
+    let dry = home.json(&["promote", "ecstatic", "--dry-run"]);
+    assert!(
+        dry["before_transaction"][0]
+            .as_str()
+            .is_some_and(|s| s.contains("ADD VALUE 'ecstatic'")),
+        "{dry:#}"
+    );
+    let report = home.json(&["promote", "ecstatic"]);
+    assert_eq!(report["applied"], true, "{report:#}");
+    let mut source = connect(&source_dsn);
+    assert_eq!(
+        text(
+            &mut source,
+            "SELECT string_agg(m::text, ',' ORDER BY id) FROM feelings"
+        ),
+        "sad,ecstatic,ecstatic"
+    );
+    assert_eq!(
+        text(
+            &mut source,
+            "SELECT string_agg(enumlabel, ',' ORDER BY enumsortorder) FROM pg_enum WHERE enumtypid = 'mood'::regtype"
+        ),
+        "sad,happy,ecstatic"
+    );
+}
