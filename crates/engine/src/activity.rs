@@ -109,14 +109,14 @@ pub fn touch(home: &Home, branch: &str) -> Result<()> {
 }
 
 /// [`touch`], for a request of `actor`: an agent's request about a branch
-/// it neither made nor shares is no use of it (the request is refused as
+/// it may not use is no use of it (the request is refused as
 /// unknown), so that nobody keeps another's branch from its idle stop.
 pub fn touch_as(home: &Home, actor: &crate::Actor, branch: &str) -> Result<()> {
-    if let crate::Actor::Agent(agent) = actor {
+    if let crate::Actor::Agent(_) = actor {
         let meta = Meta::open(&home.meta_db(), false)?;
-        let made_by = BranchRow::get(meta.conn(), branch)?.and_then(|b| b.created_by);
-        let mine = made_by.as_deref() == Some(actor.label().as_str());
-        if !mine && pgfork_pool::meta::MemberRow::get(meta.conn(), branch, agent)?.is_none() {
+        let usable = BranchRow::get(meta.conn(), branch)?
+            .is_some_and(|row| crate::scope::may_use(meta.conn(), actor, &row));
+        if !usable {
             return Ok(());
         }
     }

@@ -175,21 +175,21 @@ impl Engine {
                 if source.mode == "physical" {
                     self.wait_until_fresh(from)?;
                 }
-            } else if let Some(s) = SnapshotRow::latest_of_source(conn, from)?
+            } else {
                 // A snapshot older than the source's last refresh holds
                 // the import before it: take one of the current data.
-                && meta::RemoteRow::get(conn, from)?
-                    .and_then(|r| r.refreshed_at)
-                    .is_none_or(|at| s.created_at >= at)
-            {
-                return Ok((s, None, false));
-            } else if SnapshotRow::latest_of_source(conn, from)?.is_some() {
-                self.progress.stage(&format!(
-                    "source {from} was refreshed after its newest snapshot: taking one"
-                ));
-            } else {
-                self.progress
-                    .stage(&format!("source {from} has no snapshot yet: taking one"));
+                let refreshed_at = meta::RemoteRow::get(conn, from)?.and_then(|r| r.refreshed_at);
+                match SnapshotRow::latest_of_source(conn, from)? {
+                    Some(s) if refreshed_at.is_none_or(|at| s.created_at >= at) => {
+                        return Ok((s, None, false));
+                    }
+                    Some(_) => self.progress.stage(&format!(
+                        "source {from} was refreshed after its newest snapshot: taking one"
+                    )),
+                    None => self
+                        .progress
+                        .stage(&format!("source {from} has no snapshot yet: taking one")),
+                }
             }
         } else if BranchRow::get(conn, from)?.is_some() {
             self.progress

@@ -73,7 +73,8 @@ impl std::fmt::Display for OutOfSpace {
     }
 }
 
-/// Text by which PostgreSQL's programs and logs report a full disk or quota.
+/// Text by which PostgreSQL's programs (pg_dump, pg_restore, initdb) and a
+/// server's start-up log report a full disk or quota.
 const FULL_TEXTS: [&str; 3] = [
     "No space left on device",
     "Disk quota exceeded",
@@ -82,10 +83,6 @@ const FULL_TEXTS: [&str; 3] = [
 
 fn text_says_full(text: &str) -> bool {
     FULL_TEXTS.iter().any(|t| text.contains(t))
-}
-
-fn io_is_full(e: &std::io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 impl EngineError {
@@ -98,12 +95,13 @@ impl EngineError {
                 CloneError::NoSpace { .. } => true,
                 other => other.is_no_space() || text_says_full(&other.to_string()),
             },
+            // By its SQLSTATE only: a message is content the server relays,
+            // which a branch's own code can write (RAISE in a trigger).
             EngineError::Pg(PgError::Sql { source, .. }) => {
                 source.code() == Some(&postgres::error::SqlState::DISK_FULL)
-                    || text_says_full(&pgfork_pg::describe(source))
             }
             EngineError::Pg(PgError::Io { source, .. }) | EngineError::Io { source, .. } => {
-                io_is_full(source)
+                pgfork_pool::space::is_full(source)
             }
             EngineError::Pg(e) => text_says_full(&e.to_string()),
             EngineError::Meta(e) => e.is_disk_full(),

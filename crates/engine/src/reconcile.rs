@@ -157,8 +157,8 @@ impl Engine {
         // What no row accounts for. Rows are read again: the repairs above
         // removed some.
         let conn = self.meta.conn();
-        let branch_names: HashSet<String> =
-            BranchRow::list(conn)?.into_iter().map(|b| b.name).collect();
+        let branches_now = BranchRow::list(conn)?;
+        let branch_names: HashSet<String> = branches_now.iter().map(|b| b.name.clone()).collect();
         let snapshot_ids: HashSet<String> = SnapshotRow::list(conn)?
             .into_iter()
             .map(|s| s.id.to_string())
@@ -173,8 +173,8 @@ impl Engine {
             .collect();
 
         // The fresh clone of a reset running right now is in use.
-        let resetting: HashSet<String> = BranchRow::list(conn)?
-            .into_iter()
+        let resetting: HashSet<String> = branches_now
+            .iter()
             .filter(|b| b.op.is_some_and(|o| o.owner.is_alive()))
             .map(|b| format!("{}{}", b.name, crate::RESET_SUFFIX))
             .collect();

@@ -16,13 +16,77 @@
 
 use std::time::Duration;
 
-use pgfork_pool::meta::{AgentRow, BranchRow, SnapshotRow};
+use pgfork_pool::meta::{AgentRow, BranchRow, Connection, MemberRow, SnapshotRow};
 
 use crate::identity::Actor;
 use crate::{BranchCreate, Engine, EngineError, Result};
 
 /// Longest TTL an agent may ask for unless `agent create --max-ttl` says.
 pub const DEFAULT_MAX_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Whether `actor` owns branch `row`: an admin owns every branch; an agent
+/// the branches it made and those its workers (`--parent`) made. Only the
+/// owner resets, stops, deletes or shares a branch.
+pub(crate) fn owns(conn: &Connection, actor: &Actor, row: &BranchRow) -> bool {
+    let Actor::Agent(me) = actor else {
+        return true;
+    };
+    let by = row.created_by.as_deref();
+    by == Some(actor.label().as_str())
+        || by
+            .and_then(|b| b.strip_prefix("agent:"))
+            .and_then(|worker| AgentRow::get(conn, worker).ok().flatten())
+            .is_some_and(|w| w.parent.as_deref() == Some(me.as_str()))
+}
+
+/// Whether `actor` may see and use branch `row`: one it owns, or one
+/// shared with it. The one definition, for the engine and for the
+/// activity clock (which opens no engine).
+pub(crate) fn may_use(conn: &Connection, actor: &Actor, row: &BranchRow) -> bool {
+    owns(conn, actor, row)
+        || actor
+            .agent()
+            .is_some_and(|me| MemberRow::get(conn, &row.name, me).ok().flatten().is_some())
+}
+
+/// The longest TTL `agent` may give a branch.
+fn max_ttl(agent: &AgentRow) -> Duration {
+    agent
+        .max_ttl
+        .map(|s| Duration::from_secs(s.max(0) as u64))
+        .unwrap_or(DEFAULT_MAX_TTL)
+}
+
+/// Refuses a TTL longer than `agent`'s maximum, naming it.
+fn check_ttl(agent: &AgentRow, ttl: Duration) -> Result<()> {
+    let most = max_ttl(agent);
+    if ttl <= most {
+        return Ok(());
+    }
+    Err(EngineError::InvalidArgument(format!(
+        "TTL {} is longer than agent '{}' may ask for (its --max-ttl is {}): ask for {} or less",
+        human(ttl),
+        agent.name,
+        human(most),
+        human(most)
+    )))
+}
+
+/// What an agent's scope does not allow (`what`: "add sources"), with
+/// what it does.
+fn forbidden(agent: &AgentRow, what: &str) -> EngineError {
+    let most = agent
+        .max_branches
+        .map(|n| format!("at most {n} branches"))
+        .unwrap_or_else(|| "branches".into());
+    EngineError::Forbidden(format!(
+        "an agent's token cannot {what}: agent '{}' may create {most} of source '{}' with a TTL up \
+         to {}, and use, reset and delete its own branches; ask an admin for anything else",
+        agent.name,
+        agent.source,
+        human(max_ttl(agent))
+    ))
+}
 
 impl Engine {
     /// The acting agent's row, when an agent is acting. A revoked or
@@ -39,40 +103,23 @@ impl Engine {
         }
     }
 
-    /// What an agent's scope allows, for the messages that refuse more.
-    fn scope_text(agent: &AgentRow) -> String {
-        let max_ttl = agent
-            .max_ttl
-            .map(|s| Duration::from_secs(s.max(0) as u64))
-            .unwrap_or(DEFAULT_MAX_TTL);
-        let most = agent
-            .max_branches
-            .map(|n| format!("at most {n} branches"))
-            .unwrap_or_else(|| "branches".into());
-        format!(
-            "agent '{}' may create {most} of source '{}' with a TTL up to {}, and use, reset and \
-             delete its own branches; ask an admin for anything else",
-            agent.name,
-            agent.source,
-            human(max_ttl)
-        )
-    }
-
     /// Refuses an agent what only admins may do (`what`: "add sources").
     pub(crate) fn admin_only(&self, what: &str) -> Result<()> {
         match self.acting_agent()? {
             None => Ok(()),
-            Some(agent) => Err(EngineError::Forbidden(format!(
-                "an agent's token cannot {what}: {}",
-                Self::scope_text(&agent)
-            ))),
+            Some(agent) => Err(forbidden(&agent, what)),
         }
     }
 
     /// Whether the actor may see and use branch `row`: its own, or one
     /// shared with it.
     pub(crate) fn may_use_branch(&self, row: &BranchRow) -> bool {
-        self.owns_branch(row) || self.membership(row).ok().flatten().is_some()
+        may_use(self.meta.conn(), &self.actor, row)
+    }
+
+    /// Whether the actor owns branch `row` (see [`owns`]).
+    pub(crate) fn owns_branch(&self, row: &BranchRow) -> bool {
+        owns(self.meta.conn(), &self.actor, row)
     }
 
     /// Checks a `branch set` of an agent: no protection from expiry, no
@@ -85,29 +132,13 @@ impl Engine {
         let Some(agent) = self.acting_agent()? else {
             return Ok(());
         };
-        let max_ttl = agent
-            .max_ttl
-            .map(|s| Duration::from_secs(s.max(0) as u64))
-            .unwrap_or(DEFAULT_MAX_TTL);
-        let refuse = |what: &str| {
-            Err(EngineError::Forbidden(format!(
-                "an agent's token cannot {what}: {}",
-                Self::scope_text(&agent)
-            )))
-        };
         if protect == Some(true) {
-            return refuse("protect a branch from expiry");
+            return Err(forbidden(&agent, "protect a branch from expiry"));
         }
         match ttl {
-            Some(None) => refuse("remove a branch's TTL"),
-            Some(Some(t)) if t > max_ttl => Err(EngineError::InvalidArgument(format!(
-                "TTL {} is longer than agent '{}' may ask for (its --max-ttl is {}): ask for {} or less",
-                human(t),
-                agent.name,
-                human(max_ttl),
-                human(max_ttl)
-            ))),
-            _ => Ok(()),
+            Some(None) => Err(forbidden(&agent, "remove a branch's TTL")),
+            Some(Some(t)) => check_ttl(&agent, t),
+            None => Ok(()),
         }
     }
 
@@ -145,35 +176,16 @@ impl Engine {
         let Some(agent) = self.acting_agent()? else {
             return Ok(None);
         };
-        let refuse = |what: &str| {
-            Err(EngineError::Forbidden(format!(
-                "an agent's token cannot {what}: {}",
-                Self::scope_text(&agent)
-            )))
-        };
         if req.protect {
-            return refuse("protect a branch from expiry");
+            return Err(forbidden(&agent, "protect a branch from expiry"));
         }
         if req.unmasked {
-            return refuse("ask for unmasked data");
+            return Err(forbidden(&agent, "ask for unmasked data"));
         }
         self.scope_origin(&agent, &req.from)?;
-        let max_ttl = agent
-            .max_ttl
-            .map(|s| Duration::from_secs(s.max(0) as u64))
-            .unwrap_or(DEFAULT_MAX_TTL);
         match req.ttl {
-            None => req.ttl = Some(max_ttl),
-            Some(ttl) if ttl > max_ttl => {
-                return Err(EngineError::InvalidArgument(format!(
-                    "TTL {} is longer than agent '{}' may ask for (its --max-ttl is {}): ask for {} or less",
-                    human(ttl),
-                    agent.name,
-                    human(max_ttl),
-                    human(max_ttl),
-                )));
-            }
-            Some(_) => {}
+            None => req.ttl = Some(max_ttl(&agent)),
+            Some(ttl) => check_ttl(&agent, ttl)?,
         }
         Ok(agent.max_branches.map(|n| n.max(0) as u64))
     }

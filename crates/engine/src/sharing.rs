@@ -98,23 +98,6 @@ fn disarm_member(client: &mut postgres::Client, app_role: &str, agent: &str) -> 
 }
 
 impl Engine {
-    /// Whether the actor made branch `row` (or is an admin): only its
-    /// owner resets, stops, deletes or shares it.
-    pub(crate) fn owns_branch(&self, row: &BranchRow) -> bool {
-        match &self.actor {
-            Actor::Admin(_) => true,
-            actor @ Actor::Agent(me) => {
-                let by = row.created_by.as_deref();
-                by == Some(&actor.label())
-                    // An orchestrator owns what its workers make.
-                    || by
-                        .and_then(|b| b.strip_prefix("agent:"))
-                        .and_then(|worker| AgentRow::get(self.meta.conn(), worker).ok().flatten())
-                        .is_some_and(|w| w.parent.as_deref() == Some(me.as_str()))
-            }
-        }
-    }
-
     /// The acting agent's membership of branch `row`, if it has one.
     pub(crate) fn membership(&self, row: &BranchRow) -> Result<Option<MemberRow>> {
         match self.actor.agent() {

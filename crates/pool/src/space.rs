@@ -20,6 +20,11 @@ pub struct Space {
     pub used: u64,
 }
 
+/// Whether an I/O error means the filesystem (or a quota on it) is full.
+pub fn is_full(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
 /// Free and total space of the filesystem holding `path`.
 pub fn space(path: &Path) -> std::io::Result<Space> {
     let s = nix::sys::statvfs::statvfs(path).map_err(std::io::Error::from)?;

@@ -74,14 +74,10 @@ impl CloneError {
     pub fn is_no_space(&self) -> bool {
         match self {
             CloneError::NoSpace { .. } => true,
-            CloneError::Io { source, .. } => is_enospc(source),
+            CloneError::Io { source, .. } => crate::space::is_full(source),
             _ => false,
         }
     }
-}
-
-pub(crate) fn is_enospc(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
 impl Driver {

@@ -96,12 +96,7 @@ impl MetaError {
             MetaError::Sqlite(rusqlite::Error::SqliteFailure(f, _)) => {
                 f.code == rusqlite::ErrorCode::DiskFull
             }
-            MetaError::Io { source, .. } => {
-                matches!(
-                    source.raw_os_error(),
-                    Some(libc::ENOSPC) | Some(libc::EDQUOT)
-                )
-            }
+            MetaError::Io { source, .. } => crate::space::is_full(source),
             _ => false,
         }
     }
