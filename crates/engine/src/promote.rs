@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use pgfork_diff::data::{
     DataDiff, DataOptions, Key, RowChange, Side, TableDiff, TableInfo, added_values, data_patch,
-    diff_data, fetch_rows, fk_order, read_tables,
+    diff_data, fetch_rows, fk_order, multiset, read_tables,
 };
 use pgfork_diff::schema::{
     ChangeKind, ObjectKind, SchemaDiff, conflicts as schema_conflicts, diff_schema, read_schema,
@@ -463,7 +463,9 @@ impl Engine {
                 continue;
             };
             if t.key.is_none() {
-                plan.tables.push(t.clone());
+                self.check_columns(t, bt, st, &mut conflicts);
+                plan.tables
+                    .push(self.keyless_removals(&mut target, t, st, &mut conflicts)?);
                 continue;
             }
             self.check_columns(t, bt, st, &mut conflicts);
@@ -637,6 +639,63 @@ impl Engine {
             )),
         }
         Ok(report)
+    }
+
+    /// A table without a key is a multiset: each row the branch removed
+    /// takes one copy from the source, and a source that holds fewer copies
+    /// than the branch removed is a conflict. The plan removes no more
+    /// copies than the source holds (what either strategy leaves).
+    fn keyless_removals(
+        &self,
+        target: &mut postgres::Client,
+        t: &TableDiff,
+        source: &TableInfo,
+        conflicts: &mut Vec<Conflict>,
+    ) -> Result<TableDiff> {
+        let removed = t.rows.iter().filter_map(|r| match r {
+            RowChange::Removed { row } if multiset::fits(source, row) => Some(row),
+            _ => None,
+        });
+        let groups = multiset::copies(removed);
+        let rows: Vec<Value> = groups.iter().map(|(row, _)| row.clone()).collect();
+        let held = multiset::count_copies(target, source, &rows)
+            .map_err(|e| EngineError::WrongState(e.to_string()))?;
+        let mut allowed: HashMap<String, u64> = HashMap::new();
+        for ((row, n), held) in groups.iter().zip(held) {
+            if held < *n {
+                conflicts.push(Conflict {
+                    object: t.table.clone(),
+                    key: None,
+                    reason: format!(
+                        "the branch removed {n} cop{} of this row from a table without a key, and the source \
+                         holds {held} now",
+                        if *n == 1 { "y" } else { "ies" }
+                    ),
+                    base: Some(row.clone()),
+                    branch: None,
+                    source: None,
+                });
+                allowed.insert(row.to_string(), held);
+            }
+        }
+        let mut out = t.clone();
+        out.rows.retain(|r| match r {
+            RowChange::Removed { row } => match allowed.get_mut(&row.to_string()) {
+                Some(0) => false,
+                Some(left) => {
+                    *left -= 1;
+                    true
+                }
+                None => true,
+            },
+            _ => true,
+        });
+        out.deleted = out
+            .rows
+            .iter()
+            .filter(|r| matches!(r, RowChange::Removed { .. }))
+            .count() as u64;
+        Ok(out)
     }
 
     /// A column the source dropped cannot take the branch's writes.

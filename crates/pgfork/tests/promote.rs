@@ -11,7 +11,8 @@ use common::*;
 use serde_json::Value;
 
 /// Tables that exercise keys, composite keys, foreign keys, identity
-/// columns and a table without a key, on top of pgbench's.
+/// columns, a unique index over NOT NULL columns as the key, and a table
+/// without a key holding duplicate rows, on top of pgbench's.
 const SCHEMA: &str = "
 CREATE TABLE customers (id int PRIMARY KEY, name text NOT NULL, email text UNIQUE, legacy text);
 INSERT INTO customers SELECT g, 'customer ' || g, 'c' || g || '@example.com', 'old ' || g FROM generate_series(1, 500) g;
@@ -23,6 +24,10 @@ CREATE TABLE stock (sku text, warehouse int, qty int, PRIMARY KEY (sku, warehous
 INSERT INTO stock SELECT 'sku' || g, g % 3, g FROM generate_series(1, 300) g;
 CREATE TABLE events (at int, what text);
 INSERT INTO events SELECT g, 'event ' || g FROM generate_series(1, 100) g;
+INSERT INTO events SELECT g % 10, 'again' FROM generate_series(1, 40) g;
+INSERT INTO events VALUES (NULL, NULL), (NULL, NULL);
+CREATE TABLE tags (name text NOT NULL UNIQUE, uses int);
+INSERT INTO tags SELECT 'tag' || g, g FROM generate_series(1, 60) g;
 CREATE TABLE scratch (id int PRIMARY KEY, memo text);
 INSERT INTO scratch SELECT g, 'scratch ' || g FROM generate_series(1, 50) g;
 ";
@@ -38,6 +43,15 @@ INSERT INTO orders (customer_id, amount) SELECT 1 + g % 50, 99.99 FROM generate_
 UPDATE stock SET qty = qty * 2 WHERE warehouse = 1 AND qty < 100;
 DELETE FROM stock WHERE sku = 'sku7' AND warehouse = 1;
 INSERT INTO events VALUES (1000, 'added by the branch');
+INSERT INTO events VALUES (1000, 'added by the branch'), (3, 'again'), (NULL, NULL);
+DELETE FROM events WHERE at = 7 AND what = 'again';
+DELETE FROM events WHERE ctid = (SELECT ctid FROM events WHERE at = 4 AND what = 'again' LIMIT 1);
+DELETE FROM events WHERE ctid = (SELECT ctid FROM events WHERE at IS NULL LIMIT 1);
+DELETE FROM events WHERE at BETWEEN 20 AND 24;
+UPDATE events SET what = 'changed' WHERE at = 30;
+UPDATE tags SET uses = uses + 100 WHERE name LIKE 'tag1%';
+DELETE FROM tags WHERE name = 'tag2';
+INSERT INTO tags VALUES ('new tag', 0);
 CREATE INDEX orders_by_customer ON orders (customer_id, placed);
 CREATE TABLE coupons (code text PRIMARY KEY, customer_id int REFERENCES customers(id), pct int CHECK (pct BETWEEN 1 AND 90));
 INSERT INTO coupons SELECT 'C' || g, g, 10 + g % 20 FROM generate_series(1, 40) g;
@@ -144,11 +158,37 @@ fn promoted_branch_equals_source(pool: Pool) {
         "public.orders",
         "public.stock",
         "public.events",
+        "public.tags",
         "public.coupons",
         "public.pgbench_accounts",
     ] {
         assert!(tables.contains(&t), "{t} missing from the diff: {tables:?}");
     }
+    let table = |name: &str| {
+        diff["data"]["tables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["table"] == name)
+            .unwrap()
+            .clone()
+    };
+    // A unique index over NOT NULL columns identifies rows like a key.
+    let tags = table("public.tags");
+    assert_eq!(tags["key"], serde_json::json!(["name"]), "{tags:#}");
+    assert_eq!(
+        (tags["updated"].as_u64(), tags["deleted"].as_u64()),
+        (Some(11), Some(1))
+    );
+    let events = table("public.events");
+    assert!(events["key"].is_null(), "{events:#}");
+    // Copies count: four (7, 'again') and one (4, 'again') went; the
+    // (NULL, NULL) taken and put back is no change.
+    assert_eq!(
+        (events["inserted"].as_u64(), events["deleted"].as_u64()),
+        (Some(4), Some(11)),
+        "{events:#}"
+    );
     let changed: Vec<&str> = diff["schema"]["changes"]
         .as_array()
         .unwrap()
@@ -351,19 +391,48 @@ fn a_column_dropped_on_one_side_and_written_on_the_other_is_a_conflict() {
 fn promote_refuses_what_it_cannot_apply_and_changes_nothing() {
     let home = TestHome::new(Pool::Btrfs, "refuse");
     let source_dsn = prepared_source(&home);
-    let before = data_digest(&mut connect(&source_dsn));
+    let before_all = data_digest(&mut connect(&source_dsn));
 
-    // Rows removed from a table without a primary key.
+    // A table without a key is a multiset: the branch removed all four
+    // copies of a row, the source one of them meanwhile, so the source
+    // cannot lose four copies any more.
     let b = home.create_branch("nokey", "shop", &[]);
     exec(
         &mut connect(&dsn_of(&b)),
-        "DELETE FROM events WHERE at = 5; UPDATE customers SET name = 'x' WHERE id = 1",
+        "DELETE FROM events WHERE at = 5 AND what = 'again'; UPDATE customers SET name = 'x' WHERE id = 1",
     );
-    let err = home.fails(&["promote", "nokey"]);
+    exec(
+        &mut connect(&source_dsn),
+        "DELETE FROM events WHERE ctid = (SELECT ctid FROM events WHERE at = 5 AND what = 'again' LIMIT 1)",
+    );
+    let out = home.run(&["--json", "promote", "nokey"]);
+    assert_eq!(out.status.code(), Some(1), "a conflict fails the command");
+    let report: Value = serde_json::from_slice(&out.stdout).expect("one JSON document");
+    let conflicts = report["conflicts"].as_array().unwrap();
+    assert_eq!(conflicts.len(), 1, "{report:#}");
+    assert_eq!(conflicts[0]["object"], "public.events");
+    assert_eq!(conflicts[0]["base"]["at"], 5, "{report:#}");
     assert!(
-        err.message.contains("public.events has no primary key"),
-        "{err:?}"
+        conflicts[0]["reason"].as_str().unwrap().contains(
+            "removed 4 copies of this row from a table without a key, and the source holds 3"
+        ),
+        "{report:#}"
     );
+    // Ours takes what copies are left; the source then matches the branch.
+    home.json(&["promote", "nokey", "--strategy", "ours"]);
+    assert_eq!(
+        scalar(
+            &mut connect(&source_dsn),
+            "SELECT count(*) FROM events WHERE at = 5 AND what = 'again'"
+        ),
+        0
+    );
+    exec(
+        &mut connect(&source_dsn),
+        "INSERT INTO events VALUES (5, 'again'), (5, 'again'), (5, 'again'), (5, 'again'); \
+         UPDATE customers SET name = 'customer 1' WHERE id = 1",
+    );
+    assert_eq!(data_digest(&mut connect(&source_dsn)), before_all);
 
     // A patch that fails on the source rolls back whole and names the statement.
     let b = home.create_branch("breaks", "shop", &[]);
@@ -386,7 +455,7 @@ fn promote_refuses_what_it_cannot_apply_and_changes_nothing() {
     );
     assert_eq!(
         data_digest(&mut connect(&source_dsn)),
-        before,
+        before_all,
         "a refused promote changed the source"
     );
 

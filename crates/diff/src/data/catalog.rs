@@ -17,7 +17,8 @@ pub struct TableInfo {
     pub file: String,
     /// Columns in order.
     pub columns: Vec<String>,
-    /// Primary key columns and their types, if it has one.
+    /// The columns that identify a row, with their types: the primary key,
+    /// else the first unique index over NOT NULL columns, if there is one.
     pub key: Option<Vec<(String, String)>>,
     /// Generated columns (computed; never written).
     pub generated: Vec<String>,
@@ -72,11 +73,11 @@ SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
        (SELECT array_agg(a.attname::text ORDER BY k.ord)
           FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-         WHERE i.indrelid = c.oid AND i.indisprimary),
+         WHERE i.indexrelid = key.oid AND k.ord <= i.indnkeyatts),
        (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY k.ord)
           FROM pg_index i CROSS JOIN LATERAL unnest(i.indkey) WITH ORDINALITY AS k(attnum, ord)
           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
-         WHERE i.indrelid = c.oid AND i.indisprimary),
+         WHERE i.indexrelid = key.oid AND k.ord <= i.indnkeyatts),
        (SELECT array_agg(a.attname::text) FROM pg_attribute a
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped AND a.attgenerated <> ''),
        (SELECT array_agg(format_type(a.atttypid, a.atttypmod) ORDER BY a.attnum) FROM pg_attribute a
@@ -86,6 +87,18 @@ SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
        (SELECT array_agg(a.atttypid ORDER BY a.attnum) FROM pg_attribute a
          WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  LEFT JOIN LATERAL (
+       -- The row's identity: the primary key, else a unique index over
+       -- NOT NULL columns only (no expression, no predicate, not deferred),
+       -- which identifies a row just as well.
+       SELECT i.indexrelid AS oid FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid
+        WHERE i.indrelid = c.oid AND i.indisunique AND i.indisvalid AND i.indimmediate
+          AND i.indpred IS NULL AND i.indexprs IS NULL
+          AND NOT EXISTS (SELECT 1 FROM unnest(i.indkey) AS k(attnum)
+                            JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.attnum
+                           WHERE NOT a.attnotnull)
+        ORDER BY i.indisprimary DESC, i.indnatts, ic.relname
+        LIMIT 1) key ON true
  WHERE c.relkind = 'r' AND c.relpersistence = 'p'
    AND n.nspname NOT IN ('pg_catalog', 'information_schema')
    AND n.nspname NOT LIKE 'pg\\_toast%' AND n.nspname NOT LIKE 'pg\\_temp%'

@@ -189,7 +189,7 @@ fn hashes_in_pages(
     Ok(out)
 }
 
-/// Row hashes of `t` for the given primary keys.
+/// Row hashes of `t` for the given keys.
 fn hashes_of_keys(
     client: &mut postgres::Client,
     t: &TableInfo,
@@ -240,7 +240,7 @@ fn rows_in_pages(
     Ok(out)
 }
 
-/// Rows of `t` with the given primary keys, looked up through the key's index.
+/// Rows of `t` with the given keys, looked up through the key's index.
 pub fn fetch_rows(
     client: &mut postgres::Client,
     t: &TableInfo,
@@ -260,10 +260,12 @@ fn by_keys(
     keys: &[Key],
     value: &str,
 ) -> Result<HashMap<Key, Value>, DiffError> {
-    let cols = t
-        .key
-        .as_ref()
-        .ok_or_else(|| DiffError::Refused(format!("{} has no primary key", t.display())))?;
+    let cols = t.key.as_ref().ok_or_else(|| {
+        DiffError::Refused(format!(
+            "{} has no key (primary key, or unique index over NOT NULL columns)",
+            t.display()
+        ))
+    })?;
     let mut out = HashMap::new();
     let key_expr = key_expr(t, cols);
     let eq = op("=");

@@ -9,6 +9,7 @@
 
 mod catalog;
 mod compare;
+pub mod multiset;
 mod pages;
 mod patch;
 
@@ -72,7 +73,8 @@ impl Default for DataOptions {
     }
 }
 
-/// A row's identity: its primary key values as text, in key order.
+/// A row's identity: its key's values as text, in key order (see
+/// [`TableInfo::key`]).
 pub type Key = Vec<Option<String>>;
 
 /// One changed row.
@@ -81,31 +83,31 @@ pub type Key = Vec<Option<String>>;
 pub enum RowChange {
     /// A row only the new side has.
     Insert {
-        /// Primary key.
+        /// Key.
         key: Key,
         /// The row.
         row: Value,
     },
     /// A row both sides have with different values.
     Update {
-        /// Primary key.
+        /// Key.
         key: Key,
         /// Changed columns: `[old, new]`.
         changes: BTreeMap<String, [Value; 2]>,
     },
     /// A row only the old side has.
     Delete {
-        /// Primary key.
+        /// Key.
         key: Key,
         /// The row as it was.
         row: Value,
     },
-    /// A table without a primary key gained this row (one more copy).
+    /// A table without a key gained this row (one more copy).
     Added {
         /// The row.
         row: Value,
     },
-    /// A table without a primary key lost this row (one copy fewer).
+    /// A table without a key lost this row (one copy fewer).
     Removed {
         /// The row.
         row: Value,
@@ -127,7 +129,7 @@ pub enum Method {
 pub struct TableDiff {
     /// `schema.table`.
     pub table: String,
-    /// Primary key columns, if any.
+    /// Key columns (primary key, or a unique index over NOT NULL columns), if any.
     pub key: Option<Vec<String>>,
     /// Rows inserted (or added, without a key).
     pub inserted: u64,

@@ -13,6 +13,7 @@ use serde_json::{Map, Value};
 use pgfork_pg::untrusted::expr::op;
 
 use super::catalog::{TableInfo, ident};
+use super::multiset;
 use super::{DataDiff, RowChange, TableDiff};
 use crate::DiffError;
 
@@ -58,6 +59,7 @@ fn table_patch(t: &TableDiff, info: &TableInfo) -> Result<(Vec<String>, Vec<Stri
     let mut writes = Vec::new();
     let mut inserts: Vec<Value> = Vec::new();
     let mut removes: Vec<Value> = Vec::new();
+    let mut removed: Vec<&Value> = Vec::new();
     // Updates grouped by the set of columns they change.
     let mut updates: BTreeMap<Vec<String>, Vec<Value>> = BTreeMap::new();
     let key_cols: Vec<String> = t.key.clone().unwrap_or_default();
@@ -81,14 +83,21 @@ fn table_patch(t: &TableDiff, info: &TableInfo) -> Result<(Vec<String>, Vec<Stri
                     updates.entry(cols).or_default().push(Value::Object(obj));
                 }
             }
-            RowChange::Removed { .. } => {
-                return Err(DiffError::Refused(format!(
-                    "table {} has no primary key, so the rows the branch removed or updated in it cannot be \
-                     found again on the target: add a primary key, or apply that change by hand",
-                    t.table
-                )));
+            RowChange::Removed { row } => {
+                if !multiset::fits(info, row) {
+                    return Err(DiffError::Refused(format!(
+                        "table {} has no key, and the rows the branch removed from it have columns the \
+                         target's table lacks, so they cannot be found again: apply that change by hand",
+                        t.table
+                    )));
+                }
+                removed.push(row)
             }
         }
+    }
+    // Without a key a row is its values: each removal takes one copy.
+    for batch in multiset::copies(removed).chunks(BATCH) {
+        deletes.push(multiset::delete_copies(info, batch));
     }
     for batch in removes.chunks(BATCH) {
         let on = key_match(&key_cols);
