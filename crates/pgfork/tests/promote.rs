@@ -59,60 +59,6 @@ CREATE VIEW big_spenders AS SELECT customer_id, sum(amount) AS total FROM orders
 DROP TABLE scratch;
 ";
 
-/// `pg_dump --schema-only` of one side's database, as superuser.
-fn schema_dump(socket: &std::path::Path, port: u16) -> String {
-    run_tool(
-        Command::new(pg_tool("pg_dump"))
-            .arg("-h")
-            .arg(socket)
-            .args([
-                "-p",
-                &port.to_string(),
-                "-U",
-                "postgres",
-                "--schema-only",
-                "--no-comments",
-                "-d",
-                "shop",
-            ]),
-    )
-    .lines()
-    // pg_dump 15.x on Debian prints nothing variable, but be safe about
-    // a header comment.
-    // pg_dump 15.14+ fences its output with a random \restrict key.
-    .filter(|l| {
-        !l.starts_with("-- Dumped")
-            && !l.starts_with("\\restrict")
-            && !l.starts_with("\\unrestrict")
-    })
-    .collect::<Vec<_>>()
-    .join("\n")
-}
-
-/// A digest of every table's rows, sorted: equal digests, equal data.
-fn data_digest(client: &mut postgres::Client) -> Vec<(String, String)> {
-    let tables: Vec<String> = client
-        .query(
-            "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables
-              WHERE schemaname NOT IN ('pg_catalog', 'information_schema') ORDER BY 1",
-            &[],
-        )
-        .unwrap()
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
-    tables
-        .into_iter()
-        .map(|t| {
-            let digest: String = client
-                .query_one(&format!("SELECT coalesce(md5(string_agg(x::text, E'\\n' ORDER BY x::text)), '-') FROM {t} x"), &[])
-                .unwrap()
-                .get(0);
-            (t, digest)
-        })
-        .collect()
-}
-
 fn sequences(client: &mut postgres::Client) -> Vec<(String, Option<i64>)> {
     client
         .query(
@@ -223,8 +169,12 @@ fn promoted_branch_equals_source(pool: Pool) {
     let src = home.json(&["source", "info", "shop"]);
     let src_socket = std::path::PathBuf::from(src["socket_dir"].as_str().unwrap());
     assert_eq!(
-        schema_dump(&src_socket, port_of(&src)),
-        schema_dump(&home.branch_socket("work"), port_of(&home.branch("work"))),
+        schema_dump(&src_socket, port_of(&src), "shop"),
+        schema_dump(
+            &home.branch_socket("work"),
+            port_of(&home.branch("work")),
+            "shop"
+        ),
         "the source's schema differs from the branch's after promote"
     );
     let mut s = connect(&source_dsn);

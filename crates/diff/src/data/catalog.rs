@@ -31,6 +31,11 @@ pub struct TableInfo {
     /// For columns added with a constant default after rows existed: the
     /// value those rows read (`attmissingval`), as text.
     pub missing: BTreeMap<String, String>,
+    /// Each column's number (`attnum`), parallel to `columns`.
+    pub attnums: Vec<i32>,
+    /// Its enabled user triggers (quoted), each with how it fires: `O`
+    /// (origin and local), `A` (always), `R` (replica).
+    pub triggers: Vec<(String, char)>,
 }
 
 impl TableInfo {
@@ -51,6 +56,19 @@ impl TableInfo {
                 opaque: self.opaque.contains(c),
             })
             .collect()
+    }
+    /// Whether a column of `self` goes by another name in `other`, the same
+    /// table on the other side of a branch (a branch keeps its tables'
+    /// column numbers): renaming changes no block, yet every row reads
+    /// differently.
+    pub fn renamed_columns(&self, other: &TableInfo) -> bool {
+        self.columns.iter().zip(&self.attnums).any(|(c, n)| {
+            other
+                .attnums
+                .iter()
+                .position(|m| m == n)
+                .is_some_and(|i| other.columns[i] != *c)
+        })
     }
     /// Whether column `c` is opaque.
     pub fn is_opaque(&self, c: &str) -> bool {
@@ -85,7 +103,11 @@ SELECT n.nspname::text, c.relname::text, pg_relation_filepath(c.oid),
        (SELECT array_agg(CASE WHEN a.atthasmissing THEN (a.attmissingval::text::text[])[1] END ORDER BY a.attnum)
           FROM pg_attribute a WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
        (SELECT array_agg(a.atttypid ORDER BY a.attnum) FROM pg_attribute a
-         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped)
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT array_agg(a.attnum::int4 ORDER BY a.attnum) FROM pg_attribute a
+         WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped),
+       (SELECT array_agg(tg.tgenabled::text OPERATOR(pg_catalog.||) quote_ident(tg.tgname::text) ORDER BY tg.tgname)
+          FROM pg_trigger tg WHERE tg.tgrelid = c.oid AND NOT tg.tgisinternal AND tg.tgenabled <> 'D')
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
   LEFT JOIN LATERAL (
        -- The row's identity: the primary key, else a unique index over
@@ -136,6 +158,16 @@ pub fn read_tables(
             types: BTreeMap::new(),
             opaque: BTreeSet::new(),
             missing: BTreeMap::new(),
+            attnums: r.get::<_, Option<Vec<i32>>>(10).unwrap_or_default(),
+            triggers: r
+                .get::<_, Option<Vec<String>>>(11)
+                .unwrap_or_default()
+                .into_iter()
+                .filter_map(|t| {
+                    let mode = t.chars().next()?;
+                    Some((t[mode.len_utf8()..].to_string(), mode))
+                })
+                .collect(),
         };
         for (i, col) in columns.iter().enumerate() {
             if let Some(Some(m)) = missing.get(i) {

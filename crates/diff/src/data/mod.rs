@@ -205,7 +205,7 @@ pub fn diff_data(
         let t = match (old_tables.get(name), new_tables.get(name)) {
             (Some(a), Some(b)) => {
                 let began = std::time::Instant::now();
-                let pages = if opts.full {
+                let pages = if opts.full || a.renamed_columns(b) {
                     PageSet::All
                 } else {
                     changed_heap_pages(from.datadir, &a.file, to.datadir, &b.file)?

@@ -137,7 +137,8 @@ fn table_patch(t: &TableDiff, info: &TableInfo) -> Result<(Vec<String>, Vec<Stri
 /// Statements applying `diff` (which must list every changed row: compare
 /// with an unlimited `limit`) to a database whose tables are `tables`,
 /// ordered by `order` (referenced tables first, see
-/// [`super::catalog::fk_order`]). Sequences only move forward.
+/// [`super::catalog::fk_order`]). Sequences only move forward. The tables'
+/// user triggers are off while their rows are written.
 pub fn data_patch(
     diff: &DataDiff,
     tables: &BTreeMap<String, TableInfo>,
@@ -161,7 +162,29 @@ pub fn data_patch(
         })?;
         per_table.insert(t.table.as_str(), table_patch(t, info)?);
     }
+    // The branch's rows are what its triggers made of them: writing them
+    // again must not run those triggers a second time (an `updated_at`, a
+    // counter). Foreign key checks are internal triggers and still run.
     let mut sql = Vec::new();
+    let mut enable = Vec::new();
+    for name in per_table.keys() {
+        let info = &tables[*name];
+        for (trigger, mode) in &info.triggers {
+            sql.push(format!(
+                "ALTER TABLE {} DISABLE TRIGGER {trigger}",
+                info.sql_name()
+            ));
+            let how = match mode {
+                'A' => "ALWAYS ",
+                'R' => "REPLICA ",
+                _ => "",
+            };
+            enable.push(format!(
+                "ALTER TABLE {} ENABLE {how}TRIGGER {trigger}",
+                info.sql_name()
+            ));
+        }
+    }
     for name in order.iter().rev() {
         if let Some((deletes, _)) = per_table.get(name.as_str()) {
             sql.extend(deletes.iter().cloned());
@@ -172,6 +195,7 @@ pub fn data_patch(
             sql.extend(writes.iter().cloned());
         }
     }
+    sql.extend(enable);
     for s in &diff.sequences {
         if let Some(to) = s.to {
             let (schema, seq) = s

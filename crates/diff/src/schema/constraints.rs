@@ -71,6 +71,17 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
         qualified("ic.relname"),
         not_extension_member("pg_class", "c.oid")
     );
+    let attached = format!(
+        "SELECT {}, {} FROM pg_inherits h JOIN pg_class ic ON ic.oid = h.inhrelid \
+         JOIN pg_namespace n ON n.oid = ic.relnamespace \
+         JOIN pg_class pc ON pc.oid = h.inhparent JOIN pg_namespace pn ON pn.oid = pc.relnamespace \
+         WHERE ic.relkind IN ('i', 'I') AND {USER_NS}",
+        qualified("ic.relname"),
+        "quote_ident(pn.nspname) || '.' || quote_ident(pc.relname)",
+    );
+    for row in r.query("attached indexes", &attached)? {
+        r.attached_indexes.insert(row.get(0), row.get(1));
+    }
     for row in r.query("indexes", &sql)? {
         let name: String = row.get(1);
         let table: String = row.get(2);

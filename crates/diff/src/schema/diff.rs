@@ -241,11 +241,47 @@ impl<'a> Planner<'a> {
         }
     }
 
+    /// Whether `column` is of a plain table that is a partition on the new
+    /// side.
+    fn attached_table(&self, column: &Object) -> bool {
+        let Definition::Column(_) = &column.def else {
+            return false;
+        };
+        let tables = column
+            .parent
+            .as_ref()
+            .map(|t| (self.from.get(t), self.to.get(t)));
+        matches!(
+            tables,
+            Some((
+                Some(Object { def: Definition::Table(old), .. }),
+                Some(Object { def: Definition::Table(new), .. }),
+            )) if old.partition_of.is_none() && new.partition_of.is_some()
+        )
+    }
+
     fn classify(&mut self) {
         for (id, a) in &self.from.objects {
             match self.to.get(id) {
                 None => {
-                    self.fates.insert(id.clone(), Fate::Removed);
+                    // A partition's index attached to a new index of its
+                    // parent is kept: creating the parent's index attaches
+                    // it again rather than making another.
+                    let attached = (id.kind == ObjectKind::Index)
+                        .then(|| self.to.attached_indexes.get(&id.name))
+                        .flatten();
+                    let fate = match attached {
+                        Some(parent) => {
+                            Fate::RemovedWith(ObjectId::new(ObjectKind::Index, parent.clone()))
+                        }
+                        // A table attached as a partition: its columns
+                        // become the parent's (ATTACH checks they match).
+                        None if self.attached_table(a) => {
+                            Fate::RemovedWith(a.parent.clone().expect("a column has a table"))
+                        }
+                        None => Fate::Removed,
+                    };
+                    self.fates.insert(id.clone(), fate);
                 }
                 Some(b) if a.def != b.def => {
                     let fate = match alter(&a.def, &b.def) {
@@ -531,8 +567,12 @@ impl<'a> Planner<'a> {
         for (id, fate) in &self.fates {
             self.add_steps(&mut b, id, fate);
         }
-        // Implicit removals take the step of what removes them.
+        // Implicit removals take the step of what removes them (unless
+        // they have one of their own).
         for (id, fate) in &self.fates {
+            if b.remover.contains_key(id) {
+                continue;
+            }
             let mut at = fate;
             let mut seen = 0;
             while let Fate::RemovedWith(p)
@@ -688,7 +728,18 @@ impl<'a> Planner<'a> {
                 }
                 b.creates(id, obj, fragments, needs);
             }
-            Fate::AddedWith(_) | Fate::RemovedWith(_) | Fate::Unsupported(_) => {}
+            Fate::RemovedWith(_) => {
+                // A dropped table's foreign keys are dropped on their own
+                // first: tables that reference each other cannot otherwise
+                // be dropped one after the other.
+                let obj = old.expect("removed objects are on the old side");
+                if let Definition::Constraint(c) = &obj.def
+                    && c.constraint_type == ConstraintType::ForeignKey
+                {
+                    b.drops(id, obj, drop_sql(&obj.def));
+                }
+            }
+            Fate::AddedWith(_) | Fate::Unsupported(_) => {}
             Fate::Removed => {
                 let obj = old.expect("removed objects are on the old side");
                 match reset(&obj.def) {
@@ -1107,7 +1158,7 @@ fn drop_rank(def: &Definition) -> u8 {
         Definition::Table(_) => 10,
         Definition::Sequence(_) => 11,
         Definition::Domain(_) => 12,
-        Definition::Enum(_) | Definition::Type(_) => 13,
+        Definition::Enum(_) | Definition::Type(_) | Definition::Collation(_) => 13,
         Definition::Extension(_) => 14,
         Definition::Schema(_) => 15,
         Definition::Grant(_) | Definition::Comment(_) => 16,
@@ -1118,6 +1169,7 @@ fn create(def: &Definition, columns: &[&ColumnDef]) -> Vec<Fragment> {
     match def {
         Definition::Schema(d) => d.create(),
         Definition::Extension(d) => d.create(),
+        Definition::Collation(d) => d.create(),
         Definition::Enum(d) => d.create(),
         Definition::Domain(d) => d.create(),
         Definition::Type(d) => d.create(),
@@ -1142,6 +1194,7 @@ fn drop_sql(def: &Definition) -> Option<String> {
     Some(match def {
         Definition::Schema(d) => d.drop(),
         Definition::Extension(d) => d.drop(),
+        Definition::Collation(d) => d.drop(),
         Definition::Enum(d) => d.drop(),
         Definition::Domain(d) => d.drop(),
         Definition::Type(d) => d.drop(),
@@ -1176,6 +1229,7 @@ fn alter(a: &Definition, b: &Definition) -> Alteration {
     match (a, b) {
         (Definition::Schema(a), Definition::Schema(b)) => a.alter(b),
         (Definition::Extension(a), Definition::Extension(b)) => a.alter(b),
+        (Definition::Collation(a), Definition::Collation(b)) => a.alter(b),
         (Definition::Enum(a), Definition::Enum(b)) => a.alter(b),
         (Definition::Domain(a), Definition::Domain(b)) => a.alter(b),
         (Definition::Type(a), Definition::Type(b)) => a.alter(b),
@@ -1203,6 +1257,7 @@ fn describe(a: &Definition, b: &Definition) -> String {
     match (a, b) {
         (Definition::Schema(a), Definition::Schema(b)) => a.describe(b),
         (Definition::Extension(a), Definition::Extension(b)) => a.describe(b),
+        (Definition::Collation(a), Definition::Collation(b)) => a.describe(b),
         (Definition::Enum(a), Definition::Enum(b)) => a.describe(b),
         (Definition::Domain(a), Definition::Domain(b)) => a.describe(b),
         (Definition::Type(a), Definition::Type(b)) => a.describe(b),

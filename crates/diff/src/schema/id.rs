@@ -17,6 +17,8 @@ pub enum ObjectKind {
     Schema,
     /// `CREATE EXTENSION` (its member objects are not listed).
     Extension,
+    /// A collation.
+    Collation,
     /// `CREATE TYPE ... AS ENUM`.
     Enum,
     /// `CREATE DOMAIN`.
@@ -55,9 +57,10 @@ pub enum ObjectKind {
 
 impl ObjectKind {
     /// Every kind, in creation order.
-    pub const ALL: [ObjectKind; 19] = [
+    pub const ALL: [ObjectKind; 20] = [
         ObjectKind::Schema,
         ObjectKind::Extension,
+        ObjectKind::Collation,
         ObjectKind::Enum,
         ObjectKind::Domain,
         ObjectKind::Type,
@@ -82,6 +85,7 @@ impl ObjectKind {
         match self {
             ObjectKind::Schema => "schema",
             ObjectKind::Extension => "extension",
+            ObjectKind::Collation => "collation",
             ObjectKind::Enum => "enum",
             ObjectKind::Domain => "domain",
             ObjectKind::Type => "type",

@@ -10,7 +10,7 @@
 //!   transaction.
 //! - [`changed_ids`] and [`conflicts`] serve promote's three-way check.
 //!
-//! Covered: schemas, extensions, enums, domains, composite types,
+//! Covered: schemas, extensions, collations, enums, domains, composite types,
 //! sequences, tables (partitioned ones and partitions included), columns,
 //! constraints, indexes, views, materialized views, functions, procedures,
 //! triggers, row-level security and its policies, privileges and comments.
@@ -21,6 +21,7 @@
 //! altered; [`diff_schema`] (`diff.rs`) decides each object's fate and
 //! `order.rs` sorts the statements.
 
+mod collations;
 mod comments;
 mod constraints;
 mod diff;
@@ -42,10 +43,10 @@ mod views;
 pub use diff::{ChangeKind, ObjectChange, SchemaDiff, diff_schema};
 pub use id::{BadObjectId, ObjectId, ObjectKind};
 pub use model::{
-    Attribute, ColumnDef, CommentDef, CompositeDef, ConstraintDef, ConstraintType, Definition,
-    DomainDef, EnumDef, ExtensionDef, GrantDef, IdentityDef, IndexDef, MatViewDef, Object,
-    PartitionOf, PolicyDef, Privilege, RoutineDef, RowSecurityDef, Schema, SchemaDef, SequenceDef,
-    TableDef, TriggerDef, ViewDef,
+    Attribute, CollationDef, ColumnDef, CommentDef, CompositeDef, ConstraintDef, ConstraintType,
+    Definition, DomainDef, EnumDef, ExtensionDef, GrantDef, IdentityDef, IndexDef, MatViewDef,
+    Object, PartitionOf, PolicyDef, Privilege, RoutineDef, RowSecurityDef, Schema, SchemaDef,
+    SequenceDef, TableDef, TriggerDef, ViewDef,
 };
 pub use read::read_schema;
 pub use three_way::{changed_ids, conflicts};

@@ -21,6 +21,11 @@ pub struct Schema {
     /// rules, range types, ...), described by `pg_describe_object`, so that
     /// a diff can say when one differs instead of passing over it.
     pub unsupported: BTreeSet<String>,
+    /// Indexes of partitions attached to a partitioned table's index
+    /// (which they follow, so they are no objects of their own): qualified
+    /// name, and the index they are attached to.
+    #[serde(default)]
+    pub attached_indexes: BTreeMap<String, String>,
 }
 
 impl Schema {
@@ -93,6 +98,8 @@ pub enum Definition {
     Schema(SchemaDef),
     /// An extension.
     Extension(ExtensionDef),
+    /// A collation.
+    Collation(CollationDef),
     /// An enum type.
     Enum(EnumDef),
     /// A domain.
@@ -145,6 +152,25 @@ pub struct ExtensionDef {
     pub schema: String,
     /// Installed version.
     pub version: String,
+}
+
+/// `CREATE COLLATION`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CollationDef {
+    /// Qualified name.
+    pub name: String,
+    /// Owning role, quoted.
+    pub owner: String,
+    /// `icu`, `libc` or `default`.
+    pub provider: String,
+    /// Its locale (ICU), if set.
+    pub locale: Option<String>,
+    /// `LC_COLLATE` (libc), if set.
+    pub lc_collate: Option<String>,
+    /// `LC_CTYPE` (libc), if set.
+    pub lc_ctype: Option<String>,
+    /// Whether equal means byte-equal.
+    pub deterministic: bool,
 }
 
 /// `CREATE TYPE ... AS ENUM`.
@@ -249,6 +275,10 @@ pub struct TableDef {
     /// The index (or constraint) named by `REPLICA IDENTITY USING INDEX`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replica_index: Option<ObjectId>,
+    /// Columns it only inherits that are `NOT NULL` here though not in
+    /// any parent (quoted; set on the partition alone).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub own_not_null: Vec<String>,
 }
 
 /// A partition's parent and bound.
@@ -505,6 +535,7 @@ impl Definition {
         Some(match self {
             Definition::Schema(d) => format!("SCHEMA {}", d.name),
             Definition::Extension(d) => format!("EXTENSION {}", d.name),
+            Definition::Collation(d) => format!("COLLATION {}", d.name),
             Definition::Enum(d) => format!("TYPE {}", d.name),
             Definition::Type(d) => format!("TYPE {}", d.name),
             Definition::Domain(d) => format!("DOMAIN {}", d.name),

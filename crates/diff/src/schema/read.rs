@@ -18,7 +18,8 @@ use postgres::{IsolationLevel, Row, Transaction};
 use super::id::{ObjectId, ObjectKind};
 use super::model::{Object, Schema};
 use super::{
-    comments, constraints, namespaces, routines, security, sequences, tables, types, views,
+    collations, comments, constraints, namespaces, routines, security, sequences, tables, types,
+    views,
 };
 use crate::DiffError;
 
@@ -33,6 +34,7 @@ pub(crate) const PG_REWRITE: u32 = 2618;
 pub(crate) const PG_ATTRDEF: u32 = 2604;
 pub(crate) const PG_TRIGGER: u32 = 2620;
 pub(crate) const PG_POLICY: u32 = 3256;
+pub(crate) const PG_COLLATION: u32 = 3456;
 
 /// A catalog address: class OID, object OID, sub-object (column) number.
 pub(crate) type Addr = (u32, u32, i32);
@@ -76,6 +78,8 @@ pub(crate) struct Reader<'a> {
     /// extension's members.
     alias: HashMap<Addr, ObjectId>,
     pub(crate) unsupported: BTreeSet<String>,
+    /// See [`Schema::attached_indexes`].
+    pub(crate) attached_indexes: BTreeMap<String, String>,
 }
 
 impl<'a> Reader<'a> {
@@ -213,7 +217,6 @@ impl<'a> Reader<'a> {
             ),
         ];
         for (catalog, ns) in [
-            ("pg_collation", "collnamespace"),
             ("pg_statistic_ext", "stxnamespace"),
             ("pg_operator", "oprnamespace"),
             ("pg_opclass", "opcnamespace"),
@@ -284,8 +287,10 @@ pub fn read_schema(client: &mut postgres::Client) -> Result<Schema, DiffError> {
         own: HashMap::new(),
         alias: HashMap::new(),
         unsupported: BTreeSet::new(),
+        attached_indexes: BTreeMap::new(),
     };
     namespaces::read(&mut r)?;
+    collations::read(&mut r)?;
     types::read(&mut r)?;
     sequences::read(&mut r)?;
     tables::read(&mut r)?;
@@ -301,6 +306,7 @@ pub fn read_schema(client: &mut postgres::Client) -> Result<Schema, DiffError> {
         tx,
         objects,
         unsupported,
+        attached_indexes,
         ..
     } = r;
     tx.commit()
@@ -308,5 +314,6 @@ pub fn read_schema(client: &mut postgres::Client) -> Result<Schema, DiffError> {
     Ok(Schema {
         objects,
         unsupported,
+        attached_indexes,
     })
 }

@@ -50,7 +50,14 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
               'index ' || quote_ident(n.nspname) || '.' || quote_ident(ic.relname)) \
           FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
           WHERE i.indrelid = c.oid AND i.indisreplident AND c.relreplident = 'i'), \
-         c.reltype, (SELECT t.typarray FROM pg_type t WHERE t.oid = c.reltype) \
+         c.reltype, (SELECT t.typarray FROM pg_type t WHERE t.oid = c.reltype), \
+         ARRAY(SELECT quote_ident(a.attname) FROM pg_attribute a \
+               WHERE a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+               AND NOT a.attislocal AND a.attnotnull \
+               AND NOT EXISTS (SELECT 1 FROM pg_inherits i JOIN pg_attribute pa \
+                               ON pa.attrelid = i.inhparent AND pa.attname = a.attname \
+                               WHERE i.inhrelid = c.oid AND pa.attnotnull) \
+               ORDER BY a.attnum) \
          FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {}",
         qualified("c.relname"),
         relation_name("i.inhparent"),
@@ -78,6 +85,7 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
             options: row.get(8),
             replica_identity: row.get(11),
             replica_index: replica_index.and_then(|s| s.parse().ok()),
+            own_not_null: row.get(15),
         };
         let (rls, forced): (bool, bool) = (row.get(9), row.get(10));
         if rls || forced {
@@ -285,10 +293,28 @@ impl TableDef {
         }
         sql.push(owner_sql("TABLE", &self.name, &self.owner));
         let mut out = vec![Fragment::new(Phase::Table, sql)];
+        out.extend(self.not_null_fragment(&[]));
         if self.replica_identity != "DEFAULT" {
             out.push(self.replica_identity_fragment());
         }
         out
+    }
+
+    /// `SET NOT NULL` / `DROP NOT NULL` on inherited columns, from the set
+    /// `from` to this table's: after the parents' column changes, which
+    /// recurse to their partitions.
+    fn not_null_fragment(&self, from: &[String]) -> Option<Fragment> {
+        let set = self
+            .own_not_null
+            .iter()
+            .filter(|c| !from.contains(c))
+            .map(|c| format!("ALTER TABLE {} ALTER COLUMN {c} SET NOT NULL", self.name));
+        let dropped = from
+            .iter()
+            .filter(|c| !self.own_not_null.contains(c))
+            .map(|c| format!("ALTER TABLE {} ALTER COLUMN {c} DROP NOT NULL", self.name));
+        let sql: Vec<String> = dropped.chain(set).collect();
+        (!sql.is_empty()).then(|| Fragment::new(Phase::Constraint, sql))
     }
 
     fn replica_identity_fragment(&self) -> Fragment {
@@ -307,13 +333,23 @@ impl TableDef {
     }
 
     pub(crate) fn alter(&self, to: &TableDef) -> Alteration {
-        if self.partition_key != to.partition_key
-            || self.partition_of != to.partition_of
-            || self.inherits != to.inherits
+        // A plain table attached as a partition keeps its columns,
+        // constraints and indexes; the parent's indexes attach to matching
+        // ones or are made. Anything else (detaching, which turns inherited
+        // columns and cloned constraints into the table's own, a new bound
+        // or parent, a new partition key) moves data or rebuilds the table.
+        let attaching = self.partition_of.is_none()
+            && self.inherits.is_empty()
+            && to.partition_of.is_some()
+            && self.partition_key == to.partition_key;
+        if !attaching
+            && (self.partition_key != to.partition_key
+                || self.partition_of != to.partition_of
+                || self.inherits != to.inherits)
         {
             return Alteration::Unsupported(format!(
-                "table {}: partitioning or inheritance changed; attaching, detaching or \
-                 re-partitioning a table moves data and is left to a hand-written migration",
+                "table {}: partitioning or inheritance changed (detached, re-parented, a new bound or \
+                 partition key); that moves rows between tables and is left to a hand-written migration",
                 to.name
             ));
         }
@@ -330,6 +366,19 @@ impl TableDef {
             sql.push(owner_sql("TABLE", name, &to.owner));
         }
         let mut fragments = vec![Fragment::new(Phase::Table, sql)];
+        if let (true, Some(p)) = (attaching, &to.partition_of) {
+            // Once its columns and constraints are the branch's, which
+            // ATTACH checks against the parent's.
+            fragments.push(Fragment {
+                phase: Phase::Constraint,
+                sql: vec![format!(
+                    "ALTER TABLE {} ATTACH PARTITION {name} {}",
+                    p.parent, p.bound
+                )],
+                needs: vec![ObjectId::new(ObjectKind::Table, p.parent.clone())],
+            });
+        }
+        fragments.extend(to.not_null_fragment(&self.own_not_null));
         if self.replica_identity != to.replica_identity {
             fragments.push(to.replica_identity_fragment());
         }
@@ -351,6 +400,11 @@ impl TableDef {
                 .map(|p| format!("{} {}", p.parent, p.bound)),
         );
         c.field("inherits", &self.inherits, &to.inherits);
+        c.field(
+            "NOT NULL of its own on inherited columns",
+            &self.own_not_null,
+            &to.own_not_null,
+        );
         c.field("options", &self.options, &to.options);
         c.field(
             "replica identity",

@@ -46,6 +46,10 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+mod dump;
+#[allow(unused_imports)] // Each test binary uses a different subset.
+pub use dump::{data_digest, schema_dump};
+
 /// The binary under test.
 pub const PGFORK: &str = env!("CARGO_BIN_EXE_pgfork");
 

@@ -24,6 +24,7 @@ fn table(name: &str) -> (ObjectId, Object) {
                 options: vec![],
                 replica_identity: "DEFAULT".into(),
                 replica_index: None,
+                own_not_null: vec![],
             }),
             None,
         ),
@@ -110,6 +111,7 @@ fn schema(objects: Vec<(ObjectId, Object)>) -> Schema {
     Schema {
         objects: objects.into_iter().collect(),
         unsupported: BTreeSet::new(),
+        attached_indexes: Default::default(),
     }
 }
 

@@ -1,0 +1,10 @@
+-- A partition detached into a table of its own: its inherited columns and cloned
+-- constraints become its own, which pgfork does not carry yet (refused, announced).
+-- expect: refuse
+-- old
+CREATE TABLE readings (at int NOT NULL, v int) PARTITION BY RANGE (at);
+CREATE TABLE readings_0 PARTITION OF readings FOR VALUES FROM (0) TO (100);
+CREATE TABLE readings_1 PARTITION OF readings FOR VALUES FROM (100) TO (200);
+INSERT INTO readings SELECT g, g FROM generate_series(0, 199) g;
+-- new
+ALTER TABLE readings DETACH PARTITION readings_1;
