@@ -155,6 +155,23 @@ impl EnumDef {
     }
 
     pub(crate) fn alter(&self, to: &EnumDef) -> Alteration {
+        if let Some(renames) = renamed_labels(&self.labels, &to.labels) {
+            let mut sql: Vec<String> = renames
+                .into_iter()
+                .map(|(old, new)| {
+                    format!(
+                        "ALTER TYPE {} RENAME VALUE {} TO {}",
+                        to.name,
+                        literal(old),
+                        literal(new)
+                    )
+                })
+                .collect();
+            if self.owner != to.owner {
+                sql.push(owner_sql("TYPE", &to.name, &to.owner));
+            }
+            return Alteration::in_place(vec![Fragment::new(Phase::Type, sql)]);
+        }
         let Some(adds) = added_labels(&self.labels, &to.labels) else {
             // PostgreSQL can only add labels. The type is made again, and
             // the planner converts the columns of this type to text and
@@ -190,6 +207,23 @@ impl EnumDef {
         c.field("owner", &self.owner, &to.owner);
         c.finish()
     }
+}
+
+/// The labels renamed in place (old, new), when `to` is `from` with some
+/// labels replaced by ones `from` does not have, at the same positions:
+/// what `RENAME VALUE` does, which rows follow without being rewritten.
+pub(crate) fn renamed_labels<'a>(
+    from: &'a [String],
+    to: &'a [String],
+) -> Option<Vec<(&'a String, &'a String)>> {
+    if from.len() != to.len() {
+        return None;
+    }
+    let renames: Vec<(&String, &String)> = from.iter().zip(to).filter(|(a, b)| a != b).collect();
+    let fresh = renames
+        .iter()
+        .all(|(old, new)| !to.contains(old) && !from.contains(new));
+    (!renames.is_empty() && fresh).then_some(renames)
 }
 
 /// The `ADD VALUE` steps (label and ` BEFORE 'x'` / ` AFTER 'x'`) that turn
@@ -420,6 +454,17 @@ mod tests {
         // Removing or reordering cannot be done with ADD VALUE.
         assert!(added_labels(&labels(&["a", "b"]), &labels(&["a"])).is_none());
         assert!(added_labels(&labels(&["a", "b"]), &labels(&["b", "a"])).is_none());
+    }
+
+    #[test]
+    fn enum_labels_replaced_in_place_are_renames() {
+        let (a, b) = (labels(&["todo", "done"]), labels(&["open", "done"]));
+        let renames = renamed_labels(&a, &b).unwrap();
+        assert_eq!(renames, vec![(&a[0], &b[0])]);
+        // A swap, a move or a new label is no rename.
+        assert!(renamed_labels(&a, &labels(&["done", "todo"])).is_none());
+        assert!(renamed_labels(&a, &labels(&["todo", "done", "x"])).is_none());
+        assert!(renamed_labels(&a, &a).is_none());
     }
 
     #[test]
