@@ -242,12 +242,12 @@ fn every_case_promotes_to_an_equal_dump_or_is_refused_with_the_source_unchanged(
     };
     let mut failures = Vec::new();
     let mut times = Vec::new();
-    println!("{:<40} {:<8} {:>8}  said", "case", "outcome", "ms");
+    println!("{:<48} {:<8} {:>8}  said", "case", "outcome", "ms");
     for (i, case) in cases.iter().enumerate() {
         let o = run_case(&home, i, case, &source);
         let outcome = if o.promoted { "promoted" } else { "refused" };
         let said: String = o.said.chars().take(150).collect();
-        println!("{:<40} {outcome:<8} {:>8}  {said}", case.name, o.millis);
+        println!("{:<48} {outcome:<8} {:>8}  {said}", case.name, o.millis);
         if o.promoted {
             times.push(o.millis);
         }

@@ -8,16 +8,18 @@ use crate::DiffError;
 
 pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
     // Constraints cloned onto partitions (conparentid) and inherited ones
-    // follow their parent's and are not objects of their own.
+    // follow their parent's and are not objects of their own (they are
+    // kept aside, for when the table is detached).
     let sql = format!(
         "SELECT co.oid, {}, quote_ident(co.conname), co.contype::text, \
          pg_get_constraintdef(co.oid), co.conindid, \
          coalesce((SELECT i.indisclustered FROM pg_index i WHERE i.indexrelid = co.conindid \
-                   AND co.contype IN ('p', 'u', 'x')), false) \
+                   AND co.contype IN ('p', 'u', 'x')), false), \
+         co.conislocal AND co.conparentid = 0 \
          FROM pg_constraint co JOIN pg_class c ON c.oid = co.conrelid \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
-         WHERE co.contype IN ('p', 'u', 'f', 'c', 'x') AND co.conislocal \
-         AND co.conparentid = 0 AND c.relkind IN ('r', 'p') AND {USER_NS} AND {}",
+         WHERE co.contype IN ('p', 'u', 'f', 'c', 'x') \
+         AND c.relkind IN ('r', 'p') AND {USER_NS} AND {}",
         qualified("c.relname"),
         not_extension_member("pg_class", "c.oid")
     );
@@ -32,12 +34,13 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
             _ => ConstraintType::Exclusion,
         };
         let id = ObjectId::new(ObjectKind::Constraint, format!("{table}.{name}"));
+        let own: bool = row.get(7);
         let index: u32 = row.get(5);
         // The index of a key or exclusion constraint is the constraint as
         // far as dependencies go: a foreign key depends on the referenced
         // key's index. A foreign key's conindid is that referenced index,
         // not its own, so it is no alias.
-        if index != 0 && constraint_type != ConstraintType::ForeignKey {
+        if own && index != 0 && constraint_type != ConstraintType::ForeignKey {
             r.alias((PG_CLASS, index, 0), id.clone());
         }
         let def = ConstraintDef {
@@ -47,27 +50,28 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
             definition: row.get(4),
             clustered: row.get(6),
         };
-        r.add(
-            id,
-            Object::new(
-                Definition::Constraint(def),
-                Some(ObjectId::new(ObjectKind::Table, table)),
-            ),
-            Some((PG_CONSTRAINT, row.get(0), 0)),
+        let obj = Object::new(
+            Definition::Constraint(def),
+            Some(ObjectId::new(ObjectKind::Table, table)),
         );
+        if own {
+            r.add(id, obj, Some((PG_CONSTRAINT, row.get(0), 0)));
+        } else {
+            r.inherited.insert(id, obj);
+        }
     }
 
     // Indexes of constraints are the constraints'; the indexes of
     // partitions attached to a partitioned table's index follow it.
     let sql = format!(
         "SELECT i.indexrelid, {}, quote_ident(n.nspname) || '.' || quote_ident(c.relname), \
-         c.relkind::text, pg_get_indexdef(i.indexrelid), i.indisclustered \
+         c.relkind::text, pg_get_indexdef(i.indexrelid), i.indisclustered, \
+         NOT EXISTS (SELECT FROM pg_inherits h WHERE h.inhrelid = i.indexrelid) \
          FROM pg_index i JOIN pg_class ic ON ic.oid = i.indexrelid \
          JOIN pg_class c ON c.oid = i.indrelid JOIN pg_namespace n ON n.oid = ic.relnamespace \
          WHERE c.relkind IN ('r', 'p', 'm') AND {USER_NS} AND {} \
          AND NOT EXISTS (SELECT FROM pg_constraint co WHERE co.conindid = i.indexrelid \
-                         AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x')) \
-         AND NOT EXISTS (SELECT FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)",
+                         AND co.conrelid = i.indrelid AND co.contype IN ('p', 'u', 'x'))",
         qualified("ic.relname"),
         not_extension_member("pg_class", "c.oid")
     );
@@ -106,11 +110,13 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
             definition,
             clustered: row.get(5),
         };
-        r.add(
-            ObjectId::new(ObjectKind::Index, name),
-            Object::new(Definition::Index(def), Some(parent)),
-            Some((PG_CLASS, row.get(0), 0)),
-        );
+        let obj = Object::new(Definition::Index(def), Some(parent));
+        let id = ObjectId::new(ObjectKind::Index, name);
+        if row.get::<_, bool>(6) {
+            r.add(id, obj, Some((PG_CLASS, row.get(0), 0)));
+        } else {
+            r.inherited.insert(id, obj);
+        }
     }
     Ok(())
 }

@@ -241,25 +241,6 @@ impl<'a> Planner<'a> {
         }
     }
 
-    /// Whether `column` is of a plain table that is a partition on the new
-    /// side.
-    fn attached_table(&self, column: &Object) -> bool {
-        let Definition::Column(_) = &column.def else {
-            return false;
-        };
-        let tables = column
-            .parent
-            .as_ref()
-            .map(|t| (self.from.get(t), self.to.get(t)));
-        matches!(
-            tables,
-            Some((
-                Some(Object { def: Definition::Table(old), .. }),
-                Some(Object { def: Definition::Table(new), .. }),
-            )) if old.partition_of.is_none() && new.partition_of.is_some()
-        )
-    }
-
     fn classify(&mut self) {
         for (id, a) in &self.from.objects {
             match self.to.get(id) {
@@ -270,16 +251,17 @@ impl<'a> Planner<'a> {
                     let attached = (id.kind == ObjectKind::Index)
                         .then(|| self.to.attached_indexes.get(&id.name))
                         .flatten();
-                    let fate = match attached {
-                        Some(parent) => {
+                    let fate = match (attached, &a.parent) {
+                        (Some(parent), _) => {
                             Fate::RemovedWith(ObjectId::new(ObjectKind::Index, parent.clone()))
                         }
-                        // A table attached as a partition: its columns
-                        // become the parent's (ATTACH checks they match).
-                        None if self.attached_table(a) => {
-                            Fate::RemovedWith(a.parent.clone().expect("a column has a table"))
+                        // A table attached as a partition: its columns and
+                        // matching constraints become the parent's (ATTACH
+                        // checks they match).
+                        (None, Some(table)) if self.to.inherited.contains_key(id) => {
+                            Fate::RemovedWith(table.clone())
                         }
-                        None => Fate::Removed,
+                        _ => Fate::Removed,
                     };
                     self.fates.insert(id.clone(), fate);
                 }
@@ -315,6 +297,23 @@ impl<'a> Planner<'a> {
                         && self.from.get(parent).is_none() =>
                 {
                     Fate::AddedWith(parent.clone())
+                }
+                // Inherited until its table was detached, which makes it
+                // the table's own as it was.
+                Some(parent)
+                    if self.from.inherited.contains_key(id) && self.from.get(parent).is_some() =>
+                {
+                    let was = &self.from.inherited[id].def;
+                    if same_but_local(was, &b.def) {
+                        Fate::AddedWith(parent.clone())
+                    } else {
+                        let reason = format!(
+                            "{id}: changed after its table was detached; detach first and change it in \
+                             a second migration"
+                        );
+                        self.warnings.push(reason.clone());
+                        Fate::Unsupported(reason)
+                    }
                 }
                 _ => Fate::Added,
             };
@@ -1186,6 +1185,20 @@ fn create(def: &Definition, columns: &[&ColumnDef]) -> Vec<Fragment> {
         Definition::RowSecurity(d) => d.create(),
         Definition::Grant(d) => d.create(),
         Definition::Comment(d) => d.create(),
+    }
+}
+
+/// Whether two definitions are the same but for a column being declared
+/// in its table (as detaching a partition declares every column).
+fn same_but_local(a: &Definition, b: &Definition) -> bool {
+    match (a, b) {
+        (Definition::Column(a), Definition::Column(b)) => {
+            ColumnDef {
+                local: b.local,
+                ..a.clone()
+            } == *b
+        }
+        _ => a == b,
     }
 }
 

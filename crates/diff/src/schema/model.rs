@@ -26,6 +26,12 @@ pub struct Schema {
     /// name, and the index they are attached to.
     #[serde(default)]
     pub attached_indexes: BTreeMap<String, String>,
+    /// What a partition or child table has only through its parent (its
+    /// inherited columns, cloned constraints, attached indexes): no
+    /// objects of their own, until the table is detached, which makes
+    /// them its own.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub inherited: BTreeMap<ObjectId, Object>,
 }
 
 impl Schema {

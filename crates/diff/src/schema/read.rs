@@ -80,6 +80,8 @@ pub(crate) struct Reader<'a> {
     pub(crate) unsupported: BTreeSet<String>,
     /// See [`Schema::attached_indexes`].
     pub(crate) attached_indexes: BTreeMap<String, String>,
+    /// See [`Schema::inherited`].
+    pub(crate) inherited: BTreeMap<ObjectId, Object>,
 }
 
 impl<'a> Reader<'a> {
@@ -288,6 +290,7 @@ pub fn read_schema(client: &mut postgres::Client) -> Result<Schema, DiffError> {
         alias: HashMap::new(),
         unsupported: BTreeSet::new(),
         attached_indexes: BTreeMap::new(),
+        inherited: BTreeMap::new(),
     };
     namespaces::read(&mut r)?;
     collations::read(&mut r)?;
@@ -307,6 +310,7 @@ pub fn read_schema(client: &mut postgres::Client) -> Result<Schema, DiffError> {
         objects,
         unsupported,
         attached_indexes,
+        inherited,
         ..
     } = r;
     tx.commit()
@@ -315,5 +319,6 @@ pub fn read_schema(client: &mut postgres::Client) -> Result<Schema, DiffError> {
         objects,
         unsupported,
         attached_indexes,
+        inherited,
     })
 }

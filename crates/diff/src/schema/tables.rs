@@ -116,7 +116,8 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
     }
 
     // Columns only inherited from a parent (every column of a partition)
-    // are not objects of their own: they follow the parent's.
+    // are not objects of their own: they follow the parent's (and are kept
+    // aside, for when the table is detached).
     let sql = format!(
         "SELECT a.attrelid, a.attnum::int, {} || '.' || quote_ident(a.attname), {}, \
          quote_ident(a.attname), format_type(a.atttypid, a.atttypmod), {}, a.attnotnull, \
@@ -138,7 +139,7 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
              WHERE d.classid = 'pg_class'::regclass AND d.refclassid = 'pg_class'::regclass \
              AND d.refobjid = a.attrelid AND d.refobjsubid = a.attnum AND d.deptype = 'i' \
          ) seq ON a.attidentity <> '' \
-         WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attislocal AND {}",
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND {}",
         qualified("c.relname"),
         qualified("c.relname"),
         collation_name("a.attcollation", "t.typcollation"),
@@ -194,6 +195,10 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
         }
         let mut obj = Object::new(Definition::Column(def), Some(table));
         obj.position = attnum;
+        if !row.get::<_, bool>(15) {
+            r.inherited.insert(id, obj);
+            continue;
+        }
         local.insert((relid, row.get::<_, String>(4)), id.clone());
         r.add(id, obj, Some((PG_CLASS, relid, attnum)));
     }
@@ -333,28 +338,31 @@ impl TableDef {
     }
 
     pub(crate) fn alter(&self, to: &TableDef) -> Alteration {
-        // A plain table attached as a partition keeps its columns,
-        // constraints and indexes; the parent's indexes attach to matching
-        // ones or are made. Anything else (detaching, which turns inherited
-        // columns and cloned constraints into the table's own, a new bound
-        // or parent, a new partition key) moves data or rebuilds the table.
-        let attaching = self.partition_of.is_none()
-            && self.inherits.is_empty()
-            && to.partition_of.is_some()
-            && self.partition_key == to.partition_key;
-        if !attaching
-            && (self.partition_key != to.partition_key
-                || self.partition_of != to.partition_of
-                || self.inherits != to.inherits)
-        {
+        // A partition is detached (its inherited columns, cloned
+        // constraints and attached indexes become its own, as the planner
+        // knows), attached (a plain table keeps its columns, constraints and
+        // indexes; the parent's indexes attach to matching ones or are
+        // made), or both, for a new bound or parent. A new partition key, or
+        // a table turned partitioned or plain, rebuilds the table and moves
+        // its rows: that is a hand-written migration.
+        if self.partition_key != to.partition_key || self.inherits != to.inherits {
             return Alteration::Unsupported(format!(
-                "table {}: partitioning or inheritance changed (detached, re-parented, a new bound or \
-                 partition key); that moves rows between tables and is left to a hand-written migration",
+                "table {}: its partition key or inheritance changed (or it became partitioned, or \
+                 plain); that rebuilds the table and moves its rows, which is left to a hand-written \
+                 migration",
                 to.name
             ));
         }
+        let (detach, attach) = if self.partition_of == to.partition_of {
+            (None, None)
+        } else {
+            (self.partition_of.as_ref(), to.partition_of.as_ref())
+        };
         let name = &to.name;
         let mut sql = Vec::new();
+        if let Some(p) = detach {
+            sql.push(format!("ALTER TABLE {} DETACH PARTITION {name}", p.parent));
+        }
         if self.unlogged != to.unlogged {
             let mode = if to.unlogged { "UNLOGGED" } else { "LOGGED" };
             sql.push(format!("ALTER TABLE {name} SET {mode}"));
@@ -366,7 +374,7 @@ impl TableDef {
             sql.push(owner_sql("TABLE", name, &to.owner));
         }
         let mut fragments = vec![Fragment::new(Phase::Table, sql)];
-        if let (true, Some(p)) = (attaching, &to.partition_of) {
+        if let Some(p) = attach {
             // Once its columns and constraints are the branch's, which
             // ATTACH checks against the parent's.
             fragments.push(Fragment {

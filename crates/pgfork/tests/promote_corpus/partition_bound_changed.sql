@@ -1,5 +1,5 @@
 -- A partition's bound widened (detach, attach with the new bound).
--- expect: refuse
+-- expect: promote
 -- old
 CREATE TABLE readings (at int NOT NULL, v int) PARTITION BY RANGE (at);
 CREATE TABLE readings_0 PARTITION OF readings FOR VALUES FROM (0) TO (100);

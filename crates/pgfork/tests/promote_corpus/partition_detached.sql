@@ -1,6 +1,6 @@
--- A partition detached into a table of its own: its inherited columns and cloned
--- constraints become its own, which pgfork does not carry yet (refused, announced).
--- expect: refuse
+-- A partition detached into a table of its own (its inherited columns, cloned
+-- constraints and attached indexes become its own).
+-- expect: promote
 -- old
 CREATE TABLE readings (at int NOT NULL, v int) PARTITION BY RANGE (at);
 CREATE TABLE readings_0 PARTITION OF readings FOR VALUES FROM (0) TO (100);

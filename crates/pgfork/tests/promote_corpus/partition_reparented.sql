@@ -1,5 +1,5 @@
 -- A partition moved from one partitioned table to another.
--- expect: refuse
+-- expect: promote
 -- old
 CREATE TABLE a (at int NOT NULL, v int) PARTITION BY RANGE (at);
 CREATE TABLE b (at int NOT NULL, v int) PARTITION BY RANGE (at);

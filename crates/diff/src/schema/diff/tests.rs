@@ -112,6 +112,7 @@ fn schema(objects: Vec<(ObjectId, Object)>) -> Schema {
         objects: objects.into_iter().collect(),
         unsupported: BTreeSet::new(),
         attached_indexes: Default::default(),
+        inherited: Default::default(),
     }
 }
 
