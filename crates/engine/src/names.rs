@@ -286,6 +286,17 @@ pub fn since_ms(now_ms: i64, d: Duration) -> i64 {
     now_ms.saturating_sub(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Six random lowercase letters and digits, for names pgfork makes up
+/// (a rehearsal's branch).
+pub fn random_suffix() -> String {
+    use rand::RngExt;
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let mut rng = rand::rng();
+    (0..6)
+        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

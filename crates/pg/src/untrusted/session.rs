@@ -103,6 +103,27 @@ pub fn as_role(
     config(ep, database, role, access).connect(postgres::NoTls)
 }
 
+/// The application role `role` in `database` with its own settings, as a
+/// client of the agent's would connect: for running the role's own SQL as
+/// it would run in production (a rehearsed migration). Nothing but the
+/// role's rights is at stake; pgfork's own queries in such a session name
+/// every function and operator in `pg_catalog`.
+pub fn as_role_unpinned(
+    ep: &Endpoint,
+    database: &str,
+    role: &str,
+) -> Result<postgres::Client, postgres::Error> {
+    let mut config = postgres::Config::new();
+    config
+        .host_path(&ep.socket_dir)
+        .port(ep.port)
+        .user(role)
+        .dbname(database)
+        .application_name("pgfork rehearse")
+        .connect_timeout(Duration::from_secs(10));
+    config.connect(postgres::NoTls)
+}
+
 /// The superuser in an application database. Only for work that cannot be
 /// done otherwise, on content whose code has been checked with
 /// [`super::hazards::superuser_hazards`] first (or that pgfork has just
