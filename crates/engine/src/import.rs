@@ -50,7 +50,7 @@ const TABLE_COUNT: &str = "SELECT count(*) FROM pg_class c JOIN pg_namespace n O
      WHERE c.relkind IN ('r', 'p', 'm') AND n.nspname NOT IN ('pg_catalog', 'information_schema')";
 
 /// Swaps two directories atomically (renameat2 RENAME_EXCHANGE).
-fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
+pub(crate) fn exchange(a: &Path, b: &Path) -> std::io::Result<()> {
     use std::os::unix::ffi::OsStrExt;
     let a_c = std::ffi::CString::new(a.as_os_str().as_bytes()).expect("path without NUL");
     let b_c = std::ffi::CString::new(b.as_os_str().as_bytes()).expect("path without NUL");

@@ -126,7 +126,10 @@ impl Engine {
         }
 
         for s in &snapshots {
-            let Some(dead) = interrupted(s.op) else {
+            // A replace's snapshot holds the source's old data or its new
+            // data, depending on how far it got: its source's repair
+            // below tells which.
+            let Some(dead) = interrupted(s.op).filter(|o| o.kind != OpKind::Replacing) else {
                 continue;
             };
             let what = Orphaned::Snapshot(s.id);
@@ -293,7 +296,7 @@ impl Engine {
                     kind.as_str()
                 ));
             }
-            OpKind::Starting | OpKind::Stopping | OpKind::Refreshing => {
+            OpKind::Starting | OpKind::Stopping | OpKind::Refreshing | OpKind::Replacing => {
                 // An interrupted start is undone, never adopted: the server
                 // may be up before the start set the branch's password
                 // (after a reset its clone holds the snapshot's), and a
@@ -363,6 +366,7 @@ impl Engine {
                     .repaired
                     .push(format!("finished deleting source {}", s.name));
             }
+            OpKind::Replacing => self.finish_interrupted_replace(s, report)?,
             _ => {
                 if kind == OpKind::Refreshing {
                     // Before the swap it holds the unfinished import; after

@@ -124,9 +124,12 @@ impl Engine {
                 }
             }
             let keep = policy.snapshot_keep.unwrap_or(1).max(1) as usize;
+            // A source's old data that a `promote --replace` displaced is
+            // kept until someone deletes it, not pruned with the schedule's.
             let mut own: Vec<SnapshotRow> = SnapshotRow::list(self.meta.conn())?
                 .into_iter()
                 .filter(|s| s.source == source.name && s.parent_branch.is_none() && s.is_ready())
+                .filter(|s| s.method.as_deref() != Some(SnapshotRow::REPLACED))
                 .collect();
             own.sort_by_key(|s| std::cmp::Reverse(s.id));
             for old in own.into_iter().skip(keep) {

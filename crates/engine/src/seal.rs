@@ -76,6 +76,19 @@ impl Engine {
     /// Starts the copy in `dir` privately (no TCP, its own socket), lets
     /// it recover, applies what `how` asks, and shuts it down cleanly.
     pub(crate) fn seal(&self, dir: &Path, id: i64, how: &Seal) -> Result<ControlData> {
+        self.seal_with(dir, id, how, |_| Ok(()))
+    }
+
+    /// [`Engine::seal`] that also runs `work` on the private server (given
+    /// its unix socket) before shutting it down; if `work` fails, the
+    /// server is still shut down and its error returned.
+    pub(crate) fn seal_with(
+        &self,
+        dir: &Path,
+        id: i64,
+        how: &Seal,
+        work: impl FnOnce(&Endpoint) -> Result<()>,
+    ) -> Result<ControlData> {
         let mask = how.mask;
         let key = id.to_string();
         let socket_dir = self.socket_dir(ServerKind::Seal, &key);
@@ -129,7 +142,12 @@ impl Engine {
             }
             Ok::<_, EngineError>(())
         });
+        let worked = work(&Endpoint {
+            socket_dir: socket_dir.clone(),
+            port: 5432,
+        });
         server::stop(pm.pid, StopMode::Fast, SEAL_TIMEOUT)?;
+        worked?;
         if let Some(result) = masked {
             result?;
             // WAL still holds the values masking replaced (full page images,

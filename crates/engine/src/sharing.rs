@@ -81,7 +81,11 @@ pub(crate) fn arm_member(
 }
 
 /// Ends a member's sessions on a running branch and drops its role.
-fn disarm_member(client: &mut postgres::Client, app_role: &str, agent: &str) -> Result<()> {
+pub(crate) fn disarm_member(
+    client: &mut postgres::Client,
+    app_role: &str,
+    agent: &str,
+) -> Result<()> {
     let role = member_role(agent);
     let sql = format!(
         "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = {name};

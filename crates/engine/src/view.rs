@@ -411,7 +411,8 @@ pub struct SnapshotInfo {
     pub status: &'static str,
     /// Creation time.
     pub created_at: String,
-    /// How it was taken: `atomic` (btrfs), `online-backup`, `stopped`.
+    /// How it was taken: `atomic` (btrfs), `online-backup`, `stopped`;
+    /// `replaced`: a source's old data, displaced by `promote --replace`.
     pub method: Option<String>,
     /// WAL position it is consistent at.
     pub lsn: Option<String>,

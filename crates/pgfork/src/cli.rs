@@ -841,13 +841,19 @@ pub struct PromoteArgs {
     /// Resolve conflicts (rows or objects changed on both sides since the snapshot) this way.
     #[arg(long, value_enum)]
     pub strategy: Option<StrategyArg>,
-    /// Apply to a remote source without asking.
+    /// Apply to a remote source (or --replace) without asking.
     #[arg(long)]
     pub yes: bool,
     /// Apply a patch that cannot carry every change (it has warnings): the rest is applied, and the
     /// source is left different from the branch where the warnings say.
     #[arg(long)]
     pub allow_partial: bool,
+    /// Replace the whole data of the (local) source with the branch's instead of applying its rows:
+    /// both servers shut down cleanly, the branch's data directory is cloned and swapped in
+    /// atomically, and the source's old data is kept as a snapshot (SOURCE@N, printed) until you
+    /// delete it. Logins stay the source's. Asks first on a terminal, else needs --yes.
+    #[arg(long, conflicts_with_all = ["strategy", "allow_partial"])]
+    pub replace: bool,
 }
 
 /// `pgfork bench api`.

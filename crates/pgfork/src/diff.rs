@@ -134,6 +134,9 @@ fn key_text(key: &[Option<String>]) -> String {
 /// Runs `promote`: on a terminal, a remote source is only written after
 /// the user saw what will be applied and said yes.
 pub fn promote(engine: &mut Engine, args: PromoteArgs, json: bool) -> Result<()> {
+    if args.replace {
+        return crate::replace::promote_replace(engine, &args, json);
+    }
     use std::io::{BufRead, IsTerminal, Write};
     let strategy = args.strategy.map(|s| match s {
         StrategyArg::Ours => Strategy::Ours,

@@ -8,6 +8,7 @@ mod commands;
 mod diff;
 mod output;
 mod progress;
+mod replace;
 mod serve;
 
 use std::process::ExitCode;

@@ -54,6 +54,9 @@ pub enum OpKind {
     Deleting,
     /// A logical source importing a new copy of its remote database.
     Refreshing,
+    /// A local source whose data a branch's replaces (`promote --replace`),
+    /// and the snapshot that is to keep its old data.
+    Replacing,
 }
 
 impl OpKind {
@@ -66,6 +69,7 @@ impl OpKind {
             OpKind::Resetting => "resetting",
             OpKind::Deleting => "deleting",
             OpKind::Refreshing => "refreshing",
+            OpKind::Replacing => "replacing",
         }
     }
     fn parse(s: &str) -> Result<OpKind, MetaError> {
@@ -76,6 +80,7 @@ impl OpKind {
             OpKind::Resetting,
             OpKind::Deleting,
             OpKind::Refreshing,
+            OpKind::Replacing,
         ]
         .into_iter()
         .find(|k| k.as_str() == s)
@@ -310,7 +315,8 @@ pub struct SnapshotRow {
     pub created_at: i64,
     /// WAL position the snapshot is consistent at.
     pub lsn: Option<String>,
-    /// How it was taken (`atomic`, `online-backup`, `stopped`).
+    /// How it was taken (`atomic`, `online-backup`, `stopped`; `replaced`:
+    /// a source's old data, displaced by `promote --replace`).
     pub method: Option<String>,
     /// Milliseconds the sealing took.
     pub seal_ms: Option<i64>,
@@ -322,6 +328,11 @@ const SNAPSHOT_COLS: &str =
     "id, source, parent_branch, op, op_pid, op_start, created_at, lsn, method, seal_ms, masked";
 
 impl SnapshotRow {
+    /// The method of a snapshot that keeps a source's data from before a
+    /// `promote --replace`: it and every older snapshot of the source hold
+    /// data the source no longer has.
+    pub const REPLACED: &'static str = "replaced";
+
     fn from_row(r: &Row) -> Result<SnapshotRow, rusqlite::Error> {
         Ok(SnapshotRow {
             id: r.get(0)?,
@@ -404,7 +415,9 @@ impl SnapshotRow {
         Ok(rows)
     }
 
-    /// The newest ready snapshot taken of the source itself.
+    /// The newest ready snapshot taken of the source's current data: none
+    /// if the newest one keeps the data a `promote --replace` displaced
+    /// (see [`SnapshotRow::REPLACED`]).
     pub fn latest_of_source(
         conn: &Connection,
         source: &str,
@@ -418,7 +431,8 @@ impl SnapshotRow {
                 [source],
                 Self::from_row,
             )
-            .optional()?)
+            .optional()?
+            .filter(|s| s.method.as_deref() != Some(Self::REPLACED)))
     }
 
     /// Sets or clears the op.
@@ -784,6 +798,41 @@ mod tests {
                 .id,
             id
         );
+        // A source's data displaced by a replace is not its current data,
+        // nor is anything older; a snapshot taken after it is.
+        let old = meta
+            .write(|c| {
+                let old = SnapshotRow::insert_creating(c, "shop", None, me)?;
+                SnapshotRow::finish(c, old, Some("0/2"), SnapshotRow::REPLACED, 0, false)?;
+                Ok::<_, MetaError>(old)
+            })
+            .unwrap();
+        assert!(
+            SnapshotRow::latest_of_source(meta.conn(), "shop")
+                .unwrap()
+                .is_none(),
+            "the newest snapshot keeps replaced data"
+        );
+        let fresh = meta
+            .write(|c| {
+                let fresh = SnapshotRow::insert_creating(c, "shop", None, me)?;
+                SnapshotRow::finish(c, fresh, Some("0/3"), "atomic", 3, false)?;
+                Ok::<_, MetaError>(fresh)
+            })
+            .unwrap();
+        assert!(fresh > old);
+        assert_eq!(
+            SnapshotRow::latest_of_source(meta.conn(), "shop")
+                .unwrap()
+                .unwrap()
+                .id,
+            fresh
+        );
+        meta.write(|c| {
+            SnapshotRow::delete(c, fresh)?;
+            SnapshotRow::delete(c, old)
+        })
+        .unwrap();
         let mut labels = BTreeMap::new();
         labels.insert("agent".to_string(), "a1".to_string());
         meta.write(|c| {
