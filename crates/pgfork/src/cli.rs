@@ -43,6 +43,10 @@ pub enum Command {
     Diff(DiffArgs),
     /// Apply what a branch changed to its source, in one transaction, refusing on conflict.
     Promote(PromoteArgs),
+    /// Try a migration file on a branch made for it: per statement, whether it applies, its locks
+    /// and how long they were held, rewrites, rows, squawk's lints; then the schema diff and a
+    /// verdict (exit 0 applies, 1 a statement fails, 2 a finding passes a threshold).
+    Rehearse(RehearseArgs),
     /// Run scheduled work that is due (logical refreshes, scheduled snapshots); for a timer.
     Tick,
     /// Databases that branches are made from.
@@ -854,6 +858,50 @@ pub struct PromoteArgs {
     /// delete it. Logins stay the source's. Asks first on a terminal, else needs --yes.
     #[arg(long, conflicts_with_all = ["strategy", "allow_partial"])]
     pub replace: bool,
+}
+
+/// Output of `pgfork rehearse`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum RehearseFormat {
+    /// For people.
+    Text,
+    /// The whole report (as `--json`).
+    Json,
+}
+
+/// How severe a lint finding must be to block.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SeverityArg {
+    /// Every finding blocks.
+    Warning,
+    /// Only findings that mean locks, rewrites or lost data in production.
+    Error,
+}
+
+/// `pgfork rehearse`.
+#[derive(Debug, Args)]
+pub struct RehearseArgs {
+    /// A source (its newest snapshot), a snapshot id or a branch to try the migration on a copy of.
+    pub from: String,
+    /// The migration: SQL statements, run one by one as the application role (`-` reads stdin).
+    #[arg(long, short = 'f', value_name = "FILE")]
+    pub file: PathBuf,
+    /// Snapshot the source first, so the rehearsal sees its current data.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Keep the branch afterwards (its DSN is printed) instead of deleting it.
+    #[arg(long)]
+    pub keep: bool,
+    /// Output format (`--json` is the same as `--format json`).
+    #[arg(long, value_enum, default_value_t = RehearseFormat::Text)]
+    pub format: RehearseFormat,
+    /// Exit 2 when a lint finding is at least this severe.
+    #[arg(long, value_enum, default_value_t = SeverityArg::Error)]
+    pub fail_on: SeverityArg,
+    /// Exit 2 when a statement holds a lock that blocks writes (or reads) on an existing table
+    /// for longer than N milliseconds.
+    #[arg(long, value_name = "N")]
+    pub max_lock_ms: Option<u64>,
 }
 
 /// `pgfork bench api`.

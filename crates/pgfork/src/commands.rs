@@ -39,6 +39,11 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Tick => tick(&mut engine, json),
                 Command::Diff(args) => crate::diff::diff(&mut engine, args, json),
                 Command::Promote(args) => crate::diff::promote(&mut engine, args, json),
+                Command::Rehearse(args) => {
+                    let code = crate::rehearse::run(&mut engine, args, json);
+                    spinner.finish();
+                    return code;
+                }
                 Command::Source(c) => source(&mut engine, c, json),
                 Command::Snapshot(c) => snapshot(&mut engine, c, json),
                 Command::Branch(c) => branch(&mut engine, c, json),

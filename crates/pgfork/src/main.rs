@@ -8,6 +8,7 @@ mod commands;
 mod diff;
 mod output;
 mod progress;
+mod rehearse;
 mod replace;
 mod serve;
 
