@@ -40,6 +40,21 @@ pub struct CreateBranchParams {
     pub labels: BTreeMap<String, String>,
 }
 
+/// Parameters of `rehearse_migration`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RehearseParams {
+    /// What to try it on a copy of: a source name (its newest snapshot), a snapshot id such as "shop@3", or a branch.
+    pub from: String,
+    /// The migration: SQL statements, run one by one as the application role; BEGIN/COMMIT in it are honoured.
+    pub sql: String,
+    /// Snapshot the source first, so the rehearsal sees its current data.
+    #[serde(default)]
+    pub fresh: bool,
+    /// A lock blocking writes (or reads) on an existing table held longer than this many milliseconds makes the verdict "blocked".
+    #[serde(default)]
+    pub max_lock_ms: Option<u64>,
+}
+
 /// Parameters of `list_branches`.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct ListBranchesParams {
@@ -268,6 +283,33 @@ impl PgforkMcp {
         };
         Ok(match s.create_branch(req).await {
             Ok(info) => done(branch_summary(&info, info.dsn_with_password())),
+            Err(e) => failed(e),
+        })
+    }
+
+    #[tool(
+        description = "Rehearse a migration before running it for real: pgfork makes a throwaway branch of `from`, runs the SQL statement by statement, and reports for each whether it applied (or the server's error with SQLSTATE and line/column), its wall time, rows, the locks it took with how long blocking ones were held (what production readers/writers would wait), and which tables or indexes it rewrote; plus squawk lint findings by line, the schema diff, and a verdict: \"applies\", \"fails\" or \"blocked\" (a lint error or a lock over max_lock_ms). The branch is deleted afterwards."
+    )]
+    async fn rehearse_migration(
+        &self,
+        Parameters(p): Parameters<RehearseParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
+        let req = pgfork_engine::RehearseRequest {
+            from: p.from,
+            file: "migration.sql".into(),
+            sql: p.sql,
+            fresh: p.fresh,
+            keep: false,
+            fail_on: pgfork_engine::Severity::Error,
+            max_lock_ms: p.max_lock_ms,
+        };
+        Ok(match s.engine(move |e| e.rehearse(&req)).await {
+            Ok(report) => done(serde_json::to_value(&report).unwrap_or_default()),
             Err(e) => failed(e),
         })
     }

@@ -118,6 +118,33 @@ fn schemas() -> Value {
                 "max_size": { "oneOf": [{ "type": "integer" }, { "type": "string" }], "description": "Most bytes the branch may write of its own (bytes, or a size like \"512M\"); enforced by btrfs quotas. Default: the source's." }
             }
         },
+        "Rehearse": {
+            "type": "object", "required": ["from", "sql"], "additionalProperties": false,
+            "properties": {
+                "from": { "type": "string", "description": "A source (its newest snapshot), a snapshot id (shop@3) or a branch." },
+                "sql": { "type": "string", "description": "The migration: statements run one by one as the application role, honouring its BEGIN/COMMIT." },
+                "file": { "type": "string", "description": "Its name in the report (default migration.sql)." },
+                "fresh": { "type": "boolean", "default": false, "description": "Snapshot the source first." },
+                "keep": { "type": "boolean", "default": false, "description": "Keep the branch; the report then holds its DSN (a secret)." },
+                "fail_on": { "type": "string", "enum": ["warning", "error"], "default": "error", "description": "Lint findings this severe make the verdict blocked." },
+                "max_lock_ms": { "type": "integer", "minimum": 0, "description": "A lock blocking writes (or reads) on an existing table held longer than this makes the verdict blocked." }
+            }
+        },
+        "Rehearsal": {
+            "type": "object",
+            "description": "Per statement: outcome (applied, failed, not_run), error (message, sqlstate, at: line and column in the file), ms, rows, in_transaction, locks (relation, mode, existing, blocks, held_ms), rewrites (relation, kind, bytes), wal_bytes. Then lints (squawk: rule, severity, message, at), schema (the schema diff, if it applied), verdict (applies, fails, blocked) and reasons.",
+            "required": ["file", "from", "branch", "kept", "verdict", "reasons", "statements", "lints", "elapsed_ms"],
+            "properties": {
+                "file": { "type": "string" }, "from": { "type": "string" }, "branch": { "type": "string" },
+                "kept": { "type": "boolean" }, "dsn": { "type": "string" },
+                "verdict": { "type": "string", "enum": ["applies", "fails", "blocked"] },
+                "reasons": { "type": "array", "items": { "type": "string" } },
+                "statements": { "type": "array", "items": { "type": "object" } },
+                "lints": { "type": "array", "items": { "type": "object" } },
+                "schema": { "type": "object" },
+                "elapsed_ms": { "type": "integer" }
+            }
+        },
         "CreateBranch": {
             "type": "object", "required": ["name", "from"], "additionalProperties": false,
             "properties": {
@@ -387,7 +414,7 @@ pub fn document() -> Value {
             "/v1/branches/{name}/stop": {
                 "parameters": [name.clone()],
                 "post": op("Stop a branch; data is kept.", "stopBranch",
-                    responses!{ "200" => ok("The branch.", branch), "404" => not_found.clone(), "409" => conflict })
+                    responses!{ "200" => ok("The branch.", branch), "404" => not_found.clone(), "409" => conflict.clone() })
             },
             "/v1/branches/{name}/share": {
                 "parameters": [name.clone()],
@@ -403,7 +430,12 @@ pub fn document() -> Value {
             "/v1/branches/{name}/members": {
                 "parameters": [name],
                 "get": op("The agents the branch is shared with.", "branchMembers",
-                    responses!{ "200" => ok("Members.", array_of("Member")), "404" => not_found })
+                    responses!{ "200" => ok("Members.", array_of("Member")), "404" => not_found.clone() })
+            },
+            "/v1/rehearsals": {
+                "post": with(op("Rehearse a migration on a branch made for it: per statement whether it applies, its locks and how long they were held, rewrites, rows, squawk's lints; the schema diff and a verdict. The branch is deleted unless keep.", "rehearseMigration",
+                    responses!{ "200" => ok("The rehearsal, whatever its verdict.", reference("Rehearsal")), "400" => bad.clone(), "404" => not_found.clone(), "409" => conflict.clone() }),
+                    "requestBody", body("Rehearse"))
             },
             "/v1/agents": {
                 "get": op("List agents of the policy proxy.", "listAgents", responses!{ "200" => ok("Agents.", array_of("Agent")) }),

@@ -5,11 +5,13 @@
 //! locks, rewrites and lints it causes, and the branch made for it goes.
 
 mod common;
+mod daemon;
 
 use std::process::Output;
 
 use common::*;
-use serde_json::Value;
+use daemon::{Mcp, Serve};
+use serde_json::{Value, json};
 
 fn rehearse(home: &TestHome, name: &str, sql: &str, extra: &[&str]) -> (Option<i32>, Value) {
     let file = home.root.join(format!("{name}.sql"));
@@ -219,5 +221,47 @@ fn rehearsals_measure_locks_and_rewrites_beside_the_lints() {
         before,
         "a rehearsal changed the source"
     );
+    home.assert_settled();
+}
+
+/// The same rehearsal through the HTTP API and the MCP tool an agent uses.
+#[test]
+fn rehearsals_over_http_and_mcp() {
+    let home = TestHome::new(Pool::Btrfs, "rehearse-api");
+    home.create_source("shop");
+    exec(
+        &mut connect(&home.source_dsn("shop")),
+        "CREATE TABLE orders (id int PRIMARY KEY, amount int);
+         INSERT INTO orders SELECT g, g FROM generate_series(1, 1000) g;",
+    );
+    let sql = "ALTER TABLE orders ADD COLUMN note text;\nCREATE INDEX orders_amount ON orders (amount);\n";
+    let serve = Serve::start(&home, &[]);
+    let (status, r) = serve.post("/v1/rehearsals", json!({ "from": "shop", "sql": sql }));
+    assert_eq!(status, 200, "{r:#}");
+    assert_eq!(r["verdict"], "blocked", "{r:#}");
+    assert_eq!(r["statements"].as_array().unwrap().len(), 2);
+    lock(&r["statements"][1], "public.orders", "SHARE");
+    let (status, r) = serve.post(
+        "/v1/rehearsals",
+        json!({ "from": "shop", "sql": sql, "fail_on": "sometimes" }),
+    );
+    assert_eq!(status, 400, "{r:#}");
+    assert!(
+        r["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("warning or error")
+    );
+    drop(serve);
+
+    let mut mcp = Mcp::start(&home);
+    let r = mcp.ok(
+        "rehearse_migration",
+        json!({ "from": "shop", "sql": "INSERT INTO orders VALUES (5000, 1);\nSELECT * FROM nope;\n" }),
+    );
+    assert_eq!(r["verdict"], "fails", "{r:#}");
+    assert_eq!(r["statements"][0]["rows"], 1);
+    assert_eq!(r["statements"][1]["error"]["at"]["line"], 2, "{r:#}");
+    drop(mcp);
     home.assert_settled();
 }

@@ -4,6 +4,7 @@
 
 mod agents;
 mod branches;
+pub mod rehearsals;
 mod snapshots;
 mod sources;
 mod system;
@@ -70,6 +71,7 @@ pub fn table() -> Vec<Route> {
             "/v1/branches/{name}/members",
             get(branches::members),
         ),
+        route(M::POST, "/v1/rehearsals", post(rehearsals::create)),
         route(M::GET, "/v1/agents", get(agents::list)),
         route(M::POST, "/v1/agents", post(agents::create)),
         route(M::GET, "/v1/agents/{name}", get(agents::info)),

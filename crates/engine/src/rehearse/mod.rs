@@ -263,7 +263,9 @@ impl Engine {
             from: req.from.clone(),
             branch: name,
             kept: req.keep,
-            dsn: req.keep.then_some(info.dsn),
+            dsn: req
+                .keep
+                .then(|| info.dsn_with_password().unwrap_or(info.dsn)),
             verdict,
             reasons,
             statements,
