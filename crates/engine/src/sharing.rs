@@ -194,14 +194,34 @@ impl Engine {
     }
 
     /// Gives every member of a starting branch its role (after a reset the
-    /// clone has none).
+    /// clone has none), and drops the member roles its data brought along
+    /// that are not its members': a branch of a shared branch holds the
+    /// parent's member roles, passwords and all, which must open nothing
+    /// here.
     pub(crate) fn arm_members(
         &self,
         client: &mut postgres::Client,
         row: &BranchRow,
         app_role: &str,
     ) -> Result<()> {
-        for m in MemberRow::of_branch(self.meta.conn(), &row.name)? {
+        let members = MemberRow::of_branch(self.meta.conn(), &row.name)?;
+        let present: Vec<String> = client
+            .query(
+                "SELECT rolname::pg_catalog.text FROM pg_catalog.pg_roles \
+                  WHERE rolname::pg_catalog.text OPERATOR(pg_catalog.~~) 'pgfork\\_member\\_%'",
+                &[],
+            )
+            .map_err(EngineError::sql("list the member roles of a branch"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for role in present {
+            let agent = role.trim_start_matches("pgfork_member_");
+            if !members.iter().any(|m| m.agent == agent) {
+                disarm_member(client, app_role, agent)?;
+            }
+        }
+        for m in members {
             arm_member(client, app_role, &m)?;
         }
         Ok(())

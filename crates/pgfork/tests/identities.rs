@@ -528,3 +528,53 @@ fn a_shared_branch_gives_each_member_its_own_role_until_unshared() {
     );
     h.assert_settled();
 }
+
+/// A branch made from a shared branch carries the parent's member roles
+/// in its catalog, passwords and all; none of them may open the child,
+/// which is its owner's alone until shared again.
+#[test]
+fn a_branch_of_a_shared_branch_takes_no_login_of_the_parents_members() {
+    let h = TestHome::new(Pool::Btrfs, "shared-child");
+    h.create_source("shop");
+    let serve = Serve::start(&h, &[]);
+    let token = |name: &str| {
+        let made = h.json(&[
+            "agent", "create", name, "--source", "shop", "--policy", "branch",
+        ]);
+        As {
+            serve: &serve,
+            token: made["api_token"].as_str().unwrap().into(),
+        }
+    };
+    let (owner, member) = (token("owner"), token("member"));
+    let (status, _) = owner.post("/v1/branches", json!({ "name": "team", "from": "shop" }));
+    assert_eq!(status, StatusCode::CREATED);
+    let (status, body) = owner.post("/v1/branches/team/share", json!({ "agent": "member" }));
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let (status, body) = member.get("/v1/branches/team/dsn");
+    assert_eq!(status, StatusCode::OK, "{body:#}");
+    let member_dsn = body["dsn"].as_str().unwrap().to_string();
+    connect(&member_dsn); // the member's own way in works on the parent
+
+    let (status, child) = owner.post("/v1/branches", json!({ "name": "child", "from": "team" }));
+    assert_eq!(status, StatusCode::CREATED, "{child:#}");
+    let parent_port = format!(":{}/", port_of(&h.branch("team")));
+    let child_port = format!(":{}/", port_of(&child));
+    let on_child = member_dsn.replace(&parent_port, &child_port);
+    assert_ne!(on_child, member_dsn, "{member_dsn}");
+    let Err(e) = try_connect(&on_child) else {
+        panic!("a parent's member logged in to the child");
+    };
+    assert_eq!(
+        e.as_db_error().map(|d| d.code().code()),
+        Some("28P01"),
+        "{}",
+        describe(&e)
+    );
+    let (status, _) = member.get("/v1/branches/child");
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "the child is not the member's"
+    );
+}
