@@ -697,6 +697,26 @@ pub enum BenchWhat {
     /// Noisy neighbours: the source's pgbench TPS alone and beside a CPU-bound branch, without cgroups,
     /// with them, and with the branch held to --cpu; and what cgroups cost branch create.
     Neighbours(NeighboursArgs),
+    /// What `pgfork rehearse` costs over a branch and `psql -f` of the same migration.
+    Rehearse(RehearseBenchArgs),
+}
+
+/// `pgfork bench rehearse`.
+#[derive(Debug, Args)]
+pub struct RehearseBenchArgs {
+    /// pgbench scale of the source (bench-s{SCALE}, reused if it exists).
+    #[arg(long, default_value_t = 10)]
+    pub scale: u32,
+    /// The migration to time (default: a built-in one on pgbench's tables: a column, an index,
+    /// a retype, an update).
+    #[arg(long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Rounds of each way, interleaved (medians are reported).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+    /// Keep the bench source this run made.
+    #[arg(long)]
+    pub keep_source: bool,
 }
 
 /// `pgfork bench neighbours`.

@@ -64,6 +64,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     Some(crate::cli::BenchWhat::Neighbours(args)) => {
                         crate::bench::neighbours::run(engine, args, json)
                     }
+                    Some(crate::cli::BenchWhat::Rehearse(args)) => {
+                        crate::bench::rehearse::run(engine, args, json)
+                    }
                 },
                 Command::Init(_)
                 | Command::Doctor

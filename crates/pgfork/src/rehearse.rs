@@ -4,7 +4,7 @@ use std::io::Read;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use pgfork_engine::rehearse::{Outcome, RehearsalReport};
+use pgfork_engine::rehearse::{Outcome, RehearsalReport, outranked};
 use pgfork_engine::{Engine, RehearseRequest, Severity};
 
 use crate::cli::{RehearseArgs, RehearseFormat, SeverityArg};
@@ -72,12 +72,21 @@ fn print_text(r: &RehearsalReport) {
             }
             Outcome::Applied => {}
         }
-        let rows = s.rows.map(|n| format!("  {n} rows")).unwrap_or_default();
+        // The server counts 0 rows for DDL too: only a count says something.
+        let rows = s
+            .rows
+            .filter(|n| *n > 0)
+            .map(|n| format!("  {n} rows"))
+            .unwrap_or_default();
         println!("{head} applied {:>6.1} ms{rows}  {first_line}", s.ms);
         if !s.in_transaction {
             println!("       ran alone (not in a transaction): its locks were not observed");
         }
-        for l in s.locks.iter().filter(|l| l.blocks.is_some() && l.existing) {
+        for l in s
+            .locks
+            .iter()
+            .filter(|l| l.blocks.is_some() && l.existing && !outranked(l, &s.locks))
+        {
             println!(
                 "       {} on {} for {:.1} ms: blocks {}",
                 l.mode,

@@ -186,6 +186,15 @@ pub struct RehearsalReport {
     pub elapsed_ms: u64,
 }
 
+/// Whether `lock` is a weaker lock on a relation the statement also holds
+/// `ACCESS EXCLUSIVE` on (which says it all).
+pub fn outranked(lock: &Lock, all: &[Lock]) -> bool {
+    lock.mode != "ACCESS EXCLUSIVE"
+        && all
+            .iter()
+            .any(|l| l.relation == lock.relation && l.mode == "ACCESS EXCLUSIVE")
+}
+
 impl Engine {
     /// Rehearses a migration on a branch of `req.from` made for it.
     pub fn rehearse(&mut self, req: &RehearseRequest) -> Result<RehearsalReport> {
@@ -235,7 +244,7 @@ impl Engine {
         }
         if let Some(max) = req.max_lock_ms {
             for s in &statements {
-                for l in &s.locks {
+                for l in s.locks.iter().filter(|l| !outranked(l, &s.locks)) {
                     if l.held_ms.is_some_and(|ms| ms > max as f64) {
                         reasons.push(format!(
                             "statement {} (line {}) held {} on {} for {:.0} ms (more than {max} ms): \

@@ -21,6 +21,7 @@ mod load;
 pub mod neighbours;
 mod production;
 mod progress;
+pub mod rehearse;
 mod render;
 mod report;
 mod scale;
