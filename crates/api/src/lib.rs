@@ -4,6 +4,9 @@
 //!
 //! The binary only parses flags and calls [`serve`] or [`mcp_stdio`].
 
+// The OpenAPI document is one json! literal, deeper than the default.
+#![recursion_limit = "256"]
+
 mod activity;
 mod audit;
 mod auth;
@@ -11,6 +14,7 @@ mod body;
 pub mod error;
 mod mcp;
 pub mod metrics;
+pub mod notify;
 pub mod openapi;
 mod query;
 mod reaper;

@@ -55,6 +55,16 @@ pub struct RehearseParams {
     pub max_lock_ms: Option<u64>,
 }
 
+/// Parameters of `request_promotion`.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+pub struct RequestPromotionParams {
+    /// The branch whose changes should reach the source (one of yours).
+    pub branch: String,
+    /// What the change is for, for the person who decides.
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
 /// Parameters of `list_branches`.
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 pub struct ListBranchesParams {
@@ -285,6 +295,29 @@ impl PgforkMcp {
             Ok(info) => done(branch_summary(&info, info.dsn_with_password())),
             Err(e) => failed(e),
         })
+    }
+
+    #[tool(
+        description = "Ask for your branch's changes to be promoted to its source. You cannot promote yourself: this files a request that a person approves (pgfork then applies the changes, after checking them against the source as it is) or rejects with a reason. Returns the request {id, status: \"open\", summary (what the branch changed: schema objects and per-table row counts)}; the branch does not expire while the request is open. Errors: unknown_branch, wrong_state (a request for it is open already)."
+    )]
+    async fn request_promotion(
+        &self,
+        Parameters(p): Parameters<RequestPromotionParams>,
+        ctx: RequestContext<RoleServer>,
+    ) -> Result<CallToolResult, ErrorData> {
+        let s = match self.scoped(&ctx) {
+            Ok(s) => s,
+            Err(e) => return Ok(e),
+        };
+        Ok(
+            match s
+                .engine(move |e| e.promotion_request(&p.branch, p.note.as_deref()))
+                .await
+            {
+                Ok(row) => done(serde_json::to_value(&row).unwrap_or_default()),
+                Err(e) => failed(e),
+            },
+        )
     }
 
     #[tool(

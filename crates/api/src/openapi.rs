@@ -145,6 +145,32 @@ fn schemas() -> Value {
                 "elapsed_ms": { "type": "integer" }
             }
         },
+        "RequestPromotion": {
+            "type": "object", "required": ["branch"], "additionalProperties": false,
+            "properties": {
+                "branch": { "type": "string", "description": "The branch to promote (the caller's own)." },
+                "note": { "type": "string", "description": "What it is for, for whoever decides." }
+            }
+        },
+        "RejectPromotion": {
+            "type": "object", "required": ["reason"], "additionalProperties": false,
+            "properties": { "reason": { "type": "string", "description": "Why (the asker reads it)." } }
+        },
+        "Promotion": {
+            "type": "object",
+            "required": ["id", "branch", "source", "requested_by", "status", "summary", "created_at"],
+            "properties": {
+                "id": { "type": "integer" }, "branch": { "type": "string" }, "source": { "type": "string" },
+                "requested_by": { "type": "string", "description": "agent:NAME or admin:NAME" },
+                "note": { "type": ["string", "null"] },
+                "status": { "type": "string", "enum": ["open", "approved", "rejected", "withdrawn"] },
+                "summary": { "type": "object", "description": "What the branch changed when asked: base, schema_changes (object, kind), tables (table, inserted, updated, deleted), rows_changed, warnings. No row values." },
+                "created_at": { "type": "integer", "description": "Unix seconds." },
+                "decided_by": { "type": ["string", "null"] }, "decided_at": { "type": ["integer", "null"] },
+                "reason": { "type": ["string", "null"], "description": "Why it was rejected, or why the last approval failed (the request then stays open)." },
+                "result": { "type": ["object", "null"], "description": "The promote's report, once approved." }
+            }
+        },
         "CreateBranch": {
             "type": "object", "required": ["name", "from"], "additionalProperties": false,
             "properties": {
@@ -302,6 +328,7 @@ fn schemas() -> Value {
 pub fn document() -> Value {
     let name = path_param("name", "Branch or source name.");
     let id = path_param("id", "Snapshot id, such as shop@3.");
+    let request_id = path_param("id", "Promotion request number.");
     let not_found = error_response("No such object.");
     let conflict = error_response("Busy, has dependents, or in the wrong state.");
     let bad = error_response("Malformed JSON or a bad field; the message names it.");
@@ -431,6 +458,29 @@ pub fn document() -> Value {
                 "parameters": [name],
                 "get": op("The agents the branch is shared with.", "branchMembers",
                     responses!{ "200" => ok("Members.", array_of("Member")), "404" => not_found.clone() })
+            },
+            "/v1/promotions": {
+                "get": with(op("Promotion requests the caller may see (an admin all, an agent its own), newest first.", "listPromotions",
+                    responses!{ "200" => ok("Requests.", array_of("Promotion")), "400" => bad.clone() }),
+                    "parameters", json!([{ "name": "status", "in": "query", "required": false, "schema": { "type": "string", "enum": ["open", "approved", "rejected", "withdrawn"] } }])),
+                "post": with(op("Ask for a branch to be promoted: the only promote an agent may do. The branch does not expire while the request is open.", "requestPromotion",
+                    responses!{ "201" => ok("The request, open.", reference("Promotion")), "400" => bad.clone(), "404" => not_found.clone(), "409" => conflict.clone() }),
+                    "requestBody", body("RequestPromotion"))
+            },
+            "/v1/promotions/{id}": {
+                "parameters": [request_id.clone()],
+                "get": op("One promotion request.", "getPromotion", responses!{ "200" => ok("The request.", reference("Promotion")), "404" => not_found.clone() })
+            },
+            "/v1/promotions/{id}/approve": {
+                "parameters": [request_id.clone()],
+                "post": op("Approve (admin): promote now, with every check of promote against the source as it is; if that fails the request stays open and the error says why.", "approvePromotion",
+                    responses!{ "200" => ok("The request, approved; result holds the promote's report.", reference("Promotion")), "403" => error_response("Not an admin."), "404" => not_found.clone(), "409" => conflict.clone() })
+            },
+            "/v1/promotions/{id}/reject": {
+                "parameters": [request_id.clone()],
+                "post": with(op("Reject (admin), saying why.", "rejectPromotion",
+                    responses!{ "200" => ok("The request, rejected.", reference("Promotion")), "400" => bad.clone(), "403" => error_response("Not an admin."), "404" => not_found.clone(), "409" => conflict.clone() }),
+                    "requestBody", body("RejectPromotion"))
             },
             "/v1/rehearsals": {
                 "post": with(op("Rehearse a migration on a branch made for it: per statement whether it applies, its locks and how long they were held, rewrites, rows, squawk's lints; the schema diff and a verdict. The branch is deleted unless keep.", "rehearseMigration",

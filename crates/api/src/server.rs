@@ -29,6 +29,8 @@ pub struct ServeOptions {
     pub allow_remote: bool,
     /// The reaper's settings.
     pub reaper: ReaperOptions,
+    /// Where to POST each new promotion request, if anywhere.
+    pub notify_url: Option<reqwest::Url>,
 }
 
 /// Why the daemon could not run.
@@ -120,6 +122,10 @@ pub fn serve(home: Home, opts: ServeOptions) -> Result<(), ServeError> {
         let app = app(shared.clone(), opts.allow_remote, cancel.clone());
         let reaper = tokio::spawn(reaper::run(shared.clone(), opts.reaper));
         let sampler = tokio::spawn(reaper::sample_storage(shared.clone()));
+        let notifier = opts
+            .notify_url
+            .clone()
+            .map(|url| tokio::spawn(crate::notify::run(shared.clone(), url)));
         eprintln!("pgfork serve: listening on http://{addr} (MCP at http://{addr}/mcp)");
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
@@ -134,6 +140,9 @@ pub fn serve(home: Home, opts: ServeOptions) -> Result<(), ServeError> {
             });
         reaper.abort();
         sampler.abort();
+        if let Some(n) = notifier {
+            n.abort();
+        }
         served
     })
 }

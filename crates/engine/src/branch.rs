@@ -699,6 +699,7 @@ impl Engine {
             )));
         }
         deleted.push(format!("branch {name}"));
+        self.withdraw_requests_of(name)?;
         Ok(deleted)
     }
 
@@ -745,6 +746,14 @@ impl Engine {
             }
             if b.protected {
                 report.kept.push((b.name.clone(), "protected".into()));
+                continue;
+            }
+            if self.has_open_request(&b.name)? {
+                report.kept.push((
+                    b.name.clone(),
+                    "a promotion request of it is open: approve or reject it (pgfork approvals)"
+                        .into(),
+                ));
                 continue;
             }
             let live: Vec<String> = self

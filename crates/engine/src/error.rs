@@ -36,6 +36,9 @@ pub enum EngineError {
     /// No such snapshot.
     #[error("no snapshot '{0}': `pgfork snapshot list` shows the snapshots (ids look like shop@3)")]
     UnknownSnapshot(String),
+    /// No such promotion request.
+    #[error("no promotion request {0}: `pgfork approvals list` shows them")]
+    UnknownRequest(i64),
     /// `--from` matched nothing.
     #[error(
         "'{0}' is not a source, branch or snapshot: see `pgfork source list`, `pgfork branch list`, `pgfork snapshot list`"
@@ -219,6 +222,7 @@ impl EngineError {
             EngineError::UnknownBranch(_) => "unknown_branch",
             EngineError::UnknownSnapshot(_) => "unknown_snapshot",
             EngineError::UnknownOrigin(_) => "unknown_origin",
+            EngineError::UnknownRequest(_) => "unknown_request",
             EngineError::HasDependents { .. } => "has_dependents",
             EngineError::Busy { .. } => "busy",
             EngineError::WrongState(_) => "wrong_state",
@@ -263,6 +267,7 @@ impl EngineError {
                 | EngineError::UnknownBranch(_)
                 | EngineError::UnknownSnapshot(_)
                 | EngineError::UnknownOrigin(_)
+                | EngineError::UnknownRequest(_)
         )
     }
 }

@@ -5,6 +5,7 @@
 pub mod activity;
 mod agent_roles;
 pub mod agents;
+mod approvals;
 pub mod audit;
 mod branch;
 mod branch_data;
@@ -60,6 +61,7 @@ pub use init::{InitOptions, InitReport, init, set_branch_limits};
 pub use masking::MaskReport;
 /// Types of diff reports.
 pub use pgfork_diff::data as diff_types;
+pub use pgfork_pool::meta::PromotionRow;
 pub use progress::{Progress, Quiet};
 pub use promote::{Conflict, PromoteReport, PromoteRequest, Strategy};
 pub use promote_replace::{ReplaceReport, ReplaceRequest};

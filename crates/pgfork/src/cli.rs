@@ -74,6 +74,9 @@ pub enum Command {
     Audit(AuditArgs),
     /// Run the policy proxy alone (`pgfork serve` runs it too).
     Proxy(ProxyArgs),
+    /// Promotion requests of agents: list, show, approve (which promotes) or reject.
+    #[command(subcommand)]
+    Approvals(ApprovalsCommand),
 }
 
 /// `pgfork agent ...`.
@@ -267,6 +270,10 @@ pub struct ServeArgs {
     /// Address of the policy proxy that serve also runs (off: none).
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:6432")]
     pub proxy_listen: String,
+    /// POST a JSON event ({"event": "promotion_requested", "request": {...}}) to URL for each new
+    /// promotion request, retried with backoff, so a person hears one is waiting.
+    #[arg(long, value_name = "URL")]
+    pub notify_url: Option<String>,
     /// How long a read-only or dry-run transaction through the proxy may
     /// stay open before it is rolled back (as `pgfork proxy --transaction-limit`).
     #[arg(long, value_name = "DURATION", default_value = "30s")]
@@ -878,6 +885,44 @@ pub struct PromoteArgs {
     /// delete it. Logins stay the source's. Asks first on a terminal, else needs --yes.
     #[arg(long, conflicts_with_all = ["strategy", "allow_partial"])]
     pub replace: bool,
+    /// Ask for the promote instead of doing it: a request (with what the branch changed) that an
+    /// admin approves or rejects (`pgfork approvals`); the only promote an agent may do. The
+    /// branch does not expire while the request is open.
+    #[arg(long, conflicts_with_all = ["strategy", "allow_partial", "replace", "dry_run"])]
+    pub request: bool,
+    /// What the request is for, for whoever decides it.
+    #[arg(long, requires = "request", value_name = "TEXT")]
+    pub note: Option<String>,
+}
+
+/// `pgfork approvals ...`.
+#[derive(Debug, Subcommand)]
+pub enum ApprovalsCommand {
+    /// Promotion requests, newest first.
+    List {
+        /// Only requests in this state: open, approved, rejected, withdrawn.
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One request: what the branch changed when asked, who asked, the decision.
+    Show {
+        /// Request number.
+        id: i64,
+    },
+    /// Promote the request's branch now (every check of `promote` runs against the source as it
+    /// is); if it cannot be applied the request stays open and the error says why.
+    Approve {
+        /// Request number.
+        id: i64,
+    },
+    /// Close the request without promoting.
+    Reject {
+        /// Request number.
+        id: i64,
+        /// Why (the asker reads it).
+        #[arg(long)]
+        reason: String,
+    },
 }
 
 /// Output of `pgfork rehearse`.

@@ -39,6 +39,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                 Command::Tick => tick(&mut engine, json),
                 Command::Diff(args) => crate::diff::diff(&mut engine, args, json),
                 Command::Promote(args) => crate::diff::promote(&mut engine, args, json),
+                Command::Approvals(c) => crate::approvals::approvals(&mut engine, c, json),
                 Command::Rehearse(args) => {
                     let code = crate::rehearse::run(&mut engine, args, json);
                     spinner.finish();

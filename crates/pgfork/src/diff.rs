@@ -137,6 +137,9 @@ pub fn promote(engine: &mut Engine, args: PromoteArgs, json: bool) -> Result<()>
     if args.replace {
         return crate::replace::promote_replace(engine, &args, json);
     }
+    if args.request {
+        return crate::approvals::request(engine, &args, json);
+    }
     use std::io::{BufRead, IsTerminal, Write};
     let strategy = args.strategy.map(|s| match s {
         StrategyArg::Ours => Strategy::Ours,

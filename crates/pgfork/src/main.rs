@@ -2,6 +2,7 @@
 //! engine and the crates below it.
 
 mod agents;
+mod approvals;
 mod bench;
 mod cli;
 mod commands;

@@ -39,6 +39,12 @@ pub fn serve(home: Home, args: ServeArgs) -> Result<()> {
             idle_stop: optional_duration("idle-stop", &args.idle_stop, names::IDLE)?,
             idle_delete: optional_duration("idle-delete", &args.idle_delete, names::IDLE)?,
         },
+        notify_url: args
+            .notify_url
+            .as_deref()
+            .map(pgfork_api::notify::parse)
+            .transpose()
+            .map_err(anyhow::Error::msg)?,
     };
     if args.max_branches_per_source.is_some() || args.min_free.is_some() {
         let min_free = args

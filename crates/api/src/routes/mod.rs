@@ -4,6 +4,7 @@
 
 mod agents;
 mod branches;
+mod promotions;
 pub mod rehearsals;
 mod snapshots;
 mod sources;
@@ -72,6 +73,19 @@ pub fn table() -> Vec<Route> {
             get(branches::members),
         ),
         route(M::POST, "/v1/rehearsals", post(rehearsals::create)),
+        route(M::GET, "/v1/promotions", get(promotions::list)),
+        route(M::POST, "/v1/promotions", post(promotions::create)),
+        route(M::GET, "/v1/promotions/{id}", get(promotions::info)),
+        route(
+            M::POST,
+            "/v1/promotions/{id}/approve",
+            post(promotions::approve),
+        ),
+        route(
+            M::POST,
+            "/v1/promotions/{id}/reject",
+            post(promotions::reject),
+        ),
         route(M::GET, "/v1/agents", get(agents::list)),
         route(M::POST, "/v1/agents", post(agents::create)),
         route(M::GET, "/v1/agents/{name}", get(agents::info)),

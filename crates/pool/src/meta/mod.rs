@@ -10,6 +10,7 @@ mod agents;
 pub mod compute;
 mod limits;
 mod members;
+mod promotions;
 mod remote;
 mod rows;
 mod schema;
@@ -25,6 +26,7 @@ pub use agents::{AgentRow, AuditRow};
 pub use compute::{CgroupRow, ComputeLimits};
 pub use limits::SourceLimits;
 pub use members::MemberRow;
+pub use promotions::PromotionRow;
 pub use remote::{PolicyRow, RemoteRow};
 pub use rows::{
     BranchRow, BranchTimings, Op, OpKind, RunState, SnapshotRow, SourceRow, name_taken, used_ports,

@@ -243,6 +243,26 @@ CREATE INDEX branch_members_agent ON branch_members(agent);
 -- and deletes the branches its workers make.
 ALTER TABLE agents ADD COLUMN parent TEXT;
 "#,
+    r#"
+-- Promotion requests (issue 15): an agent asks, an admin approves (which
+-- promotes) or rejects. summary and result are JSON.
+CREATE TABLE promotion_requests (
+    id           INTEGER PRIMARY KEY AUTOINCREMENT,
+    branch       TEXT NOT NULL,
+    source       TEXT NOT NULL,
+    requested_by TEXT NOT NULL,
+    note         TEXT,
+    status       TEXT NOT NULL CHECK (status IN ('open', 'approved', 'rejected', 'withdrawn')),
+    summary      TEXT NOT NULL,
+    created_at   INTEGER NOT NULL,
+    decided_by   TEXT,
+    decided_at   INTEGER,
+    reason       TEXT,
+    result       TEXT
+);
+CREATE INDEX promotion_requests_branch ON promotion_requests(branch, status);
+CREATE UNIQUE INDEX promotion_requests_one_open ON promotion_requests(branch) WHERE status = 'open';
+"#,
 ];
 
 pub(crate) fn migrate(conn: &mut Connection) -> Result<(), MetaError> {

@@ -1,0 +1,227 @@
+//! Promotion requests and their approval (issue 15): the only promote an
+//! agent may do is ask. The request keeps what the branch changed when it
+//! was asked; an admin approves, which runs the promote (its three-way
+//! check and gates against the source as it is then), or rejects. An open
+//! request keeps its branch from expiring.
+
+use pgfork_pool::meta::PromotionRow;
+use serde_json::{Value, json};
+
+use crate::{DiffRequest, Engine, EngineError, PromoteReport, PromoteRequest, Result};
+
+impl Engine {
+    /// Asks for branch `branch` to be promoted (its owner, agent or admin).
+    pub fn promotion_request(&mut self, branch: &str, note: Option<&str>) -> Result<PromotionRow> {
+        let row = self.owned_branch(branch, "request a promotion of")?;
+        if let Some(open) = PromotionRow::open_for(self.meta.conn(), branch)? {
+            return Err(EngineError::WrongState(format!(
+                "branch '{branch}' has an open promotion request already (number {}): wait for its \
+                 decision (`pgfork approvals show {}`)",
+                open.id, open.id
+            )));
+        }
+        let summary = self.request_summary(branch)?;
+        let by = self.actor.label();
+        let id = self
+            .meta
+            .write(|c| PromotionRow::insert(c, branch, &row.source, &by, note, &summary))?;
+        self.promotion_get(id)
+    }
+
+    /// What a request shows of the branch: the schema objects changed and
+    /// each table's row counts (no row values: a request is read by people
+    /// who need not see the data).
+    fn request_summary(&mut self, branch: &str) -> Result<Value> {
+        let d = self.diff(&DiffRequest {
+            target: branch.to_string(),
+            against: None,
+            schema: true,
+            data: true,
+            limit: 0,
+            full: false,
+            sql: false,
+        })?;
+        let schema: Vec<Value> = d
+            .schema
+            .as_ref()
+            .map(|s| {
+                s.changes
+                    .iter()
+                    .map(|c| json!({ "object": c.id.to_string(), "kind": c.kind }))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tables: Vec<Value> = d
+            .data
+            .as_ref()
+            .map(|data| {
+                data.tables
+                    .iter()
+                    .map(|t| {
+                        json!({ "table": t.table, "inserted": t.inserted,
+                                "updated": t.updated, "deleted": t.deleted })
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        let rows: u64 = d
+            .data
+            .as_ref()
+            .map(|data| {
+                data.tables
+                    .iter()
+                    .map(|t| t.inserted + t.updated + t.deleted)
+                    .sum()
+            })
+            .unwrap_or(0);
+        Ok(json!({
+            "base": d.from,
+            "schema_changes": schema,
+            "tables": tables,
+            "rows_changed": rows,
+            "warnings": d.warnings,
+        }))
+    }
+
+    /// The requests the actor may see (an admin all, an agent those it
+    /// made), newest first; only `status` ones if given.
+    pub fn promotion_list(&self, status: Option<&str>) -> Result<Vec<PromotionRow>> {
+        if let Some(s) = status
+            && !["open", "approved", "rejected", "withdrawn"].contains(&s)
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "unknown status '{s}': use open, approved, rejected or withdrawn"
+            )));
+        }
+        let me = self.actor.label();
+        Ok(PromotionRow::list(self.meta.conn(), status)?
+            .into_iter()
+            .filter(|r| self.actor.agent().is_none() || r.requested_by == me)
+            .collect())
+    }
+
+    /// Request `id`, if the actor may see it.
+    pub fn promotion_get(&self, id: i64) -> Result<PromotionRow> {
+        let row =
+            PromotionRow::get(self.meta.conn(), id)?.ok_or(EngineError::UnknownRequest(id))?;
+        if self.actor.agent().is_some() && row.requested_by != self.actor.label() {
+            return Err(EngineError::UnknownRequest(id));
+        }
+        Ok(row)
+    }
+
+    /// Approves request `id`: promotes its branch now, with every check a
+    /// promote makes against the source as it is. If the promote refuses
+    /// (conflicts, a gate, a changed source), the request stays open with
+    /// the reason noted, and the error says it.
+    pub fn promotion_approve(&mut self, id: i64) -> Result<(PromotionRow, PromoteReport)> {
+        self.admin_only("approve promotions")?;
+        let row = self.open_request(id)?;
+        if self.branch_row(&row.branch).is_err() {
+            self.close_request(id, "withdrawn", Some("the branch is gone"), None)?;
+            return Err(EngineError::WrongState(format!(
+                "branch '{}' of request {id} no longer exists; the request is closed as withdrawn",
+                row.branch
+            )));
+        }
+        // Claimed first: of two admins approving at once, one promotes.
+        self.close_request(id, "approved", None, None)?;
+        let promoted = self.promote(&PromoteRequest {
+            branch: row.branch.clone(),
+            dry_run: false,
+            strategy: None,
+            confirmed: true,
+            allow_partial: false,
+        });
+        let report = match promoted {
+            Ok(r) if r.applied => r,
+            Ok(r) => {
+                let why = format!(
+                    "{} conflict(s) with the source as it is now: {}",
+                    r.conflicts.len(),
+                    r.conflicts
+                        .iter()
+                        .take(3)
+                        .map(|c| format!("{} ({})", c.object, c.reason))
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                );
+                self.meta.write(|c| PromotionRow::reopen(c, id, &why))?;
+                return Err(EngineError::WrongState(format!(
+                    "request {id} was not applied: {why}. It stays open: resolve them on branch '{}' \
+                     and approve again, or reject it",
+                    row.branch
+                )));
+            }
+            Err(e) => {
+                let why = e.to_string();
+                self.meta.write(|c| PromotionRow::reopen(c, id, &why))?;
+                return Err(e);
+            }
+        };
+        let result = serde_json::to_value(&report).unwrap_or(Value::Null);
+        self.meta
+            .write(|c| PromotionRow::set_result(c, id, &result))?;
+        Ok((self.promotion_get(id)?, report))
+    }
+
+    /// Rejects request `id`, saying why.
+    pub fn promotion_reject(&mut self, id: i64, reason: &str) -> Result<PromotionRow> {
+        self.admin_only("reject promotions")?;
+        if reason.trim().is_empty() {
+            return Err(EngineError::InvalidArgument(
+                "say why the request is rejected (--reason TEXT): the agent reads it".into(),
+            ));
+        }
+        self.open_request(id)?;
+        self.close_request(id, "rejected", Some(reason), None)?;
+        self.promotion_get(id)
+    }
+
+    /// Closes the open requests of a branch that is being deleted.
+    pub(crate) fn withdraw_requests_of(&mut self, branch: &str) -> Result<()> {
+        if let Some(open) = PromotionRow::open_for(self.meta.conn(), branch)? {
+            self.close_request(open.id, "withdrawn", Some("the branch was deleted"), None)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `branch` has an open request (which keeps it from expiring).
+    pub(crate) fn has_open_request(&self, branch: &str) -> Result<bool> {
+        Ok(PromotionRow::open_for(self.meta.conn(), branch)?.is_some())
+    }
+
+    fn open_request(&self, id: i64) -> Result<PromotionRow> {
+        let row = self.promotion_get(id)?;
+        if row.status != "open" {
+            return Err(EngineError::WrongState(format!(
+                "request {id} is {} already{}",
+                row.status,
+                row.decided_by
+                    .as_deref()
+                    .map(|by| format!(" (by {by})"))
+                    .unwrap_or_default()
+            )));
+        }
+        Ok(row)
+    }
+
+    fn close_request(
+        &mut self,
+        id: i64,
+        status: &str,
+        reason: Option<&str>,
+        result: Option<&Value>,
+    ) -> Result<()> {
+        let by = self.actor.label();
+        let closed = self
+            .meta
+            .write(|c| PromotionRow::decide(c, id, status, &by, reason, result))?;
+        if !closed {
+            return Err(EngineError::WrongState(format!(
+                "request {id} was decided by someone else meanwhile: `pgfork approvals show {id}`"
+            )));
+        }
+        Ok(())
+    }
+}
