@@ -8,6 +8,7 @@
 
 mod agents;
 pub mod compute;
+mod gates;
 mod limits;
 mod members;
 mod remote;
@@ -23,6 +24,7 @@ use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use agents::{AgentRow, AuditRow};
 pub use compute::{CgroupRow, ComputeLimits};
+pub use gates::StoredGates;
 pub use limits::SourceLimits;
 pub use members::MemberRow;
 pub use remote::{PolicyRow, RemoteRow};
