@@ -71,7 +71,7 @@ pub fn status_of(e: &EngineError) -> StatusCode {
         | "promote_unverified" | "partial_patch" => StatusCode::CONFLICT,
         "quota_exceeded" => StatusCode::TOO_MANY_REQUESTS,
         "forbidden" => StatusCode::FORBIDDEN,
-        "compute_unavailable" => StatusCode::UNPROCESSABLE_ENTITY,
+        "compute_unavailable" | "gate_failed" => StatusCode::UNPROCESSABLE_ENTITY,
         "disk_floor" | "no_space" => StatusCode::INSUFFICIENT_STORAGE,
         "no_free_port" | "no_free_uid" => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
@@ -127,6 +127,7 @@ mod tests {
                 507,
             ),
             (EngineError::InvalidArgument("bad".into()), 400),
+            (EngineError::GateFailed("assertion failed".into()), 422),
             (
                 EngineError::NameTaken {
                     name: "x".into(),

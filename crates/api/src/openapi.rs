@@ -92,13 +92,13 @@ fn schemas() -> Value {
         "description": "Compute limits each new branch gets unless its create says otherwise (null: none).",
         "properties": limit_props
     });
-    json!({
+    let mut all = json!({
         "Error": {
             "type": "object", "required": ["error"],
             "properties": { "error": {
                 "type": "object", "required": ["code", "message"],
                 "properties": {
-                    "code": { "type": "string", "description": "Stable code: unauthorized, bad_request, not_found, unknown_branch, unknown_source, unknown_snapshot, unknown_origin, invalid_name, invalid_argument, name_taken, has_dependents, busy, wrong_state, quota_exceeded, disk_floor, no_free_port, no_space, ..." },
+                    "code": { "type": "string", "description": "Stable code: unauthorized, bad_request, not_found, unknown_branch, unknown_source, unknown_snapshot, unknown_origin, invalid_name, invalid_argument, name_taken, has_dependents, busy, wrong_state, quota_exceeded, disk_floor, no_free_port, no_space, partial_patch, promote_unverified, gate_failed, ..." },
                     "message": { "type": "string", "description": "What went wrong and what to do." }
                 }
             } }
@@ -321,6 +321,91 @@ fn schemas() -> Value {
                 "branches": { "type": "array", "items": string }
             }
         }
+    });
+    // Promotion gates (issue 15), built apart: json! nests only so deep.
+    let extra = gate_schemas();
+    for (k, v) in extra.as_object().expect("an object") {
+        all[k] = v.clone();
+    }
+    all
+}
+
+/// Schemas of promote and its gates.
+fn gate_schemas() -> Value {
+    let string = json!({ "type": "string" });
+    let opt_int = json!({ "type": ["integer", "null"] });
+    let assertion_file = json!({
+        "type": "object", "required": ["name", "sql"], "additionalProperties": false,
+        "properties": {
+            "name": { "type": "string", "maxLength": 128, "description": "The file's name (no '/'), such as stock.sql; assertions are named after it: stock.sql#2." },
+            "sql": { "type": "string", "maxLength": 65536, "description": "SQL queries (SELECT, VALUES, WITH ... SELECT; at most 100) separated by semicolons, each of which must return no rows, or a single row of one boolean column that is true. Anything else (a write, a row lock, SELECT INTO) is refused (400 invalid_argument naming the line). They run as the application role with search_path = pg_catalog, pg_temp: write tables with their schema." }
+        }
+    });
+    let bounds = json!({
+        "max_rows": { "type": ["integer", "null"], "minimum": 0, "description": "Most rows one promote may change: inserted, updated, deleted, and those of tables it drops (null: no bound)." },
+        "max_tables": { "type": ["integer", "null"], "minimum": 0, "description": "Most tables whose rows one promote may change, dropped ones included (null: no bound)." }
+    });
+    let mut put_props = bounds.clone();
+    put_props["assert"] = json!({ "type": "array", "maxItems": 32, "items": { "$ref": "#/components/schemas/AssertionFile" } });
+    let mut gates_props = bounds;
+    gates_props["source"] = string.clone();
+    gates_props["files"] =
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/AssertionFile" } });
+    gates_props["assertions"] =
+        json!({ "type": "array", "items": { "$ref": "#/components/schemas/Assertion" } });
+    gates_props["error"] = json!({ "type": ["string", "null"], "description": "Why a stored file no longer reads as assertions (changed by hand): promotes are refused until the gates are set again." });
+    let gate_result = json!({
+        "type": "object",
+        "properties": {
+            "gate": { "type": "string", "description": "max_rows, max_tables, or an assertion's name (stock.sql#2)." },
+            "on": { "type": "string", "enum": ["patch", "branch", "source"], "description": "patch: a bound on the patch's scope; branch: the assertion on the branch, before anything is applied; source: on the source after the patch, inside the promote's transaction." },
+            "passed": { "type": "boolean" },
+            "detail": { "type": "string", "description": "What was found, in words." },
+            "line": opt_int.clone(), "sql": { "type": ["string", "null"] }, "stored": { "type": ["boolean", "null"] },
+            "count": { "type": ["integer", "null"], "description": "Rows the assertion returned; rows or tables the patch changes." },
+            "limit": opt_int,
+            "columns": { "type": "array", "items": { "type": "string" }, "description": "The columns of a failing assertion's rows." },
+            "rows": { "type": "array", "items": { "type": "array", "items": { "type": ["string", "null"] } }, "description": "The first rows (at most 5) a failing assertion returned, each value as PostgreSQL prints it (null for NULL)." },
+            "error": { "type": ["string", "null"], "description": "The error PostgreSQL raised running the assertion." }
+        }
+    });
+    json!({
+        "AssertionFile": assertion_file,
+        "Assertion": {
+            "type": "object",
+            "properties": { "name": string, "line": { "type": "integer" }, "sql": string, "stored": { "type": "boolean" } }
+        },
+        "PutGates": {
+            "type": "object", "additionalProperties": false,
+            "description": "The source's promotion gates, whole: what the body leaves out is removed.",
+            "properties": put_props
+        },
+        "SourceGates": { "type": "object", "properties": gates_props },
+        "GateResult": gate_result,
+        "Promote": {
+            "type": "object", "additionalProperties": false,
+            "properties": {
+                "dry_run": { "type": "boolean", "default": false, "description": "Only report what would be applied, the conflicts and the gates (bounds, and the assertions on the branch)." },
+                "strategy": { "type": "string", "enum": ["ours", "theirs"], "description": "Resolve conflicts: the branch's version wins, or the source's stays." },
+                "yes": { "type": "boolean", "default": false, "description": "Apply to a remote source." },
+                "allow_partial": { "type": "boolean", "default": false, "description": "Apply a patch that cannot carry every change." },
+                "assert": { "type": "array", "maxItems": 32, "items": { "$ref": "#/components/schemas/AssertionFile" }, "description": "Assertion files to pass besides the source's stored gates." }
+            }
+        },
+        "PromoteReport": {
+            "type": "object",
+            "description": "What promote did or would do: applied, the conflicts (unresolved ones leave applied false), rows inserted, updated and deleted, the statements, the new snapshot, warnings, and the promotion gates.",
+            "properties": {
+                "branch": string, "source": string, "applied": { "type": "boolean" },
+                "conflicts": { "type": "array", "items": { "type": "object" } },
+                "inserted": { "type": "integer" }, "updated": { "type": "integer" }, "deleted": { "type": "integer" },
+                "statements": { "type": "array", "items": string },
+                "snapshot": { "type": ["string", "null"] },
+                "warnings": { "type": "array", "items": string },
+                "gates": { "type": "array", "items": { "$ref": "#/components/schemas/GateResult" } }
+            },
+            "additionalProperties": true
+        }
     })
 }
 
@@ -333,7 +418,8 @@ pub fn document() -> Value {
     let conflict = error_response("Busy, has dependents, or in the wrong state.");
     let bad = error_response("Malformed JSON or a bad field; the message names it.");
     let branch = reference("Branch");
-    json!({
+    let (branch_name, bad_body, missing) = (name.clone(), bad.clone(), not_found.clone());
+    let mut doc = json!({
         "openapi": "3.1.0",
         "info": {
             "title": "pgfork",
@@ -517,7 +603,30 @@ pub fn document() -> Value {
                 "get": op("Recompute the audit log's hash chain.", "verifyAudit", responses!{ "200" => ok("The first broken link, if any.", reference("AuditVerify")) })
             }
         }
-    })
+    });
+    // Promote and its gates (issue 15), apart: json! nests only so deep.
+    doc["paths"]["/v1/sources/{name}/gates"] = json!({
+        "parameters": [path_param("name", "Source name.")],
+        "get": op("The source's promotion gates (admins only).", "getSourceGates",
+            responses!{ "200" => ok("The gates.", reference("SourceGates")), "403" => error_response("Not an admin token."), "404" => missing.clone() }),
+        "put": with(op("Replace the source's promotion gates (admins only): every promote to it, from any interface, must pass them. Every file is checked first; a refusal changes nothing.", "setSourceGates",
+            responses!{ "200" => ok("The gates now.", reference("SourceGates")), "400" => error_response("A file that does not parse, holds no query or holds anything but a query (the message names its line), or a bad field."), "403" => error_response("Not an admin token."), "404" => missing.clone() }),
+            "requestBody", body("PutGates"))
+    });
+    doc["paths"]["/v1/branches/{name}/promote"] = json!({
+        "parameters": [branch_name],
+        "post": with(op("Apply the branch's changes to its source (admins only), after the three-way conflict check and the promotion gates, in one transaction that checks its own result before committing.", "promoteBranch",
+            responses!{
+                "200" => ok("The report: applied, or not (unresolved conflicts, dry_run).", reference("PromoteReport")),
+                "400" => bad_body,
+                "403" => error_response("Not an admin token."),
+                "404" => missing.clone(),
+                "409" => error_response("Refused: a patch it cannot carry whole (partial_patch), a result that did not verify (promote_unverified), or the wrong state (a remote source without yes)."),
+                "422" => error_response("A promotion gate failed (gate_failed): the message names each gate, what it returned (the first rows) and what to do; nothing was applied.")
+            }),
+            "requestBody", body("Promote"))
+    });
+    doc
 }
 
 #[cfg(test)]

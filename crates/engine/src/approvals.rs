@@ -74,13 +74,45 @@ impl Engine {
                     .sum()
             })
             .unwrap_or(0);
+        let preview = self.preview_promote(branch);
         Ok(json!({
             "base": d.from,
             "schema_changes": schema,
             "tables": tables,
             "rows_changed": rows,
             "warnings": d.warnings,
+            "preview": preview,
         }))
+    }
+
+    /// A dry run of the promote, for the request: the gates' results (the
+    /// scope bounds and the assertions on the branch) and how many
+    /// conflicts and statements there would be. It runs as the home's
+    /// admin, since an agent may not promote, and keeps nothing of the
+    /// source's rows: a conflict is counted, not shown.
+    fn preview_promote(&mut self, branch: &str) -> Value {
+        let asker = std::mem::replace(
+            &mut self.actor,
+            crate::Actor::Admin(crate::identity::FIRST_ADMIN.into()),
+        );
+        let dry = self.promote(&PromoteRequest {
+            branch: branch.to_string(),
+            dry_run: true,
+            strategy: None,
+            confirmed: false,
+            allow_partial: false,
+            assertions: Vec::new(),
+        });
+        self.actor = asker;
+        match dry {
+            Ok(r) => json!({
+                "gates": r.gates,
+                "conflicts": r.conflicts.len(),
+                "statements": r.statements.len(),
+                "warnings": r.warnings,
+            }),
+            Err(e) => json!({ "error": { "code": e.code(), "message": e.to_string() } }),
+        }
     }
 
     /// The requests the actor may see (an admin all, an agent those it
@@ -132,6 +164,8 @@ impl Engine {
             strategy: None,
             confirmed: true,
             allow_partial: false,
+            // The source's stored gates apply to every promote.
+            assertions: Vec::new(),
         });
         let report = match promoted {
             Ok(r) if r.applied => r,

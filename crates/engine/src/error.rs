@@ -165,6 +165,11 @@ pub enum EngineError {
     /// `--allow-partial`; the message lists what.
     #[error("{0}")]
     PartialPatch(String),
+    /// A promotion gate failed (an assertion, or a bound on the patch's
+    /// scope; see [`crate::gates`]): nothing was applied, and the message
+    /// names each gate, what it found and what to do.
+    #[error("{0}")]
+    GateFailed(String),
     /// A TTL, label or other option value is malformed.
     #[error("{0}")]
     InvalidArgument(String),
@@ -239,6 +244,7 @@ impl EngineError {
             EngineError::Forbidden(_) => "forbidden",
             EngineError::Unverified(_) => "promote_unverified",
             EngineError::PartialPatch(_) => "partial_patch",
+            EngineError::GateFailed(_) => "gate_failed",
             EngineError::AgentQuota { .. } => "quota_exceeded",
             EngineError::ComputeUnavailable(_) => "compute_unavailable",
             // Whichever layer noticed a full disk (a write of pgfork.conf,

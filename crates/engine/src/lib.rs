@@ -16,6 +16,7 @@ pub mod disk_full;
 mod doctor;
 mod error;
 pub mod failpoint;
+pub mod gates;
 pub mod identity;
 mod import;
 mod init;
@@ -53,6 +54,7 @@ pub use config::Config;
 pub use diff::{DiffReport, DiffRequest};
 pub use doctor::{Check, DoctorReport, doctor};
 pub use error::{EngineError, Result};
+pub use gates::{AssertionFile, GateResult, GatesChange, SourceGates};
 pub use identity::{
     Actor, admin_token_create, admin_token_list, admin_token_revoke, has_admin_token,
     hash_api_token, resolve_token, rotate_admin_token,

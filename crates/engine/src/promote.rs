@@ -19,6 +19,7 @@ use serde_json::Value;
 use crate::diff::Resolved;
 use pgfork_pg::untrusted::session::{self, Access};
 
+use crate::gates::{self, AssertionFile, GateCheck, GateResult, GateSide};
 use crate::{Engine, EngineError, Result, ServerKind, promote_check};
 
 /// How conflicts are resolved.
@@ -45,6 +46,9 @@ pub struct PromoteRequest {
     /// Apply a patch that cannot carry everything (it has warnings): the
     /// source then differs from the branch where the warnings say.
     pub allow_partial: bool,
+    /// Assertion files to pass besides the source's stored gates
+    /// (`--assert FILE`; see [`crate::gates`]).
+    pub assertions: Vec<AssertionFile>,
 }
 
 /// Something changed on both sides since the snapshot.
@@ -96,6 +100,9 @@ pub struct PromoteReport {
     /// enum values the rest uses (PostgreSQL refuses a new enum value in
     /// the transaction that adds it). They stay if the rest fails.
     pub before_transaction: Vec<String>,
+    /// The promotion gates and how each went: the scope bounds and the
+    /// assertions on the branch, then (once applied) on the source.
+    pub gates: Vec<GateResult>,
 }
 
 /// Whether `sql` is exactly an enum value addition as the schema diff
@@ -204,6 +211,8 @@ struct Expected<'a> {
     deltas: &'a [(String, String, i64)],
     /// `--allow-partial`: catalog differences are reported, not refused.
     partial: bool,
+    /// The promotion gates, whose assertions run on the source after the patch.
+    gates: GateCheck<'a>,
 }
 
 /// Tables the branch dropped (no columns listed) and columns it dropped
@@ -287,6 +296,8 @@ impl Engine {
         let base = SnapshotRow::get(self.meta.conn(), branch.snapshot_id)?.ok_or_else(|| {
             EngineError::UnknownSnapshot(format!("the base of {} (deleted)", branch.name))
         })?;
+        // Promotion gates: bad assertion files are refused before any work.
+        let gate_set = self.promote_gates(&source.name, &req.assertions)?;
         let remote = source.mode != "local";
         if remote && !req.dry_run && !req.confirmed {
             return Err(EngineError::WrongState(format!(
@@ -569,6 +580,7 @@ impl Engine {
             snapshot: None,
             warnings: dsx.warnings.clone(),
             before_transaction: Vec::new(),
+            gates: Vec::new(),
         };
         // Rows are written in the branch's shape, which the schema
         // statements give the source first.
@@ -585,8 +597,24 @@ impl Engine {
             statements.into_iter().partition(|s| adds_enum_value(s));
         report.before_transaction = early;
         report.statements = statements;
+        // Promotion gates (crate::gates), before anything is applied, with
+        // --dry-run too: the patch's scope, then the assertions on the branch.
+        let gate_check = GateCheck {
+            gates: &gate_set,
+            branch: &branch.name,
+            source: &source.name,
+        };
+        let scope = gates::scope(&plan, &dx, |t| x_tables.contains_key(t));
+        report.gates = gates::check_bounds(&gate_set, &scope);
+        report.gates.extend(gates::run_on_branch(
+            &mut x_side.client,
+            &gate_set.assertions,
+        )?);
         if req.dry_run || (!report.conflicts.is_empty() && req.strategy.is_none()) {
             return Ok(report);
+        }
+        if let Some(refused) = gate_check.refusal(&report.gates) {
+            return Err(refused);
         }
         if !report.warnings.is_empty() && !req.allow_partial {
             return Err(EngineError::PartialPatch(format!(
@@ -622,8 +650,11 @@ impl Engine {
             strategy: req.strategy,
             deltas: &deltas,
             partial: req.allow_partial,
+            gates: gate_check,
         };
-        let left_different = self.apply(&mut target, &report.statements, &expected)?;
+        let (left_different, source_gates) =
+            self.apply(&mut target, &report.statements, &expected)?;
+        report.gates.extend(source_gates);
         report.warnings.extend(
             left_different
                 .into_iter()
@@ -796,14 +827,15 @@ impl Engine {
 
     /// Runs `statements` in one transaction; on failure nothing stays and
     /// the error names the statement. Before committing, checks that the
-    /// source holds what it should (see [`crate::promote_check`]); if not,
-    /// rolls back and says what differs.
+    /// source holds what it should (see [`crate::promote_check`]) and
+    /// passes the promotion gates' assertions (see [`crate::gates`]); if
+    /// not, rolls back and says what differs or failed.
     fn apply(
         &self,
         client: &mut postgres::Client,
         statements: &[String],
         expected: &Expected,
-    ) -> Result<Vec<String>> {
+    ) -> Result<(Vec<String>, Vec<GateResult>)> {
         let mut tx = client
             .transaction()
             .map_err(EngineError::sql("begin the promote"))?;
@@ -834,6 +866,14 @@ impl Engine {
                     if sql.len() > shown.len() { " ..." } else { "" }
                 )));
             }
+        }
+        // The assertions again, on the source as the patch left it, in this
+        // transaction: a failure rolls the whole promote back.
+        let gate_results =
+            gates::run_assertions(&mut tx, &expected.gates.gates.assertions, GateSide::Source)?;
+        if let Some(refused) = expected.gates.refusal(&gate_results) {
+            drop(tx); // rolls back
+            return Err(refused);
         }
         let after = promote_check::fingerprint(&mut tx).map_err(EngineError::sql(
             "read the source's catalog after the patch",
@@ -873,7 +913,7 @@ impl Engine {
         }
         tx.commit()
             .map_err(EngineError::sql("commit the promote"))?;
-        Ok(left_different)
+        Ok((left_different, gate_results))
     }
 }
 

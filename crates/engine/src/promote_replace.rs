@@ -395,6 +395,7 @@ impl Engine {
     /// stopped source (its logins are read from it), a masked branch, a
     /// source with masking rules, and anything another process is at.
     fn check_replace(&self, source: &SourceRow, branch: &BranchRow) -> Result<()> {
+        self.refuse_replace_with_gates(&source.name, &branch.name)?;
         if source.mode != "local" {
             return Err(EngineError::WrongState(format!(
                 "source '{}' is a {} copy of a remote database, whose data pgfork cannot replace: \

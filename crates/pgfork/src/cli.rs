@@ -391,6 +391,34 @@ pub enum SourceCommand {
     },
     /// Show or set the limits each new branch of a source gets (branch create's flags override them).
     Limits(SourceLimitsArgs),
+    /// Show or set the promotion gates every promote to a source must pass, from any interface:
+    /// assertion files and bounds on how many rows and tables one promote may change.
+    Gates(SourceGatesArgs),
+}
+
+/// `pgfork source gates`.
+#[derive(Debug, Args)]
+pub struct SourceGatesArgs {
+    /// Source name.
+    pub name: String,
+    /// An assertion file: SQL queries (SELECT, VALUES, WITH ... SELECT), separated by semicolons,
+    /// each of which must return no rows, or a single true, for a promote to go ahead. They run on
+    /// the branch before anything is applied, and on the source after the patch, inside the
+    /// promote's transaction, as the application role with search_path = pg_catalog (write
+    /// tables with their schema: public.orders). Repeatable; replaces the stored files.
+    #[arg(long = "assert", value_name = "FILE")]
+    pub assert: Vec<PathBuf>,
+    /// Most rows one promote may change (inserted, updated, deleted, and those of tables it drops);
+    /// `none` removes the bound.
+    #[arg(long, value_name = "N|none")]
+    pub max_rows: Option<String>,
+    /// Most tables whose rows one promote may change (dropped tables included); `none` removes
+    /// the bound.
+    #[arg(long, value_name = "N|none")]
+    pub max_tables: Option<String>,
+    /// Remove every gate of the source first (then set what the other options give).
+    #[arg(long)]
+    pub clear: bool,
 }
 
 /// `pgfork source limits`.
@@ -885,10 +913,17 @@ pub struct PromoteArgs {
     /// delete it. Logins stay the source's. Asks first on a terminal, else needs --yes.
     #[arg(long, conflicts_with_all = ["strategy", "allow_partial"])]
     pub replace: bool,
+    /// An assertion file to pass besides the source's stored gates (`pgfork source gates`): SQL
+    /// queries, each of which must return no rows, or a single true. They run on the branch before
+    /// anything is applied (also with --dry-run), then on the source after the patch inside the
+    /// promote's transaction, which a failure rolls back. Repeatable. Not with --replace.
+    #[arg(long = "assert", value_name = "FILE", conflicts_with = "replace")]
+    pub assert: Vec<PathBuf>,
     /// Ask for the promote instead of doing it: a request (with what the branch changed) that an
     /// admin approves or rejects (`pgfork approvals`); the only promote an agent may do. The
-    /// branch does not expire while the request is open.
-    #[arg(long, conflicts_with_all = ["strategy", "allow_partial", "replace", "dry_run"])]
+    /// branch does not expire while the request is open; the source's stored gates run when it is
+    /// approved.
+    #[arg(long, conflicts_with_all = ["strategy", "allow_partial", "replace", "dry_run", "assert"])]
     pub request: bool,
     /// What the request is for, for whoever decides it.
     #[arg(long, requires = "request", value_name = "TEXT")]

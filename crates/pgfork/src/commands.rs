@@ -485,6 +485,44 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
                 );
             }
         }
+        SourceCommand::Gates(args) => {
+            use pgfork_engine::gates::{AssertionFile, GatesChange, parse_bound};
+            // Every file is read and every value checked before anything
+            // is stored.
+            let change = GatesChange {
+                clear: args.clear,
+                files: if args.assert.is_empty() {
+                    None
+                } else {
+                    Some(
+                        args.assert
+                            .iter()
+                            .map(|p| AssertionFile::read(p))
+                            .collect::<Result<_, _>>()?,
+                    )
+                },
+                max_rows: args
+                    .max_rows
+                    .as_deref()
+                    .map(|t| parse_bound("--max-rows", t))
+                    .transpose()?,
+                max_tables: args
+                    .max_tables
+                    .as_deref()
+                    .map(|t| parse_bound("--max-tables", t))
+                    .transpose()?,
+            };
+            let gates = if change.is_empty() {
+                engine.source_gates(&args.name)?
+            } else {
+                engine.set_source_gates(&args.name, &change)?
+            };
+            if json {
+                output::json(&gates)
+            } else {
+                output::source_gates(&gates);
+            }
+        }
     }
     Ok(())
 }

@@ -2,7 +2,9 @@
 
 use anyhow::Result;
 use pgfork_engine::diff_types::{RowChange, TableDiff};
-use pgfork_engine::{DiffRequest, Engine, PromoteReport, PromoteRequest, Strategy};
+use pgfork_engine::{
+    AssertionFile, DiffRequest, Engine, GateResult, PromoteReport, PromoteRequest, Strategy,
+};
 
 use crate::cli::{DiffArgs, DiffFormat, PromoteArgs, StrategyArg};
 use crate::output;
@@ -151,6 +153,11 @@ pub fn promote(engine: &mut Engine, args: PromoteArgs, json: bool) -> Result<()>
         strategy,
         confirmed: args.yes,
         allow_partial: args.allow_partial,
+        assertions: args
+            .assert
+            .iter()
+            .map(|p| AssertionFile::read(p))
+            .collect::<Result<_, _>>()?,
     };
     let source = engine.branch_info(&args.branch)?.source;
     let remote = engine.source_info(&source)?.mode != "local";
@@ -165,6 +172,9 @@ pub fn promote(engine: &mut Engine, args: PromoteArgs, json: bool) -> Result<()>
                 "{} conflicts: nothing applied; resolve them or pass --strategy ours|theirs",
                 preview.conflicts.len()
             );
+        }
+        if preview.gates.iter().any(|g| !g.passed) {
+            anyhow::bail!("a promotion gate failed (above): nothing applied");
         }
         print!(
             "Apply these {} statements to source {source}? [y/N] ",
@@ -191,7 +201,46 @@ pub fn promote(engine: &mut Engine, args: PromoteArgs, json: bool) -> Result<()>
         ))
         .into());
     }
+    let failed: Vec<&str> = report
+        .gates
+        .iter()
+        .filter(|g| !g.passed)
+        .map(|g| g.gate.as_str())
+        .collect();
+    if !failed.is_empty() {
+        // Only a dry run gets here: a promote refuses with gate_failed.
+        return Err(output::Reported(format!(
+            "promotion gate{} {} failed: the promote would be refused",
+            if failed.len() == 1 { "" } else { "s" },
+            failed.join(", ")
+        ))
+        .into());
+    }
     Ok(())
+}
+
+/// One promotion gate's outcome, for people.
+fn print_gate(g: &GateResult) {
+    let on = match g.on {
+        pgfork_engine::gates::GateSide::Patch => "patch",
+        pgfork_engine::gates::GateSide::Branch => "branch",
+        pgfork_engine::gates::GateSide::Source => "source",
+    };
+    let verdict = if g.passed { "passed" } else { "FAILED" };
+    let place = g.line.map(|l| format!(" (line {l})")).unwrap_or_default();
+    println!("gate {}{place} on {on}: {verdict}: {}", g.gate, g.detail);
+    if !g.passed {
+        if let Some(sql) = &g.sql {
+            println!("    {}", sql.replace('\n', "\n    "));
+        }
+        if !g.rows.is_empty() {
+            println!("    {}", g.columns.join(" | "));
+        }
+        for row in &g.rows {
+            let cells: Vec<&str> = row.iter().map(|v| v.as_deref().unwrap_or("NULL")).collect();
+            println!("    {}", cells.join(" | "));
+        }
+    }
 }
 
 fn print_promote(r: &PromoteReport) {
@@ -205,6 +254,9 @@ fn print_promote(r: &PromoteReport) {
     for s in &r.before_transaction {
         let verb = if r.applied { "ran" } else { "would run" };
         println!("{verb} first, committed on its own (a new enum value the rest uses): {s}");
+    }
+    for g in &r.gates {
+        print_gate(g);
     }
     let verb = if r.applied { "applied" } else { "would apply" };
     println!(

@@ -221,6 +221,39 @@ pub fn source_limits(l: &pgfork_engine::SourceLimits) {
     ]);
 }
 
+/// `source gates`: the promotion gates in force for a source.
+pub fn source_gates(g: &pgfork_engine::SourceGates) {
+    let bound = |n: Option<u64>| n.map(|n| n.to_string()).unwrap_or_else(|| "none".into());
+    fields(&[
+        ("source", g.source.clone()),
+        ("max rows", bound(g.max_rows)),
+        ("max tables", bound(g.max_tables)),
+        (
+            "assertion files",
+            if g.files.is_empty() {
+                "none".into()
+            } else {
+                g.files
+                    .iter()
+                    .map(|f| f.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            },
+        ),
+    ]);
+    for a in &g.assertions {
+        println!(
+            "  {} (line {}): {}",
+            a.name,
+            a.line,
+            a.sql.replace('\n', "\n    ")
+        );
+    }
+    if let Some(e) = &g.error {
+        eprintln!("warning: {e}");
+    }
+}
+
 /// After a table of branches, what is wrong with the rows that could not
 /// be shown whole (on stderr: the table stays one row per branch).
 pub fn branch_errors(list: &[BranchInfo]) {

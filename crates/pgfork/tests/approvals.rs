@@ -115,6 +115,9 @@ fn agents_ask_admins_decide() {
         "UPDATE items SET price = price * 2 WHERE id <= 5",
     );
 
+    // A stored gate every promote of the source must pass.
+    h.json(&["source", "gates", "shop", "--max-rows", "100"]);
+
     // The agent asks; it may not approve its own request.
     let (status, req) = worker.post(
         "/v1/promotions",
@@ -128,6 +131,16 @@ fn agents_ask_admins_decide() {
     assert!(
         !req.to_string().contains("\"price\""),
         "no row values: {req:#}"
+    );
+    // The request shows how the gates went on the branch, and the conflicts.
+    let preview = &req["summary"]["preview"];
+    assert_eq!(preview["conflicts"], 0, "{req:#}");
+    let gates = preview["gates"].as_array().unwrap();
+    assert!(
+        gates
+            .iter()
+            .any(|g| g["passed"] == true && g["limit"] == 100),
+        "{req:#}"
     );
     let (status, _) = worker.post(&format!("/v1/promotions/{id}/approve"), json!({}));
     assert_eq!(status, StatusCode::FORBIDDEN);

@@ -7,7 +7,10 @@ use axum::Json;
 use axum::extract::{Path, RawQuery};
 use axum::http::StatusCode;
 use pgfork_engine::view::BranchInfo;
-use pgfork_engine::{BranchCreate, ComputeRequest, DiffRequest, compute, names};
+use pgfork_engine::{
+    AssertionFile, BranchCreate, ComputeRequest, DiffRequest, PromoteReport, PromoteRequest,
+    Strategy, compute, names,
+};
 use serde::Deserialize;
 
 use crate::body::{JsonBody, MAX_DIFF_ROWS, known_params, query_flag, query_number, query_pairs};
@@ -380,4 +383,58 @@ pub async fn members(
     Path(name): Path<String>,
 ) -> Result<Json<Vec<pgfork_engine::sharing::Member>>, ApiError> {
     Ok(Json(s.engine(move |e| e.branch_members(&name)).await?))
+}
+
+/// Body of `POST /v1/branches/{name}/promote` (all optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Promote {
+    /// Only report what would be applied (and evaluate the gates on the branch).
+    #[serde(default)]
+    pub dry_run: bool,
+    /// Resolve conflicts: `ours` (the branch wins) or `theirs`.
+    #[serde(default)]
+    pub strategy: Option<String>,
+    /// Apply to a remote source (the CLI's `--yes`).
+    #[serde(default)]
+    pub yes: bool,
+    /// Apply a patch that cannot carry every change.
+    #[serde(default)]
+    pub allow_partial: bool,
+    /// Assertion files to pass besides the source's stored gates.
+    #[serde(default)]
+    pub assert: Vec<AssertionFile>,
+}
+
+/// `POST /v1/branches/{name}/promote`: applies the branch's changes to its
+/// source (admins only), as `pgfork promote` does, the source's promotion
+/// gates included. Unresolved conflicts are a 200 with `applied: false`
+/// and the conflicts; a failed gate is a 422 `gate_failed`.
+pub async fn promote(
+    s: Scoped,
+    Path(name): Path<String>,
+    JsonBody(req): JsonBody<Promote>,
+) -> Result<Json<PromoteReport>, ApiError> {
+    let strategy = match req.strategy.as_deref() {
+        None => None,
+        Some("ours") => Some(Strategy::Ours),
+        Some("theirs") => Some(Strategy::Theirs),
+        Some(other) => {
+            return Err(ApiError::field(
+                "strategy",
+                pgfork_engine::EngineError::InvalidArgument(format!(
+                    "{other:?} is not a strategy: ours (the branch wins) or theirs (the source wins)"
+                )),
+            ));
+        }
+    };
+    let req = PromoteRequest {
+        branch: name,
+        dry_run: req.dry_run,
+        strategy,
+        confirmed: req.yes,
+        allow_partial: req.allow_partial,
+        assertions: req.assert,
+    };
+    Ok(Json(s.engine(move |e| e.promote(&req)).await?))
 }

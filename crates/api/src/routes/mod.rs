@@ -12,7 +12,7 @@ mod system;
 
 use axum::Router;
 use axum::http::{Method, StatusCode};
-use axum::routing::{MethodRouter, delete, get, patch, post};
+use axum::routing::{MethodRouter, delete, get, patch, post, put};
 
 use crate::error::ApiError;
 use crate::state::Shared;
@@ -47,6 +47,8 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/v1/sources", post(sources::create)),
         route(M::GET, "/v1/sources/{name}", get(sources::info)),
         route(M::DELETE, "/v1/sources/{name}", delete(sources::remove)),
+        route(M::GET, "/v1/sources/{name}/gates", get(sources::gates)),
+        route(M::PUT, "/v1/sources/{name}/gates", put(sources::set_gates)),
         route(M::GET, "/v1/snapshots", get(snapshots::list)),
         route(M::POST, "/v1/snapshots", post(snapshots::create)),
         route(M::GET, "/v1/snapshots/{id}", get(snapshots::info)),
@@ -61,6 +63,11 @@ pub fn table() -> Vec<Route> {
         route(M::POST, "/v1/branches/{name}/reset", post(branches::reset)),
         route(M::POST, "/v1/branches/{name}/start", post(branches::start)),
         route(M::POST, "/v1/branches/{name}/stop", post(branches::stop)),
+        route(
+            M::POST,
+            "/v1/branches/{name}/promote",
+            post(branches::promote),
+        ),
         route(M::POST, "/v1/branches/{name}/share", post(branches::share)),
         route(
             M::DELETE,

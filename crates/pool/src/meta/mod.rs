@@ -8,6 +8,7 @@
 
 mod agents;
 pub mod compute;
+mod gates;
 mod limits;
 mod members;
 mod promotions;
@@ -24,6 +25,7 @@ use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
 pub use agents::{AgentRow, AuditRow};
 pub use compute::{CgroupRow, ComputeLimits};
+pub use gates::StoredGates;
 pub use limits::SourceLimits;
 pub use members::MemberRow;
 pub use promotions::PromotionRow;

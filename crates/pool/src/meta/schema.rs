@@ -244,6 +244,25 @@ CREATE INDEX branch_members_agent ON branch_members(agent);
 ALTER TABLE agents ADD COLUMN parent TEXT;
 "#,
     r#"
+-- Promotion gates (issue 15): what every promote to a source must pass,
+-- from any interface. Bounds on the patch's scope (NULL: none), and the
+-- assertion files as the admin wrote them (parsed again at each promote),
+-- in the order given.
+CREATE TABLE source_gates (
+    source     TEXT PRIMARY KEY REFERENCES sources(name) ON DELETE CASCADE,
+    max_rows   INTEGER,
+    max_tables INTEGER
+);
+CREATE TABLE source_assertions (
+    source   TEXT NOT NULL REFERENCES sources(name) ON DELETE CASCADE,
+    position INTEGER NOT NULL,
+    name     TEXT NOT NULL,
+    sql      TEXT NOT NULL,
+    PRIMARY KEY (source, position),
+    UNIQUE (source, name)
+);
+"#,
+    r#"
 -- Promotion requests (issue 15): an agent asks, an admin approves (which
 -- promotes) or rejects. summary and result are JSON.
 CREATE TABLE promotion_requests (
