@@ -418,12 +418,13 @@ fn promote_refuses_what_it_cannot_apply_and_changes_nothing() {
     assert_eq!(err.code, "unknown_branch");
 }
 
-/// A change the diff engine does not carry (here `NOT NULL` set on a
-/// partition's column alone) used to promote as "done" with the source
-/// left different. Promote now
-/// checks the source's catalog against the branch's before it commits,
-/// rolls back, and names what differs; a promote with changes of the
-/// source's own beside the branch's still goes through.
+/// A change the diff engine does not carry (here a default set on a
+/// partition's column alone, which the schema reader passes over with the
+/// column it inherits) used to promote as "done" with the source left
+/// different. Promote now checks the source's catalog against the
+/// branch's before it commits, rolls back, and names what differs; a
+/// promote with changes of the source's own beside the branch's still
+/// goes through.
 #[test]
 fn promote_checks_its_result_and_rolls_back_what_it_did_not_carry() {
     let home = TestHome::new(Pool::Btrfs, "verify");
@@ -440,16 +441,16 @@ fn promote_checks_its_result_and_rolls_back_what_it_did_not_carry() {
     let b = home.create_branch("notnull", "shop", &[]);
     exec(
         &mut connect(&dsn_of(&b)),
-        "ALTER TABLE readings_1 ALTER COLUMN value SET NOT NULL;
+        "ALTER TABLE readings_1 ALTER COLUMN value SET DEFAULT 7;
          UPDATE customers SET name = 'z' WHERE id = 3",
     );
     let err = home.fails(&["promote", "notnull"]);
     assert_eq!(err.code, "promote_unverified", "{err:?}");
     assert!(
         err.message.contains("rolled back")
-            && err
-                .message
-                .contains("column public.readings_1.value: should be integer not null, is integer"),
+            && err.message.contains(
+                "column public.readings_1.value: should be integer default 7, is integer"
+            ),
         "{err:?}"
     );
     assert_eq!(
