@@ -63,6 +63,9 @@ pub struct RequestPromotionParams {
     /// What the change is for, for the person who decides.
     #[serde(default)]
     pub note: Option<String>,
+    /// The migration SQL you ran on the branch, if any: pgfork rehearses it on a fresh copy of the branch's base and attaches the report (locks, rewrites, errors, lints) for the reviewer.
+    #[serde(default)]
+    pub migration: Option<String>,
 }
 
 /// Parameters of `list_branches`.
@@ -311,7 +314,10 @@ impl PgforkMcp {
         };
         Ok(
             match s
-                .engine(move |e| e.promotion_request(&p.branch, p.note.as_deref()))
+                .engine(move |e| {
+                    let migration = p.migration.as_deref().map(|sql| ("migration.sql", sql));
+                    e.promotion_request(&p.branch, p.note.as_deref(), migration)
+                })
                 .await
             {
                 Ok(row) => done(serde_json::to_value(&row).unwrap_or_default()),

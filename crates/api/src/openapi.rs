@@ -149,7 +149,8 @@ fn schemas() -> Value {
             "type": "object", "required": ["branch"], "additionalProperties": false,
             "properties": {
                 "branch": { "type": "string", "description": "The branch to promote (the caller's own)." },
-                "note": { "type": "string", "description": "What it is for, for whoever decides." }
+                "note": { "type": "string", "description": "What it is for, for whoever decides." },
+                "migration": { "type": "string", "description": "The migration that made the changes: rehearsed on a new branch of the same base snapshot, its report kept in summary.rehearsal." }
             }
         },
         "RejectPromotion": {

@@ -11,7 +11,16 @@ use crate::{DiffRequest, Engine, EngineError, PromoteReport, PromoteRequest, Res
 
 impl Engine {
     /// Asks for branch `branch` to be promoted (its owner, agent or admin).
-    pub fn promotion_request(&mut self, branch: &str, note: Option<&str>) -> Result<PromotionRow> {
+    /// With `migration` (file name and SQL), pgfork rehearses it on a fresh
+    /// branch of the same base snapshot and keeps the report with the
+    /// request, so whoever decides sees what the migration did as pgfork
+    /// measured it, not as the asker says.
+    pub fn promotion_request(
+        &mut self,
+        branch: &str,
+        note: Option<&str>,
+        migration: Option<(&str, &str)>,
+    ) -> Result<PromotionRow> {
         let row = self.owned_branch(branch, "request a promotion of")?;
         if let Some(open) = PromotionRow::open_for(self.meta.conn(), branch)? {
             return Err(EngineError::WrongState(format!(
@@ -20,7 +29,20 @@ impl Engine {
                 open.id, open.id
             )));
         }
-        let summary = self.request_summary(branch)?;
+        let mut summary = self.request_summary(branch)?;
+        if let Some((file, sql)) = migration {
+            let base = self.branch_info(branch)?.snapshot;
+            let report = self.rehearse(&crate::RehearseRequest {
+                from: base,
+                file: file.to_string(),
+                sql: sql.to_string(),
+                fresh: false,
+                keep: false,
+                fail_on: crate::Severity::Error,
+                max_lock_ms: None,
+            })?;
+            summary["rehearsal"] = serde_json::to_value(&report).unwrap_or(Value::Null);
+        }
         let by = self.actor.label();
         let id = self
             .meta

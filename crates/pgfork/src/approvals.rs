@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use pgfork_engine::audit::{Action, record_action};
 use pgfork_engine::{Actor, Engine, PromotionRow};
 
@@ -38,7 +38,19 @@ fn audit(
 /// `promote BRANCH --request [--note TEXT]`.
 pub fn request(engine: &mut Engine, args: &PromoteArgs, json: bool) -> Result<()> {
     let began = Instant::now();
-    let made = engine.promotion_request(&args.branch, args.note.as_deref());
+    let migration = match &args.rehearse {
+        Some(path) => Some((
+            path.display().to_string(),
+            std::fs::read_to_string(path)
+                .with_context(|| format!("read {} (the migration to rehearse)", path.display()))?,
+        )),
+        None => None,
+    };
+    let made = engine.promotion_request(
+        &args.branch,
+        args.note.as_deref(),
+        migration.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
+    );
     let result = made.map_err(anyhow::Error::from);
     audit(
         engine,
@@ -153,6 +165,17 @@ fn show(r: &PromotionRow, json: bool) -> Result<()> {
         ("decided by", r.decided_by.clone().unwrap_or_default()),
         ("reason", r.reason.clone().unwrap_or_default()),
     ]);
+    if let Some(r) = r.summary.get("rehearsal").filter(|v| !v.is_null()) {
+        println!(
+            "rehearsal of {}: {} ({} statements)",
+            r["file"].as_str().unwrap_or(""),
+            r["verdict"].as_str().unwrap_or(""),
+            r["statements"].as_array().map_or(0, Vec::len)
+        );
+        for reason in r["reasons"].as_array().into_iter().flatten() {
+            println!("  {}", reason.as_str().unwrap_or(""));
+        }
+    }
     println!("what the branch changed when asked:");
     for c in r.summary["schema_changes"].as_array().into_iter().flatten() {
         println!(

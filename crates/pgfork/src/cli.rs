@@ -928,6 +928,11 @@ pub struct PromoteArgs {
     /// What the request is for, for whoever decides it.
     #[arg(long, requires = "request", value_name = "TEXT")]
     pub note: Option<String>,
+    /// The migration that made the branch's changes: pgfork rehearses it on a new branch of the
+    /// same base snapshot and keeps the report (per statement: locks, rewrites, errors; lints)
+    /// with the request.
+    #[arg(long, requires = "request", value_name = "FILE")]
+    pub rehearse: Option<PathBuf>,
 }
 
 /// `pgfork approvals ...`.

@@ -13,34 +13,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::*;
-use daemon::{Mcp, Serve};
+use daemon::{As, Mcp, Serve};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-
-struct As<'a> {
-    serve: &'a Serve,
-    token: String,
-}
-
-impl As<'_> {
-    fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .serve
-            .http
-            .request(method, format!("{}{path}", self.serve.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        self.serve.send(req)
-    }
-    fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(Method::GET, path, None)
-    }
-    fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::POST, path, Some(body))
-    }
-}
 
 /// A webhook receiver on loopback: the JSON bodies POSTed to it.
 fn hook() -> (String, Arc<Mutex<Vec<Value>>>) {
@@ -121,7 +96,8 @@ fn agents_ask_admins_decide() {
     // The agent asks; it may not approve its own request.
     let (status, req) = worker.post(
         "/v1/promotions",
-        json!({ "branch": "fix", "note": "double the first five prices" }),
+        json!({ "branch": "fix", "note": "double the first five prices",
+                "migration": "UPDATE items SET price = price * 2 WHERE id <= 5;\n" }),
     );
     assert_eq!(status, StatusCode::CREATED, "{req:#}");
     let id = req["id"].as_i64().unwrap();
@@ -132,6 +108,11 @@ fn agents_ask_admins_decide() {
         !req.to_string().contains("\"price\""),
         "no row values: {req:#}"
     );
+    // pgfork rehearsed the migration on the same base, and kept the report.
+    let rehearsal = &req["summary"]["rehearsal"];
+    assert_eq!(rehearsal["verdict"], "applies", "{req:#}");
+    assert_eq!(rehearsal["statements"][0]["rows"], 5, "{req:#}");
+    assert!(rehearsal["dsn"].is_null(), "its branch is gone: {req:#}");
     // The request shows how the gates went on the branch, and the conflicts.
     let preview = &req["summary"]["preview"];
     assert_eq!(preview["conflicts"], 0, "{req:#}");

@@ -10,39 +10,11 @@ mod proxy;
 use std::time::{Duration, Instant};
 
 use common::*;
-use daemon::{Mcp, Serve};
+use daemon::{As, Mcp, Serve};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 /// An API client with one identity's token.
-struct As<'a> {
-    serve: &'a Serve,
-    token: String,
-}
-
-impl As<'_> {
-    fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-        let mut req = self
-            .serve
-            .http
-            .request(method, format!("{}{path}", self.serve.url))
-            .bearer_auth(&self.token);
-        if let Some(body) = body {
-            req = req.json(&body);
-        }
-        self.serve.send(req)
-    }
-    fn get(&self, path: &str) -> (StatusCode, Value) {
-        self.send(Method::GET, path, None)
-    }
-    fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        self.send(Method::POST, path, Some(body))
-    }
-    fn delete(&self, path: &str) -> (StatusCode, Value) {
-        self.send(Method::DELETE, path, None)
-    }
-}
-
 fn code(body: &Value) -> &str {
     body["error"]["code"].as_str().unwrap_or("")
 }

@@ -20,6 +20,10 @@ pub struct RequestPromotion {
     /// What it is for.
     #[serde(default)]
     pub note: Option<String>,
+    /// The migration that made the changes, to be rehearsed on a new branch
+    /// of the same base snapshot; the report is kept with the request.
+    #[serde(default)]
+    pub migration: Option<String>,
 }
 
 /// Body of `POST /v1/promotions/{id}/reject`.
@@ -36,7 +40,10 @@ pub async fn create(
     JsonBody(req): JsonBody<RequestPromotion>,
 ) -> Result<(StatusCode, Json<PromotionRow>), ApiError> {
     let row = s
-        .engine(move |e| e.promotion_request(&req.branch, req.note.as_deref()))
+        .engine(move |e| {
+            let migration = req.migration.as_deref().map(|sql| ("migration.sql", sql));
+            e.promotion_request(&req.branch, req.note.as_deref(), migration)
+        })
         .await?;
     Ok((StatusCode::CREATED, Json(row)))
 }

@@ -184,6 +184,41 @@ impl Drop for Serve {
     }
 }
 
+/// Requests to a running `serve` with another identity's token.
+pub struct As<'a> {
+    /// The daemon.
+    pub serve: &'a Serve,
+    /// The bearer token (an agent's, or another admin's).
+    pub token: String,
+}
+
+impl As<'_> {
+    /// Sends a request with this identity's token.
+    pub fn send(&self, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+        let mut req = self
+            .serve
+            .http
+            .request(method, format!("{}{path}", self.serve.url))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        self.serve.send(req)
+    }
+    /// `GET path`.
+    pub fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::GET, path, None)
+    }
+    /// `POST path` with a JSON body.
+    pub fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.send(Method::POST, path, Some(body))
+    }
+    /// `DELETE path`.
+    pub fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.send(Method::DELETE, path, None)
+    }
+}
+
 /// `pgfork mcp` over stdio.
 pub struct Mcp {
     child: Child,
