@@ -125,3 +125,26 @@ def test_async_client(server):
         assert e.value.code == "unknown_branch"
 
     asyncio.run(main())
+
+
+def test_rehearse_then_request_a_promotion_and_approve_it(client: Client, server):
+    source_dsn = server.json("source", "dsn", "shop")["dsn"]
+    r = client.rehearse("shop", "CREATE INDEX orders_by_customer ON orders (customer_id);\n")
+    assert r["verdict"] == "blocked", r  # an index without CONCURRENTLY
+    assert r["statements"][0]["outcome"] == "applied"
+    assert any(f["rule"] == "require-concurrent-index-creation" for f in r["lints"])
+    with client.branch("shop", ttl="1h") as b:
+        with psycopg.connect(b.dsn) as conn:
+            conn.execute("CREATE TABLE py_promoted (id int PRIMARY KEY)")
+            conn.execute("INSERT INTO py_promoted VALUES (1), (2)")
+        req = client.request_promotion(b.name, note="a table for the client test")
+        assert req["status"] == "open" and req["summary"]["preview"]["conflicts"] == 0
+        assert [p["id"] for p in client.promotions(status="open")] == [req["id"]]
+        done = client.approve_promotion(req["id"])
+        assert done["status"] == "approved" and done["result"]["applied"] is True
+    assert count(source_dsn, "SELECT count(*) FROM py_promoted") == 2
+    with psycopg.connect(source_dsn) as conn:
+        conn.execute("DROP TABLE py_promoted")  # the source is shared by the other tests
+    with pytest.raises(PgforkError) as e:
+        client.reject_promotion(req["id"], "too late")
+    assert (e.value.status, e.value.code) == (409, "wrong_state")

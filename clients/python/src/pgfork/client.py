@@ -231,6 +231,54 @@ class Client:
         """The agents a branch is shared with."""
         return self._request("GET", f"/v1/branches/{_seg(name)}/members")
 
+    def rehearse(
+        self,
+        from_: str,
+        sql: str,
+        *,
+        fresh: bool = False,
+        keep: bool = False,
+        fail_on: str = "error",
+        max_lock_ms: Optional[int] = None,
+    ) -> Dict[str, Any]:
+        """Rehearses a migration on a throwaway branch of ``from_``: per
+        statement whether it applies, its locks and how long they were held,
+        rewrites, rows; squawk's lints; the schema diff; ``verdict``
+        (``applies``, ``fails`` or ``blocked``)."""
+        body: Dict[str, Any] = {"from": from_, "sql": sql, "fresh": fresh, "keep": keep, "fail_on": fail_on}
+        if max_lock_ms is not None:
+            body["max_lock_ms"] = max_lock_ms
+        return self._request("POST", "/v1/rehearsals", body)
+
+    def request_promotion(
+        self, branch: str, note: Optional[str] = None, migration: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """Asks for a branch to be promoted (the only promote an agent may
+        do); with ``migration``, pgfork rehearses it and keeps the report."""
+        body: Dict[str, Any] = {"branch": branch}
+        if note is not None:
+            body["note"] = note
+        if migration is not None:
+            body["migration"] = migration
+        return self._request("POST", "/v1/promotions", body)
+
+    def promotions(self, status: Optional[str] = None) -> List[Dict[str, Any]]:
+        """Promotion requests the token's identity may see, newest first."""
+        q = [("status", status)] if status else None
+        return self._request("GET", "/v1/promotions", query=q)
+
+    def promotion(self, id: int) -> Dict[str, Any]:
+        """One promotion request."""
+        return self._request("GET", f"/v1/promotions/{int(id)}")
+
+    def approve_promotion(self, id: int) -> Dict[str, Any]:
+        """Approves a request (admin): promotes its branch now."""
+        return self._request("POST", f"/v1/promotions/{int(id)}/approve", {})
+
+    def reject_promotion(self, id: int, reason: str) -> Dict[str, Any]:
+        """Rejects a request (admin), saying why."""
+        return self._request("POST", f"/v1/promotions/{int(id)}/reject", {"reason": reason})
+
     def branch(
         self,
         from_: str,
@@ -400,6 +448,20 @@ class AsyncClient:
     async def members(self, name: str) -> List[Dict[str, Any]]:
         """See :meth:`Client.members`."""
         return await asyncio.to_thread(self.sync.members, name)
+
+    async def rehearse(self, from_: str, sql: str, **kw: Any) -> Dict[str, Any]:
+        """See :meth:`Client.rehearse`."""
+        return await asyncio.to_thread(lambda: self.sync.rehearse(from_, sql, **kw))
+
+    async def request_promotion(
+        self, branch: str, note: Optional[str] = None, migration: Optional[str] = None
+    ) -> Dict[str, Any]:
+        """See :meth:`Client.request_promotion`."""
+        return await asyncio.to_thread(self.sync.request_promotion, branch, note, migration)
+
+    async def promotions(self, status: Optional[str] = None) -> List[Dict[str, Any]]:
+        """See :meth:`Client.promotions`."""
+        return await asyncio.to_thread(self.sync.promotions, status)
 
 
 def _seg(part: str) -> str:
