@@ -35,9 +35,21 @@ fn audit(
     );
 }
 
+/// Runs one request or decision and records it in the audit log.
+fn audited<T>(
+    engine: &mut Engine,
+    action: &str,
+    target: &str,
+    run: impl FnOnce(&mut Engine) -> pgfork_engine::Result<T>,
+) -> Result<T> {
+    let began = Instant::now();
+    let result = run(engine).map_err(anyhow::Error::from);
+    audit(engine, action, target, began, result.as_ref().err());
+    result
+}
+
 /// `promote BRANCH --request [--note TEXT]`.
 pub fn request(engine: &mut Engine, args: &PromoteArgs, json: bool) -> Result<()> {
-    let began = Instant::now();
     let migration = match &args.rehearse {
         Some(path) => Some((
             path.display().to_string(),
@@ -46,20 +58,13 @@ pub fn request(engine: &mut Engine, args: &PromoteArgs, json: bool) -> Result<()
         )),
         None => None,
     };
-    let made = engine.promotion_request(
-        &args.branch,
-        args.note.as_deref(),
-        migration.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
-    );
-    let result = made.map_err(anyhow::Error::from);
-    audit(
-        engine,
-        "promote --request",
-        &args.branch,
-        began,
-        result.as_ref().err(),
-    );
-    let row = result?;
+    let row = audited(engine, "promote --request", &args.branch, |e| {
+        e.promotion_request(
+            &args.branch,
+            args.note.as_deref(),
+            migration.as_ref().map(|(f, s)| (f.as_str(), s.as_str())),
+        )
+    })?;
     if json {
         output::json(&row);
     } else {
@@ -102,16 +107,9 @@ pub fn approvals(engine: &mut Engine, cmd: ApprovalsCommand, json: bool) -> Resu
         }
         ApprovalsCommand::Show { id } => show(&engine.promotion_get(id)?, json)?,
         ApprovalsCommand::Approve { id } => {
-            let began = Instant::now();
-            let result = engine.promotion_approve(id).map_err(anyhow::Error::from);
-            audit(
-                engine,
-                "approvals approve",
-                &id.to_string(),
-                began,
-                result.as_ref().err(),
-            );
-            let (row, report) = result?;
+            let (row, report) = audited(engine, "approvals approve", &id.to_string(), |e| {
+                e.promotion_approve(id)
+            })?;
             if json {
                 output::json(&row);
             } else {
@@ -127,18 +125,9 @@ pub fn approvals(engine: &mut Engine, cmd: ApprovalsCommand, json: bool) -> Resu
             }
         }
         ApprovalsCommand::Reject { id, reason } => {
-            let began = Instant::now();
-            let result = engine
-                .promotion_reject(id, &reason)
-                .map_err(anyhow::Error::from);
-            audit(
-                engine,
-                "approvals reject",
-                &id.to_string(),
-                began,
-                result.as_ref().err(),
-            );
-            let row = result?;
+            let row = audited(engine, "approvals reject", &id.to_string(), |e| {
+                e.promotion_reject(id, &reason)
+            })?;
             if json {
                 output::json(&row);
             } else {

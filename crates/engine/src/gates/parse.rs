@@ -18,47 +18,15 @@ fn check_name(name: &str) -> std::result::Result<(), String> {
     Ok(())
 }
 
-/// Where the first token at or after `from` starts: whitespace and
-/// comments (`--` to the end of the line, `/* */`, nested as PostgreSQL
-/// nests them) skipped.
-fn first_token(text: &str, mut from: usize) -> usize {
-    let bytes = text.as_bytes();
-    loop {
-        while from < bytes.len() && bytes[from].is_ascii_whitespace() {
-            from += 1;
-        }
-        if bytes[from..].starts_with(b"--") {
-            from = text[from..]
-                .find('\n')
-                .map_or(bytes.len(), |n| from + n + 1);
-        } else if bytes[from..].starts_with(b"/*") {
-            let mut depth = 0usize;
-            while from < bytes.len() {
-                if bytes[from..].starts_with(b"/*") {
-                    depth += 1;
-                    from += 2;
-                } else if bytes[from..].starts_with(b"*/") {
-                    depth -= 1;
-                    from += 2;
-                    if depth == 0 {
-                        break;
-                    }
-                } else {
-                    from += 1;
-                }
-            }
-        } else {
-            return from;
-        }
-    }
+/// Where the first token at or after `from` starts (whitespace and
+/// comments skipped, as the rehearsal's statement splitter skips them).
+fn first_token(text: &str, from: usize) -> usize {
+    from + crate::rehearse::script::leading_noise(&text[from..])
 }
 
 /// The line (from 1) of byte `offset` of `text`.
 fn line_of(text: &str, offset: usize) -> u32 {
-    1 + text[..offset.min(text.len())]
-        .bytes()
-        .filter(|&b| b == b'\n')
-        .count() as u32
+    crate::rehearse::script::position(text, offset).line as u32
 }
 
 /// Byte offset of `part`, a slice of `whole`, in it.

@@ -6,7 +6,7 @@
 mod lint;
 mod observe;
 mod run;
-mod script;
+pub(crate) mod script;
 
 use std::time::Instant;
 

@@ -80,8 +80,9 @@ pub fn statements(text: &str) -> Result<Vec<Statement>, String> {
     Ok(out)
 }
 
-/// Bytes of whitespace and comments before a statement's first token.
-fn leading_noise(s: &str) -> usize {
+/// Bytes of whitespace and comments (`--` lines, `/* */` nested as
+/// PostgreSQL nests them) before a statement's first token.
+pub(crate) fn leading_noise(s: &str) -> usize {
     let mut i = 0;
     let b = s.as_bytes();
     loop {
