@@ -9,11 +9,11 @@
 # As root it installs what is missing (apt-get), loop-mounts three sparse
 # 8G pool images under $PGFORK_TEST_WORK (default /var/tmp/pgfork-test):
 # XFS with reflink=1, btrfs, and ext4 (no copy-on-write), runs the tests
-# on them (then the Python client and MCP tests with pytest, in a venv
-# under $PGFORK_TEST_WORK), and always unmounts and removes them again,
-# leaving no server or control group behind. Not as root, only
-# formatting, lints and unit tests run, and the script says so: the pools
-# need loop mounts, which need root.
+# on them (then the Python client, MCP and dashboard tests with pytest, in
+# a venv under $PGFORK_TEST_WORK, the dashboard in a headless chromium),
+# and always unmounts and removes them again, leaving no server or control
+# group behind. Not as root, only formatting, lints and unit tests run, and
+# the script says so: the pools need loop mounts, which need root.
 set -Eeuo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -50,6 +50,8 @@ missing_packages() {
     ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || pkgs+=(libclang-dev)
     # ...and protoc for its protobuf bindings (.cargo/config.toml points at it).
     [[ -x /usr/bin/protoc ]] || pkgs+=(protobuf-compiler)
+    # The dashboard's tests drive Debian's chromium, headless, with Playwright.
+    [[ -x /usr/bin/chromium ]] || pkgs+=(chromium)
     bin=$(pg_bin_dir || true)
     if [[ -z $bin || ! -x $bin/pgbench || ! -x $bin/pg_amcheck || ! -x /usr/bin/psql ]]; then
         pkgs+=(postgresql postgresql-contrib)
@@ -226,8 +228,8 @@ df -h "$PGFORK_TEST_XFS" "$PGFORK_TEST_BTRFS" "$PGFORK_TEST_PLAIN" >&2
 
 # One venv for the Python tools the tests use: migra (an independent schema
 # diff the diff tests compare against) and, further down, the Python
-# client, pytest, psycopg and the MCP client.
-step "Python venv (migra; client and MCP test tools)"
+# client, pytest, psycopg, the MCP client and Playwright.
+step "Python venv (migra; client, MCP and dashboard test tools)"
 command -v python3 >/dev/null || die "python3 is needed (the schema diff is checked against migra, the client with pytest)"
 python3 -m venv "$WORK/venv" || die "python3 -m venv failed (install python3-venv)"
 "$WORK/venv/bin/pip" install -q --disable-pip-version-check migra psycopg2-binary \
@@ -241,12 +243,16 @@ else
     timeout -k 30s "$TEST_TIMEOUT" cargo test --workspace --no-fail-fast
 fi
 
-# The Python client and the MCP server through the official `mcp` package,
-# against a real `pgfork serve` on the XFS pool. Skipped when only some
-# Rust tests were asked for, unless PGFORK_TEST_PYTHON=1.
+# The Python client, the MCP server through the official `mcp` package, and
+# the dashboard in a real browser (Debian's chromium, headless, driven by
+# Playwright; no `playwright install`: it runs the system's chromium),
+# against a real `pgfork serve` on the XFS pool. The dashboard tests save a
+# screenshot of each page under target/dashboard-screenshots. Skipped when
+# only some Rust tests were asked for, unless PGFORK_TEST_PYTHON=1.
 if ((!$#)) || [[ ${PGFORK_TEST_PYTHON:-} == 1 ]]; then
-    step "Python client and MCP tests (pytest, at most $TEST_TIMEOUT)"
-    "$WORK/venv/bin/pip" install -q --disable-pip-version-check ./clients/python pytest 'psycopg[binary]' mcp
+    step "Python client, MCP and dashboard tests (pytest, chromium, at most $TEST_TIMEOUT)"
+    "$WORK/venv/bin/pip" install -q --disable-pip-version-check ./clients/python pytest 'psycopg[binary]' mcp playwright
+    export PGFORK_TEST_CHROMIUM=/usr/bin/chromium PGFORK_TEST_SCREENSHOTS=$ROOT/target/dashboard-screenshots
     PGFORK_BIN=$ROOT/target/debug/pgfork timeout -k 30s "$TEST_TIMEOUT" \
         "$WORK/venv/bin/python" -m pytest -q -p no:cacheprovider clients/python/tests
     # pip builds the client in place; leave the tree as it was.

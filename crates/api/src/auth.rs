@@ -40,16 +40,20 @@ impl TokenCheck {
 
     /// Whose token `token` is; `None` for an unknown, revoked or rotated one.
     pub fn resolve(&self, token: &str) -> Option<Actor> {
-        let key = pgfork_engine::hash_api_token(token);
+        self.resolve_hash(&pgfork_engine::hash_api_token(token))
+    }
+
+    /// Whose token has SHA-256 `key`: what a dashboard session keeps.
+    pub fn resolve_hash(&self, key: &str) -> Option<Actor> {
         {
             let cached = self.cached.lock().unwrap_or_else(|e| e.into_inner());
-            if let Some((at, actor)) = cached.get(&key)
+            if let Some((at, actor)) = cached.get(key)
                 && at.elapsed() < REFRESH
             {
                 return actor.clone();
             }
         }
-        let actor = match pgfork_engine::resolve_token(&self.home, token) {
+        let actor = match pgfork_engine::identity::resolve_token_hash(&self.home, key) {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!("looking up an API token: {e}");
@@ -60,7 +64,7 @@ impl TokenCheck {
         if cached.len() >= MAX_CACHED {
             cached.clear();
         }
-        cached.insert(key, (Instant::now(), actor.clone()));
+        cached.insert(key.to_string(), (Instant::now(), actor.clone()));
         actor
     }
 }
@@ -74,7 +78,7 @@ fn bearer(req: &Request) -> Option<String> {
         .map(|t| t.trim().to_string())
 }
 
-/// Middleware: every route but `/health` needs a token; the identity it
+/// Middleware: every route but `/health` and the dashboard's needs a token; the identity it
 /// belongs to goes with the request (an [`Actor`] extension), for the
 /// handlers and MCP tools to act as.
 pub async fn require_token(
@@ -82,7 +86,8 @@ pub async fn require_token(
     mut req: Request,
     next: Next,
 ) -> Response {
-    if req.uri().path() == "/health" {
+    // The dashboard's pages have their own sessions (see `dashboard`).
+    if req.uri().path() == "/health" || crate::dashboard::serves(req.uri().path()) {
         return next.run(req).await;
     }
     let Some(token) = bearer(&req) else {

@@ -1,6 +1,7 @@
 //! pgfork for programs and agents: the HTTP API (JSON, bearer token,
 //! OpenAPI document), the MCP server (stdio and streamable HTTP),
-//! Prometheus metrics, and the reaper that `pgfork serve` runs.
+//! Prometheus metrics, the web dashboard, and the reaper that `pgfork serve`
+//! runs.
 //!
 //! The binary only parses flags and calls [`serve`] or [`mcp_stdio`].
 
@@ -11,6 +12,7 @@ mod activity;
 mod audit;
 mod auth;
 mod body;
+pub mod dashboard;
 pub mod error;
 mod mcp;
 pub mod metrics;

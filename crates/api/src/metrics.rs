@@ -5,7 +5,7 @@
 //! requests, its reaper); gauges describe the home as it is at scrape
 //! time, whoever changed it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::Mutex;
 use std::time::Duration;
@@ -89,7 +89,12 @@ struct Inner {
     reaper: BTreeMap<ReaperAction, u64>,
     /// Unshared bytes per branch, sampled in the background.
     unshared: BTreeMap<String, u64>,
+    /// Past samples per branch, oldest first: (Unix seconds, bytes).
+    history: BTreeMap<String, VecDeque<(i64, u64)>>,
 }
+
+/// Samples of a branch's unshared bytes kept for its storage chart.
+const HISTORY: usize = 720;
 
 /// The daemon's metrics.
 #[derive(Debug, Default)]
@@ -143,7 +148,27 @@ impl Metrics {
 
     /// Replaces the sampled unshared bytes of every branch.
     pub fn set_unshared(&self, sample: BTreeMap<String, u64>) {
-        self.lock().unshared = sample;
+        let now = pgfork_pool::meta::now();
+        let mut m = self.lock();
+        m.history.retain(|name, _| sample.contains_key(name));
+        for (name, bytes) in &sample {
+            let h = m.history.entry(name.clone()).or_default();
+            if h.len() >= HISTORY {
+                h.pop_front();
+            }
+            h.push_back((now, *bytes));
+        }
+        m.unshared = sample;
+    }
+
+    /// The samples of a branch's unshared bytes since the daemon started
+    /// (or the branch was made), oldest first: (Unix seconds, bytes).
+    pub fn unshared_history(&self, branch: &str) -> Vec<(i64, u64)> {
+        self.lock()
+            .history
+            .get(branch)
+            .map(|h| h.iter().copied().collect())
+            .unwrap_or_default()
     }
 
     /// The sampled unshared bytes of a branch, if any.

@@ -70,8 +70,9 @@ fn runtime() -> Result<tokio::runtime::Runtime, ServeError> {
         })
 }
 
-/// The whole HTTP application: API routes, `/mcp`, and the token check in
-/// front of everything but `/health`.
+/// The whole HTTP application: API routes, `/mcp`, the dashboard, and the
+/// token check in front of everything but `/health` and the dashboard
+/// (which has its sessions).
 pub fn app(shared: Shared, allow_remote: bool, cancel: CancellationToken) -> axum::Router {
     let mut config = StreamableHttpServerConfig::default().with_cancellation_token(cancel);
     if allow_remote {
@@ -86,13 +87,20 @@ pub fn app(shared: Shared, allow_remote: bool, cancel: CancellationToken) -> axu
         config,
     );
     let token = Arc::new(TokenCheck::new(shared.home.clone()));
+    let dashboard = crate::dashboard::router(crate::dashboard::Web {
+        shared: shared.clone(),
+        sessions: Arc::default(),
+        tokens: token.clone(),
+    });
     // The token check is the outer layer: only a request that passed it
-    // counts as a use of a branch.
+    // counts as a use of a branch. It leaves the dashboard's paths to the
+    // dashboard's session check.
     crate::routes::router()
         .route_service("/mcp", mcp)
         .layer(from_fn_with_state(shared.clone(), touch_requested))
         .layer(from_fn_with_state(shared.clone(), audit_requests))
         .with_state(shared)
+        .merge(dashboard)
         .layer(from_fn_with_state(token, require_token))
 }
 
@@ -126,7 +134,9 @@ pub fn serve(home: Home, opts: ServeOptions) -> Result<(), ServeError> {
             .notify_url
             .clone()
             .map(|url| tokio::spawn(crate::notify::run(shared.clone(), url)));
-        eprintln!("pgfork serve: listening on http://{addr} (MCP at http://{addr}/mcp)");
+        eprintln!(
+            "pgfork serve: listening on http://{addr} (dashboard at http://{addr}/, MCP at http://{addr}/mcp)"
+        );
         let served = axum::serve(listener, app)
             .with_graceful_shutdown(async move {
                 shutdown_signal().await;

@@ -157,6 +157,42 @@ pub fn client_sessions(branch: &BranchInfo) -> std::result::Result<i64, postgres
 }
 
 impl Engine {
+    /// Sessions agent `name` holds now: client sessions on its branch
+    /// (policy `branch`), or its role's sessions on its source (read-only,
+    /// dry-run). `None` when its server is not running, or its branches
+    /// are per session.
+    pub fn agent_sessions(&self, name: &str) -> Result<Option<i64>> {
+        let agent = self.agent_info(name)?;
+        let what = format!("counting the sessions of agent '{name}'");
+        if agent.policy == "branch" {
+            let Some(branch) = agent.branch.filter(|b| b != "per-session") else {
+                return Ok(None);
+            };
+            return match self.branch_info(&branch) {
+                Ok(info) if info.status == "running" => client_sessions(&info)
+                    .map(Some)
+                    .map_err(EngineError::sql(&what)),
+                _ => Ok(None),
+            };
+        }
+        let source = self.source_info(&agent.source)?;
+        if source.status != "running" {
+            return Ok(None);
+        }
+        let mut client = pgfork_pg::untrusted::session::maintenance(&Endpoint {
+            socket_dir: source.socket_dir.clone(),
+            port: source.port,
+        })
+        .map_err(EngineError::sql(&what))?;
+        let row = client
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE usename = $1",
+                &[&crate::agent_roles::role_name(name)],
+            )
+            .map_err(EngineError::sql(&what))?;
+        Ok(Some(row.get(0)))
+    }
+
     /// Records that branch `name` is in use now, as [`touch`] does. A
     /// failure is logged, never fatal: it only shortens the branch's idle
     /// time as others see it.

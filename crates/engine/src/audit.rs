@@ -7,7 +7,7 @@
 //! too. SQLite triggers refuse UPDATE and DELETE; the chain is for whoever
 //! gets around them.
 
-use pgfork_pool::meta::AuditRow;
+use pgfork_pool::meta::{AuditFilter, AuditRow};
 use pgfork_pool::{Home, Meta};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -108,7 +108,7 @@ impl AuditLog {
 pub struct Action<'a> {
     /// Who asked.
     pub actor: &'a crate::Actor,
-    /// `api` or `mcp`.
+    /// `api`, `mcp`, `cli` or `web` (the dashboard).
     pub interface: &'a str,
     /// How the caller came (`http`, `stdio`).
     pub client: &'a str,
@@ -160,6 +160,12 @@ pub fn record_action(home: &Home, a: &Action) -> Result<()> {
 pub struct AuditQuery {
     /// Only this agent.
     pub agent: Option<String>,
+    /// Only records about this branch or source.
+    pub target: Option<String>,
+    /// Only records whose agent, target, statement or error contain this.
+    pub contains: Option<String>,
+    /// Only statements through the proxy, not actions.
+    pub statements_only: bool,
     /// Only records from this time on (Unix milliseconds).
     pub since_ms: Option<i64>,
     /// At most this many (the newest).
@@ -187,12 +193,15 @@ impl Engine {
             Some(a) => Some(a.name),
             None => q.agent.clone(),
         };
-        Ok(AuditRow::query(
-            self.meta.conn(),
-            agent.as_deref(),
-            q.since_ms,
-            q.limit,
-        )?)
+        let filter = AuditFilter {
+            agent: agent.as_deref(),
+            target: q.target.as_deref(),
+            contains: q.contains.as_deref(),
+            statements_only: q.statements_only,
+            since_ms: q.since_ms,
+            limit: q.limit,
+        };
+        Ok(AuditRow::query(self.meta.conn(), &filter)?)
     }
 
     /// Recomputes the whole chain and reports the first broken link.

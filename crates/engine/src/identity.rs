@@ -64,8 +64,14 @@ pub fn hash_api_token(token: &str) -> String {
 /// Whose token `token` is: an admin's, or a live (not revoked) agent's.
 /// `None` for an unknown, revoked or rotated token.
 pub fn resolve_token(home: &Home, token: &str) -> Result<Option<Actor>> {
+    resolve_token_hash(home, &hash_api_token(token))
+}
+
+/// Whose token has SHA-256 `hash` (see [`hash_api_token`]): what a
+/// dashboard session keeps instead of the token itself.
+pub fn resolve_token_hash(home: &Home, hash: &str) -> Result<Option<Actor>> {
     let meta = Meta::open(&home.meta_db(), false)?;
-    let Some(row) = TokenRow::by_hash(meta.conn(), &hash_api_token(token))? else {
+    let Some(row) = TokenRow::by_hash(meta.conn(), hash)? else {
         return Ok(None);
     };
     Ok(match row.kind {

@@ -193,6 +193,13 @@ impl Engine {
         })
     }
 
+    /// The masking rules in force on a source (its TOML), if any.
+    pub fn source_mask_rules(&self, name: &str) -> Result<Option<String>> {
+        self.admin_only("read masking rules")?;
+        self.source_row(name)?;
+        Ok(PolicyRow::get(self.meta.conn(), name)?.mask_rules)
+    }
+
     /// Removes a source's masking rules; with `allow_unmasked`, records that
     /// someone chose to let its unmasked data reach branches.
     pub fn source_unmask(&mut self, name: &str, allow_unmasked: bool) -> Result<()> {

@@ -204,6 +204,7 @@ pub fn audit(home: Home, args: AuditArgs, json: bool) -> Result<()> {
         agent: args.agent,
         since_ms,
         limit: Some(args.limit),
+        ..AuditQuery::default()
     })?;
     if json {
         output::json(&rows);

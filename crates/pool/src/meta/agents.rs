@@ -209,6 +209,29 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+/// The `policy` of records of actions, not statements: an action's record
+/// names the interface it came through (see `record_action` in the engine).
+const INTERFACES: &str = "'api', 'mcp', 'cli', 'web'";
+
+/// Which audit records [`AuditRow::query`] returns.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AuditFilter<'a> {
+    /// Only this agent's (`agent:NAME`-less name, or `admin:NAME`).
+    pub agent: Option<&'a str>,
+    /// Only records about this branch or source.
+    pub target: Option<&'a str>,
+    /// Only records whose agent, target, statement or error contain this
+    /// text (any case).
+    pub contains: Option<&'a str>,
+    /// Only statements through the proxy, not API, MCP, CLI or dashboard
+    /// actions.
+    pub statements_only: bool,
+    /// Only records from this time on (Unix milliseconds).
+    pub since_ms: Option<i64>,
+    /// At most this many (the newest).
+    pub limit: Option<i64>,
+}
+
 const AUDIT_COLUMNS: &str = "id, at_ms, agent, session, client, target, policy, statement, params, \
      duration_us, tag, rows, sqlstate, message, prev_hash, hash, tx_status";
 
@@ -275,22 +298,29 @@ impl AuditRow {
         Ok(conn.last_insert_rowid())
     }
 
-    /// Records of `agent` (all agents if `None`) from `since_ms` on, oldest
-    /// first, at most `limit` (the newest ones).
-    pub fn query(
-        conn: &Connection,
-        agent: Option<&str>,
-        since_ms: Option<i64>,
-        limit: Option<i64>,
-    ) -> Result<Vec<AuditRow>, MetaError> {
+    /// Records that pass `filter`, oldest first, at most `filter.limit`
+    /// (the newest ones).
+    pub fn query(conn: &Connection, filter: &AuditFilter) -> Result<Vec<AuditRow>, MetaError> {
+        // `instr` over lower(): a plain substring, no LIKE wildcards to escape.
         let mut stmt = conn.prepare(&format!(
             "SELECT * FROM (SELECT {AUDIT_COLUMNS} FROM audit
               WHERE (?1 IS NULL OR agent = ?1) AND (?2 IS NULL OR at_ms >= ?2)
-              ORDER BY id DESC LIMIT ?3) ORDER BY id"
+                AND (?3 IS NULL OR target = ?3)
+                AND (?4 IS NULL OR instr(lower(agent || ' ' || target || ' ' || statement || ' '
+                                              || coalesce(message, '')), lower(?4)) > 0)
+                AND (NOT ?5 OR policy NOT IN ({INTERFACES}))
+              ORDER BY id DESC LIMIT ?6) ORDER BY id"
         ))?;
         let rows = stmt
             .query_map(
-                params![agent, since_ms, limit.unwrap_or(-1)],
+                params![
+                    filter.agent,
+                    filter.since_ms,
+                    filter.target,
+                    filter.contains.filter(|c| !c.is_empty()),
+                    filter.statements_only,
+                    filter.limit.unwrap_or(-1)
+                ],
                 AuditRow::from_row,
             )?
             .collect::<Result<Vec<_>, _>>()?;

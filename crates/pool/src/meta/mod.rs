@@ -23,7 +23,7 @@ use std::time::Duration;
 pub use rusqlite::Connection;
 use rusqlite::{OpenFlags, OptionalExtension, TransactionBehavior, params};
 
-pub use agents::{AgentRow, AuditRow};
+pub use agents::{AgentRow, AuditFilter, AuditRow};
 pub use compute::{CgroupRow, ComputeLimits};
 pub use gates::StoredGates;
 pub use limits::SourceLimits;
