@@ -91,7 +91,7 @@ fn row(viewer: &Viewer, a: &Shown) -> Markup {
     let base = format!("/agents/{}", i.name);
     html! {
         tr data-agent=(i.name) {
-            td data-label="Agent" { strong { (i.name) } br; span.status class=(i.status) { (i.status) }
+            td data-label="Agent" { strong { (i.name) } br; span class={ "status " (i.status) } { (i.status) }
                 @if let Some(p) = &i.parent { br; span.muted { "made by " (p) } } }
             td data-label="Policy" { (i.policy) " on " (i.source)
                 @if let Some(b) = &i.branch { br; span.muted { "branch " }

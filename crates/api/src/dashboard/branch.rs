@@ -74,7 +74,7 @@ pub async fn page(State(web): State<Web>, viewer: Viewer, Path(name): Path<Strin
         h1 { "Branch " (i.name) }
         section #branch-status.card data-live {
             dl.kv {
-                dt { "Status" } dd.status class=(i.status) { (i.status) @if let Some(e) = &i.error { " — " (e) } }
+                dt { "Status" } dd class={ "status " (i.status) } { (i.status) @if let Some(e) = &i.error { " — " (e) } }
                 dt { "From" } dd { (i.source) " @ " (i.snapshot)
                     @if let Some(p) = &i.parent_branch { " (branch of " a href={ "/branches/" (p) } { (p) } ")" } }
                 dt { "Agent, members" } dd { (people(i, &seen.members)) }
@@ -121,7 +121,7 @@ pub async fn page(State(web): State<Web>, viewer: Viewer, Path(name): Path<Strin
             } @else {
                 ul { @for p in &seen.promotions {
                     li { a href={ "/promotions/" (p.id) } { "#" (p.id) } " "
-                         span.status class=(p.status) { (p.status) } " by " (p.requested_by)
+                         span class={ "status " (p.status) } { (p.status) } " by " (p.requested_by)
                          " " span.muted { (page::ago(&page::at_secs(p.created_at))) } }
                 } }
             }

@@ -166,7 +166,7 @@ fn row(web: &Web, viewer: &Viewer, r: &Listed) -> Markup {
         tr data-branch=(i.name) {
             td data-label="Name" { a.branch-link href={ "/branches/" (i.name) } { (i.name) } }
             td data-label="Source" { (i.source) " @ " (i.snapshot) }
-            td.status class=(i.status) data-label="Status" { (i.status) }
+            td class={ "status " (i.status) } data-label="Status" { (i.status) }
             td data-label="Agent" { (people(i, &r.members)) }
             td data-label="Age" { (page::ago(&i.created_at)) }
             td data-label="TTL left" { (i.expires_at.as_deref().map(page::until).unwrap_or_else(|| "none".into())) }

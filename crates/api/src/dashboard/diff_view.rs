@@ -40,7 +40,7 @@ pub fn schema(s: &SchemaDiff) -> Markup {
                 // the parent's line does not.
                 @for c in s.changes.iter().filter(|c| c.implied_by.is_none()) {
                     li.schema-change {
-                        span.kind class=(kind(c.kind)) { (kind(c.kind)) }
+                        span class={ "kind " (kind(c.kind)) } { (kind(c.kind)) }
                         " " code { (c.id) }
                         @if !c.detail.is_empty() { " — " (c.detail) }
                     }

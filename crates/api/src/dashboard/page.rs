@@ -146,7 +146,7 @@ pub fn csrf(viewer: &Viewer) -> Markup {
 /// after it.
 pub fn button(viewer: &Viewer, action: &str, class: &str, label: &str, back: &str) -> Markup {
     html! {
-        form.inline class=(class) method="post" action=(action) {
+        form class={ "inline " (class) } method="post" action=(action) {
             (csrf(viewer))
             input type="hidden" name="back" value=(back);
             button type="submit" { (label) }

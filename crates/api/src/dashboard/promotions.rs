@@ -37,7 +37,7 @@ pub async fn list(State(web): State<Web>, viewer: Viewer) -> Response {
                             td data-label="Source" { (p.source) }
                             td data-label="By" { (p.requested_by) }
                             td data-label="Asked" { (page::ago(&page::at_secs(p.created_at))) }
-                            td.status class=(p.status) data-label="Status" { (p.status) }
+                            td class={ "status " (p.status) } data-label="Status" { (p.status) }
                             td data-label="Changes" { (short_summary(&p.summary)) }
                             td data-label="Note" { (p.note.as_deref().unwrap_or("")) }
                         }
@@ -69,7 +69,7 @@ pub async fn page(State(web): State<Web>, viewer: Viewer, Path(id): Path<String>
         h1 { "Promotion request #" (row.id) }
         section #request.card data-live {
             dl.kv {
-                dt { "Status" } dd.status class=(row.status) { (row.status) }
+                dt { "Status" } dd class={ "status " (row.status) } { (row.status) }
                 dt { "Branch" } dd { a href={ "/branches/" (row.branch) } { (row.branch) } " → " (row.source) }
                 dt { "Asked by" } dd { (row.requested_by) ", " (page::ago(&page::at_secs(row.created_at))) }
                 @if let Some(n) = &row.note { dt { "Note" } dd { (n) } }
@@ -140,7 +140,7 @@ fn summary(s: &Value) -> Markup {
                   (short_summary(s)) }
         @if !schema.is_empty() {
             ul { @for c in schema {
-                li.schema-change { span.kind class=(c["kind"].as_str().unwrap_or("")) { (c["kind"].as_str().unwrap_or("")) }
+                li.schema-change { span class={ "kind " (c["kind"].as_str().unwrap_or("")) } { (c["kind"].as_str().unwrap_or("")) }
                     " " code { (c["object"].as_str().unwrap_or("")) } }
             } }
         }
@@ -167,7 +167,7 @@ fn preview(p: &Value) -> Markup {
                 table { thead { tr { th { "Gate" } th { "On" } th { "Passed" } th { "Detail" } } }
                     tbody { @for g in gates {
                         tr { td { (g["gate"].as_str().unwrap_or("")) } td { (g["on"].as_str().unwrap_or("")) }
-                             td.status class=(if g["passed"].as_bool() == Some(true) { "approved" } else { "failed" }) {
+                             td class={ "status " (if g["passed"].as_bool() == Some(true) { "approved" } else { "failed" }) } {
                                  (if g["passed"].as_bool() == Some(true) { "yes" } else { "no" }) }
                              td { (g["detail"].as_str().unwrap_or("")) } }
                     } } }

@@ -239,15 +239,12 @@ impl FromRequest<Web> for Posted {
         let (mut parts, body) = req.into_parts();
         let viewer = Viewer::from_request_parts(&mut parts, web).await?;
         let req = Request::from_parts(parts, body);
-        let axum::Form(pairs) = axum::Form::<Vec<(String, String)>>::from_request(req, web)
-            .await
-            .map_err(|e| {
-                page::bare(
-                    StatusCode::BAD_REQUEST,
-                    "Bad form",
-                    html! { p.flash.error { "The form could not be read: " (e.body_text()) } },
-                )
-            })?;
+        // A body that is not a form carries no CSRF token either.
+        let Ok(axum::Form(pairs)) =
+            axum::Form::<Vec<(String, String)>>::from_request(req, web).await
+        else {
+            return Err(csrf_refused());
+        };
         let mut fields: HashMap<String, String> = pairs.into_iter().collect();
         match fields.remove("csrf") {
             Some(token) if same(&token, &viewer.csrf) => Ok(Posted { viewer, fields }),

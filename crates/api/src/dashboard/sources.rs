@@ -60,7 +60,7 @@ fn source(s: &Shown) -> Markup {
     let i = &s.info;
     html! {
         section.card.source data-source=(i.name) {
-            h2 { (i.name) " " span.status class=(i.status) { (i.status) } }
+            h2 { (i.name) " " span class={ "status " (i.status) } { (i.status) } }
             dl.kv {
                 dt { "Mode" } dd { (i.mode) ", PostgreSQL " (i.pg_major) }
                 @if let Some(lag) = &i.lag {
