@@ -60,7 +60,7 @@ pub enum Command {
     Branch(BranchCommand),
     /// Measure branch creation against cp -a, CREATE DATABASE TEMPLATE and pg_dump | pg_restore.
     Bench(BenchCommand),
-    /// The daemon: HTTP API, MCP at /mcp, Prometheus /metrics, the reaper and scheduled work.
+    /// The daemon: HTTP API, web dashboard at /, MCP at /mcp, Prometheus /metrics, the reaper and scheduled work.
     Serve(ServeArgs),
     /// An MCP server on stdin/stdout, for agent clients that launch a command.
     Mcp(McpArgs),
@@ -245,6 +245,10 @@ pub struct McpArgs {
 
 /// `pgfork serve`.
 #[derive(Debug, Args)]
+#[command(
+    after_help = "The web dashboard is at http://ADDR:PORT/: sign in with an API token (an admin's, or an \
+                  agent's, which sees only that agent's things). The token is exchanged for a session cookie."
+)]
 pub struct ServeArgs {
     /// Address and port to listen on.
     #[arg(long, value_name = "ADDR:PORT", default_value = "127.0.0.1:7432")]

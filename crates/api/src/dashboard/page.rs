@@ -173,11 +173,15 @@ pub fn bytes(n: u64) -> String {
 /// A duration for people, to the largest unit or two: `3h 12m`.
 pub fn span(d: Duration) -> String {
     let s = d.as_secs();
+    let two = |big: u64, unit: &str, small: u64, sub: &str| match small {
+        0 => format!("{big}{unit}"),
+        _ => format!("{big}{unit} {small}{sub}"),
+    };
     match s {
         0..60 => format!("{s}s"),
         60..3600 => format!("{}m", s / 60),
-        3600..86400 => format!("{}h {}m", s / 3600, s % 3600 / 60),
-        _ => format!("{}d {}h", s / 86400, s % 86400 / 3600),
+        3600..86400 => two(s / 3600, "h", s % 3600 / 60, "m"),
+        _ => two(s / 86400, "d", s % 86400 / 3600, "h"),
     }
 }
 
@@ -225,6 +229,7 @@ mod tests {
         assert_eq!(span(Duration::from_secs(59)), "59s");
         assert_eq!(span(Duration::from_secs(3 * 3600 + 720)), "3h 12m");
         assert_eq!(span(Duration::from_secs(2 * 86400 + 3600)), "2d 1h");
+        assert_eq!(span(Duration::from_secs(86400)), "1d");
         assert_eq!(until("1970-01-01T00:00:00Z"), "expired");
         assert_eq!(ago("not a time"), "not a time");
     }
