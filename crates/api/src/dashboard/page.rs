@@ -155,20 +155,7 @@ pub fn button(viewer: &Viewer, action: &str, class: &str, label: &str, back: &st
 }
 
 /// A size for people: `1.5 MiB`.
-pub fn bytes(n: u64) -> String {
-    const UNITS: &[&str] = &["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = n as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
+pub use pgfork_pool::space::human_bytes as bytes;
 
 /// A duration for people, to the largest unit or two: `3h 12m`.
 pub fn span(d: Duration) -> String {
