@@ -281,6 +281,11 @@ def test_login_logout_and_a_bad_token(server: Server, page: Page) -> None:
 
     login(page, server, server.token)
     expect(page.locator("#whoami")).to_have_text(re.compile(r"^\s*admin:\S+\s*$"))
+    session = [c for c in page.context.cookies() if c["name"] == "pgfork_session"]
+    assert len(session) == 1, page.context.cookies()
+    cookie = session[0]
+    assert cookie["httpOnly"] and cookie["sameSite"] == "Strict" and cookie["path"] == "/", cookie
+    assert "pgfork_session" not in page.evaluate("() => document.cookie")
     nav_bar = page.locator("nav")
     for href in ["/", "/promotions", "/sources", "/agents", "/audit"]:
         expect(nav_bar.locator(f'a[href="{href}"]')).to_have_count(1)
@@ -288,13 +293,15 @@ def test_login_logout_and_a_bad_token(server: Server, page: Page) -> None:
     expect(page.locator("table#branches")).to_have_attribute("data-live", re.compile(".*"))
     filters = page.locator("form#filters")
     expect(filters.locator("select[name=source]")).to_have_count(1)
-    expect(filters.locator("select[name=agent]")).to_have_count(1)
     expect(filters.locator("input[name=label]")).to_have_count(1)
-    expect(filters.locator("select[name=source] option", has_text="shop")).to_have_count(1)
     shot(page, "branches")
 
     with page.expect_navigation():
         page.locator("form#logout button, form#logout input[type=submit]").first.click()
+    goto(page, server, "/")
+    expect(page).to_have_url(re.compile("^" + re.escape(server.url + "/login") + r"(\?.*)?$"))
+    # The server forgot the session: its old cookie no longer signs anyone in.
+    page.context.add_cookies(session)
     goto(page, server, "/")
     expect(page).to_have_url(re.compile("^" + re.escape(server.url + "/login") + r"(\?.*)?$"))
 
@@ -319,6 +326,71 @@ def test_a_branch_made_through_the_api_appears_and_goes_without_a_reload(server:
         api_ok(server, "DELETE", f"/v1/branches/{name}", server.token)
         expect(row).to_have_count(0, timeout=LIVE)
         assert page.evaluate("() => window.__marker") == 1, "the page was reloaded"
+    finally:
+        api(server, "DELETE", f"/v1/branches/{name}", server.token)
+
+
+def test_branch_filters(server: Server, page: Page, agent_a: Agent) -> None:
+    login(page, server, server.token)
+    filters = page.locator("form#filters")
+    expect(filters.locator('select[name=source] option[value="shop"]')).to_have_count(1)
+    expect(filters.locator(f'select[name=agent] option[value="{agent_a.name}"]')).to_have_count(1)
+    listed = page.locator("table#branches tr[data-branch]")
+    for query in [f"agent={agent_a.name}", f"label=pgfork.agent%3D{agent_a.name}"]:
+        goto(page, server, f"/?{query}")
+        expect(page.locator(f'tr[data-branch="{agent_a.branch}"]')).to_be_visible()
+        names = listed.evaluate_all("(rows) => rows.map(r => r.dataset.branch)")
+        assert names == [agent_a.branch], (query, names)
+    # The filter form itself gets there too.
+    goto(page, server, "/")
+    filters.locator("select[name=agent]").select_option(agent_a.name)
+    with page.expect_navigation():
+        filters.locator("button[type=submit], input[type=submit]").first.click()
+    assert f"agent={agent_a.name}" in page.url
+    assert listed.evaluate_all("(rows) => rows.map(r => r.dataset.branch)") == [agent_a.branch]
+    goto(page, server, "/?source=shop")
+    expect(page.locator(f'tr[data-branch="{agent_a.branch}"]')).to_be_visible()
+    shot(page, "branches-filtered")
+
+
+def test_branch_actions_from_the_page(server: Server, page: Page) -> None:
+    name = "dash-acts"
+    api_ok(server, "POST", "/v1/branches", server.token, {"name": name, "from": "shop"})
+    try:
+        login(page, server, server.token)
+        goto(page, server, f"/branches/{name}")
+        for action in ["form.action-reset", "form.action-stop", "form.action-ttl", "details.delete-branch"]:
+            expect(page.locator(action)).to_have_count(1)
+        for form in ["form.action-reset", "form.action-stop", "form.action-ttl", "form.action-delete"]:
+            expect(page.locator(f"{form} input[name=csrf]")).to_have_count(1)
+        shot(page, "branch-actions")
+
+        page.locator("form.action-ttl input[name=ttl]").fill("2h")
+        with page.expect_navigation():
+            page.locator("form.action-ttl button").click()
+        expect(page.locator(".flash.ok")).to_be_visible()
+        assert api_ok(server, "GET", f"/v1/branches/{name}", server.token)["expires_at"]
+
+        with page.expect_navigation(timeout=SLOW):
+            page.locator("form.action-stop button").click()
+        expect(page.locator(".flash.ok")).to_be_visible()
+        assert api_ok(server, "GET", f"/v1/branches/{name}", server.token)["status"] == "stopped"
+        goto(page, server, f"/branches/{name}")
+        expect(page.locator("form.action-stop")).to_have_count(0)
+        with page.expect_navigation(timeout=SLOW):
+            page.locator("form.action-start button").click()
+        expect(page.locator(".flash.ok")).to_be_visible()
+        assert api_ok(server, "GET", f"/v1/branches/{name}", server.token)["status"] == "running"
+
+        dsn = api_ok(server, "GET", f"/v1/branches/{name}/dsn", server.token)["dsn"]
+        with psycopg.connect(dsn) as conn:
+            conn.execute("DELETE FROM orders WHERE id <= 10")
+        goto(page, server, f"/branches/{name}")
+        with page.expect_navigation(timeout=SLOW):
+            page.locator("form.action-reset button").click()
+        expect(page.locator(".flash.ok")).to_be_visible()
+        with psycopg.connect(dsn) as conn:
+            assert conn.execute("SELECT count(*) FROM orders").fetchone()[0] == 2000
     finally:
         api(server, "DELETE", f"/v1/branches/{name}", server.token)
 
@@ -362,24 +434,21 @@ def test_branch_page_shows_statements_diff_and_the_dsn_on_demand(
     expect(customers.locator("tr.delete")).to_have_count(0)
     expect(page.locator("svg#storage-chart")).to_have_count(1)
 
-    # The actions an admin has on a branch.
-    for action in ["form.action-reset", "form.action-ttl", "details.delete-branch"]:
-        expect(page.locator(action)).to_have_count(1)
-    expect(page.locator("form.action-ttl input[name=ttl]")).to_have_count(1)
-    expect(page.locator("form.action-stop, form.action-start")).to_have_count(1)
-
     # The DSN's password only after asking for it.
     dsn = api_ok(server, "GET", f"/v1/branches/{agent_a.branch}/dsn", server.token)["dsn"]
     password = password_of(dsn)
     value = page.locator("#dsn code#dsn-value")
-    expect(value).to_contain_text("••••••")
+    expect(value).to_have_text(re.sub(r"^(postgresql://[^:/@]+:)[^@]*@", r"\1********@", dsn))
     expect(page.locator("#dsn button#copy-dsn")).to_have_count(1)
     assert password not in page.content(), "the DSN's password is in the page before it was revealed"
     shot(page, "branch")
     page.locator("#dsn button#reveal-dsn").click()
     expect(value).to_have_text(dsn)
-    expect(value).not_to_contain_text("••••••")
     shot(page, "branch-dsn-revealed")
+    # Hidden again on the next visit.
+    goto(page, server, f"/branches/{agent_a.branch}")
+    expect(value).to_contain_text(":********@")
+    assert password not in page.content()
 
 
 def test_hostile_statements_and_rows_show_as_text(server: Server, page: Page, agent_a: Agent) -> None:
@@ -496,13 +565,16 @@ def test_posts_without_the_csrf_token_are_refused(server: Server, page: Page, ag
     goto(page, server, f"/branches/{agent_a.branch}")
     diff = page.locator("section#diff")
     expect(diff.locator(".loading")).to_have_count(0, timeout=SLOW)
-    expect(diff.locator('table.rows[data-table="public.customers"] tr.insert', has_text=NEW_ROW_EMAIL)).to_have_count(1)
+    customers = diff.locator('table.rows[data-table="public.customers"]')
+    expect(customers.locator("tr.insert", has_text=NEW_ROW_EMAIL)).to_have_count(1)
 
 
 def test_approving_a_promotion_changes_the_source(
     server: Server, page: Page, agent_a: Agent, promotion_a: int
 ) -> None:
     login(page, server, server.token)
+    goto(page, server, f"/branches/{agent_a.branch}")
+    expect(page.locator(f'#promotions a[href="/promotions/{promotion_a}"]')).to_be_visible()
     goto(page, server, "/promotions")
     row = page.locator(f'table#promotions tr[data-promotion="{promotion_a}"]')
     expect(row).to_be_visible()
@@ -516,6 +588,9 @@ def test_approving_a_promotion_changes_the_source(
     approve = page.locator("form.action-approve")
     expect(approve).to_have_count(1)
     expect(approve.locator("input[name=csrf]")).to_have_count(1)
+    # Whatever the page loads after itself (the diff, with the hostile row) is in.
+    expect(page.locator(".loading")).to_have_count(0, timeout=SLOW)
+    expect(page.locator('img[src="x"]')).to_have_count(0)
     assert pwned(page) is None
     shot(page, "promotion")
 
@@ -577,9 +652,8 @@ def test_deleting_a_branch_from_its_page(server: Server, page: Page) -> None:
         api(server, "DELETE", f"/v1/branches/{name}", server.token)
 
 
-def test_sources_agents_and_audit_pages(server: Server, page: Page, agent_a: Agent) -> None:
+def test_sources_page(server: Server, page: Page, agent_a: Agent) -> None:
     login(page, server, server.token)
-
     goto(page, server, "/sources")
     shop = page.locator('section.source[data-source="shop"]')
     expect(shop).to_be_visible()
@@ -587,8 +661,11 @@ def test_sources_agents_and_audit_pages(server: Server, page: Page, agent_a: Age
     expect(shop).to_contain_text(agent_a.branch)
     shot(page, "sources")
 
+
+def test_agents_page_and_a_rotation(server: Server, page: Page, agent_a: Agent) -> None:
     # A spare agent to rotate: its new secret is shown once.
     server.json("agent", "create", "dash_c", "--source", "shop", "--policy", "branch")
+    login(page, server, server.token)
     goto(page, server, "/agents")
     a_row = page.locator('tr[data-agent="dash_a"]')
     expect(a_row).to_be_visible()
@@ -605,6 +682,9 @@ def test_sources_agents_and_audit_pages(server: Server, page: Page, agent_a: Age
     goto(page, server, "/agents")
     expect(page.locator(".secret")).to_have_count(0)
 
+
+def test_audit_page_and_search(server: Server, page: Page, agent_a: Agent) -> None:
+    login(page, server, server.token)
     goto(page, server, "/audit")
     search = page.locator("form#audit-search")
     expect(search.locator("input[name=q]")).to_have_count(1)

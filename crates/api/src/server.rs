@@ -91,6 +91,7 @@ pub fn app(shared: Shared, allow_remote: bool, cancel: CancellationToken) -> axu
         shared: shared.clone(),
         sessions: Arc::default(),
         tokens: token.clone(),
+        counts: Arc::default(),
     });
     // The token check is the outer layer: only a request that passed it
     // counts as a use of a branch. It leaves the dashboard's paths to the

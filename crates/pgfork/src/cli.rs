@@ -738,6 +738,22 @@ pub enum BenchWhat {
     Neighbours(NeighboursArgs),
     /// What `pgfork rehearse` costs over a branch and `psql -f` of the same migration.
     Rehearse(RehearseBenchArgs),
+    /// What the dashboard's pages cost to serve, against the API's JSON for the same branches.
+    Dashboard(DashboardBenchArgs),
+}
+
+/// `pgfork bench dashboard`.
+#[derive(Debug, Args)]
+pub struct DashboardBenchArgs {
+    /// Branches listed on the page (made for the run, deleted after).
+    #[arg(long, default_value_t = 30)]
+    pub branches: usize,
+    /// Requests per page (interleaved).
+    #[arg(long, default_value_t = 50)]
+    pub rounds: usize,
+    /// The admin API token (printed by `pgfork init`).
+    #[arg(long, env = "PGFORK_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `pgfork bench rehearse`.

@@ -68,6 +68,9 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
                     Some(crate::cli::BenchWhat::Rehearse(args)) => {
                         crate::bench::rehearse::run(engine, args, json)
                     }
+                    Some(crate::cli::BenchWhat::Dashboard(args)) => {
+                        crate::bench::dashboard::run(engine, args, json)
+                    }
                 },
                 Command::Init(_)
                 | Command::Doctor

@@ -38,6 +38,7 @@ fn fragment(headers: &HeaderMap) -> bool {
 /// `GET /branches/{name}`.
 pub async fn page(State(web): State<Web>, viewer: Viewer, Path(name): Path<String>) -> Response {
     let n = name.clone();
+    let counts = web.counts.clone();
     let seen = web
         .engine(&viewer, move |e| {
             let mut info = e.branch_info(&n)?;
@@ -55,9 +56,7 @@ pub async fn page(State(web): State<Web>, viewer: Viewer, Path(name): Path<Strin
                 .collect();
             Ok(Seen {
                 members: e.branch_members(&n).unwrap_or_default(),
-                sessions: (info.status == "running")
-                    .then(|| pgfork_engine::activity::client_sessions(&info).ok())
-                    .flatten(),
+                sessions: counts.of(std::slice::from_ref(&info))[0],
                 info,
                 statements,
                 promotions,

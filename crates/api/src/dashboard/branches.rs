@@ -64,6 +64,7 @@ pub async fn page(State(web): State<Web>, viewer: Viewer, RawQuery(q): RawQuery)
     };
     let agent = filters.agent.clone();
     let admin = viewer.is_admin();
+    let counts = web.counts.clone();
     let listed = web
         .engine(&viewer, move |e| {
             let branches = e.branch_list_by(&labels, agent.as_deref())?;
@@ -72,13 +73,13 @@ pub async fn page(State(web): State<Web>, viewer: Viewer, RawQuery(q): RawQuery)
             } else {
                 Vec::new()
             };
+            let sessions = counts.of(&branches);
             let rows = branches
                 .into_iter()
-                .map(|info| Listed {
+                .zip(sessions)
+                .map(|(info, sessions)| Listed {
                     members: e.branch_members(&info.name).unwrap_or_default(),
-                    sessions: (info.status == "running")
-                        .then(|| pgfork_engine::activity::client_sessions(&info).ok())
-                        .flatten(),
+                    sessions,
                     info,
                 })
                 .collect::<Vec<_>>();

@@ -14,6 +14,7 @@ mod assets;
 mod audit;
 mod branch;
 mod branches;
+mod counts;
 mod diff_view;
 mod page;
 mod promotions;
@@ -46,6 +47,8 @@ pub struct Web {
     /// The API's token check, so that a revoked or rotated token ends its
     /// sessions within a second, as it does for the API.
     pub tokens: Arc<TokenCheck>,
+    /// Recent client-session counts of branches.
+    pub counts: Arc<counts::SessionCounts>,
 }
 
 impl FromRef<Web> for Shared {

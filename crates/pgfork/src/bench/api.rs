@@ -65,7 +65,8 @@ pub struct ApiReport {
     pub concurrent_errors: Vec<String>,
 }
 
-fn loadavg() -> f64 {
+/// The 1-minute load average.
+pub(super) fn loadavg() -> f64 {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|s| s.split_whitespace().next()?.parse().ok())
@@ -73,13 +74,15 @@ fn loadavg() -> f64 {
 }
 
 /// This binary's `pgfork serve`, killed on drop.
-struct Daemon {
+pub(super) struct Daemon {
     child: Child,
-    url: String,
+    /// `http://127.0.0.1:PORT`.
+    pub url: String,
 }
 
 impl Daemon {
-    fn start(home: &std::path::Path) -> Result<Daemon> {
+    /// Starts `pgfork serve` on `home` on a free loopback port.
+    pub fn start(home: &std::path::Path) -> Result<Daemon> {
         let mut child = Command::new(std::env::current_exe()?)
             .arg("--home")
             .arg(home)
@@ -143,14 +146,13 @@ impl Api {
     }
 }
 
-/// The snapshot to branch: the latest of the bench source, made with a
-/// little data if the source is new. Returns it and whether we made the
-/// source.
-fn prepare(engine: &mut Engine) -> Result<(String, bool)> {
-    let made = match engine.source_info(SOURCE) {
+/// The snapshot to branch: the latest of `source`, made with a little
+/// data if the source is new. Returns it and whether we made the source.
+pub(super) fn prepare(engine: &mut Engine, source: &str) -> Result<(String, bool)> {
+    let made = match engine.source_info(source) {
         Ok(_) => false,
         Err(e) if e.is_not_found() => {
-            let info = engine.source_create(SOURCE)?;
+            let info = engine.source_create(source)?;
             let conn = AppConn::parse(&info.dsn_with_password().unwrap_or_default())?;
             conn.connect()?.batch_execute(
                 "CREATE TABLE accounts (id bigint PRIMARY KEY, balance numeric NOT NULL, note text);
@@ -160,7 +162,7 @@ fn prepare(engine: &mut Engine) -> Result<(String, bool)> {
         }
         Err(e) => return Err(e.into()),
     };
-    let snapshot = engine.snapshot_create(SOURCE)?.id;
+    let snapshot = engine.snapshot_create(source)?.id;
     Ok((snapshot, made))
 }
 
@@ -194,7 +196,7 @@ pub fn run(mut engine: Engine, args: BenchApiArgs, json: bool) -> Result<()> {
     }
     let home = engine.home().root().to_path_buf();
     let load_before = loadavg();
-    let (snapshot, made_source) = prepare(&mut engine)?;
+    let (snapshot, made_source) = prepare(&mut engine, SOURCE)?;
     let result = measure(&mut engine, &home, &token, &snapshot, &args);
     // Whatever happened, no bench branch is left.
     let (key, value) = BENCH_LABEL.split_once('=').expect("KEY=VALUE");

@@ -14,6 +14,7 @@ pub mod api;
 mod baselines;
 mod child;
 mod conn;
+pub mod dashboard;
 pub mod diff_cost;
 mod interrupt;
 mod live;
