@@ -23,6 +23,7 @@ struct Shown {
 /// `GET /agents`: every agent (an admin), or the viewer itself (an agent).
 pub async fn page(State(web): State<Web>, viewer: Viewer) -> Response {
     let me = viewer.actor.agent().map(str::to_string);
+    let counts = web.counts.clone();
     let shown = web
         .engine(&viewer, move |e| {
             let agents = match &me {
@@ -43,7 +44,9 @@ pub async fn page(State(web): State<Web>, viewer: Viewer) -> Response {
                     Ok(Shown {
                         // A server that cannot be asked has no count to show.
                         sessions: if info.status == "active" {
-                            e.agent_sessions(&info.name).ok().flatten()
+                            counts.one(&format!("agent:{}", info.name), || {
+                                e.agent_sessions(&info.name).ok().flatten()
+                            })
                         } else {
                             None
                         },

@@ -1,7 +1,6 @@
-//! Client sessions per branch for the pages, counted in parallel and kept
-//! a few seconds: a count asks the branch's own server (a connection
-//! each), and every open tab asks for the branches page again every 3
-//! seconds.
+//! Client sessions per branch (and per agent) for the pages, counted in
+//! parallel and kept a few seconds: a count asks a server (a connection
+//! each), and every open tab asks for its page again every 3 seconds.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -23,6 +22,19 @@ pub struct SessionCounts {
 impl SessionCounts {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<i64>)>> {
         self.map.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A count kept under `key` (such as `agent:NAME`), taken by `count`
+    /// when the kept one is older than [`FRESH`].
+    pub fn one(&self, key: &str, count: impl FnOnce() -> Option<i64>) -> Option<i64> {
+        if let Some((at, n)) = self.lock().get(key)
+            && at.elapsed() < FRESH
+        {
+            return *n;
+        }
+        let n = count();
+        self.lock().insert(key.to_string(), (Instant::now(), n));
+        n
     }
 
     /// The client sessions on each of `branches` (`None` for one that is

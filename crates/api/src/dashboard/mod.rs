@@ -153,6 +153,10 @@ pub fn router(web: Web) -> Router {
         .route("/login", get(session::login_page).post(session::login))
         .route("/logout", post(session::logout))
         .route("/assets/{file}", get(assets::serve))
+        .route(
+            "/branches",
+            get(|| async { axum::response::Redirect::to("/") }),
+        )
         .route("/branches/{name}", get(branch::page))
         .route("/branches/{name}/diff", get(branch::diff))
         .route("/branches/{name}/dsn", post(branch::dsn))
