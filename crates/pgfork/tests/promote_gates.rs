@@ -38,6 +38,9 @@ const BALANCES: &str = "-- balances
 SELECT id, balance FROM public.accounts WHERE balance < 0 ORDER BY id;
 
 SELECT count(*) BETWEEN 40 AND 60 FROM public.accounts;
+
+-- An assertion runs for 30 s at most, wherever it runs.
+SELECT pg_catalog.current_setting('statement_timeout') = '30s';
 ";
 
 fn shop(home: &TestHome) -> String {
@@ -244,6 +247,8 @@ fn an_assertion_failing_on_the_branch_refuses_before_anything_is_applied() {
     assert_eq!(size["passed"], true, "{dry:#}");
     assert_eq!(size["detail"], "returned true");
     assert_eq!(size["line"], 4);
+    let bounded = gate(&dry, "balances.sql#3", "branch");
+    assert_eq!(bounded["passed"], true, "a timeout is set: {dry:#}");
     // Human output says the same.
     let human = home.fails_human(&["promote", "overdraw", "--dry-run", "--assert", balances]);
     assert!(
@@ -551,7 +556,7 @@ fn stored_gates_apply_through_the_http_api() {
         "max_rows": 100
     }));
     assert_eq!(st, StatusCode::OK, "{body}");
-    assert_eq!(body["assertions"].as_array().unwrap().len(), 2, "{body}");
+    assert_eq!(body["assertions"].as_array().unwrap().len(), 3, "{body}");
     let cli = home.json(&["source", "gates", "shop"]);
     assert_eq!(cli["max_rows"], 100);
     assert_eq!(cli["files"][0]["sql"], BALANCES);

@@ -9,7 +9,9 @@
 //!   rows, or a single row of a single boolean column that is true. They
 //!   run on the branch before anything is applied (and with `--dry-run`),
 //!   then again on the source inside the promote's transaction once the
-//!   patch is applied; a failure there rolls the whole promote back.
+//!   patch is applied; a failure there rolls the whole promote back. Each
+//!   may run for 30 s at most (`statement_timeout`): on the source the
+//!   promote's locks are held meanwhile.
 //!
 //! Gates come from the request (`promote --assert FILE`) and from the
 //! source (`pgfork source gates`, stored in meta.db), so that every

@@ -177,10 +177,17 @@ fn advice(e: &postgres::error::DbError) -> &'static str {
          schema, as public.orders)"
     } else if code == &SqlState::READ_ONLY_SQL_TRANSACTION {
         " (a gate runs read-only and must not write, lock rows or call functions that do)"
+    } else if code == &SqlState::QUERY_CANCELED {
+        " (a gate may run for 30 s at most: on the source it runs inside the promote's \
+         transaction, holding its locks; make it cheaper, as with an index on what it reads)"
     } else {
         ""
     }
 }
+
+/// How long one assertion may run, on the branch or on the source (where
+/// the promote's transaction holds its locks meanwhile).
+pub(crate) const ASSERTION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Runs `assertions` in `tx`, each in a savepoint made read-only and
 /// rolled back afterwards, so that `tx` is as it was. An assertion that
@@ -196,10 +203,15 @@ pub(crate) fn run_assertions(
         let mut sp = tx
             .savepoint("pgfork_gate")
             .map_err(EngineError::sql("open a savepoint for a promotion gate"))?;
-        sp.batch_execute("SET LOCAL transaction_read_only = on")
-            .map_err(EngineError::sql(
-                "make a promotion gate's savepoint read-only",
-            ))?;
+        // Undone with the savepoint: the promote's own statements keep
+        // their settings.
+        sp.batch_execute(&format!(
+            "SET LOCAL transaction_read_only = on; SET LOCAL statement_timeout = '{}s'",
+            ASSERTION_TIMEOUT.as_secs()
+        ))
+        .map_err(EngineError::sql(
+            "make a promotion gate's savepoint read-only",
+        ))?;
         let outcome = evaluate(&mut sp, &a.sql);
         sp.rollback()
             .map_err(EngineError::sql("roll back a promotion gate's savepoint"))?;
