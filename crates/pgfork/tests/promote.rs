@@ -418,45 +418,49 @@ fn promote_refuses_what_it_cannot_apply_and_changes_nothing() {
     assert_eq!(err.code, "unknown_branch");
 }
 
-/// A change the diff engine does not carry (here a default set on a
-/// partition's column alone, which the schema reader passes over with the
-/// column it inherits) used to promote as "done" with the source left
-/// different. Promote now checks the source's catalog against the
-/// branch's before it commits, rolls back, and names what differs; a
-/// promote with changes of the source's own beside the branch's still
-/// goes through.
+/// A promote whose result is not what the patch meant used to exit 0
+/// with the source left different. Here the source gained a trigger of
+/// its own since the snapshot that swallows inserted rows (the patch
+/// turns off the branch's triggers, not the source's): promote checks the
+/// source's catalog and each changed table's rows against the branch's
+/// before it commits, rolls back, and names what differs. (A default set
+/// on a partition's inherited column was this test's case until the diff
+/// carried it: see the corpus case `partition_own_defaults`.) A promote
+/// with changes of the source's own beside the branch's still goes
+/// through.
 #[test]
 fn promote_checks_its_result_and_rolls_back_what_it_did_not_carry() {
     let home = TestHome::new(Pool::Btrfs, "verify");
     let source_dsn = prepared_source(&home);
+    let b = home.create_branch("swallowed", "shop", &[]);
     exec(
         &mut connect(&source_dsn),
-        "CREATE TABLE readings (at int NOT NULL, value int) PARTITION BY RANGE (at);
-         CREATE TABLE readings_1 PARTITION OF readings FOR VALUES FROM (0) TO (100);
-         INSERT INTO readings VALUES (1, 10), (2, 20)",
+        "CREATE FUNCTION public.swallow() RETURNS trigger LANGUAGE plpgsql
+           AS 'BEGIN RETURN NULL; END';
+         CREATE TRIGGER swallow BEFORE INSERT ON customers
+           FOR EACH ROW EXECUTE FUNCTION public.swallow()",
     );
-    home.snapshot("shop");
     let before = data_digest(&mut connect(&source_dsn));
-
-    let b = home.create_branch("notnull", "shop", &[]);
     exec(
         &mut connect(&dsn_of(&b)),
-        "ALTER TABLE readings_1 ALTER COLUMN value SET DEFAULT 7;
+        "INSERT INTO customers (id, name) VALUES (1001, 'new');
          UPDATE customers SET name = 'z' WHERE id = 3",
     );
-    let err = home.fails(&["promote", "notnull"]);
+    let err = home.fails(&["promote", "swallowed"]);
     assert_eq!(err.code, "promote_unverified", "{err:?}");
     assert!(
         err.message.contains("rolled back")
-            && err.message.contains(
-                "column public.readings_1.value: should be integer default 7, is integer"
-            ),
+            && err.message.contains("public.customers: should have"),
         "{err:?}"
     );
     assert_eq!(
         data_digest(&mut connect(&source_dsn)),
         before,
         "a promote that failed its check changed the source"
+    );
+    exec(
+        &mut connect(&source_dsn),
+        "DROP TRIGGER swallow ON customers; DROP FUNCTION public.swallow()",
     );
 
     // A change the diff knows it cannot carry is announced everywhere, and

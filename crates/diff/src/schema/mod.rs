@@ -43,10 +43,10 @@ mod views;
 pub use diff::{ChangeKind, ObjectChange, SchemaDiff, diff_schema};
 pub use id::{BadObjectId, ObjectId, ObjectKind};
 pub use model::{
-    Attribute, CollationDef, ColumnDef, CommentDef, CompositeDef, ConstraintDef, ConstraintType,
-    Definition, DomainDef, EnumDef, ExtensionDef, GrantDef, IdentityDef, IndexDef, MatViewDef,
-    Object, PartitionOf, PolicyDef, Privilege, RoutineDef, RowSecurityDef, Schema, SchemaDef,
-    SequenceDef, TableDef, TriggerDef, ViewDef,
+    Aside, Attribute, CollationDef, ColumnDef, CommentDef, CompositeDef, ConstraintDef,
+    ConstraintType, Definition, DomainDef, EnumDef, ExtensionDef, GrantDef, IdentityDef, IndexDef,
+    MatViewDef, Object, OwnDefault, PartitionOf, PolicyDef, Privilege, RoutineDef, RowSecurityDef,
+    Schema, SchemaDef, SequenceDef, TableDef, TriggerDef, ViewDef,
 };
 pub use read::read_schema;
 pub use three_way::{changed_ids, conflicts};

@@ -285,7 +285,42 @@ pub struct TableDef {
     /// any parent (quoted; set on the partition alone).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub own_not_null: Vec<String>,
+    /// Columns it only inherits whose default here is not its (first)
+    /// parent's, in column order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub own_defaults: Vec<OwnDefault>,
+    /// The first parent's default of every column it only inherits (quoted
+    /// name to expression), to set again when an own default goes.
+    #[serde(skip)]
+    pub parent_defaults: Aside<BTreeMap<String, Option<String>>>,
 }
+
+/// A default an inherited column has on this table alone (`ALTER TABLE
+/// partition ALTER COLUMN c SET DEFAULT`), unlike its parent's.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnDefault {
+    /// Quoted column name.
+    pub column: String,
+    /// Its default here (`None`: none, though the parent has one).
+    pub default: Option<String>,
+    /// The parent's default. The parent's `SET DEFAULT` reaches its
+    /// partitions too, so when it changes, this table's own default is set
+    /// again after it.
+    pub parent: Option<String>,
+}
+
+/// What a definition carries for writing its SQL without being part of
+/// what it is: never compared (always equal) and never serialized.
+#[derive(Debug, Clone, Default)]
+pub struct Aside<T>(pub T);
+
+impl<T> PartialEq for Aside<T> {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl<T> Eq for Aside<T> {}
 
 /// A partition's parent and bound.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -4,7 +4,7 @@ use std::collections::HashMap;
 
 use super::id::{ObjectId, ObjectKind};
 use super::model::{
-    ColumnDef, Definition, IdentityDef, Object, PartitionOf, RowSecurityDef, TableDef,
+    ColumnDef, Definition, IdentityDef, Object, OwnDefault, PartitionOf, RowSecurityDef, TableDef,
 };
 use super::namespaces::owner_sql;
 use super::plan::{Alteration, Changes, Fragment, Phase};
@@ -86,6 +86,8 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
             replica_identity: row.get(11),
             replica_index: replica_index.and_then(|s| s.parse().ok()),
             own_not_null: row.get(15),
+            own_defaults: Vec::new(),
+            parent_defaults: Default::default(),
         };
         let (rls, forced): (bool, bool) = (row.get(9), row.get(10));
         if rls || forced {
@@ -202,7 +204,51 @@ pub(crate) fn read(r: &mut Reader) -> Result<(), DiffError> {
         local.insert((relid, row.get::<_, String>(4)), id.clone());
         r.add(id, obj, Some((PG_CLASS, relid, attnum)));
     }
-    alias_inherited_columns(r, &local)
+    alias_inherited_columns(r, &local)?;
+    read_inherited_defaults(r)
+}
+
+/// The defaults of columns a table only inherits, against its first
+/// parent's: a partition's column starts with its parent's default and
+/// follows the parent's `SET DEFAULT`, but can be given its own.
+fn read_inherited_defaults(r: &mut Reader) -> Result<(), DiffError> {
+    let sql = format!(
+        "SELECT {}, quote_ident(a.attname), pg_get_expr(ad.adbin, ad.adrelid), pd.def \
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         LEFT JOIN pg_attrdef ad ON ad.adrelid = a.attrelid AND ad.adnum = a.attnum \
+         CROSS JOIN LATERAL ( \
+             SELECT pg_get_expr(pad.adbin, pad.adrelid) AS def \
+             FROM pg_inherits i JOIN pg_attribute pa \
+               ON pa.attrelid = i.inhparent AND pa.attname = a.attname \
+             LEFT JOIN pg_attrdef pad ON pad.adrelid = pa.attrelid AND pad.adnum = pa.attnum \
+             WHERE i.inhrelid = a.attrelid ORDER BY i.inhseqno LIMIT 1) pd \
+         WHERE a.attnum > 0 AND NOT a.attisdropped AND NOT a.attislocal \
+           AND a.attgenerated = '' AND {} ORDER BY a.attrelid, a.attnum",
+        qualified("c.relname"),
+        user_table()
+    );
+    for row in r.query("defaults of inherited columns", &sql)? {
+        let table = ObjectId::new(ObjectKind::Table, row.get::<_, String>(0));
+        let (column, default, parent): (String, Option<String>, Option<String>) =
+            (row.get(1), row.get(2), row.get(3));
+        let Some(Object {
+            def: Definition::Table(def),
+            ..
+        }) = r.objects.get_mut(&table)
+        else {
+            continue;
+        };
+        if default != parent {
+            def.own_defaults.push(OwnDefault {
+                column: column.clone(),
+                default,
+                parent: parent.clone(),
+            });
+        }
+        def.parent_defaults.0.insert(column, parent);
+    }
+    Ok(())
 }
 
 /// A column a table only inherits stands, in dependencies, for the
@@ -299,6 +345,7 @@ impl TableDef {
         sql.push(owner_sql("TABLE", &self.name, &self.owner));
         let mut out = vec![Fragment::new(Phase::Table, sql)];
         out.extend(self.not_null_fragment(&[]));
+        out.extend(self.defaults_fragment(&[]));
         if self.replica_identity != "DEFAULT" {
             out.push(self.replica_identity_fragment());
         }
@@ -319,6 +366,40 @@ impl TableDef {
             .filter(|c| !self.own_not_null.contains(c))
             .map(|c| format!("ALTER TABLE {} ALTER COLUMN {c} DROP NOT NULL", self.name));
         let sql: Vec<String> = dropped.chain(set).collect();
+        (!sql.is_empty()).then(|| Fragment::new(Phase::Constraint, sql))
+    }
+
+    /// `SET DEFAULT` / `DROP DEFAULT` on inherited columns, from the own
+    /// defaults `from` to this table's: after the parents' column changes,
+    /// whose `SET DEFAULT` reaches their partitions too.
+    fn defaults_fragment(&self, from: &[OwnDefault]) -> Option<Fragment> {
+        let set = |column: &str, default: Option<&str>| match default {
+            Some(expr) => format!(
+                "ALTER TABLE {} ALTER COLUMN {column} SET DEFAULT {expr}",
+                self.name
+            ),
+            None => format!(
+                "ALTER TABLE {} ALTER COLUMN {column} DROP DEFAULT",
+                self.name
+            ),
+        };
+        let mut sql: Vec<String> = self
+            .own_defaults
+            .iter()
+            .filter(|d| !from.contains(d))
+            .map(|d| set(&d.column, d.default.as_deref()))
+            .collect();
+        // An own default that goes: back to the parent's. A column that is
+        // no longer inherited (a detached partition's) is its own object,
+        // and its default goes with it.
+        for gone in from
+            .iter()
+            .filter(|d| !self.own_defaults.iter().any(|o| o.column == d.column))
+        {
+            if let Some(parent) = self.parent_defaults.0.get(&gone.column) {
+                sql.push(set(&gone.column, parent.as_deref()));
+            }
+        }
         (!sql.is_empty()).then(|| Fragment::new(Phase::Constraint, sql))
     }
 
@@ -387,6 +468,7 @@ impl TableDef {
             });
         }
         fragments.extend(to.not_null_fragment(&self.own_not_null));
+        fragments.extend(to.defaults_fragment(&self.own_defaults));
         if self.replica_identity != to.replica_identity {
             fragments.push(to.replica_identity_fragment());
         }
@@ -412,6 +494,11 @@ impl TableDef {
             "NOT NULL of its own on inherited columns",
             &self.own_not_null,
             &to.own_not_null,
+        );
+        c.field(
+            "defaults of its own on inherited columns",
+            &self.own_defaults,
+            &to.own_defaults,
         );
         c.field("options", &self.options, &to.options);
         c.field(

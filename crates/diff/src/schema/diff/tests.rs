@@ -25,6 +25,8 @@ fn table(name: &str) -> (ObjectId, Object) {
                 replica_identity: "DEFAULT".into(),
                 replica_index: None,
                 own_not_null: vec![],
+                own_defaults: vec![],
+                parent_defaults: Default::default(),
             }),
             None,
         ),
