@@ -370,7 +370,33 @@ fn gate_schemas() -> Value {
             "error": { "type": ["string", "null"], "description": "The error PostgreSQL raised running the assertion." }
         }
     });
+    let limit = |what: &str| json!({ "type": ["number", "string", "null"], "description": what });
     json!({
+        "PatchLimits": {
+            "type": "object", "additionalProperties": false,
+            "description": "What every new branch of the source gets. Absent or null: unchanged; \"none\": no limit.",
+            "properties": {
+                "branch_cpu": limit("CPUs, 0.01 to 1024 (0.5: half of one)."),
+                "branch_memory": limit("Memory: bytes, or a size such as \"512M\"."),
+                "branch_pids": limit("Most processes."),
+                "branch_max_size": limit("Storage of its own: bytes, or a size such as \"2G\" (btrfs pools with quotas).")
+            }
+        },
+        "SourceLimits": {
+            "type": "object",
+            "properties": {
+                "source": string,
+                "branch": {
+                    "type": "object",
+                    "properties": {
+                        "cpu": { "type": ["number", "null"] },
+                        "memory": { "type": ["integer", "null"] },
+                        "pids": { "type": ["integer", "null"] }
+                    }
+                },
+                "branch_max_size": { "type": ["integer", "null"] }
+            }
+        },
         "AssertionFile": assertion_file,
         "Assertion": {
             "type": "object",
@@ -613,6 +639,14 @@ pub fn document() -> Value {
         "put": with(op("Replace the source's promotion gates (admins only): every promote to it, from any interface, must pass them. Every file is checked first; a refusal changes nothing.", "setSourceGates",
             responses!{ "200" => ok("The gates now.", reference("SourceGates")), "400" => error_response("A file that does not parse, holds no query or holds anything but a query (the message names its line), or a bad field."), "403" => error_response("Not an admin token."), "404" => missing.clone() }),
             "requestBody", body("PutGates"))
+    });
+    doc["paths"]["/v1/sources/{name}/limits"] = json!({
+        "parameters": [path_param("name", "Source name.")],
+        "get": op("The limits every new branch of the source gets unless its create says otherwise.", "getSourceLimits",
+            responses!{ "200" => ok("The limits.", reference("SourceLimits")), "404" => missing.clone() }),
+        "patch": with(op("Change the limits new branches of the source get (admins only); branches made before keep theirs. A limit cgroups or the pool cannot enforce here is refused, and nothing changes.", "setSourceLimits",
+            responses!{ "200" => ok("The limits now.", reference("SourceLimits")), "400" => error_response("A value out of bounds or not enforceable here (invalid_argument, naming the field)."), "403" => error_response("Not an admin token."), "404" => missing.clone() }),
+            "requestBody", body("PatchLimits"))
     });
     doc["paths"]["/v1/branches/{name}/promote"] = json!({
         "parameters": [branch_name],

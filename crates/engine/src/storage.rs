@@ -254,7 +254,7 @@ pub(crate) fn check_max_size(size: u64) -> Result<()> {
 
 impl Engine {
     /// Refuses a storage limit this pool cannot enforce (never ignored).
-    pub(crate) fn check_storage_limit(&self, max_size: Option<u64>) -> Result<()> {
+    pub fn check_storage_limit(&self, max_size: Option<u64>) -> Result<()> {
         let Some(size) = max_size else {
             return Ok(());
         };

@@ -464,13 +464,20 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
                     .map(|t| compute::parse_pids("--branch-pids", t))
                     .transpose()?,
             };
+            let max_size = match args.branch_max_size.as_deref() {
+                None => None,
+                Some("none") => Some(None),
+                Some(size) => Some(Some(parse_size(size)?)),
+            };
+            // A size the pool cannot enforce is refused before the compute
+            // limits change.
+            if let Some(size) = max_size {
+                engine.check_storage_limit(size)?;
+            }
             let limits = engine.source_limits(&args.name, &req)?;
             let mut storage = engine.source_storage_limits(&args.name)?;
-            if let Some(size) = args.branch_max_size.as_deref() {
-                storage.branch_max_size = match size {
-                    "none" => None,
-                    size => Some(parse_size(size)?),
-                };
+            if let Some(size) = max_size {
+                storage.branch_max_size = size;
                 storage = engine.set_source_storage_limits(&args.name, storage)?;
             }
             if json {

@@ -350,8 +350,50 @@ fn limits_land_in_the_group_and_the_server_runs_in_it() {
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(&format!("'{field}'")), "{message}");
     }
+
+    // The source's limits for new branches, through the API as through
+    // `source limits`; a refused change changes nothing.
+    let limits = "/v1/sources/shop/limits";
+    let (st, body) = s.patch(
+        limits,
+        json!({ "branch_cpu": "0.25", "branch_memory": 300 * 1024 * 1024 }),
+    );
+    assert_eq!(st.as_u16(), 200, "{body:#}");
+    assert_eq!(body["branch"]["cpu"], 0.25, "{body:#}");
+    assert_eq!(body["branch"]["memory"], 300 * 1024 * 1024);
+    let (st, body) = s.get(limits);
+    assert_eq!(st.as_u16(), 200);
+    assert_eq!(body["branch"]["cpu"], 0.25, "{body:#}");
+    assert_eq!(h.json(&["source", "limits", "shop"])["branch"]["cpu"], 0.25);
+    let (st, made) = s.post(
+        "/v1/branches",
+        json!({ "name": "inherits", "from": "shop" }),
+    );
+    assert_eq!(st.as_u16(), 201, "{made:#}");
+    assert_eq!(made["compute"]["cpu"], 0.25, "{made:#}");
+    for (field, value) in [
+        ("branch_cpu", json!(0)),
+        ("branch_pids", json!("many")),
+        // XFS here: no quotas, so a size of their own cannot be enforced.
+        ("branch_max_size", json!("2G")),
+    ] {
+        let (st, body) = s.patch(limits, json!({ field: value, "branch_memory": "none" }));
+        assert_eq!(st.as_u16(), 400, "{field}={value}: {body:#}");
+        assert_eq!(
+            s.get(limits).1["branch"]["memory"],
+            300 * 1024 * 1024,
+            "{field}: the refused change left the limits as they were"
+        );
+    }
+    let (st, body) = s.patch(
+        limits,
+        json!({ "branch_cpu": "none", "branch_memory": "none" }),
+    );
+    assert_eq!(st.as_u16(), 200, "{body:#}");
+    assert!(body["branch"]["cpu"].is_null(), "{body:#}");
     drop(s);
     h.ok(&["branch", "delete", "api"]);
+    h.ok(&["branch", "delete", "inherits"]);
 }
 
 #[test]

@@ -81,7 +81,7 @@ impl Size {
 }
 
 /// A compute limit's JSON value as the CLI's text: a number or a string.
-fn limit_text(field: &str, v: &serde_json::Value) -> Result<String, ApiError> {
+pub(super) fn limit_text(field: &str, v: &serde_json::Value) -> Result<String, ApiError> {
     match v {
         serde_json::Value::Number(n) => Ok(n.to_string()),
         serde_json::Value::String(s) => Ok(s.clone()),
@@ -96,8 +96,22 @@ fn limit_text(field: &str, v: &serde_json::Value) -> Result<String, ApiError> {
 
 /// The compute limits of a create body, each checked and named.
 fn compute_request(req: &CreateBranch) -> Result<ComputeRequest, ApiError> {
-    let parse = |field: &str,
-                 v: &Option<serde_json::Value>,
+    limits_request(
+        ("cpu", &req.cpu),
+        ("memory", &req.memory),
+        ("pids", &req.pids),
+    )
+}
+
+/// Compute limits from a body's fields (each `(name, value)`): a number,
+/// or a string such as `"0.5"`, `"512M"` or `"none"` (no limit); absent or
+/// null leaves it as it is.
+pub(super) fn limits_request(
+    cpu: (&str, &Option<serde_json::Value>),
+    memory: (&str, &Option<serde_json::Value>),
+    pids: (&str, &Option<serde_json::Value>),
+) -> Result<ComputeRequest, ApiError> {
+    let parse = |(field, v): (&str, &Option<serde_json::Value>),
                  f: &dyn Fn(&str, &str) -> pgfork_engine::Result<Option<u64>>|
      -> Result<Option<Option<u64>>, ApiError> {
         v.as_ref()
@@ -108,16 +122,10 @@ fn compute_request(req: &CreateBranch) -> Result<ComputeRequest, ApiError> {
             .transpose()
     };
     let narrow = |v: Option<Option<u64>>| v.map(|o| o.map(|n| n as u32));
-    let cpu = parse("cpu", &req.cpu, &|f, t| {
-        Ok(compute::parse_cpu(f, t)?.map(u64::from))
-    })?;
-    let memory = parse("memory", &req.memory, &|f, t| {
-        // A bare number is bytes, as in the rest of the API.
-        compute::parse_memory(f, t)
-    })?;
-    let pids = parse("pids", &req.pids, &|f, t| {
-        Ok(compute::parse_pids(f, t)?.map(u64::from))
-    })?;
+    let cpu = parse(cpu, &|f, t| Ok(compute::parse_cpu(f, t)?.map(u64::from)))?;
+    // A bare number is bytes, as in the rest of the API.
+    let memory = parse(memory, &|f, t| compute::parse_memory(f, t))?;
+    let pids = parse(pids, &|f, t| Ok(compute::parse_pids(f, t)?.map(u64::from)))?;
     Ok(ComputeRequest {
         cpu_millis: narrow(cpu),
         memory,
@@ -125,7 +133,6 @@ fn compute_request(req: &CreateBranch) -> Result<ComputeRequest, ApiError> {
     })
 }
 
-/// Body of `PATCH /v1/branches/{name}`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SetBranch {

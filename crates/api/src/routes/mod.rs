@@ -49,6 +49,12 @@ pub fn table() -> Vec<Route> {
         route(M::DELETE, "/v1/sources/{name}", delete(sources::remove)),
         route(M::GET, "/v1/sources/{name}/gates", get(sources::gates)),
         route(M::PUT, "/v1/sources/{name}/gates", put(sources::set_gates)),
+        route(M::GET, "/v1/sources/{name}/limits", get(sources::limits)),
+        route(
+            M::PATCH,
+            "/v1/sources/{name}/limits",
+            patch(sources::set_limits),
+        ),
         route(M::GET, "/v1/snapshots", get(snapshots::list)),
         route(M::POST, "/v1/snapshots", post(snapshots::create)),
         route(M::GET, "/v1/snapshots/{id}", get(snapshots::info)),
