@@ -197,7 +197,10 @@ fn schemas() -> Value {
                 "protect": { "type": "boolean" },
                 "labels": { "type": "object", "additionalProperties": { "type": "string", "maxLength": 256 },
                             "description": "Labels to add or change, by the rules of CreateBranch.labels; the branch carries at most 32 afterwards." },
-                "unlabel": { "type": "array", "items": { "type": "string" } }
+                "unlabel": { "type": "array", "items": { "type": "string" } },
+                "cpu": { "type": ["number", "string"], "description": "Compute limits (admins only), as in CreateBranch; \"none\" removes one. A running server's group gets them at once." },
+                "memory": { "type": ["integer", "string"] },
+                "pids": { "type": ["integer", "string"] }
             }
         },
         "Diff": {

@@ -296,6 +296,8 @@ pub(crate) enum Refusal {
     Start,
     /// A source's defaults are not stored.
     Defaults,
+    /// A branch's limits are not changed.
+    Change,
 }
 
 /// Refuses `limits` that this machine cannot enforce for this process,
@@ -326,6 +328,7 @@ pub(crate) fn require(
             "or start it where pgfork can use them (as root, with the cgroup filesystems mounted)",
         ),
         Refusal::Defaults => ("they are not stored", "or set no such default"),
+        Refusal::Change => ("they are not changed", "or ask for no such limit"),
     };
     Err(EngineError::ComputeUnavailable(format!(
         "{what} cannot be held to its limits here, so {outcome}: {}. pgfork never runs a server \
@@ -433,6 +436,49 @@ impl Engine {
             source: source.to_string(),
             branch: limits.into(),
         })
+    }
+
+    /// Changes a branch's compute limits (admins only: an agent's budget is
+    /// not its own to raise). They are recorded, and a running server's
+    /// group gets them at once; a stopped one gets them when it starts. A
+    /// limit the group refuses (memory below what the server holds now)
+    /// leaves the old ones in force and recorded.
+    pub fn branch_set_limits(&mut self, name: &str, req: &ComputeRequest) -> Result<()> {
+        self.admin_only("change a branch's compute limits")?;
+        self.branch_row(name)?;
+        if req.is_empty() {
+            return Ok(());
+        }
+        let before = meta_compute::branch_limits(self.meta.conn(), name)?;
+        let limits = req.over(before);
+        check_limits("--", &limits)?;
+        require(
+            &Cgroups::detect(),
+            &limits,
+            &format!("branch '{name}'"),
+            Refusal::Change,
+        )?;
+        let own = |l: &ComputeLimits| Limits {
+            cpu_millis: l.cpu_millis,
+            memory_bytes: l.memory,
+            pids: l.pids,
+            cpu_weight: None,
+        };
+        let group = Group::at(&CgroupRow::of(self.meta.conn(), "branch", name)?);
+        if !group.procs().is_empty()
+            && let Err(e) = group.create(&own(&limits))
+        {
+            // Half-written limits are worse than the old ones.
+            let _ = group.create(&own(&before));
+            return Err(EngineError::InvalidArgument(format!(
+                "branch '{name}' could not be held to the new limits, so they are not changed: {e} \
+                 (memory below what its server holds now cannot be set while it runs: stop it, \
+                 change the limit, start it)"
+            )));
+        }
+        self.meta
+            .write(|c| meta_compute::set_branch_limits(c, name, &limits))?;
+        Ok(())
     }
 
     /// The limits new branches of `source` get.

@@ -708,6 +708,15 @@ pub struct BranchSetArgs {
     /// Remove a label (repeatable).
     #[arg(long, value_name = "KEY")]
     pub unlabel: Vec<String>,
+    /// CPUs its server may use (0.5: half a CPU); `none` removes the limit. A running server gets it at once.
+    #[arg(long, value_name = "CPUS")]
+    pub cpu: Option<String>,
+    /// Memory its server may use (512M); `none` removes the limit.
+    #[arg(long, value_name = "SIZE")]
+    pub memory: Option<String>,
+    /// Most processes its server may run; `none` removes the limit.
+    #[arg(long, value_name = "N")]
+    pub pids: Option<String>,
 }
 
 /// `pgfork bench [WHAT]`: branch creation unless another benchmark is named.

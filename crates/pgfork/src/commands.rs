@@ -782,6 +782,25 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 _ => None,
             };
             let add: BTreeMap<String, String> = names::parse_labels(&args.label)?;
+            let limits = ComputeRequest {
+                cpu_millis: args
+                    .cpu
+                    .as_deref()
+                    .map(|t| compute::parse_cpu("--cpu", t))
+                    .transpose()?,
+                memory: args
+                    .memory
+                    .as_deref()
+                    .map(|t| compute::parse_memory("--memory", t))
+                    .transpose()?,
+                pids: args
+                    .pids
+                    .as_deref()
+                    .map(|t| compute::parse_pids("--pids", t))
+                    .transpose()?,
+            };
+            // The limits first: a refusal there changes nothing else.
+            engine.branch_set_limits(&args.name, &limits)?;
             let info = engine.branch_set(&args.name, ttl, protect, &add, &args.unlabel)?;
             if json {
                 output::json(&info)

@@ -391,6 +391,34 @@ fn limits_land_in_the_group_and_the_server_runs_in_it() {
     );
     assert_eq!(st.as_u16(), 200, "{body:#}");
     assert!(body["branch"]["cpu"].is_null(), "{body:#}");
+
+    // A branch's own limits change while it runs (its group gets them at
+    // once), through the CLI and the API; a stopped one gets them at start.
+    let running = groups_of(&h.json(&["branch", "info", "api"]));
+    let set = h.json(&["branch", "set", "api", "--cpu", "0.25"]);
+    assert_eq!(set["compute"]["cpu"], 0.25, "{set:#}");
+    assert_eq!(
+        cg_file(&running, "cpu.cfs_quota_us").as_deref(),
+        Some("25000")
+    );
+    let (st, body) = s.patch("/v1/branches/api", json!({ "memory": "none", "pids": 50 }));
+    assert_eq!(st.as_u16(), 200, "{body:#}");
+    assert!(body["compute"]["memory"].is_null(), "{body:#}");
+    assert_eq!(cg_file(&running, "pids.max").as_deref(), Some("50"));
+    let e = h.fails(&["branch", "set", "api", "--cpu", "0", "--ttl", "1h"]);
+    assert_eq!(e.code, "invalid_argument", "{e:?}");
+    let info = h.json(&["branch", "info", "api"]);
+    assert!(
+        info["expires_at"].is_null() && info["compute"]["cpu"] == 0.25,
+        "a refused limit changed nothing: {info:#}"
+    );
+    h.ok(&["branch", "stop", "api"]);
+    h.json(&["branch", "set", "api", "--pids", "40"]);
+    let started = h.json(&["branch", "start", "api"]);
+    assert_eq!(
+        cg_file(&groups_of(&started), "pids.max").as_deref(),
+        Some("40")
+    );
     drop(s);
     h.ok(&["branch", "delete", "api"]);
     h.ok(&["branch", "delete", "inherits"]);

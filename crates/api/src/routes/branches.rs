@@ -151,6 +151,15 @@ pub struct SetBranch {
     /// Label keys to remove.
     #[serde(default)]
     pub unlabel: Vec<String>,
+    /// CPUs (a number, or a string; `"none"` removes the limit).
+    #[serde(default)]
+    pub cpu: Option<serde_json::Value>,
+    /// Memory (bytes, or `"512M"`; `"none"`).
+    #[serde(default)]
+    pub memory: Option<serde_json::Value>,
+    /// Most processes (`"none"`).
+    #[serde(default)]
+    pub pids: Option<serde_json::Value>,
 }
 
 /// The engine's request for a create body, every field checked (the
@@ -312,8 +321,17 @@ pub async fn set(
         (None, false) => None,
     };
     names::validate_labels(&req.labels).map_err(|e| ApiError::field("labels", e))?;
+    let limits = limits_request(
+        ("cpu", &req.cpu),
+        ("memory", &req.memory),
+        ("pids", &req.pids),
+    )?;
     let info = s
-        .engine(move |e| e.branch_set(&name, ttl, req.protect, &req.labels, &req.unlabel))
+        .engine(move |e| {
+            // The limits first: a refusal there changes nothing else.
+            e.branch_set_limits(&name, &limits)?;
+            e.branch_set(&name, ttl, req.protect, &req.labels, &req.unlabel)
+        })
         .await?;
     Ok(Json(info))
 }
