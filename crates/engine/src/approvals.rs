@@ -7,6 +7,7 @@
 use pgfork_pool::meta::PromotionRow;
 use serde_json::{Value, json};
 
+use crate::promote::BranchChanges;
 use crate::{DiffRequest, Engine, EngineError, PromoteReport, PromoteRequest, Result};
 
 impl Engine {
@@ -52,8 +53,50 @@ impl Engine {
 
     /// What a request shows of the branch: the schema objects changed and
     /// each table's row counts (no row values: a request is read by people
-    /// who need not see the data).
+    /// who need not see the data), and a dry run of the promote. The dry
+    /// run compares the branch with its base anyway, so its comparison
+    /// gives the summary; only a dry run that refuses (a masked base, a
+    /// broken gate file) leaves the summary to a diff of its own.
     fn request_summary(&mut self, branch: &str) -> Result<Value> {
+        let dry = self.preview_promote(branch);
+        let changes = match &dry {
+            Ok(r) => r.branch_changes.clone(),
+            Err(_) => self.branch_changes(branch)?,
+        };
+        let preview = match dry {
+            Ok(r) => json!({
+                "gates": r.gates,
+                "conflicts": r.conflicts.len(),
+                "statements": r.statements.len(),
+                "warnings": r.warnings,
+            }),
+            Err(e) => json!({ "error": { "code": e.code(), "message": e.to_string() } }),
+        };
+        let schema: Vec<Value> = changes
+            .schema
+            .iter()
+            .map(|(object, kind)| json!({ "object": object, "kind": kind }))
+            .collect();
+        let tables: Vec<Value> = changes
+            .tables
+            .iter()
+            .map(|(table, inserted, updated, deleted)| {
+                json!({ "table": table, "inserted": inserted, "updated": updated, "deleted": deleted })
+            })
+            .collect();
+        let rows: u64 = changes.tables.iter().map(|(_, i, u, d)| i + u + d).sum();
+        Ok(json!({
+            "base": changes.base,
+            "schema_changes": schema,
+            "tables": tables,
+            "rows_changed": rows,
+            "warnings": changes.warnings,
+            "preview": preview,
+        }))
+    }
+
+    /// What the branch changed, by a diff of its own (as its owner sees it).
+    fn branch_changes(&mut self, branch: &str) -> Result<BranchChanges> {
         let d = self.diff(&DiffRequest {
             target: branch.to_string(),
             against: None,
@@ -63,48 +106,28 @@ impl Engine {
             full: false,
             sql: false,
         })?;
-        let schema: Vec<Value> = d
-            .schema
-            .as_ref()
-            .map(|s| {
-                s.changes
-                    .iter()
-                    .map(|c| json!({ "object": c.id.to_string(), "kind": c.kind }))
-                    .collect()
-            })
-            .unwrap_or_default();
-        let tables: Vec<Value> = d
-            .data
-            .as_ref()
-            .map(|data| {
-                data.tables
-                    .iter()
-                    .map(|t| {
-                        json!({ "table": t.table, "inserted": t.inserted,
-                                "updated": t.updated, "deleted": t.deleted })
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        let rows: u64 = d
-            .data
-            .as_ref()
-            .map(|data| {
-                data.tables
-                    .iter()
-                    .map(|t| t.inserted + t.updated + t.deleted)
-                    .sum()
-            })
-            .unwrap_or(0);
-        let preview = self.preview_promote(branch);
-        Ok(json!({
-            "base": d.from,
-            "schema_changes": schema,
-            "tables": tables,
-            "rows_changed": rows,
-            "warnings": d.warnings,
-            "preview": preview,
-        }))
+        Ok(BranchChanges {
+            warnings: d.warnings,
+            base: d.from,
+            schema: d
+                .schema
+                .map(|s| {
+                    s.changes
+                        .iter()
+                        .map(|c| (c.id.to_string(), c.kind))
+                        .collect()
+                })
+                .unwrap_or_default(),
+            tables: d
+                .data
+                .map(|data| {
+                    data.tables
+                        .iter()
+                        .map(|t| (t.table.clone(), t.inserted, t.updated, t.deleted))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
     }
 
     /// A dry run of the promote, for the request: the gates' results (the
@@ -112,7 +135,7 @@ impl Engine {
     /// conflicts and statements there would be. It runs as the home's
     /// admin, since an agent may not promote, and keeps nothing of the
     /// source's rows: a conflict is counted, not shown.
-    fn preview_promote(&mut self, branch: &str) -> Value {
+    fn preview_promote(&mut self, branch: &str) -> Result<PromoteReport> {
         let asker = std::mem::replace(
             &mut self.actor,
             crate::Actor::Admin(crate::identity::FIRST_ADMIN.into()),
@@ -126,15 +149,7 @@ impl Engine {
             assertions: Vec::new(),
         });
         self.actor = asker;
-        match dry {
-            Ok(r) => json!({
-                "gates": r.gates,
-                "conflicts": r.conflicts.len(),
-                "statements": r.statements.len(),
-                "warnings": r.warnings,
-            }),
-            Err(e) => json!({ "error": { "code": e.code(), "message": e.to_string() } }),
-        }
+        dry
     }
 
     /// The requests the actor may see (an admin all, an agent those it

@@ -26,7 +26,7 @@ use crate::{Engine, EngineError, Result, promote_check};
 use apply::Expected;
 use conflicts::dropped_by;
 use enum_values::adds_enum_value;
-pub use report::{Conflict, PromoteReport, PromoteRequest, Strategy};
+pub use report::{BranchChanges, Conflict, PromoteReport, PromoteRequest, Strategy};
 
 impl Engine {
     /// Checks a branch's changes against its source and applies them.
@@ -152,6 +152,21 @@ impl Engine {
             warnings: dsx.warnings.clone(),
             before_transaction: Vec::new(),
             gates: Vec::new(),
+            branch_changes: BranchChanges {
+                base: format!("snapshot {}", base.label()),
+                schema: dsx
+                    .changes
+                    .iter()
+                    .map(|c| (c.id.to_string(), c.kind))
+                    .collect(),
+                tables: dx
+                    .tables
+                    .iter()
+                    .filter(|t| !t.is_empty())
+                    .map(|t| (t.table.clone(), t.inserted, t.updated, t.deleted))
+                    .collect(),
+                warnings: dsx.warnings.clone(),
+            },
         };
         // Rows are written in the branch's shape, which the schema
         // statements give the source first.

@@ -88,4 +88,25 @@ pub struct PromoteReport {
     /// The promotion gates and how each went: the scope bounds and the
     /// assertions on the branch, then (once applied) on the source.
     pub gates: Vec<GateResult>,
+    /// What the branch changed against its base, which a promotion
+    /// request shows (so it need not diff the branch again). Not in the
+    /// report's JSON: the statements and counts above are what the patch
+    /// writes.
+    #[serde(skip)]
+    pub branch_changes: BranchChanges,
+}
+
+/// What a branch changed against its base snapshot: schema objects and
+/// row counts, no row values.
+#[derive(Debug, Clone, Default)]
+pub struct BranchChanges {
+    /// The base, as a diff names its side (`snapshot shop@3`).
+    pub base: String,
+    /// Each schema object added, removed, modified or rebuilt.
+    pub schema: Vec<(String, pgfork_diff::schema::ChangeKind)>,
+    /// Each table whose rows changed: (`schema.table`, inserted, updated,
+    /// deleted).
+    pub tables: Vec<(String, u64, u64, u64)>,
+    /// What the schema diff could not express or check.
+    pub warnings: Vec<String>,
 }
