@@ -447,23 +447,12 @@ fn source(engine: &mut Engine, cmd: SourceCommand, json: bool) -> Result<()> {
         }
         SourceCommand::Delete { name, force } => deleted(engine.source_delete(&name, force)?, json),
         SourceCommand::Limits(args) => {
-            let req = ComputeRequest {
-                cpu_millis: args
-                    .branch_cpu
-                    .as_deref()
-                    .map(|t| compute::parse_cpu("--branch-cpu", t))
-                    .transpose()?,
-                memory: args
-                    .branch_memory
-                    .as_deref()
-                    .map(|t| compute::parse_memory("--branch-memory", t))
-                    .transpose()?,
-                pids: args
-                    .branch_pids
-                    .as_deref()
-                    .map(|t| compute::parse_pids("--branch-pids", t))
-                    .transpose()?,
-            };
+            let req = compute_request(
+                "--branch-",
+                args.branch_cpu.as_deref(),
+                args.branch_memory.as_deref(),
+                args.branch_pids.as_deref(),
+            )?;
             let max_size = match args.branch_max_size.as_deref() {
                 None => None,
                 Some("none") => Some(None),
@@ -609,23 +598,12 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 unmasked: args.unmasked,
                 proxy_only: false,
                 max_size: args.max_size.as_deref().map(parse_size).transpose()?,
-                compute: ComputeRequest {
-                    cpu_millis: args
-                        .cpu
-                        .as_deref()
-                        .map(|t| compute::parse_cpu("--cpu", t))
-                        .transpose()?,
-                    memory: args
-                        .memory
-                        .as_deref()
-                        .map(|t| compute::parse_memory("--memory", t))
-                        .transpose()?,
-                    pids: args
-                        .pids
-                        .as_deref()
-                        .map(|t| compute::parse_pids("--pids", t))
-                        .transpose()?,
-                },
+                compute: compute_request(
+                    "--",
+                    args.cpu.as_deref(),
+                    args.memory.as_deref(),
+                    args.pids.as_deref(),
+                )?,
                 for_agent: None,
             };
             if engine.config().driver == Driver::Copy && !json {
@@ -782,23 +760,12 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
                 _ => None,
             };
             let add: BTreeMap<String, String> = names::parse_labels(&args.label)?;
-            let limits = ComputeRequest {
-                cpu_millis: args
-                    .cpu
-                    .as_deref()
-                    .map(|t| compute::parse_cpu("--cpu", t))
-                    .transpose()?,
-                memory: args
-                    .memory
-                    .as_deref()
-                    .map(|t| compute::parse_memory("--memory", t))
-                    .transpose()?,
-                pids: args
-                    .pids
-                    .as_deref()
-                    .map(|t| compute::parse_pids("--pids", t))
-                    .transpose()?,
-            };
+            let limits = compute_request(
+                "--",
+                args.cpu.as_deref(),
+                args.memory.as_deref(),
+                args.pids.as_deref(),
+            )?;
             // The limits first: a refusal there changes nothing else.
             engine.branch_set_limits(&args.name, &limits)?;
             let info = engine.branch_set(&args.name, ttl, protect, &add, &args.unlabel)?;
@@ -810,4 +777,25 @@ fn branch(engine: &mut Engine, cmd: BranchCommand, json: bool) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// Compute limits from `--{prefix}cpu`, `--{prefix}memory` and
+/// `--{prefix}pids` (each absent: unchanged; `none`: no limit).
+fn compute_request(
+    prefix: &str,
+    cpu: Option<&str>,
+    memory: Option<&str>,
+    pids: Option<&str>,
+) -> Result<ComputeRequest> {
+    Ok(ComputeRequest {
+        cpu_millis: cpu
+            .map(|t| compute::parse_cpu(&format!("{prefix}cpu"), t))
+            .transpose()?,
+        memory: memory
+            .map(|t| compute::parse_memory(&format!("{prefix}memory"), t))
+            .transpose()?,
+        pids: pids
+            .map(|t| compute::parse_pids(&format!("{prefix}pids"), t))
+            .transpose()?,
+    })
 }
