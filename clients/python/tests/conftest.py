@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import time
 from dataclasses import dataclass
@@ -137,3 +138,30 @@ def wait_for(check, timeout: float = 30.0) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def proxy(server: Server) -> Iterator[int]:
+    """A `pgfork proxy` on the server's home, for one test module; its port."""
+    port = _free_port()
+    proc = subprocess.Popen(
+        [server.binary, "--home", str(server.home), "proxy", "--listen", f"127.0.0.1:{port}"],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    line = proc.stderr.readline()
+    assert "listening" in line, f"pgfork proxy did not start: {line}"
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)

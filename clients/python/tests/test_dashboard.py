@@ -13,8 +13,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import socket
-import subprocess
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -150,33 +148,7 @@ def source_rows(server: Server, sql: str) -> List[tuple]:
         return conn.execute(sql).fetchall()
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-# --- fixtures -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def proxy(server: Server) -> Iterator[int]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [server.binary, "--home", str(server.home), "proxy", "--listen", f"127.0.0.1:{port}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert "listening" in line, f"pgfork proxy did not start: {line}"
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+# --- fixtures (`server` and `proxy` are conftest's) ------------------------
 
 
 @dataclass

@@ -5,40 +5,10 @@ side parameters, pipeline mode, COPY)."""
 
 from __future__ import annotations
 
-import socket
-import subprocess
-from typing import Iterator
-
 import psycopg
 import pytest
 
 from conftest import Server
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def proxy(server: Server) -> Iterator[int]:
-    port = _free_port()
-    proc = subprocess.Popen(
-        [server.binary, "--home", str(server.home), "proxy", "--listen", f"127.0.0.1:{port}"],
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stderr is not None
-    line = proc.stderr.readline()
-    assert "listening" in line, f"pgfork proxy did not start: {line}"
-    try:
-        yield port
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
 
 
 def _agent(server: Server, name: str, policy: str, *extra: str) -> str:

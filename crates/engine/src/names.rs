@@ -289,12 +289,7 @@ pub fn since_ms(now_ms: i64, d: Duration) -> i64 {
 /// Six random lowercase letters and digits, for names pgfork makes up
 /// (a rehearsal's branch).
 pub fn random_suffix() -> String {
-    use rand::RngExt;
-    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    let mut rng = rand::rng();
-    (0..6)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
-        .collect()
+    pgfork_pg::sql::random_string(b"abcdefghijklmnopqrstuvwxyz0123456789", 6)
 }
 
 #[cfg(test)]

@@ -14,10 +14,18 @@ pub fn quote_literal(text: &str) -> String {
 
 /// A fresh random password: 24 alphanumerics (~143 bits), safe in URLs.
 pub fn random_password() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    random_string(
+        b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789",
+        24,
+    )
+}
+
+/// `len` characters drawn from `alphabet` (ASCII) by the OS-seeded
+/// generator.
+pub fn random_string(alphabet: &[u8], len: usize) -> String {
     let mut rng = rand::rng();
-    (0..24)
-        .map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char)
+    (0..len)
+        .map(|_| alphabet[rng.random_range(0..alphabet.len())] as char)
         .collect()
 }
 

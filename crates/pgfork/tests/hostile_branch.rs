@@ -333,14 +333,7 @@ fn schema_only_never_fires_the_agents_triggers() {
         "{}",
         err.message
     );
-    let names: Vec<String> = t
-        .home
-        .json(&["branch", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = t.home.branch_names();
     assert!(!names.contains(&"empty2".to_string()), "{names:?}");
     t.assert_never_superuser("schema-only with an ALWAYS trigger");
     t.home.assert_settled();

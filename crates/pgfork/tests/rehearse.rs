@@ -196,13 +196,7 @@ fn rehearsals_measure_locks_and_rewrites_beside_the_lints() {
     assert_eq!(code, Some(0), "{r:#}");
     let kept = r["branch"].as_str().unwrap();
     assert!(r["dsn"].as_str().unwrap().starts_with("postgres://"));
-    let names: Vec<String> = home
-        .json(&["branch", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect();
+    let names = home.branch_names();
     assert_eq!(
         names,
         vec![kept.to_string()],

@@ -27,13 +27,7 @@ fn gc_deletes_expired_branches_and_keeps_protected_ones() {
         json!([["guarded", "protected"]]),
         "{report:#}"
     );
-    let left: Vec<String> = h
-        .json(&["branch", "list"])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|b| b["name"].as_str().unwrap().to_string())
-        .collect();
+    let left = h.branch_names();
     assert_eq!(left, ["forever", "guarded", "later"]);
     let pid = expired["pid"].as_i64().unwrap() as i32;
     assert!(

@@ -39,10 +39,15 @@ fn fragment(headers: &HeaderMap) -> bool {
 pub async fn page(State(web): State<Web>, viewer: Viewer, Path(name): Path<String>) -> Response {
     let n = name.clone();
     let counts = web.counts.clone();
+    // Reading the extent map is for a page load; a live refresh shows the
+    // daemon's last sample.
+    let live = viewer.live;
     let seen = web
         .engine(&viewer, move |e| {
             let mut info = e.branch_info(&n)?;
-            info.unshared_bytes = e.branch_unshared_bytes(&n).ok();
+            if !live {
+                info.unshared_bytes = e.branch_unshared_bytes(&n).ok();
+            }
             let statements = e.audit_query(&AuditQuery {
                 target: Some(n.clone()),
                 statements_only: true,

@@ -1,7 +1,7 @@
 //! The page shell (navigation, messages) and the small pieces every page
 //! uses: forms that post an action with the CSRF token, sizes and ages.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
@@ -199,10 +199,7 @@ pub fn at_ms(ms: i64) -> String {
 }
 
 /// Unix seconds as RFC 3339.
-pub fn at_secs(secs: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(secs.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use pgfork_engine::view::timestamp as at_secs;
 
 #[cfg(test)]
 mod tests {

@@ -150,6 +150,9 @@ pub struct Viewer {
     pub session: String,
     /// The message the last action left, if any.
     pub flash: Option<Flash>,
+    /// Whether this is the page script's live refresh: only the `data-live`
+    /// parts of its answer are used, so costly parts elsewhere are skipped.
+    pub live: bool,
 }
 
 impl Viewer {
@@ -180,7 +183,8 @@ impl FromRequestParts<Web> for Viewer {
             web.sessions.end(&id);
             return Err(to_login());
         };
-        let flash = if parts.headers.contains_key(LIVE_HEADER) {
+        let live = parts.headers.contains_key(LIVE_HEADER);
+        let flash = if live {
             None
         } else {
             web.sessions.take_flash(&id)
@@ -190,6 +194,7 @@ impl FromRequestParts<Web> for Viewer {
             csrf,
             session: id,
             flash,
+            live,
         })
     }
 }

@@ -320,6 +320,16 @@ impl TestHome {
             .unwrap_or_else(|e| panic!("pgfork {} printed no JSON ({e}): {out}", args.join(" ")))
     }
 
+    /// The names of the branches `branch list` shows.
+    pub fn branch_names(&self) -> Vec<String> {
+        self.json(&["branch", "list"])
+            .as_array()
+            .expect("branch list is an array")
+            .iter()
+            .map(|b| b["name"].as_str().expect("a branch's name").to_string())
+            .collect()
+    }
+
     /// Runs `pgfork --json ARGS`, asserts it fails the documented way (exit
     /// code 1, a JSON error object on stdout) and returns the error.
     pub fn fails(&self, args: &[&str]) -> CmdError {
