@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::*;
-use daemon::Serve;
+use daemon::{As, Serve};
 use serde_json::{Value, json};
 
 /// The control group directories a branch's or source's JSON names.
@@ -412,6 +412,38 @@ fn limits_land_in_the_group_and_the_server_runs_in_it() {
         info["expires_at"].is_null() && info["compute"]["cpu"] == 0.25,
         "a refused limit changed nothing: {info:#}"
     );
+    // An agent cannot lift the limits it is held to: they are an admin's.
+    let bot = h.json(&[
+        "agent", "create", "bot", "--source", "shop", "--policy", "branch",
+    ]);
+    let bot = As {
+        serve: &s,
+        token: bot["api_token"].as_str().unwrap().to_string(),
+    };
+    let (st, body) = bot.post(
+        "/v1/branches",
+        json!({ "name": "bots", "from": "shop", "ttl": "1h", "cpu": "0.25" }),
+    );
+    assert_eq!(st.as_u16(), 201, "{body:#}");
+    let (st, body) = bot.send(
+        reqwest::Method::PATCH,
+        "/v1/branches/bots",
+        Some(json!({ "cpu": "none" })),
+    );
+    assert_eq!(st.as_u16(), 403, "{body:#}");
+    let (st, body) = bot.send(
+        reqwest::Method::PATCH,
+        limits,
+        Some(json!({ "branch_cpu": "none" })),
+    );
+    assert_eq!(st.as_u16(), 403, "{body:#}");
+    assert_eq!(
+        h.json(&["branch", "info", "bots"])["compute"]["cpu"],
+        0.25,
+        "the agent's branch keeps its limit"
+    );
+    h.ok(&["branch", "delete", "bots"]);
+
     h.ok(&["branch", "stop", "api"]);
     h.json(&["branch", "set", "api", "--pids", "40"]);
     let started = h.json(&["branch", "start", "api"]);
